@@ -1,0 +1,181 @@
+//! Protocol configuration, validated once.
+
+use serde::{Deserialize, Serialize};
+
+/// Every tunable of the protocol core, with its limit. Build one with
+/// `Config::default()`, change fields, then [`Config::validated`]; the
+/// [`Engine`](super::Engine) only accepts validated configs.
+///
+/// The same struct is the `[protocol]` section of the node's TOML file and of
+/// simulation scenarios, so both are parsed by this one definition.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct Config {
+    /// Cluster name; nodes only merge state from their own cluster.
+    pub cluster: String,
+    /// Base heartbeat interval.
+    pub heartbeat_interval_ms: u64,
+    /// Each node aims to receive at most about this many heartbeats per
+    /// base interval: with more alive members than this, the interval grows
+    /// in proportion, keeping idle traffic per node flat as the cluster grows.
+    pub heartbeat_fanin: u32,
+    /// Phi above which a silent peer is suspected.
+    pub phi_threshold: f64,
+    /// How long a suspicion stands before the member is declared dead.
+    pub suspect_timeout_ms: u64,
+    /// Remote HLC stamps further ahead of local time than this are rejected.
+    pub max_clock_drift_ms: u64,
+    /// Largest config value.
+    pub max_value_bytes: usize,
+    /// Superseded versions kept per config key for rollback.
+    pub history_limit: usize,
+    /// Deleted keys are collected this long after their deletion.
+    pub tombstone_ttl_ms: u64,
+    /// How often tombstone collection runs.
+    pub gc_interval_ms: u64,
+    /// Anti-entropy with a random peer at least this often.
+    pub sync_interval_ms: u64,
+    /// At most one sync per peer per this interval (digest mismatches
+    /// inside it are remembered and served when it ends).
+    pub sync_min_interval_ms: u64,
+    /// A sync request without an answer after this long has failed.
+    pub sync_timeout_ms: u64,
+    /// Syncs this node runs at once, at most.
+    pub max_inflight_syncs: usize,
+    /// Soft size bound of one sync response or push.
+    pub sync_budget_bytes: usize,
+    /// Largest message accepted from the network.
+    pub max_message_bytes: usize,
+    /// Watch events kept for resuming watchers.
+    pub watch_log_capacity: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            cluster: "default".into(),
+            heartbeat_interval_ms: 1_000,
+            heartbeat_fanin: 32,
+            phi_threshold: 8.0,
+            suspect_timeout_ms: 5_000,
+            max_clock_drift_ms: 60_000,
+            max_value_bytes: 1 << 20,
+            history_limit: 16,
+            tombstone_ttl_ms: 24 * 3600 * 1000,
+            gc_interval_ms: 60_000,
+            sync_interval_ms: 15_000,
+            sync_min_interval_ms: 1_000,
+            sync_timeout_ms: 10_000,
+            max_inflight_syncs: 4,
+            sync_budget_bytes: 8 << 20,
+            max_message_bytes: 32 << 20,
+            watch_log_capacity: 10_000,
+        }
+    }
+}
+
+/// A configuration value out of range.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid config field `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The field's name, as in TOML.
+    pub field: &'static str,
+    /// What is allowed.
+    pub reason: String,
+}
+
+fn check(ok: bool, field: &'static str, reason: impl Into<String>) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError {
+            field,
+            reason: reason.into(),
+        })
+    }
+}
+
+impl Config {
+    /// Check every field; returns the config unchanged if all are in range.
+    pub fn validated(self) -> Result<Config, ConfigError> {
+        let c = &self;
+        check(
+            !c.cluster.is_empty()
+                && c.cluster.len() <= 64
+                && c.cluster
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || "-_.".contains(ch)),
+            "cluster",
+            "1..=64 ASCII letters, digits, - _ .",
+        )?;
+        check(
+            (10..=600_000).contains(&c.heartbeat_interval_ms),
+            "heartbeat_interval_ms",
+            "10..=600000",
+        )?;
+        check(c.heartbeat_fanin >= 2, "heartbeat_fanin", "at least 2")?;
+        check(
+            c.phi_threshold.is_finite() && (1.0..=100.0).contains(&c.phi_threshold),
+            "phi_threshold",
+            "1.0..=100.0",
+        )?;
+        check(
+            c.suspect_timeout_ms >= c.heartbeat_interval_ms,
+            "suspect_timeout_ms",
+            "at least heartbeat_interval_ms",
+        )?;
+        check(
+            c.max_clock_drift_ms >= 1_000,
+            "max_clock_drift_ms",
+            "at least 1000",
+        )?;
+        check(
+            (1..=64 << 20).contains(&c.max_value_bytes),
+            "max_value_bytes",
+            "1..=67108864",
+        )?;
+        check(c.history_limit <= 1024, "history_limit", "0..=1024")?;
+        check(c.tombstone_ttl_ms >= 1_000, "tombstone_ttl_ms", "at least 1000")?;
+        check(c.gc_interval_ms >= 100, "gc_interval_ms", "at least 100")?;
+        check(c.sync_interval_ms >= 100, "sync_interval_ms", "at least 100")?;
+        check(c.sync_timeout_ms >= 100, "sync_timeout_ms", "at least 100")?;
+        check(c.max_inflight_syncs >= 1, "max_inflight_syncs", "at least 1")?;
+        check(
+            c.max_message_bytes >= c.max_value_bytes * 2 + 65_536,
+            "max_message_bytes",
+            "at least 2 * max_value_bytes + 64 KiB",
+        )?;
+        check(
+            c.sync_budget_bytes >= 1024 && c.sync_budget_bytes <= c.max_message_bytes / 2,
+            "sync_budget_bytes",
+            "1024..=max_message_bytes/2",
+        )?;
+        check(c.watch_log_capacity >= 1, "watch_log_capacity", "at least 1")?;
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid() {
+        assert!(Config::default().validated().is_ok());
+    }
+
+    #[test]
+    fn out_of_range_fields_are_named_in_the_error() {
+        let c = Config {
+            phi_threshold: 0.0,
+            ..Config::default()
+        };
+        assert_eq!(c.validated().unwrap_err().field, "phi_threshold");
+        let c = Config {
+            cluster: "a b".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.validated().unwrap_err().field, "cluster");
+    }
+}

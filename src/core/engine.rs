@@ -1,0 +1,1726 @@
+//! The protocol engine: one node's replicated state and every decision about
+//! what to send, as a pure state machine.
+//!
+//! # Driver contract
+//! `Engine::handle(now_ms, input)` returns every action the input caused, in
+//! order. The driver must execute them in that order, and:
+//! * a [`Action::Persist`] comes first whenever state changed; the driver
+//!   makes it durable before executing the actions after it. If it cannot,
+//!   it skips the rest and calls `handle(now, Input::PersistFailed { .. })`,
+//!   which undoes the batch's new versions and fails its commands;
+//! * after draining the actions, the driver sleeps at most until
+//!   [`Engine::poll_timeout`] and then sends [`Input::Tick`].
+//!
+//! `now_ms` is milliseconds since the Unix epoch on the driver's clock (the
+//! simulator passes virtual time). The engine never reads a clock and draws
+//! randomness only from the seeded RNG it was built with.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{Config, ConfigError};
+use super::dots::Dot;
+use super::hlc::{Hlc, HlcClock};
+use super::ids::{InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
+use super::membership::{Member, MemberStatus, Membership, NodeInfo};
+use super::persist::{PersistBatch, PersistedMeta, Snapshot};
+use super::phi::PhiDetector;
+use super::registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
+use super::state::{Digest, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS};
+use super::watch::{SnapshotRequired, WatchChange, WatchEvent, WatchLog};
+use super::wire::{self, Delta, Heartbeat, Message, SyncPush, SyncRequest, SyncResponse, WireError};
+
+/// The two gossip topics of a cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Topic {
+    /// Heartbeats.
+    Heartbeat,
+    /// State deltas.
+    Delta,
+}
+
+/// Something that happened to the node.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Input {
+    /// Time passed; run timers.
+    Tick,
+    /// A gossip message authored by `from`.
+    Gossip {
+        /// The author (not the relaying peer).
+        from: NodeId,
+        /// The message bytes.
+        bytes: Vec<u8>,
+    },
+    /// A point-to-point request from a peer; answer with [`Action::Respond`]
+    /// carrying the same `id`.
+    Request {
+        /// The requesting peer.
+        from: NodeId,
+        /// Driver-chosen id for the reply channel.
+        id: u64,
+        /// The request bytes.
+        bytes: Vec<u8>,
+    },
+    /// The answer to an [`Action::SendRequest`].
+    Response {
+        /// The answering peer.
+        from: NodeId,
+        /// The id of the request.
+        id: u64,
+        /// The response bytes.
+        bytes: Vec<u8>,
+    },
+    /// An [`Action::SendRequest`] failed (unreachable, timeout, refused).
+    RequestFailed {
+        /// The id of the request.
+        id: u64,
+    },
+    /// A connection to a peer opened.
+    PeerConnected(NodeId),
+    /// The last connection to a peer closed.
+    PeerDisconnected(NodeId),
+    /// A local client command; answered by [`Action::Reply`] with the same id.
+    Command {
+        /// Caller-chosen id, echoed in the reply.
+        id: u64,
+        /// What to do.
+        command: Command,
+    },
+    /// The driver could not make a [`PersistBatch`] durable.
+    PersistFailed {
+        /// The batch id.
+        batch: u64,
+        /// Why (shown to the clients whose commands fail).
+        reason: String,
+    },
+}
+
+/// A precondition on a write (compare-and-set).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Expect {
+    /// The key must read as absent (never written, or deleted).
+    Absent,
+    /// The key's winning version must be this one.
+    Version(VersionId),
+}
+
+/// A local client command.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Command {
+    /// Write a config value.
+    Put {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+        /// Value bytes.
+        value: Vec<u8>,
+        /// Optional precondition.
+        expect: Option<Expect>,
+    },
+    /// Delete a config key.
+    Delete {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+        /// Optional precondition.
+        expect: Option<Expect>,
+    },
+    /// Write, as a new version, the content of an earlier version.
+    Rollback {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+        /// The version whose content to restore.
+        to: VersionId,
+    },
+    /// Register (or re-register) a service instance owned by this node.
+    RegisterService {
+        /// Namespace.
+        namespace: Namespace,
+        /// Service.
+        service: ServiceName,
+        /// Instance.
+        instance: InstanceId,
+        /// Address, tags, TTL...
+        spec: ServiceSpec,
+    },
+    /// Refresh an owned instance's TTL, optionally reporting its health.
+    HeartbeatService {
+        /// Namespace.
+        namespace: Namespace,
+        /// Service.
+        service: ServiceName,
+        /// Instance.
+        instance: InstanceId,
+        /// Health to report (default passing).
+        health: Option<HealthStatus>,
+    },
+    /// Remove a service instance.
+    DeregisterService {
+        /// Namespace.
+        namespace: Namespace,
+        /// Service.
+        service: ServiceName,
+        /// Instance.
+        instance: InstanceId,
+    },
+    /// Change this node's advertised addresses, name or tags.
+    SetInfo(NodeInfo),
+    /// Leave the cluster gracefully (final for this incarnation).
+    Leave,
+}
+
+/// A successful command's result.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CommandOutput {
+    /// A version was written (and is durable).
+    Written {
+        /// Its id.
+        version: VersionId,
+        /// Its stamp.
+        hlc: Hlc,
+    },
+    /// Done; nothing to report.
+    Done,
+}
+
+/// Why a command failed. State is unchanged unless the variant says so.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The precondition did not hold; `current` is the winning version now.
+    #[error("version conflict: current version is {current:?}")]
+    Conflict {
+        /// The current winner, if any.
+        current: Option<VersionId>,
+    },
+    /// Key, version or instance not found.
+    #[error("not found")]
+    NotFound,
+    /// Invalid argument.
+    #[error("invalid: {0}")]
+    Invalid(String),
+    /// Value over the size limit.
+    #[error("value of {size} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Given size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Only the owner node may do this.
+    #[error("instance is owned by node {0}")]
+    NotOwner(String),
+    /// The node has left the cluster.
+    #[error("node has left the cluster")]
+    Left,
+    /// The write could not be made durable; it was undone.
+    #[error("not durable: {0}")]
+    NotDurable(String),
+}
+
+/// Something the driver must do.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Action {
+    /// Make this durable before executing the actions after it.
+    Persist(PersistBatch),
+    /// Publish on a gossip topic.
+    Publish {
+        /// Which topic.
+        topic: Topic,
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// Send a point-to-point request; answer comes as [`Input::Response`]
+    /// or [`Input::RequestFailed`] with the same id.
+    SendRequest {
+        /// The peer.
+        to: NodeId,
+        /// Engine-chosen id.
+        id: u64,
+        /// The request.
+        bytes: Vec<u8>,
+    },
+    /// Answer an [`Input::Request`].
+    Respond {
+        /// The request's id.
+        id: u64,
+        /// The response.
+        bytes: Vec<u8>,
+    },
+    /// Tell watchers.
+    Notify(WatchEvent),
+    /// Answer an [`Input::Command`].
+    Reply {
+        /// The command's id.
+        id: u64,
+        /// Its result.
+        result: Result<CommandOutput, CommandError>,
+    },
+}
+
+/// A version as shown to clients.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// Short id (CAS, rollback).
+    pub id: VersionId,
+    /// HLC stamp.
+    pub hlc: Hlc,
+    /// Node that wrote it.
+    pub origin: NodeId,
+    /// Origin's sequence number.
+    pub seq: u64,
+    /// Content checksum.
+    pub checksum: u64,
+    /// Content size in bytes.
+    pub size: usize,
+    /// Whether it is a deletion.
+    pub deleted: bool,
+}
+
+impl VersionInfo {
+    fn of(v: &Version) -> Self {
+        VersionInfo {
+            id: v.id(),
+            hlc: v.hlc,
+            origin: v.dot.node,
+            seq: v.dot.seq,
+            checksum: v.checksum,
+            size: match &v.payload {
+                Payload::Value(b) => b.len(),
+                _ => 0,
+            },
+            deleted: v.payload.is_tombstone(),
+        }
+    }
+}
+
+/// A config key as read: the winner and any concurrent siblings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KvEntry {
+    /// Namespace.
+    pub namespace: Namespace,
+    /// Key.
+    pub key: Key,
+    /// The winning value.
+    pub value: Vec<u8>,
+    /// The winning version.
+    pub version: VersionInfo,
+    /// Every live version including the winner (more than one after
+    /// concurrent writes), highest rank first; `None` value for deletions.
+    pub siblings: Vec<(VersionInfo, Option<Vec<u8>>)>,
+}
+
+/// A service instance as read, with its effective health.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    /// Namespace.
+    pub namespace: Namespace,
+    /// Service.
+    pub service: ServiceName,
+    /// Instance id.
+    pub instance: InstanceId,
+    /// What was registered.
+    pub spec: ServiceSpec,
+    /// Owner node.
+    pub owner: NodeId,
+    /// Health as written by the owner.
+    pub reported_health: HealthStatus,
+    /// Health to route by: critical if the owner is dead or left.
+    pub health: HealthStatus,
+    /// The version.
+    pub version: VersionInfo,
+}
+
+/// Counters the engine keeps (exported as metrics by the node).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Counters {
+    /// Local writes applied.
+    pub writes: u64,
+    /// Remote versions merged (new).
+    pub merged: u64,
+    /// Remote versions already held.
+    pub duplicates: u64,
+    /// Remote versions seen before and since dropped (not taken back).
+    pub obsolete: u64,
+    /// Versions dropped because a peer showed it had superseded them.
+    pub dropped_obsolete: u64,
+    /// Deltas published.
+    pub deltas_sent: u64,
+    /// Sync rounds started.
+    pub syncs_started: u64,
+    /// Sync rounds that completed.
+    pub syncs_completed: u64,
+    /// Sync rounds that failed or timed out.
+    pub syncs_failed: u64,
+    /// Sync requests served.
+    pub syncs_served: u64,
+    /// Heartbeats sent.
+    pub heartbeats_sent: u64,
+    /// Heartbeats received.
+    pub heartbeats_received: u64,
+    /// Tombstoned keys collected.
+    pub tombstones_collected: u64,
+    /// Writes undone because they could not be persisted.
+    pub persist_failures: u64,
+    /// Messages received, by kind.
+    pub messages_in: BTreeMap<String, u64>,
+    /// Bytes received, by kind.
+    pub bytes_in: BTreeMap<String, u64>,
+    /// Messages sent, by kind.
+    pub messages_out: BTreeMap<String, u64>,
+    /// Bytes sent, by kind.
+    pub bytes_out: BTreeMap<String, u64>,
+    /// Input rejected, by reason.
+    pub rejected: BTreeMap<String, u64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SyncPhase {
+    Pull,
+    Push,
+}
+
+#[derive(Clone, Debug)]
+struct InflightSync {
+    peer: NodeId,
+    started_ms: u64,
+    phase: SyncPhase,
+}
+
+#[derive(Clone, Debug, Default)]
+struct PendingBatch {
+    applied: Vec<(StateKey, Dot)>,
+    commands: Vec<u64>,
+    local_keys: BTreeSet<StateKey>,
+}
+
+/// One node's protocol state machine. See the module docs for the driver
+/// contract and [`crate::core`] for the protocol.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    cluster_id: u64,
+    me: NodeId,
+    info: NodeInfo,
+    incarnation: u64,
+    left: bool,
+    clock: HlcClock,
+    rng: ChaCha8Rng,
+    state: ReplicatedState,
+    members: Membership,
+    detectors: BTreeMap<NodeId, PhiDetector>,
+    suspect_since: BTreeMap<NodeId, u64>,
+    connected: BTreeSet<NodeId>,
+    owned_heartbeats: BTreeMap<StateKey, u64>,
+    watch: WatchLog,
+    heartbeat_seq: u64,
+    next_heartbeat_ms: u64,
+    next_sync_ms: u64,
+    next_gc_ms: u64,
+    next_check_ms: u64,
+    syncs: BTreeMap<u64, InflightSync>,
+    last_sync_with: BTreeMap<NodeId, u64>,
+    sync_wanted: BTreeSet<NodeId>,
+    last_converged: BTreeMap<NodeId, u64>,
+    next_request_id: u64,
+    next_batch_id: u64,
+    last_batch: Option<(u64, PendingBatch)>,
+    pending: PendingBatch,
+    out: Vec<Action>,
+    counters: Counters,
+    now_ms: u64,
+    last_merge_ok: bool,
+}
+
+impl Engine {
+    /// A node with identity `me` starting at `now_ms`, restoring `snapshot`
+    /// if it has one. Every start raises the incarnation, so a restarted node
+    /// refutes whatever the cluster concluded while it was down.
+    pub fn new(
+        config: Config,
+        me: NodeId,
+        info: NodeInfo,
+        now_ms: u64,
+        seed: u64,
+        snapshot: Option<Snapshot>,
+    ) -> Result<Engine, ConfigError> {
+        let cfg = config.validated()?;
+        let snapshot = snapshot.unwrap_or_default();
+        let mut clock = HlcClock::new(cfg.max_clock_drift_ms);
+        clock.restore(snapshot.meta.hlc);
+        let mut state = ReplicatedState::new(cfg.history_limit);
+        let knowledge = snapshot.knowledge_set();
+        state.restore(snapshot.keys, knowledge);
+        let mut members = Membership::new();
+        let mut incarnation = snapshot.meta.incarnation;
+        for m in snapshot.members {
+            if m.node == me {
+                incarnation = incarnation.max(m.incarnation);
+            }
+            members.merge(m);
+        }
+        incarnation += 1;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let first_hb = now_ms + rng.gen_range(0..=cfg.heartbeat_interval_ms / 4);
+        let mut engine = Engine {
+            cluster_id: wire::cluster_id(&cfg.cluster),
+            watch: WatchLog::new(cfg.watch_log_capacity, snapshot.meta.revision),
+            next_sync_ms: now_ms + cfg.sync_interval_ms,
+            next_gc_ms: now_ms + cfg.gc_interval_ms,
+            next_heartbeat_ms: first_hb,
+            next_check_ms: now_ms,
+            cfg,
+            me,
+            info,
+            incarnation,
+            left: false,
+            clock,
+            rng,
+            state,
+            members,
+            detectors: BTreeMap::new(),
+            suspect_since: BTreeMap::new(),
+            connected: BTreeSet::new(),
+            owned_heartbeats: BTreeMap::new(),
+            heartbeat_seq: 0,
+            syncs: BTreeMap::new(),
+            last_sync_with: BTreeMap::new(),
+            sync_wanted: BTreeSet::new(),
+            last_converged: BTreeMap::new(),
+            next_request_id: 1,
+            next_batch_id: 1,
+            last_batch: None,
+            pending: PendingBatch::default(),
+            out: Vec::new(),
+            counters: Counters::default(),
+            now_ms,
+            last_merge_ok: true,
+        };
+        let own = engine.own_record(MemberStatus::Alive);
+        engine.members.merge(own);
+        let peers: Vec<NodeId> = engine
+            .members
+            .iter()
+            .map(|m| m.node)
+            .filter(|n| *n != me)
+            .collect();
+        for p in peers {
+            engine.track(p, now_ms);
+        }
+        // Owned instances with a TTL get one TTL of grace after a restart.
+        let owned: Vec<StateKey> = engine
+            .state
+            .iter()
+            .filter(|(k, ks)| {
+                matches!(k, StateKey::Service { .. })
+                    && matches!(ks.winner().map(|v| &v.payload), Some(Payload::Instance(i)) if i.owner == me)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in owned {
+            engine.owned_heartbeats.insert(k, now_ms);
+        }
+        Ok(engine)
+    }
+
+    /// Feed one input; returns the actions it caused, in execution order.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        self.now_ms = now_ms.max(self.now_ms);
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Gossip { from, bytes } => self.on_gossip(from, &bytes),
+            Input::Request { from, id, bytes } => self.on_request(from, id, &bytes),
+            Input::Response { from, id, bytes } => self.on_response(from, id, &bytes),
+            Input::RequestFailed { id } => {
+                if let Some(s) = self.syncs.remove(&id) {
+                    self.counters.syncs_failed += 1;
+                    self.sync_wanted.insert(s.peer);
+                }
+            }
+            Input::PeerConnected(peer) => {
+                self.connected.insert(peer);
+                self.want_sync(peer);
+            }
+            Input::PeerDisconnected(peer) => {
+                self.connected.remove(&peer);
+            }
+            Input::Command { id, command } => self.on_command(id, command),
+            Input::PersistFailed { batch, reason } => self.on_persist_failed(batch, reason),
+        }
+        self.flush()
+    }
+
+    /// When the driver must send the next [`Input::Tick`] at the latest.
+    pub fn poll_timeout(&self) -> u64 {
+        let mut t = self.next_heartbeat_ms.min(self.next_sync_ms).min(self.next_gc_ms);
+        t = t.min(self.next_check_ms);
+        t
+    }
+
+    // ----- reads ---------------------------------------------------------
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.me
+    }
+
+    /// The validated config in force.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The winning value of a key, with its siblings; `None` if absent or
+    /// deleted.
+    pub fn kv_get(&self, namespace: &Namespace, key: &Key) -> Option<KvEntry> {
+        let sk = StateKey::Kv {
+            namespace: namespace.clone(),
+            key: key.clone(),
+        };
+        self.state.get(&sk).and_then(|ks| kv_entry(namespace, key, ks))
+    }
+
+    /// Keys in `namespace` starting with `prefix`, in key order, skipping
+    /// deleted ones; at most `limit`.
+    pub fn kv_list(&self, namespace: &Namespace, prefix: &str, limit: usize) -> Vec<KvEntry> {
+        let start = StateKey::Kv {
+            namespace: namespace.clone(),
+            key: Key::new(if prefix.is_empty() { "\u{0}" } else { prefix })
+                .unwrap_or_else(|_| Key::new("\u{1}").expect("valid")),
+        };
+        let mut out = Vec::new();
+        let iter: Box<dyn Iterator<Item = (&StateKey, &KeyState)>> = match Key::new(prefix) {
+            Ok(_) => Box::new(self.state.range_from(&start)),
+            Err(_) => Box::new(self.state.iter()),
+        };
+        for (k, ks) in iter {
+            let StateKey::Kv { namespace: ns, key } = k else {
+                if out.is_empty() {
+                    continue;
+                }
+                break;
+            };
+            if ns != namespace {
+                if ns > namespace {
+                    break;
+                }
+                continue;
+            }
+            if !key.as_str().starts_with(prefix) {
+                if key.as_str() > prefix && !out.is_empty() {
+                    break;
+                }
+                continue;
+            }
+            if let Some(e) = kv_entry(ns, key, ks) {
+                out.push(e);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        out
+    }
+
+    /// Every version held for a key, live first then history, with content.
+    pub fn kv_history(&self, namespace: &Namespace, key: &Key) -> Vec<(VersionInfo, Option<Vec<u8>>, bool)> {
+        let sk = StateKey::Kv {
+            namespace: namespace.clone(),
+            key: key.clone(),
+        };
+        let Some(ks) = self.state.get(&sk) else {
+            return Vec::new();
+        };
+        let live = ks.live.iter().map(|v| (v, true));
+        let hist = ks.history.iter().map(|v| (v, false));
+        live.chain(hist)
+            .map(|(v, is_live)| {
+                let value = match &v.payload {
+                    Payload::Value(b) => Some(b.clone()),
+                    _ => None,
+                };
+                (VersionInfo::of(v), value, is_live)
+            })
+            .collect()
+    }
+
+    /// Instances of a service matching `query`, by instance id.
+    pub fn services(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        query: &ServiceQuery,
+    ) -> Vec<ServiceView> {
+        let mut out = Vec::new();
+        for (k, ks) in self.state.iter() {
+            let StateKey::Service {
+                namespace: ns,
+                service: svc,
+                instance,
+            } = k
+            else {
+                continue;
+            };
+            if ns != namespace || svc != service {
+                continue;
+            }
+            let Some(view) = self.service_view(ns, svc, instance, ks) else {
+                continue;
+            };
+            if !query.tags.iter().all(|t| view.spec.tags.contains(t)) {
+                continue;
+            }
+            if query.healthy_only && !view.health.is_healthy() {
+                continue;
+            }
+            out.push(view);
+        }
+        out
+    }
+
+    /// Names of services with at least one instance in `namespace`.
+    pub fn service_names(&self, namespace: &Namespace) -> Vec<ServiceName> {
+        let mut names = BTreeSet::new();
+        for (k, ks) in self.state.iter() {
+            if let StateKey::Service {
+                namespace: ns,
+                service,
+                ..
+            } = k
+            {
+                if ns == namespace && !ks.is_deleted() {
+                    names.insert(service.clone());
+                }
+            }
+        }
+        names.into_iter().collect()
+    }
+
+    fn service_view(
+        &self,
+        ns: &Namespace,
+        svc: &ServiceName,
+        inst: &InstanceId,
+        ks: &KeyState,
+    ) -> Option<ServiceView> {
+        let v = ks.winner()?;
+        let Payload::Instance(i) = &v.payload else {
+            return None;
+        };
+        let owner_gone = self
+            .members
+            .get(&i.owner)
+            .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left));
+        Some(ServiceView {
+            namespace: ns.clone(),
+            service: svc.clone(),
+            instance: inst.clone(),
+            spec: i.spec.clone(),
+            owner: i.owner,
+            reported_health: i.health,
+            health: if owner_gone {
+                HealthStatus::Critical
+            } else {
+                i.health
+            },
+            version: VersionInfo::of(v),
+        })
+    }
+
+    /// Every member this node knows, by id.
+    pub fn members(&self) -> Vec<Member> {
+        self.members.iter().cloned().collect()
+    }
+
+    /// One member's record.
+    pub fn member(&self, node: &NodeId) -> Option<&Member> {
+        self.members.get(node)
+    }
+
+    /// This node's own record.
+    pub fn local_member(&self) -> Member {
+        self.members
+            .get(&self.me)
+            .cloned()
+            .unwrap_or_else(|| self.own_record(MemberStatus::Alive))
+    }
+
+    /// Digest of the replicated state.
+    pub fn digest(&self) -> Digest {
+        self.state.digest()
+    }
+
+    /// Digest of the membership view.
+    pub fn members_hash(&self) -> u64 {
+        self.members.hash()
+    }
+
+    /// The replicated state (read-only).
+    pub fn state(&self) -> &ReplicatedState {
+        &self.state
+    }
+
+    /// The latest watch revision.
+    pub fn revision(&self) -> u64 {
+        self.watch.revision()
+    }
+
+    /// Watch events after `since`, or [`SnapshotRequired`] if compacted.
+    pub fn watch_since(&self, since: u64) -> Result<Vec<WatchEvent>, SnapshotRequired> {
+        self.watch.since(since)
+    }
+
+    /// Counters.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Current phi of a peer, if tracked.
+    pub fn phi(&self, node: &NodeId) -> Option<f64> {
+        self.detectors.get(node).map(|d| d.phi(self.now_ms))
+    }
+
+    /// When this node last saw equal state with each peer (after a sync).
+    pub fn last_converged(&self) -> &BTreeMap<NodeId, u64> {
+        &self.last_converged
+    }
+
+    /// The heartbeat interval in force (grows with cluster size).
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        let alive = self
+            .members
+            .iter()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .count() as u64;
+        let fanin = u64::from(self.cfg.heartbeat_fanin);
+        self.cfg.heartbeat_interval_ms * alive.div_ceil(fanin).max(1)
+    }
+
+    /// Whether this node has left.
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    /// Number of syncs in flight.
+    pub fn inflight_syncs(&self) -> usize {
+        self.syncs.len()
+    }
+
+    /// Apply reloadable settings: heartbeat interval, phi threshold, suspect
+    /// timeout, sync intervals, drift limit. Other fields must be unchanged.
+    pub fn reconfigure(&mut self, config: Config) -> Result<(), ConfigError> {
+        let cfg = config.validated()?;
+        let fixed = |field: &'static str, same: bool| {
+            if same {
+                Ok(())
+            } else {
+                Err(ConfigError {
+                    field,
+                    reason: "cannot change while running; restart the node".into(),
+                })
+            }
+        };
+        fixed("cluster", cfg.cluster == self.cfg.cluster)?;
+        fixed("max_value_bytes", cfg.max_value_bytes == self.cfg.max_value_bytes)?;
+        fixed(
+            "watch_log_capacity",
+            cfg.watch_log_capacity == self.cfg.watch_log_capacity,
+        )?;
+        self.clock.set_max_drift(cfg.max_clock_drift_ms);
+        self.state.set_history_limit(cfg.history_limit);
+        self.next_heartbeat_ms = self
+            .next_heartbeat_ms
+            .min(self.now_ms + cfg.heartbeat_interval_ms);
+        self.cfg = cfg;
+        Ok(())
+    }
+
+    // ----- inputs --------------------------------------------------------
+
+    fn on_tick(&mut self) {
+        let now = self.now_ms;
+        if self.left {
+            self.next_heartbeat_ms = u64::MAX / 2;
+            self.next_sync_ms = u64::MAX / 2;
+            self.next_check_ms = u64::MAX / 2;
+            return;
+        }
+        if now >= self.next_heartbeat_ms {
+            self.send_heartbeat();
+            let interval = self.heartbeat_interval_ms();
+            let jitter = self.rng.gen_range(0..=interval / 10);
+            self.next_heartbeat_ms = now + interval - interval / 20 + jitter;
+        }
+        if now >= self.next_check_ms {
+            self.check_failures();
+            self.check_ttls();
+            self.expire_syncs();
+            self.next_check_ms = now + (self.cfg.heartbeat_interval_ms / 4).max(10);
+        }
+        if now >= self.next_sync_ms {
+            let candidates: Vec<NodeId> = self
+                .members
+                .iter()
+                .filter(|m| m.node != self.me && m.status == MemberStatus::Alive)
+                .map(|m| m.node)
+                .collect();
+            if !candidates.is_empty() {
+                let peer = candidates[self.rng.gen_range(0..candidates.len())];
+                self.want_sync(peer);
+            }
+            let jitter = self.rng.gen_range(0..=self.cfg.sync_interval_ms / 5);
+            self.next_sync_ms = now + self.cfg.sync_interval_ms - self.cfg.sync_interval_ms / 10 + jitter;
+        }
+        // Serve syncs that were wanted but rate-limited.
+        let wanted: Vec<NodeId> = self.sync_wanted.iter().copied().collect();
+        for peer in wanted {
+            if self.syncs.len() >= self.cfg.max_inflight_syncs {
+                break;
+            }
+            if self.sync_allowed(peer) {
+                self.sync_wanted.remove(&peer);
+                self.start_sync(peer);
+            }
+        }
+        if now >= self.next_gc_ms {
+            let horizon = now.saturating_sub(self.cfg.tombstone_ttl_ms);
+            let collected = self.state.collect_tombstones(horizon);
+            self.counters.tombstones_collected += collected.len() as u64;
+            for k in collected {
+                self.owned_heartbeats.remove(&k);
+            }
+            self.next_gc_ms = now + self.cfg.gc_interval_ms;
+        }
+    }
+
+    fn on_gossip(&mut self, from: NodeId, bytes: &[u8]) {
+        if from == self.me {
+            return;
+        }
+        let Some(msg) = self.decode(bytes) else {
+            return;
+        };
+        match msg {
+            Message::Heartbeat(hb) => self.on_heartbeat(from, hb),
+            Message::Delta(d) => {
+                for (k, v) in d.versions {
+                    self.merge_remote(k, v);
+                }
+                for m in d.members {
+                    self.merge_member(m);
+                }
+            }
+            other => self.reject(&format!("unexpected_{}_on_gossip", other.kind().as_str())),
+        }
+    }
+
+    fn on_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {
+        if hb.member.node != from {
+            self.reject("heartbeat_spoofed");
+            return;
+        }
+        if self.clock.observe(hb.hlc, self.now_ms).is_err() {
+            self.reject("clock_drift");
+            return;
+        }
+        self.counters.heartbeats_received += 1;
+        let now = self.now_ms;
+        let interval = hb.interval_ms.clamp(10, 3_600_000);
+        let det = self
+            .detectors
+            .entry(from)
+            .or_insert_with(|| PhiDetector::new(interval, 100));
+        // The sender's interval changed (cluster grew or shrank): start over.
+        let mean = det.mean_ms();
+        if (mean - interval as f64).abs() > interval as f64 * 0.5 && det.last_arrival_ms().is_some() {
+            *det = PhiDetector::new(interval, 100);
+        }
+        det.heartbeat(now);
+        self.merge_member(hb.member);
+        let mine = self.state.digest();
+        if hb.digest != mine || hb.members_hash != self.members.hash() {
+            self.want_sync(from);
+        } else {
+            self.last_converged.insert(from, now);
+        }
+    }
+
+    fn on_request(&mut self, from: NodeId, id: u64, bytes: &[u8]) {
+        let Some(msg) = self.decode(bytes) else {
+            return;
+        };
+        match msg {
+            Message::SyncRequest(req) => {
+                self.counters.syncs_served += 1;
+                let resp = self.build_response(&req);
+                let bytes = self.encode(&Message::SyncResponse(resp));
+                self.out.push(Action::Respond { id, bytes });
+            }
+            Message::SyncPush(push) => {
+                let mut applied = 0;
+                for (k, v) in push.versions {
+                    if self.merge_remote(k, v) {
+                        applied += 1;
+                    }
+                }
+                for m in push.members {
+                    self.merge_member(m);
+                }
+                self.counters.dropped_obsolete +=
+                    self.state.drop_obsolete(&push.manifest, &push.knowledge) as u64;
+                let bytes = self.encode(&Message::SyncAck(applied));
+                self.out.push(Action::Respond { id, bytes });
+                self.last_converged.insert(from, self.now_ms);
+            }
+            other => self.reject(&format!("unexpected_{}_as_request", other.kind().as_str())),
+        }
+    }
+
+    fn on_response(&mut self, from: NodeId, id: u64, bytes: &[u8]) {
+        let Some(sync) = self.syncs.remove(&id) else {
+            self.reject("unexpected_response");
+            return;
+        };
+        if sync.peer != from {
+            self.reject("response_from_wrong_peer");
+            return;
+        }
+        let Some(msg) = self.decode(bytes) else {
+            self.counters.syncs_failed += 1;
+            return;
+        };
+        match (sync.phase, msg) {
+            (SyncPhase::Pull, Message::SyncResponse(resp)) => self.on_sync_response(from, resp),
+            (SyncPhase::Push, Message::SyncAck(_)) => {
+                self.counters.syncs_completed += 1;
+                self.last_converged.insert(from, self.now_ms);
+            }
+            (_, other) => {
+                self.counters.syncs_failed += 1;
+                self.reject(&format!("unexpected_{}_as_response", other.kind().as_str()));
+            }
+        }
+    }
+
+    fn on_sync_response(&mut self, from: NodeId, resp: SyncResponse) {
+        if resp.buckets.len() != BUCKETS {
+            self.counters.syncs_failed += 1;
+            self.reject("bad_bucket_count");
+            return;
+        }
+        let mut clean = true;
+        for (k, v) in resp.versions {
+            if !self.merge_remote(k, v) && !self.last_merge_ok {
+                clean = false;
+            }
+        }
+        let had_members = !resp.members.is_empty();
+        for m in resp.members {
+            self.merge_member(m);
+        }
+        if resp.complete && clean {
+            self.counters.dropped_obsolete +=
+                self.state.drop_obsolete(&resp.manifest, &resp.knowledge) as u64;
+            self.state.union_knowledge(&resp.knowledge);
+        } else {
+            // More to fetch: go again as soon as the rate limit allows.
+            self.last_sync_with.remove(&from);
+            self.sync_wanted.insert(from);
+        }
+        // Our half: what they have not seen, and what they should drop.
+        let (versions, _complete) = self
+            .state
+            .delta_since(&resp.knowledge, self.cfg.sync_budget_bytes);
+        let differing: Vec<u16> = self
+            .state
+            .bucket_hashes()
+            .iter()
+            .zip(resp.buckets.iter())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| i as u16)
+            .collect();
+        let manifest = self.state.manifest(&differing);
+        let members = if had_members { self.members() } else { Vec::new() };
+        if versions.is_empty() && manifest.is_empty() && members.is_empty() {
+            self.counters.syncs_completed += 1;
+            self.last_converged.insert(from, self.now_ms);
+            return;
+        }
+        let push = SyncPush {
+            versions,
+            knowledge: self.state.knowledge().clone(),
+            manifest,
+            members,
+        };
+        let bytes = self.encode(&Message::SyncPush(push));
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.syncs.insert(
+            id,
+            InflightSync {
+                peer: from,
+                started_ms: self.now_ms,
+                phase: SyncPhase::Push,
+            },
+        );
+        self.out.push(Action::SendRequest { to: from, id, bytes });
+    }
+
+    fn build_response(&self, req: &SyncRequest) -> SyncResponse {
+        let (versions, complete) = self.state.delta_since(&req.knowledge, self.cfg.sync_budget_bytes);
+        let buckets = self.state.bucket_hashes().to_vec();
+        let differing: Vec<u16> = if req.buckets.len() == BUCKETS {
+            buckets
+                .iter()
+                .zip(req.buckets.iter())
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, _)| i as u16)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        SyncResponse {
+            versions,
+            complete,
+            knowledge: self.state.knowledge().clone(),
+            manifest: self.state.manifest(&differing),
+            buckets,
+            members: if req.members_hash != self.members.hash() {
+                self.members()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+
+    fn on_command(&mut self, id: u64, command: Command) {
+        let result = self.run_command(command);
+        if result.is_ok() {
+            self.pending.commands.push(id);
+        }
+        self.out.push(Action::Reply { id, result });
+    }
+
+    fn run_command(&mut self, command: Command) -> Result<CommandOutput, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        match command {
+            Command::Put {
+                namespace,
+                key,
+                value,
+                expect,
+            } => {
+                if value.len() > self.cfg.max_value_bytes {
+                    return Err(CommandError::TooLarge {
+                        size: value.len(),
+                        max: self.cfg.max_value_bytes,
+                    });
+                }
+                let sk = StateKey::Kv { namespace, key };
+                self.check_expect(&sk, expect.as_ref())?;
+                Ok(self.write_local(sk, Payload::Value(value)))
+            }
+            Command::Delete {
+                namespace,
+                key,
+                expect,
+            } => {
+                let sk = StateKey::Kv { namespace, key };
+                if self.state.get(&sk).is_none_or(|ks| ks.is_deleted()) && expect != Some(Expect::Absent) {
+                    return Err(CommandError::NotFound);
+                }
+                self.check_expect(&sk, expect.as_ref())?;
+                Ok(self.write_local(sk, Payload::Tombstone))
+            }
+            Command::Rollback { namespace, key, to } => {
+                let sk = StateKey::Kv { namespace, key };
+                let payload = self
+                    .state
+                    .get(&sk)
+                    .and_then(|ks| ks.all().find(|v| v.id() == to))
+                    .map(|v| v.payload.clone())
+                    .ok_or(CommandError::NotFound)?;
+                Ok(self.write_local(sk, payload))
+            }
+            Command::RegisterService {
+                namespace,
+                service,
+                instance,
+                spec,
+            } => {
+                spec.validate().map_err(CommandError::Invalid)?;
+                let sk = StateKey::Service {
+                    namespace,
+                    service,
+                    instance,
+                };
+                if let Some(Payload::Instance(cur)) =
+                    self.state.get(&sk).and_then(|ks| ks.winner()).map(|v| &v.payload)
+                {
+                    if cur.owner != self.me && !self.owner_gone(&cur.owner) {
+                        return Err(CommandError::NotOwner(cur.owner.to_string()));
+                    }
+                }
+                let inst = ServiceInstance {
+                    spec,
+                    owner: self.me,
+                    health: HealthStatus::Passing,
+                };
+                self.owned_heartbeats.insert(sk.clone(), self.now_ms);
+                Ok(self.write_local(sk, Payload::Instance(inst)))
+            }
+            Command::HeartbeatService {
+                namespace,
+                service,
+                instance,
+                health,
+            } => {
+                let sk = StateKey::Service {
+                    namespace,
+                    service,
+                    instance,
+                };
+                let cur = match self.state.get(&sk).and_then(|ks| ks.winner()).map(|v| &v.payload) {
+                    Some(Payload::Instance(i)) => i.clone(),
+                    _ => return Err(CommandError::NotFound),
+                };
+                if cur.owner != self.me {
+                    return Err(CommandError::NotOwner(cur.owner.to_string()));
+                }
+                self.owned_heartbeats.insert(sk.clone(), self.now_ms);
+                let want = health.unwrap_or(HealthStatus::Passing);
+                if cur.health == want {
+                    return Ok(CommandOutput::Done);
+                }
+                let inst = ServiceInstance { health: want, ..cur };
+                Ok(self.write_local(sk, Payload::Instance(inst)))
+            }
+            Command::DeregisterService {
+                namespace,
+                service,
+                instance,
+            } => {
+                let sk = StateKey::Service {
+                    namespace,
+                    service,
+                    instance,
+                };
+                if self.state.get(&sk).is_none_or(|ks| ks.is_deleted()) {
+                    return Err(CommandError::NotFound);
+                }
+                self.owned_heartbeats.remove(&sk);
+                Ok(self.write_local(sk, Payload::Tombstone))
+            }
+            Command::SetInfo(info) => {
+                self.info = info;
+                self.incarnation += 1;
+                let rec = self.own_record(MemberStatus::Alive);
+                self.members.merge(rec.clone());
+                self.publish_members(vec![rec]);
+                Ok(CommandOutput::Done)
+            }
+            Command::Leave => {
+                let rec = self.own_record(MemberStatus::Left);
+                self.members.merge(rec.clone());
+                self.publish_members(vec![rec]);
+                self.left = true;
+                Ok(CommandOutput::Done)
+            }
+        }
+    }
+
+    fn on_persist_failed(&mut self, batch: u64, reason: String) {
+        let Some((id, pending)) = self.last_batch.take() else {
+            return;
+        };
+        if id != batch {
+            self.last_batch = Some((id, pending));
+            return;
+        }
+        self.counters.persist_failures += 1;
+        for (k, dot) in pending.applied.iter().rev() {
+            self.state.unapply(k, dot);
+        }
+        for cmd in pending.commands {
+            self.out.push(Action::Reply {
+                id: cmd,
+                result: Err(CommandError::NotDurable(reason.clone())),
+            });
+        }
+    }
+
+    // ----- helpers -------------------------------------------------------
+
+    fn own_record(&self, status: MemberStatus) -> Member {
+        Member {
+            node: self.me,
+            info: self.info.clone(),
+            incarnation: self.incarnation,
+            status,
+        }
+    }
+
+    fn owner_gone(&self, owner: &NodeId) -> bool {
+        self.members
+            .get(owner)
+            .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left))
+    }
+
+    fn check_expect(&self, sk: &StateKey, expect: Option<&Expect>) -> Result<(), CommandError> {
+        let ks = self.state.get(sk);
+        let winner = ks.and_then(|ks| ks.winner());
+        let current = winner.filter(|v| !v.payload.is_tombstone()).map(|v| v.id());
+        match expect {
+            None => Ok(()),
+            Some(Expect::Absent) if current.is_none() => Ok(()),
+            Some(Expect::Version(id)) if winner.is_some_and(|w| w.id() == *id) => Ok(()),
+            Some(_) => Err(CommandError::Conflict { current }),
+        }
+    }
+
+    fn write_local(&mut self, sk: StateKey, payload: Payload) -> CommandOutput {
+        let mut ctx = self.state.get(&sk).map(KeyState::context).unwrap_or_default();
+        let dot = Dot {
+            node: self.me,
+            seq: self.state.next_seq(&self.me),
+        };
+        ctx.add(dot);
+        let hlc = self.clock.tick(self.now_ms);
+        let checksum = payload.checksum();
+        let v = Version {
+            dot,
+            ctx,
+            hlc,
+            payload,
+            checksum,
+            signature: None,
+        };
+        let outcome = self.state.merge(sk.clone(), v.clone());
+        debug_assert_eq!(outcome, MergeOutcome::Applied, "a fresh local dot is always new");
+        debug_assert!(
+            self.state
+                .get(&sk)
+                .and_then(|ks| ks.winner())
+                .is_some_and(|w| w.dot == dot),
+            "a local write supersedes every live version, so it is the winner"
+        );
+        self.counters.writes += 1;
+        self.pending.applied.push((sk.clone(), dot));
+        self.pending.local_keys.insert(sk.clone());
+        let delta = Delta {
+            versions: vec![(sk, v)],
+            members: Vec::new(),
+        };
+        let bytes = self.encode(&Message::Delta(delta));
+        self.counters.deltas_sent += 1;
+        self.out.push(Action::Publish {
+            topic: Topic::Delta,
+            bytes,
+        });
+        CommandOutput::Written {
+            version: dot_id(&dot),
+            hlc,
+        }
+    }
+
+    /// Validate and merge a version from a peer. Returns whether it was new.
+    fn merge_remote(&mut self, key: StateKey, v: Version) -> bool {
+        self.last_merge_ok = true;
+        if let Err(reason) = self.validate_version(&key, &v) {
+            self.last_merge_ok = false;
+            self.reject(reason);
+            return false;
+        }
+        if v.dot.node == self.me && v.dot.seq >= self.state.next_seq(&self.me) {
+            // A peer holds our own writes that we do not: our data was lost
+            // or restored from an old backup. Taking them back moves our
+            // counter past them, so no dot is ever reused.
+            tracing::warn!(seq = v.dot.seq, "peer holds own writes newer than local state");
+        }
+        let _ = self.clock.observe(v.hlc, self.now_ms);
+        match self.state.merge(key, v) {
+            MergeOutcome::Applied => {
+                self.counters.merged += 1;
+                true
+            }
+            MergeOutcome::Duplicate => {
+                self.counters.duplicates += 1;
+                false
+            }
+            MergeOutcome::Obsolete => {
+                self.counters.obsolete += 1;
+                false
+            }
+        }
+    }
+
+    fn validate_version(&self, key: &StateKey, v: &Version) -> Result<(), &'static str> {
+        if v.dot.seq == 0 {
+            return Err("version_zero_seq");
+        }
+        if !v.ctx.is_well_formed() || v.ctx.dots().len() > 4096 {
+            return Err("version_bad_context");
+        }
+        if !v
+            .ctx
+            .dots()
+            .iter()
+            .any(|d| d.node == v.dot.node && d.seq == v.dot.seq)
+        {
+            return Err("version_context_misses_own_dot");
+        }
+        match (key, &v.payload) {
+            (StateKey::Kv { .. }, Payload::Value(b)) if b.len() > self.cfg.max_value_bytes => {
+                return Err("version_value_too_large")
+            }
+            (StateKey::Kv { .. }, Payload::Value(_) | Payload::Tombstone) => {}
+            (StateKey::Service { .. }, Payload::Instance(i)) => {
+                if i.spec.validate().is_err() {
+                    return Err("version_bad_instance");
+                }
+            }
+            (StateKey::Service { .. }, Payload::Tombstone) => {}
+            _ => return Err("version_payload_kind_mismatch"),
+        }
+        if v.payload.checksum() != v.checksum {
+            return Err("version_checksum_mismatch");
+        }
+        if v.signature.as_ref().is_some_and(|s| s.len() > 256) {
+            return Err("version_signature_too_large");
+        }
+        if self.clock.check(v.hlc, self.now_ms).is_err() {
+            return Err("clock_drift");
+        }
+        Ok(())
+    }
+
+    fn merge_member(&mut self, m: Member) {
+        if m.node == self.me {
+            let mine = self.local_member();
+            if !self.left && mine.is_superseded_by(&m) {
+                // Someone thinks we are suspect, dead or gone: refute.
+                self.incarnation = self.incarnation.max(m.incarnation) + 1;
+                let rec = self.own_record(MemberStatus::Alive);
+                self.members.merge(rec.clone());
+                self.publish_members(vec![rec]);
+            }
+            return;
+        }
+        let now = self.now_ms;
+        if let Some(prev) = self.members.merge(m.clone()) {
+            match m.status {
+                MemberStatus::Suspect => {
+                    self.suspect_since.entry(m.node).or_insert(now);
+                }
+                _ => {
+                    self.suspect_since.remove(&m.node);
+                }
+            }
+            if prev.is_none() {
+                self.track(m.node, now);
+            }
+        }
+    }
+
+    fn track(&mut self, node: NodeId, now: u64) {
+        let interval = self.cfg.heartbeat_interval_ms;
+        self.detectors.entry(node).or_insert_with(|| {
+            let mut d = PhiDetector::new(interval, 100);
+            d.reset(now);
+            d
+        });
+    }
+
+    fn check_failures(&mut self) {
+        let now = self.now_ms;
+        let threshold = self.cfg.phi_threshold;
+        let mut changed = Vec::new();
+        for m in self.members.iter() {
+            if m.node == self.me {
+                continue;
+            }
+            let Some(det) = self.detectors.get(&m.node) else {
+                continue;
+            };
+            let silent = det.suspect_deadline_ms(threshold).is_some_and(|d| now >= d);
+            match m.status {
+                MemberStatus::Alive if silent => {
+                    changed.push(Member {
+                        status: MemberStatus::Suspect,
+                        ..m.clone()
+                    });
+                }
+                MemberStatus::Suspect if silent => {
+                    let since = self.suspect_since.get(&m.node).copied().unwrap_or(now);
+                    if now.saturating_sub(since) >= self.cfg.suspect_timeout_ms {
+                        changed.push(Member {
+                            status: MemberStatus::Dead,
+                            ..m.clone()
+                        });
+                    }
+                }
+                _ => {}
+            }
+        }
+        for rec in &changed {
+            debug_assert!(
+                rec.node != self.me,
+                "a node never declares itself suspect or dead"
+            );
+            self.merge_member(rec.clone());
+        }
+        if !changed.is_empty() {
+            self.publish_members(changed);
+        }
+    }
+
+    fn check_ttls(&mut self) {
+        let now = self.now_ms;
+        let mut lapsed = Vec::new();
+        for (sk, last) in &self.owned_heartbeats {
+            let Some(Payload::Instance(i)) =
+                self.state.get(sk).and_then(|ks| ks.winner()).map(|v| &v.payload)
+            else {
+                continue;
+            };
+            if i.owner != self.me || i.health == HealthStatus::Critical {
+                continue;
+            }
+            if let Some(ttl) = i.spec.ttl_ms {
+                if now.saturating_sub(*last) > ttl {
+                    lapsed.push((sk.clone(), i.clone()));
+                }
+            }
+        }
+        for (sk, inst) in lapsed {
+            let inst = ServiceInstance {
+                health: HealthStatus::Critical,
+                ..inst
+            };
+            self.write_local(sk, Payload::Instance(inst));
+        }
+    }
+
+    fn expire_syncs(&mut self) {
+        let now = self.now_ms;
+        let timeout = self.cfg.sync_timeout_ms;
+        let expired: Vec<u64> = self
+            .syncs
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.started_ms) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.syncs.remove(&id);
+            self.counters.syncs_failed += 1;
+        }
+    }
+
+    fn sync_allowed(&self, peer: NodeId) -> bool {
+        if self.syncs.values().any(|s| s.peer == peer) {
+            return false;
+        }
+        match self.last_sync_with.get(&peer) {
+            Some(t) => self.now_ms.saturating_sub(*t) >= self.cfg.sync_min_interval_ms,
+            None => true,
+        }
+    }
+
+    fn want_sync(&mut self, peer: NodeId) {
+        if peer == self.me || self.left {
+            return;
+        }
+        if self.syncs.len() >= self.cfg.max_inflight_syncs || !self.sync_allowed(peer) {
+            self.sync_wanted.insert(peer);
+            return;
+        }
+        self.start_sync(peer);
+    }
+
+    fn start_sync(&mut self, peer: NodeId) {
+        let req = SyncRequest {
+            knowledge: self.state.knowledge().clone(),
+            buckets: self.state.bucket_hashes().to_vec(),
+            members_hash: self.members.hash(),
+        };
+        let bytes = self.encode(&Message::SyncRequest(req));
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        self.syncs.insert(
+            id,
+            InflightSync {
+                peer,
+                started_ms: self.now_ms,
+                phase: SyncPhase::Pull,
+            },
+        );
+        self.last_sync_with.insert(peer, self.now_ms);
+        self.counters.syncs_started += 1;
+        self.out.push(Action::SendRequest { to: peer, id, bytes });
+    }
+
+    fn send_heartbeat(&mut self) {
+        self.heartbeat_seq += 1;
+        let hb = Heartbeat {
+            seq: self.heartbeat_seq,
+            member: self.local_member(),
+            hlc: self.clock.last(),
+            digest: self.state.digest(),
+            members_hash: self.members.hash(),
+            interval_ms: self.heartbeat_interval_ms(),
+        };
+        let bytes = self.encode(&Message::Heartbeat(hb));
+        self.counters.heartbeats_sent += 1;
+        self.out.push(Action::Publish {
+            topic: Topic::Heartbeat,
+            bytes,
+        });
+    }
+
+    fn publish_members(&mut self, members: Vec<Member>) {
+        let bytes = self.encode(&Message::Delta(Delta {
+            versions: Vec::new(),
+            members,
+        }));
+        self.counters.deltas_sent += 1;
+        self.out.push(Action::Publish {
+            topic: Topic::Delta,
+            bytes,
+        });
+    }
+
+    fn encode(&mut self, msg: &Message) -> Vec<u8> {
+        let bytes = wire::encode(msg, self.cluster_id);
+        let kind = msg.kind().as_str();
+        *self.counters.messages_out.entry(kind.into()).or_default() += 1;
+        *self.counters.bytes_out.entry(kind.into()).or_default() += bytes.len() as u64;
+        bytes
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Option<Message> {
+        let kind = wire::peek_kind(bytes).map_or("unknown", |k| k.as_str());
+        *self.counters.messages_in.entry(kind.into()).or_default() += 1;
+        *self.counters.bytes_in.entry(kind.into()).or_default() += bytes.len() as u64;
+        match wire::decode(bytes, self.cluster_id, self.cfg.max_message_bytes) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.reject_wire(&e);
+                None
+            }
+        }
+    }
+
+    fn reject_wire(&mut self, e: &WireError) {
+        tracing::debug!(error = %e, "dropped message");
+        self.reject(e.reason());
+    }
+
+    fn reject(&mut self, reason: &str) {
+        *self.counters.rejected.entry(reason.to_string()).or_default() += 1;
+    }
+
+    /// Emit the persist batch (first) and watch events for this input.
+    fn flush(&mut self) -> Vec<Action> {
+        let dirty = self.state.take_dirty();
+        let member_dirty = self.members.take_dirty();
+        let pending = std::mem::take(&mut self.pending);
+        let mut head = Vec::new();
+        if !dirty.keys.is_empty() || !dirty.origins.is_empty() || !member_dirty.is_empty() {
+            let mut events = Vec::new();
+            for k in &dirty.live {
+                let ks = self.state.get(k);
+                let winner = ks.and_then(|ks| ks.winner());
+                events.push(WatchChange::Key {
+                    key: k.clone(),
+                    winner: winner.map(|w| w.id()),
+                    hlc: winner.map(|w| w.hlc),
+                    deleted: ks.is_none_or(|ks| ks.is_deleted()),
+                    siblings: ks.map_or(0, |ks| ks.live.len()),
+                    local: pending.local_keys.contains(k),
+                });
+            }
+            for n in &member_dirty {
+                if let Some(m) = self.members.get(n) {
+                    events.push(WatchChange::Member {
+                        node: *n,
+                        status: m.status,
+                        incarnation: m.incarnation,
+                    });
+                }
+            }
+            let events: Vec<WatchEvent> = events.into_iter().map(|c| self.watch.push(c)).collect();
+            let batch = PersistBatch {
+                id: self.next_batch_id,
+                keys: dirty
+                    .keys
+                    .iter()
+                    .map(|k| (k.clone(), self.state.get(k).cloned()))
+                    .collect(),
+                knowledge: dirty
+                    .origins
+                    .iter()
+                    .filter_map(|n| self.state.knowledge().range(n).map(|r| (*n, r.clone())))
+                    .collect(),
+                members: member_dirty
+                    .iter()
+                    .filter_map(|n| self.members.get(n).cloned())
+                    .collect(),
+                meta: PersistedMeta {
+                    incarnation: self.incarnation,
+                    revision: self.watch.revision(),
+                    hlc: self.clock.last(),
+                    left: self.left,
+                },
+            };
+            self.last_batch = Some((batch.id, pending));
+            self.next_batch_id += 1;
+            head.push(Action::Persist(batch));
+            // Events go out after the rest of the actions, once durable.
+            self.out.extend(events.into_iter().map(Action::Notify));
+        }
+        head.append(&mut self.out);
+        head
+    }
+}
+
+fn dot_id(dot: &Dot) -> VersionId {
+    VersionId::of(dot)
+}
+
+fn kv_entry(namespace: &Namespace, key: &Key, ks: &KeyState) -> Option<KvEntry> {
+    let w = ks.winner()?;
+    let Payload::Value(value) = &w.payload else {
+        return None;
+    };
+    Some(KvEntry {
+        namespace: namespace.clone(),
+        key: key.clone(),
+        value: value.clone(),
+        version: VersionInfo::of(w),
+        siblings: ks
+            .live
+            .iter()
+            .map(|v| {
+                let val = match &v.payload {
+                    Payload::Value(b) => Some(b.clone()),
+                    _ => None,
+                };
+                (VersionInfo::of(v), val)
+            })
+            .collect(),
+    })
+}

@@ -1,0 +1,326 @@
+//! Validated identifiers: node ids, namespaces, keys, service names.
+//!
+//! Every identifier that crosses the API boundary is parsed once into a
+//! newtype here, so the rest of the core never re-validates strings.
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// Longest namespace name, in bytes.
+pub const MAX_NAMESPACE_LEN: usize = 64;
+/// Longest config key, in bytes.
+pub const MAX_KEY_LEN: usize = 512;
+/// Longest service name or instance id, in bytes.
+pub const MAX_SERVICE_NAME_LEN: usize = 128;
+
+/// A node's identity: the 32 bytes of its ed25519 public key.
+///
+/// The libp2p driver maps it one-to-one to a `PeerId`; because it *is* the
+/// public key, a signature made by the origin of a version can be checked by
+/// any node that relays it.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId(pub [u8; 32]);
+
+impl NodeId {
+    /// A synthetic id for tests and simulations: the index, big-endian, in
+    /// the last eight bytes.
+    pub fn from_index(index: u64) -> Self {
+        let mut bytes = [0u8; 32];
+        bytes[24..].copy_from_slice(&index.to_be_bytes());
+        NodeId(bytes)
+    }
+
+    /// The raw key bytes.
+    pub fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// First eight hex digits, for logs.
+    pub fn short(&self) -> String {
+        hex(&self.0[..4])
+    }
+
+    /// Parse the 64-hex-digit form produced by `Display`.
+    pub fn parse_hex(text: &str) -> Option<Self> {
+        if text.len() != 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, chunk) in text.as_bytes().chunks(2).enumerate() {
+            let s = std::str::from_utf8(chunk).ok()?;
+            bytes[i] = u8::from_str_radix(s, 16).ok()?;
+        }
+        Some(NodeId(bytes))
+    }
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&hex(&self.0))
+    }
+}
+
+impl fmt::Debug for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeId({})", self.short())
+    }
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// Why an identifier was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdError {
+    /// Empty or longer than the limit for its kind.
+    #[error("{kind} must be 1..={max} bytes long, got {len}")]
+    Length {
+        /// Which identifier.
+        kind: &'static str,
+        /// Its limit.
+        max: usize,
+        /// What was given.
+        len: usize,
+    },
+    /// Contains a character the kind does not allow.
+    #[error("{kind} {value:?} contains an invalid character: {reason}")]
+    Invalid {
+        /// Which identifier.
+        kind: &'static str,
+        /// The rejected text.
+        value: String,
+        /// What is allowed.
+        reason: &'static str,
+    },
+}
+
+fn check_len(kind: &'static str, s: &str, max: usize) -> Result<(), IdError> {
+    if s.is_empty() || s.len() > max {
+        return Err(IdError::Length {
+            kind,
+            max,
+            len: s.len(),
+        });
+    }
+    Ok(())
+}
+
+fn check_name(kind: &'static str, s: &str, max: usize, extra: &[char]) -> Result<(), IdError> {
+    check_len(kind, s, max)?;
+    let first_ok = s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let all_ok = s.chars().all(|c| c.is_ascii_alphanumeric() || extra.contains(&c));
+    if !first_ok || !all_ok {
+        return Err(IdError::Invalid {
+            kind,
+            value: s.to_string(),
+            reason: "use ASCII letters, digits and - _ . (starting with a letter or digit)",
+        });
+    }
+    Ok(())
+}
+
+macro_rules! string_id {
+    ($(#[$doc:meta])* $name:ident, $kind:literal, $check:expr) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parse and validate.
+            pub fn new(text: impl Into<String>) -> Result<Self, IdError> {
+                let text = text.into();
+                let check: fn(&str) -> Result<(), IdError> = $check;
+                check(&text)?;
+                Ok($name(text))
+            }
+
+            /// The validated text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{:?}", self.0)
+            }
+        }
+
+        impl std::str::FromStr for $name {
+            type Err = IdError;
+            fn from_str(s: &str) -> Result<Self, IdError> {
+                $name::new(s)
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_str(&self.0)
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                $name::new(text).map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+
+string_id!(
+    /// A config namespace such as `prod` or `staging`.
+    Namespace,
+    "namespace",
+    |s| check_name("namespace", s, MAX_NAMESPACE_LEN, &['-', '_', '.'])
+);
+
+string_id!(
+    /// A config key: UTF-8, `/`-separated non-empty segments, at most
+    /// [`MAX_KEY_LEN`] bytes, no control characters.
+    Key,
+    "key",
+    |s| {
+        check_len("key", s, MAX_KEY_LEN)?;
+        if s.chars().any(|c| c.is_control()) {
+            return Err(IdError::Invalid {
+                kind: "key",
+                value: s.to_string(),
+                reason: "control characters are not allowed",
+            });
+        }
+        if s.split('/').any(|seg| seg.is_empty()) {
+            return Err(IdError::Invalid {
+                kind: "key",
+                value: s.to_string(),
+                reason: "segments between '/' must be non-empty (no leading, trailing or double '/')",
+            });
+        }
+        Ok(())
+    }
+);
+
+string_id!(
+    /// A service name such as `api` or `payments-v2`.
+    ServiceName,
+    "service name",
+    |s| check_name("service name", s, MAX_SERVICE_NAME_LEN, &['-', '_', '.'])
+);
+
+string_id!(
+    /// One instance of a service, unique within the service.
+    InstanceId,
+    "instance id",
+    |s| check_name("instance id", s, MAX_SERVICE_NAME_LEN, &['-', '_', '.', ':'])
+);
+
+/// The address of one replicated register in the state.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Debug)]
+pub enum StateKey {
+    /// A config key.
+    Kv {
+        /// Its namespace.
+        namespace: Namespace,
+        /// The key.
+        key: Key,
+    },
+    /// A service instance.
+    Service {
+        /// Its namespace.
+        namespace: Namespace,
+        /// The service.
+        service: ServiceName,
+        /// The instance.
+        instance: InstanceId,
+    },
+}
+
+impl StateKey {
+    /// A stable 64-bit hash, the same on every node and platform.
+    pub fn stable_hash(&self) -> u64 {
+        let mut buf = Vec::with_capacity(96);
+        match self {
+            StateKey::Kv { namespace, key } => {
+                buf.push(0);
+                buf.extend_from_slice(namespace.as_str().as_bytes());
+                buf.push(0xff);
+                buf.extend_from_slice(key.as_str().as_bytes());
+            }
+            StateKey::Service {
+                namespace,
+                service,
+                instance,
+            } => {
+                buf.push(1);
+                buf.extend_from_slice(namespace.as_str().as_bytes());
+                buf.push(0xff);
+                buf.extend_from_slice(service.as_str().as_bytes());
+                buf.push(0xff);
+                buf.extend_from_slice(instance.as_str().as_bytes());
+            }
+        }
+        xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+
+    /// The namespace of either kind of key.
+    pub fn namespace(&self) -> &Namespace {
+        match self {
+            StateKey::Kv { namespace, .. } | StateKey::Service { namespace, .. } => namespace,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces_accept_simple_names_and_reject_junk() {
+        assert!(Namespace::new("prod").is_ok());
+        assert!(Namespace::new("eu-west.1_a").is_ok());
+        assert!(Namespace::new("").is_err());
+        assert!(Namespace::new("-prod").is_err());
+        assert!(Namespace::new("pr od").is_err());
+        assert!(Namespace::new("x".repeat(MAX_NAMESPACE_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn keys_are_slash_separated_non_empty_segments() {
+        assert!(Key::new("db/primary/url").is_ok());
+        assert!(Key::new("héllo/wörld").is_ok());
+        assert!(Key::new("/db").is_err());
+        assert!(Key::new("db/").is_err());
+        assert!(Key::new("db//x").is_err());
+        assert!(Key::new("a\nb").is_err());
+        assert!(Key::new("k".repeat(MAX_KEY_LEN + 1)).is_err());
+    }
+
+    #[test]
+    fn node_id_hex_round_trips() {
+        let id = NodeId::from_index(42);
+        assert_eq!(NodeId::parse_hex(&id.to_string()), Some(id));
+        assert_eq!(NodeId::parse_hex("zz"), None);
+    }
+
+    #[test]
+    fn invalid_names_are_rejected_when_deserialized() {
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec("bad name", cfg).unwrap();
+        let res: Result<(Namespace, usize), _> = bincode::serde::decode_from_slice(&bytes, cfg);
+        assert!(res.is_err());
+    }
+}

@@ -1,0 +1,597 @@
+//! The replicated state: a map from [`StateKey`] to a multi-value register
+//! with bounded history, plus the knowledge of every dot seen.
+//!
+//! ## Merge semantics
+//! Each [`Version`] carries its dot and a per-key causal [`Context`]. A
+//! version *supersedes* another when its context covers the other's dot. A
+//! key's *live* versions are those no other version supersedes — one after
+//! sequential writes, several (*siblings*) after concurrent ones. Superseded
+//! versions are kept as history, at most `history_limit` of them, highest
+//! `(hlc, origin)` first.
+//!
+//! Merging one version: a version already held is a no-op; a version whose
+//! dot is in [`Knowledge`] but no longer held was superseded-and-trimmed or
+//! collected, and is ignored (this is what stops a deleted key from coming
+//! back); anything else is added and the key's live/history split recomputed.
+//! Merging whole states ([`ReplicatedState::join`]) is the causal-context
+//! join: a version held by one side only survives unless the other side's
+//! knowledge shows it was seen and dropped. Both are commutative,
+//! associative and idempotent (see `tests/crdt_laws.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::dots::{Context, Dot, Knowledge};
+use super::hlc::Hlc;
+use super::ids::{NodeId, StateKey};
+use super::registry::ServiceInstance;
+
+/// Number of digest buckets.
+pub const BUCKETS: usize = 256;
+
+/// What a version holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Payload {
+    /// A config value.
+    Value(Vec<u8>),
+    /// A deletion.
+    Tombstone,
+    /// A service instance registration.
+    Instance(ServiceInstance),
+}
+
+impl Payload {
+    /// Content checksum (xxh3-64 of the value bytes or the encoded
+    /// instance; 0 for a tombstone).
+    pub fn checksum(&self) -> u64 {
+        match self {
+            Payload::Value(bytes) => xxhash_rust::xxh3::xxh3_64(bytes),
+            Payload::Tombstone => 0,
+            Payload::Instance(inst) => {
+                let bytes = bincode::serde::encode_to_vec(inst, bincode::config::standard())
+                    .expect("encoding a ServiceInstance into memory cannot fail");
+                xxhash_rust::xxh3::xxh3_64(&bytes)
+            }
+        }
+    }
+
+    /// Whether this is a deletion.
+    pub fn is_tombstone(&self) -> bool {
+        matches!(self, Payload::Tombstone)
+    }
+
+    fn kind_byte(&self) -> u8 {
+        match self {
+            Payload::Value(_) => 1,
+            Payload::Tombstone => 2,
+            Payload::Instance(_) => 3,
+        }
+    }
+
+    /// Approximate encoded size in bytes.
+    pub fn approx_size(&self) -> usize {
+        match self {
+            Payload::Value(v) => v.len() + 8,
+            Payload::Tombstone => 1,
+            Payload::Instance(i) => i.approx_size(),
+        }
+    }
+}
+
+/// One write to one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Version {
+    /// Origin and per-origin sequence number.
+    pub dot: Dot,
+    /// What the writer had seen of this key (includes `dot`).
+    pub ctx: Context,
+    /// When it was written, by the origin's HLC.
+    pub hlc: Hlc,
+    /// The content.
+    pub payload: Payload,
+    /// Checksum of the content, checked on every merge.
+    pub checksum: u64,
+    /// Reserved for the origin's signature over the version; relayed
+    /// untouched (a later security issue signs and verifies it).
+    pub signature: Option<Vec<u8>>,
+}
+
+impl Version {
+    /// The ordering used to pick a winner among siblings: highest HLC, then
+    /// highest origin id.
+    pub fn rank(&self) -> (Hlc, NodeId) {
+        (self.hlc, self.dot.node)
+    }
+
+    /// Whether `self` supersedes `other`.
+    pub fn supersedes(&self, other: &Version) -> bool {
+        self.dot != other.dot && self.ctx.covers(&other.dot)
+    }
+
+    /// A short, stable identifier users can quote back (CAS, rollback).
+    pub fn id(&self) -> VersionId {
+        VersionId::of(&self.dot)
+    }
+
+    /// Approximate encoded size.
+    pub fn approx_size(&self) -> usize {
+        64 + self.ctx.dots().len() * 41 + self.payload.approx_size()
+    }
+
+    fn digest_hash(&self, key_hash: u64) -> u64 {
+        let mut buf = [0u8; 8 + 32 + 8 + 8 + 4 + 8 + 1];
+        buf[..8].copy_from_slice(&key_hash.to_le_bytes());
+        buf[8..40].copy_from_slice(self.dot.node.as_bytes());
+        buf[40..48].copy_from_slice(&self.dot.seq.to_le_bytes());
+        buf[48..56].copy_from_slice(&self.hlc.wall_ms.to_le_bytes());
+        buf[56..60].copy_from_slice(&self.hlc.logical.to_le_bytes());
+        buf[60..68].copy_from_slice(&self.checksum.to_le_bytes());
+        buf[68] = self.payload.kind_byte();
+        xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+}
+
+/// A version's user-facing id: 16 hex digits derived from its dot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VersionId(pub u64);
+
+impl VersionId {
+    /// The id of the version with this dot.
+    pub fn of(dot: &Dot) -> Self {
+        let mut buf = [0u8; 40];
+        buf[..32].copy_from_slice(dot.node.as_bytes());
+        buf[32..].copy_from_slice(&dot.seq.to_le_bytes());
+        VersionId(xxhash_rust::xxh3::xxh3_64(&buf))
+    }
+
+    /// Parse the 16-hex-digit form.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.len() != 16 {
+            return None;
+        }
+        u64::from_str_radix(text, 16).ok().map(VersionId)
+    }
+}
+
+impl std::fmt::Display for VersionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+/// All versions of one key: live ones (not superseded) and bounded history.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyState {
+    /// Versions no other version supersedes, highest rank first.
+    pub live: Vec<Version>,
+    /// Superseded versions, highest rank first, at most the history limit.
+    pub history: Vec<Version>,
+}
+
+impl KeyState {
+    /// The version a plain read returns: highest `(hlc, origin)` among the
+    /// live ones (may be a tombstone, meaning "deleted").
+    pub fn winner(&self) -> Option<&Version> {
+        self.live.first()
+    }
+
+    /// Whether the key reads as absent.
+    pub fn is_deleted(&self) -> bool {
+        self.winner().is_none_or(|v| v.payload.is_tombstone())
+    }
+
+    /// Every version held, live first.
+    pub fn all(&self) -> impl Iterator<Item = &Version> {
+        self.live.iter().chain(self.history.iter())
+    }
+
+    /// The causal context a new local write to this key must carry (before
+    /// adding its own dot): the join of every live version's context.
+    pub fn context(&self) -> Context {
+        let mut ctx = Context::default();
+        for v in &self.live {
+            ctx.join(&v.ctx);
+        }
+        ctx
+    }
+
+    fn holds(&self, dot: &Dot) -> bool {
+        self.all().any(|v| v.dot == *dot)
+    }
+
+    /// Add a version, recompute live/history, trim history. Returns the dots
+    /// of versions dropped by trimming (possibly including `v` itself).
+    fn add(&mut self, v: Version, history_limit: usize) -> Vec<Version> {
+        let superseded = self.all().any(|o| o.supersedes(&v));
+        if superseded {
+            self.history.push(v);
+        } else {
+            let (now_history, still_live): (Vec<_>, Vec<_>) =
+                self.live.drain(..).partition(|o| v.supersedes(o));
+            self.live = still_live;
+            self.live.push(v);
+            self.history.extend(now_history);
+        }
+        sort_by_rank(&mut self.live);
+        sort_by_rank(&mut self.history);
+        if self.history.len() > history_limit {
+            self.history.split_off(history_limit)
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn remove(&mut self, dot: &Dot) -> Option<Version> {
+        if let Some(i) = self.live.iter().position(|v| v.dot == *dot) {
+            let v = self.live.remove(i);
+            // History versions that only `v` superseded become live again.
+            let mut revived = Vec::new();
+            self.history.retain(|h| {
+                let covered = self.live.iter().any(|l| l.supersedes(h));
+                if !covered && v.supersedes(h) {
+                    revived.push(h.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            // Of the revived, keep only those not superseded by each other.
+            let snapshot = revived.clone();
+            for r in revived {
+                if snapshot.iter().any(|o| o.supersedes(&r)) {
+                    self.history.push(r);
+                } else {
+                    self.live.push(r);
+                }
+            }
+            sort_by_rank(&mut self.live);
+            sort_by_rank(&mut self.history);
+            return Some(v);
+        }
+        if let Some(i) = self.history.iter().position(|v| v.dot == *dot) {
+            return Some(self.history.remove(i));
+        }
+        None
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live.is_empty() && self.history.is_empty()
+    }
+}
+
+fn sort_by_rank(vs: &mut [Version]) {
+    vs.sort_by(|a, b| b.rank().cmp(&a.rank()).then(b.dot.seq.cmp(&a.dot.seq)));
+}
+
+/// The result of merging one version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MergeOutcome {
+    /// The version was new and is now held (live or in history).
+    Applied,
+    /// The same dot is already held: nothing changed.
+    Duplicate,
+    /// The dot was seen before and has since been superseded or collected:
+    /// ignored, so a deleted key cannot come back.
+    Obsolete,
+}
+
+/// A compact summary of the state: equal digests ⇔ equal held versions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Digest {
+    /// XOR-combination of every held version's hash.
+    pub hash: u64,
+    /// Number of keys held.
+    pub keys: u64,
+}
+
+/// The replicated key/value and service state of one node.
+#[derive(Clone, Debug)]
+pub struct ReplicatedState {
+    entries: BTreeMap<StateKey, KeyState>,
+    knowledge: Knowledge,
+    buckets: Box<[u64; BUCKETS]>,
+    history_limit: usize,
+    dirty_keys: BTreeSet<StateKey>,
+    dirty_live: BTreeSet<StateKey>,
+    dirty_origins: BTreeSet<NodeId>,
+}
+
+/// What changed since the last [`ReplicatedState::take_dirty`].
+#[derive(Debug, Default)]
+pub struct Dirty {
+    /// Keys whose stored versions changed (persist these).
+    pub keys: BTreeSet<StateKey>,
+    /// Keys whose live versions changed (notify watchers of these).
+    pub live: BTreeSet<StateKey>,
+    /// Origins whose knowledge changed.
+    pub origins: BTreeSet<NodeId>,
+}
+
+impl ReplicatedState {
+    /// An empty state keeping at most `history_limit` superseded versions
+    /// per config key (service instances keep none).
+    pub fn new(history_limit: usize) -> Self {
+        ReplicatedState {
+            entries: BTreeMap::new(),
+            knowledge: Knowledge::new(),
+            buckets: Box::new([0; BUCKETS]),
+            history_limit,
+            dirty_keys: BTreeSet::new(),
+            dirty_live: BTreeSet::new(),
+            dirty_origins: BTreeSet::new(),
+        }
+    }
+
+    /// Change the per-key history bound (applies from the next write).
+    pub fn set_history_limit(&mut self, limit: usize) {
+        self.history_limit = limit;
+    }
+
+    /// The digest-bucket a key falls in.
+    pub fn bucket_of(key: &StateKey) -> usize {
+        (key.stable_hash() % BUCKETS as u64) as usize
+    }
+
+    /// Everything seen.
+    pub fn knowledge(&self) -> &Knowledge {
+        &self.knowledge
+    }
+
+    /// The state of one key.
+    pub fn get(&self, key: &StateKey) -> Option<&KeyState> {
+        self.entries.get(key)
+    }
+
+    /// Keys in order, from `start` on.
+    pub fn range_from<'a>(
+        &'a self,
+        start: &StateKey,
+    ) -> impl Iterator<Item = (&'a StateKey, &'a KeyState)> + 'a {
+        self.entries.range(start.clone()..)
+    }
+
+    /// Every key in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&StateKey, &KeyState)> {
+        self.entries.iter()
+    }
+
+    /// Number of keys held (including deleted ones not yet collected).
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no key is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The digest.
+    pub fn digest(&self) -> Digest {
+        Digest {
+            hash: self.buckets.iter().fold(0, |a, b| a ^ b),
+            keys: self.entries.len() as u64,
+        }
+    }
+
+    /// The per-bucket hashes.
+    pub fn bucket_hashes(&self) -> &[u64; BUCKETS] {
+        &self.buckets
+    }
+
+    /// The next sequence number `node` should use for its own write.
+    pub fn next_seq(&self, node: &NodeId) -> u64 {
+        self.knowledge.max_seq(node) + 1
+    }
+
+    /// Merge one version of `key`.
+    pub fn merge(&mut self, key: StateKey, v: Version) -> MergeOutcome {
+        if let Some(ks) = self.entries.get(&key) {
+            if ks.holds(&v.dot) {
+                return MergeOutcome::Duplicate;
+            }
+        }
+        if self.knowledge.contains(&v.dot) {
+            return MergeOutcome::Obsolete;
+        }
+        let key_hash = key.stable_hash();
+        let bucket = (key_hash % BUCKETS as u64) as usize;
+        self.knowledge.insert(v.dot);
+        self.dirty_origins.insert(v.dot.node);
+        let limit = match key {
+            StateKey::Kv { .. } => self.history_limit,
+            StateKey::Service { .. } => 0,
+        };
+        self.buckets[bucket] ^= v.digest_hash(key_hash);
+        let dot = v.dot;
+        let ks = self.entries.entry(key.clone()).or_default();
+        for dropped in ks.add(v, limit) {
+            self.buckets[bucket] ^= dropped.digest_hash(key_hash);
+        }
+        if ks.live.iter().any(|l| l.dot == dot) {
+            self.dirty_live.insert(key.clone());
+        }
+        self.dirty_keys.insert(key);
+        MergeOutcome::Applied
+    }
+
+    /// Remove a held version and forget its dot (undo of a write that could
+    /// not be made durable). Returns whether anything was removed.
+    pub fn unapply(&mut self, key: &StateKey, dot: &Dot) -> bool {
+        let removed = self.remove_version(key, dot);
+        if removed {
+            self.knowledge.remove(dot);
+            self.dirty_origins.insert(dot.node);
+        }
+        removed
+    }
+
+    fn remove_version(&mut self, key: &StateKey, dot: &Dot) -> bool {
+        let Some(ks) = self.entries.get_mut(key) else {
+            return false;
+        };
+        let was_live = ks.live.iter().any(|l| l.dot == *dot);
+        let Some(v) = ks.remove(dot) else {
+            return false;
+        };
+        if was_live {
+            self.dirty_live.insert(key.clone());
+        }
+        let key_hash = key.stable_hash();
+        self.buckets[(key_hash % BUCKETS as u64) as usize] ^= v.digest_hash(key_hash);
+        if ks.is_empty() {
+            self.entries.remove(key);
+        }
+        self.dirty_keys.insert(key.clone());
+        true
+    }
+
+    /// Every held version whose dot is not in `theirs`, in key order, until
+    /// about `budget_bytes` have been collected. Returns the versions and
+    /// whether the delta is complete.
+    pub fn delta_since(&self, theirs: &Knowledge, budget_bytes: usize) -> (Vec<(StateKey, Version)>, bool) {
+        let mut out = Vec::new();
+        let mut size = 0usize;
+        for (key, ks) in &self.entries {
+            for v in ks.all() {
+                if theirs.contains(&v.dot) {
+                    continue;
+                }
+                let s = v.approx_size() + 64;
+                if size + s > budget_bytes && !out.is_empty() {
+                    return (out, false);
+                }
+                size += s;
+                out.push((key.clone(), v.clone()));
+            }
+        }
+        (out, true)
+    }
+
+    /// The dots held in each of the given buckets.
+    pub fn manifest(&self, buckets: &[u16]) -> BTreeMap<u16, Vec<Dot>> {
+        let wanted: BTreeSet<u16> = buckets.iter().copied().collect();
+        let mut out: BTreeMap<u16, Vec<Dot>> = wanted.iter().map(|b| (*b, Vec::new())).collect();
+        if wanted.is_empty() {
+            return out;
+        }
+        for (key, ks) in &self.entries {
+            let b = Self::bucket_of(key) as u16;
+            if let Some(list) = out.get_mut(&b) {
+                list.extend(ks.all().map(|v| v.dot));
+            }
+        }
+        out
+    }
+
+    /// Drop versions a peer has seen and no longer holds: for each bucket in
+    /// the peer's `manifest`, every version of ours not listed there whose
+    /// dot is in `their_knowledge` was superseded or collected on the peer.
+    /// Returns the number of versions dropped.
+    pub fn drop_obsolete(
+        &mut self,
+        manifest: &BTreeMap<u16, Vec<Dot>>,
+        their_knowledge: &Knowledge,
+    ) -> usize {
+        let mut doomed = Vec::new();
+        for (key, ks) in &self.entries {
+            let b = Self::bucket_of(key) as u16;
+            let Some(held) = manifest.get(&b) else {
+                continue;
+            };
+            for v in ks.all() {
+                if their_knowledge.contains(&v.dot) && !held.contains(&v.dot) {
+                    doomed.push((key.clone(), v.dot));
+                }
+            }
+        }
+        let n = doomed.len();
+        for (key, dot) in doomed {
+            self.remove_version(&key, &dot);
+        }
+        n
+    }
+
+    /// Adopt another node's knowledge (after a complete exchange with it).
+    pub fn union_knowledge(&mut self, other: &Knowledge) {
+        let changed = self.knowledge.union(other);
+        self.dirty_origins.extend(changed);
+    }
+
+    /// Full-state join with another replica (used by tests and by a full
+    /// state transfer): merge every version of theirs, drop ours that they
+    /// have seen and dropped, union knowledge.
+    pub fn join(&mut self, other: &ReplicatedState) {
+        let all_buckets: Vec<u16> = (0..BUCKETS as u16).collect();
+        let theirs = other.manifest(&all_buckets);
+        self.drop_obsolete(&theirs, &other.knowledge);
+        for (key, ks) in &other.entries {
+            for v in ks.all() {
+                // Seen-and-dropped versions come back as `Obsolete`.
+                self.merge(key.clone(), v.clone());
+            }
+        }
+        self.union_knowledge(&other.knowledge);
+    }
+
+    /// Collect deleted keys: every key whose live versions are all
+    /// tombstones stamped before `horizon_ms` is removed with its history.
+    /// Their dots stay in knowledge, so the deleted values are never taken
+    /// back from a peer that still holds them. Returns the keys collected.
+    pub fn collect_tombstones(&mut self, horizon_ms: u64) -> Vec<StateKey> {
+        let doomed: Vec<StateKey> = self
+            .entries
+            .iter()
+            .filter(|(_, ks)| {
+                !ks.live.is_empty()
+                    && ks
+                        .live
+                        .iter()
+                        .all(|v| v.payload.is_tombstone() && v.hlc.wall_ms < horizon_ms)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &doomed {
+            let ks = self.entries.remove(key).expect("key listed from the map");
+            let key_hash = key.stable_hash();
+            let b = (key_hash % BUCKETS as u64) as usize;
+            for v in ks.all() {
+                self.buckets[b] ^= v.digest_hash(key_hash);
+            }
+            self.dirty_keys.insert(key.clone());
+            self.dirty_live.insert(key.clone());
+        }
+        doomed
+    }
+
+    /// What changed since the last call (for persistence and watchers).
+    pub fn take_dirty(&mut self) -> Dirty {
+        Dirty {
+            keys: std::mem::take(&mut self.dirty_keys),
+            live: std::mem::take(&mut self.dirty_live),
+            origins: std::mem::take(&mut self.dirty_origins),
+        }
+    }
+
+    /// Whether anything changed since the last [`take_dirty`](Self::take_dirty).
+    pub fn is_dirty(&self) -> bool {
+        !self.dirty_keys.is_empty() || !self.dirty_origins.is_empty()
+    }
+
+    /// Restore from storage: keys with their versions, and knowledge.
+    pub fn restore(&mut self, entries: Vec<(StateKey, KeyState)>, knowledge: Knowledge) {
+        self.knowledge = knowledge;
+        for (key, ks) in entries {
+            let key_hash = key.stable_hash();
+            let b = (key_hash % BUCKETS as u64) as usize;
+            for v in ks.all() {
+                self.buckets[b] ^= v.digest_hash(key_hash);
+                self.knowledge.insert(v.dot);
+            }
+            self.entries.insert(key, ks);
+        }
+        self.dirty_keys.clear();
+        self.dirty_live.clear();
+        self.dirty_origins.clear();
+    }
+}

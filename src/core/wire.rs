@@ -1,0 +1,411 @@
+//! The wire format: a versioned envelope around bincode-encoded messages.
+//!
+//! ```text
+//! offset  size  field
+//! 0       4     magic "STRL"
+//! 4       1     protocol version (currently 1)
+//! 5       1     message kind
+//! 6       8     cluster id (xxh3 of the cluster name, little endian)
+//! 14      ..    bincode 2 (standard config) body
+//! ```
+//! Sizes are checked before anything is decoded: the whole message against
+//! the configured maximum, and bincode's own allocation limit against the
+//! same number. Every failure is a typed [`WireError`]; nothing here panics
+//! on input.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::dots::{Dot, Knowledge};
+use super::hlc::Hlc;
+use super::ids::StateKey;
+use super::membership::Member;
+use super::state::{Digest, Version};
+
+/// The first four bytes of every message.
+pub const MAGIC: [u8; 4] = *b"STRL";
+/// The protocol version this build speaks.
+pub const PROTOCOL_VERSION: u8 = 1;
+/// Envelope header length.
+pub const HEADER_LEN: usize = 14;
+/// Hard ceiling for any message, whatever the config says.
+pub const ABSOLUTE_MAX_MESSAGE: usize = 256 << 20;
+
+/// Message kinds, as the byte in the envelope.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MessageKind {
+    /// Periodic liveness + digest.
+    Heartbeat = 1,
+    /// Pushed state changes.
+    Delta = 2,
+    /// Anti-entropy: "here is what I know".
+    SyncRequest = 3,
+    /// Anti-entropy: "here is what you lack".
+    SyncResponse = 4,
+    /// Anti-entropy: the requester's half.
+    SyncPush = 5,
+    /// Anti-entropy: push received.
+    SyncAck = 6,
+}
+
+impl MessageKind {
+    /// Lower-case name, for metrics labels.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MessageKind::Heartbeat => "heartbeat",
+            MessageKind::Delta => "delta",
+            MessageKind::SyncRequest => "sync_request",
+            MessageKind::SyncResponse => "sync_response",
+            MessageKind::SyncPush => "sync_push",
+            MessageKind::SyncAck => "sync_ack",
+        }
+    }
+
+    fn from_byte(b: u8) -> Option<Self> {
+        Some(match b {
+            1 => MessageKind::Heartbeat,
+            2 => MessageKind::Delta,
+            3 => MessageKind::SyncRequest,
+            4 => MessageKind::SyncResponse,
+            5 => MessageKind::SyncPush,
+            6 => MessageKind::SyncAck,
+            _ => return None,
+        })
+    }
+
+    /// Every kind, for metric families.
+    pub const ALL: [MessageKind; 6] = [
+        MessageKind::Heartbeat,
+        MessageKind::Delta,
+        MessageKind::SyncRequest,
+        MessageKind::SyncResponse,
+        MessageKind::SyncPush,
+        MessageKind::SyncAck,
+    ];
+}
+
+/// Periodic liveness announcement.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Increases with every heartbeat (gossipsub dedups identical payloads).
+    pub seq: u64,
+    /// The sender's own record.
+    pub member: Member,
+    /// The sender's HLC.
+    pub hlc: Hlc,
+    /// Digest of the sender's replicated state.
+    pub digest: Digest,
+    /// Digest of the sender's membership view.
+    pub members_hash: u64,
+    /// The sender's current heartbeat interval.
+    pub interval_ms: u64,
+}
+
+/// State changes pushed by gossip.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Delta {
+    /// Versions to merge.
+    pub versions: Vec<(StateKey, Version)>,
+    /// Member records to merge.
+    pub members: Vec<Member>,
+}
+
+/// Anti-entropy request: what the requester knows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncRequest {
+    /// Dots the requester has seen.
+    pub knowledge: Knowledge,
+    /// The requester's per-bucket hashes (256).
+    pub buckets: Vec<u64>,
+    /// The requester's membership digest.
+    pub members_hash: u64,
+}
+
+/// Anti-entropy response: what the requester lacks, and how to tell what
+/// it should drop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncResponse {
+    /// Versions held here that the requester has not seen.
+    pub versions: Vec<(StateKey, Version)>,
+    /// Whether `versions` is everything (else the requester asks again).
+    pub complete: bool,
+    /// Dots the responder has seen.
+    pub knowledge: Knowledge,
+    /// The responder's per-bucket hashes.
+    pub buckets: Vec<u64>,
+    /// For each bucket that differed, the dots the responder holds in it.
+    pub manifest: BTreeMap<u16, Vec<Dot>>,
+    /// The responder's members, when the membership digests differed.
+    pub members: Vec<Member>,
+}
+
+/// The requester's half of a sync.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncPush {
+    /// Versions the responder has not seen.
+    pub versions: Vec<(StateKey, Version)>,
+    /// Dots the requester has seen (after taking the response in).
+    pub knowledge: Knowledge,
+    /// For each bucket that still differs, the dots the requester holds.
+    pub manifest: BTreeMap<u16, Vec<Dot>>,
+    /// The requester's members, when the digests still differ.
+    pub members: Vec<Member>,
+}
+
+/// A decoded message.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum Message {
+    /// See [`Heartbeat`].
+    Heartbeat(Heartbeat),
+    /// See [`Delta`].
+    Delta(Delta),
+    /// See [`SyncRequest`].
+    SyncRequest(SyncRequest),
+    /// See [`SyncResponse`].
+    SyncResponse(SyncResponse),
+    /// See [`SyncPush`].
+    SyncPush(SyncPush),
+    /// Push received; the count of versions applied.
+    SyncAck(u64),
+}
+
+impl Message {
+    /// The kind byte.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Message::Heartbeat(_) => MessageKind::Heartbeat,
+            Message::Delta(_) => MessageKind::Delta,
+            Message::SyncRequest(_) => MessageKind::SyncRequest,
+            Message::SyncResponse(_) => MessageKind::SyncResponse,
+            Message::SyncPush(_) => MessageKind::SyncPush,
+            Message::SyncAck(_) => MessageKind::SyncAck,
+        }
+    }
+}
+
+/// Why bytes from the network were not a message. The bytes are dropped;
+/// no state changed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WireError {
+    /// Shorter than the envelope header.
+    #[error("message truncated: {len} bytes, header needs {HEADER_LEN}")]
+    Truncated {
+        /// Bytes received.
+        len: usize,
+    },
+    /// Over the size limit; not decoded.
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Bytes received.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Does not start with the magic bytes.
+    #[error("bad magic: not a Starling message")]
+    BadMagic,
+    /// From a newer (or unknown) protocol version.
+    #[error("unsupported protocol version {0} (this build speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u8),
+    /// Unknown message kind byte.
+    #[error("unknown message kind {0}")]
+    UnknownKind(u8),
+    /// From another cluster.
+    #[error("message from another cluster")]
+    WrongCluster,
+    /// The body did not decode.
+    #[error("malformed {kind:?} body: {reason}")]
+    Malformed {
+        /// The kind the header claimed.
+        kind: MessageKind,
+        /// Decoder's explanation.
+        reason: String,
+    },
+}
+
+impl WireError {
+    /// Short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            WireError::Truncated { .. } => "truncated",
+            WireError::TooLarge { .. } => "too_large",
+            WireError::BadMagic => "bad_magic",
+            WireError::UnsupportedVersion(_) => "unsupported_version",
+            WireError::UnknownKind(_) => "unknown_kind",
+            WireError::WrongCluster => "wrong_cluster",
+            WireError::Malformed { .. } => "malformed",
+        }
+    }
+}
+
+/// The cluster id carried in every envelope.
+pub fn cluster_id(cluster: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(cluster.as_bytes())
+}
+
+fn bincode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<ABSOLUTE_MAX_MESSAGE>()
+}
+
+/// Encode a message for `cluster`.
+pub fn encode(msg: &Message, cluster: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    out.extend_from_slice(&MAGIC);
+    out.push(PROTOCOL_VERSION);
+    out.push(msg.kind() as u8);
+    out.extend_from_slice(&cluster.to_le_bytes());
+    let cfg = bincode_config();
+    let res = match msg {
+        Message::Heartbeat(m) => bincode::serde::encode_into_std_write(m, &mut out, cfg),
+        Message::Delta(m) => bincode::serde::encode_into_std_write(m, &mut out, cfg),
+        Message::SyncRequest(m) => bincode::serde::encode_into_std_write(m, &mut out, cfg),
+        Message::SyncResponse(m) => bincode::serde::encode_into_std_write(m, &mut out, cfg),
+        Message::SyncPush(m) => bincode::serde::encode_into_std_write(m, &mut out, cfg),
+        Message::SyncAck(m) => bincode::serde::encode_into_std_write(m, &mut out, cfg),
+    };
+    res.expect("encoding into a Vec cannot fail");
+    out
+}
+
+/// Read just the kind from a header (for metrics on undecodable input).
+pub fn peek_kind(bytes: &[u8]) -> Option<MessageKind> {
+    if bytes.len() < HEADER_LEN || bytes[..4] != MAGIC {
+        return None;
+    }
+    MessageKind::from_byte(bytes[5])
+}
+
+/// Decode a message, checking size, magic, version, kind and cluster first.
+pub fn decode(bytes: &[u8], cluster: u64, max_len: usize) -> Result<Message, WireError> {
+    let max = max_len.min(ABSOLUTE_MAX_MESSAGE);
+    if bytes.len() > max {
+        return Err(WireError::TooLarge {
+            len: bytes.len(),
+            max,
+        });
+    }
+    if bytes.len() < HEADER_LEN {
+        return Err(WireError::Truncated { len: bytes.len() });
+    }
+    if bytes[..4] != MAGIC {
+        return Err(WireError::BadMagic);
+    }
+    if bytes[4] != PROTOCOL_VERSION {
+        return Err(WireError::UnsupportedVersion(bytes[4]));
+    }
+    let kind = MessageKind::from_byte(bytes[5]).ok_or(WireError::UnknownKind(bytes[5]))?;
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&bytes[6..14]);
+    if u64::from_le_bytes(id) != cluster {
+        return Err(WireError::WrongCluster);
+    }
+    let body = &bytes[HEADER_LEN..];
+    let malformed = |e: bincode::error::DecodeError| WireError::Malformed {
+        kind,
+        reason: e.to_string(),
+    };
+    fn body_of<T: serde::de::DeserializeOwned>(b: &[u8]) -> Result<T, bincode::error::DecodeError> {
+        let (v, used): (T, usize) = bincode::serde::decode_from_slice(b, bincode_config())?;
+        if used != b.len() {
+            return Err(bincode::error::DecodeError::OtherString(format!(
+                "{} trailing bytes",
+                b.len() - used
+            )));
+        }
+        Ok(v)
+    }
+    Ok(match kind {
+        MessageKind::Heartbeat => Message::Heartbeat(body_of(body).map_err(malformed)?),
+        MessageKind::Delta => Message::Delta(body_of(body).map_err(malformed)?),
+        MessageKind::SyncRequest => Message::SyncRequest(body_of(body).map_err(malformed)?),
+        MessageKind::SyncResponse => Message::SyncResponse(body_of(body).map_err(malformed)?),
+        MessageKind::SyncPush => Message::SyncPush(body_of(body).map_err(malformed)?),
+        MessageKind::SyncAck => Message::SyncAck(body_of(body).map_err(malformed)?),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::NodeId;
+    use crate::core::membership::{MemberStatus, NodeInfo};
+
+    fn hb() -> Message {
+        Message::Heartbeat(Heartbeat {
+            seq: 7,
+            member: Member {
+                node: NodeId::from_index(1),
+                info: NodeInfo::default(),
+                incarnation: 2,
+                status: MemberStatus::Alive,
+            },
+            hlc: Hlc::default(),
+            digest: Digest { hash: 9, keys: 1 },
+            members_hash: 3,
+            interval_ms: 1000,
+        })
+    }
+
+    #[test]
+    fn round_trip() {
+        let bytes = encode(&hb(), 5);
+        assert_eq!(decode(&bytes, 5, 1 << 20).unwrap(), hb());
+    }
+
+    #[test]
+    fn every_truncation_is_an_error_never_a_panic() {
+        let bytes = encode(&hb(), 5);
+        for n in 0..bytes.len() {
+            assert!(
+                decode(&bytes[..n], 5, 1 << 20).is_err(),
+                "prefix of {n} bytes decoded"
+            );
+        }
+    }
+
+    #[test]
+    fn header_checks_come_before_decoding() {
+        let mut bytes = encode(&hb(), 5);
+        assert_eq!(decode(&bytes, 6, 1 << 20), Err(WireError::WrongCluster));
+        assert!(matches!(decode(&bytes, 5, 10), Err(WireError::TooLarge { .. })));
+        bytes[4] = 2;
+        assert_eq!(decode(&bytes, 5, 1 << 20), Err(WireError::UnsupportedVersion(2)));
+        bytes[4] = 1;
+        bytes[5] = 99;
+        assert_eq!(decode(&bytes, 5, 1 << 20), Err(WireError::UnknownKind(99)));
+        bytes[0] = b'X';
+        assert_eq!(decode(&bytes, 5, 1 << 20), Err(WireError::BadMagic));
+    }
+
+    #[test]
+    fn trailing_garbage_is_malformed() {
+        let mut bytes = encode(&hb(), 5);
+        bytes.push(0);
+        assert!(matches!(
+            decode(&bytes, 5, 1 << 20),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_huge_length_prefix_does_not_allocate() {
+        // A delta claiming 2^60 versions in a few bytes.
+        let mut bytes = encode(
+            &Message::Delta(Delta {
+                versions: vec![],
+                members: vec![],
+            }),
+            5,
+        );
+        bytes.truncate(HEADER_LEN);
+        bytes.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(matches!(
+            decode(&bytes, 5, 1 << 20),
+            Err(WireError::Malformed { .. })
+        ));
+    }
+}

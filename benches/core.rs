@@ -1,1 +1,244 @@
-fn main() {}
+//! Criterion benchmarks of the sans-IO core: merge, wire encode/decode,
+//! digest and delta computation, and one local write through the Engine.
+//!
+//! Run with `cargo bench -p starling --no-default-features --bench core`;
+//! results are recorded in `docs/PERFORMANCE.md`. Every input is built with
+//! the public API, deterministically (no RNG, no clock).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use starling::core::wire::{self, Delta, Heartbeat, Message};
+use starling::core::{
+    Command, Config, Context, Digest, Dot, Engine, Hlc, Input, Key, Knowledge, Member, MemberStatus,
+    Namespace, NodeId, NodeInfo, Payload, ReplicatedState, StateKey, Version,
+};
+
+/// Keys in the large state and delta.
+const KEYS: u64 = 10_000;
+/// Origins the writes are spread over.
+const ORIGINS: u64 = 4;
+/// Bytes per config value.
+const VALUE_LEN: usize = 64;
+/// Base wall-clock time of every stamp (any fixed value works).
+const T0_MS: u64 = 1_700_000_000_000;
+
+/// The `i`-th write: key `svc/<i>/url` in `prod`, a 64-byte value, from
+/// origin `i % ORIGINS + 1` with that origin's next sequence number.
+fn version(i: u64) -> (StateKey, Version) {
+    let key = StateKey::Kv {
+        namespace: Namespace::new("prod").expect("valid namespace"),
+        key: Key::new(format!("svc/{i:05}/url")).expect("valid key"),
+    };
+    let dot = Dot {
+        node: NodeId::from_index(i % ORIGINS + 1),
+        seq: i / ORIGINS + 1,
+    };
+    let mut ctx = Context::default();
+    ctx.add(dot);
+    let mut value = format!("postgres://db-{i}.example.internal:5432/app").into_bytes();
+    value.resize(VALUE_LEN, b'.');
+    let payload = Payload::Value(value);
+    let checksum = payload.checksum();
+    let version = Version {
+        dot,
+        ctx,
+        hlc: Hlc {
+            wall_ms: T0_MS + i,
+            logical: 0,
+        },
+        payload,
+        checksum,
+        signature: None,
+    };
+    (key, version)
+}
+
+fn versions(range: std::ops::Range<u64>) -> Vec<(StateKey, Version)> {
+    range.map(version).collect()
+}
+
+fn state_of(vs: &[(StateKey, Version)]) -> ReplicatedState {
+    let mut s = ReplicatedState::new(16);
+    for (k, v) in vs {
+        s.merge(k.clone(), v.clone());
+    }
+    s
+}
+
+fn heartbeat() -> Message {
+    let mut tags = BTreeMap::new();
+    tags.insert("role".to_string(), "edge".to_string());
+    tags.insert("region".to_string(), "eu-west".to_string());
+    tags.insert("env".to_string(), "prod".to_string());
+    Message::Heartbeat(Heartbeat {
+        seq: 12_345,
+        member: Member {
+            node: NodeId::from_index(7),
+            info: NodeInfo {
+                name: "edge-node-07".to_string(),
+                addrs: vec![
+                    "/ip4/10.0.3.17/tcp/7946".to_string(),
+                    "/ip4/192.168.1.17/tcp/7946".to_string(),
+                ],
+                tags,
+            },
+            incarnation: 3,
+            status: MemberStatus::Alive,
+        },
+        hlc: Hlc {
+            wall_ms: T0_MS,
+            logical: 2,
+        },
+        digest: Digest {
+            hash: 0x1234_5678_9abc_def0,
+            keys: KEYS,
+        },
+        members_hash: 0x0fed_cba9_8765_4321,
+        interval_ms: 1_000,
+    })
+}
+
+fn bench_merge(c: &mut Criterion) {
+    let all = versions(0..KEYS);
+    let half = state_of(&all[..(KEYS / 2) as usize]);
+    let mut g = c.benchmark_group("merge");
+    g.throughput(Throughput::Elements(KEYS));
+    g.bench_function("10k_key_delta_into_empty", |b| {
+        b.iter_batched(
+            || (ReplicatedState::new(16), all.clone()),
+            |(mut s, delta)| {
+                for (k, v) in delta {
+                    black_box(s.merge(k, v));
+                }
+                s
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("10k_key_delta_into_half_full", |b| {
+        b.iter_batched(
+            || (half.clone(), all.clone()),
+            |(mut s, delta)| {
+                for (k, v) in delta {
+                    black_box(s.merge(k, v));
+                }
+                s
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_wire(c: &mut Criterion) {
+    let cluster = wire::cluster_id("bench");
+    let limit = 256 << 20;
+    let delta = Message::Delta(Delta {
+        versions: versions(0..KEYS),
+        members: Vec::new(),
+    });
+    let hb = heartbeat();
+    for (name, msg) in [("delta_10k_versions", &delta), ("heartbeat", &hb)] {
+        let bytes = wire::encode(msg, cluster);
+        assert_eq!(&wire::decode(&bytes, cluster, limit).expect("round trip"), msg);
+        let mut g = c.benchmark_group(format!("wire/{name}"));
+        g.throughput(Throughput::Bytes(bytes.len() as u64));
+        g.bench_function("encode", |b| b.iter(|| wire::encode(black_box(msg), cluster)));
+        g.bench_function("decode", |b| {
+            b.iter(|| wire::decode(black_box(&bytes), cluster, limit).expect("valid message"))
+        });
+        g.finish();
+    }
+}
+
+fn bench_anti_entropy(c: &mut Criterion) {
+    let all = versions(0..KEYS);
+    let state = state_of(&all);
+    // A peer that has seen everything but every hundredth write: 1% missing.
+    let mut theirs: Knowledge = state.knowledge().clone();
+    let mut missing = 0;
+    for (_, v) in all.iter().step_by(100) {
+        theirs.remove(&v.dot);
+        missing += 1;
+    }
+    let (delta, complete) = state.delta_since(&theirs, usize::MAX);
+    assert!(
+        complete && delta.len() == missing,
+        "delta holds exactly the 1% missing"
+    );
+
+    let mut g = c.benchmark_group("anti_entropy");
+    g.bench_function("digest_10k_keys", |b| b.iter(|| black_box(&state).digest()));
+    g.throughput(Throughput::Elements(KEYS));
+    g.bench_function("delta_since_10k_keys_1pct_missing", |b| {
+        b.iter(|| black_box(&state).delta_since(black_box(&theirs), usize::MAX))
+    });
+    g.finish();
+}
+
+fn bench_engine(c: &mut Criterion) {
+    let ns = Namespace::new("prod").expect("valid namespace");
+    let keys: Vec<Key> = (0..1_000)
+        .map(|i| Key::new(format!("app/{i:04}/flag")).expect("valid key"))
+        .collect();
+    let mut engine = Engine::new(
+        Config::default(),
+        NodeId::from_index(1),
+        NodeInfo::default(),
+        T0_MS,
+        1,
+        None,
+    )
+    .expect("default config is valid");
+    let mut now = T0_MS;
+    let mut id = 0u64;
+    let put = |engine: &mut Engine, key: &Key, now: u64, id: u64| {
+        engine.handle(
+            now,
+            Input::Command {
+                id,
+                command: Command::Put {
+                    namespace: ns.clone(),
+                    key: key.clone(),
+                    value: vec![b'x'; VALUE_LEN],
+                    expect: None,
+                },
+            },
+        )
+    };
+    // Warm state: every key written once.
+    for key in &keys {
+        id += 1;
+        now += 1;
+        put(&mut engine, key, now, id);
+    }
+    let mut g = c.benchmark_group("engine");
+    g.bench_function("local_put_end_to_end", |b| {
+        b.iter(|| {
+            id += 1;
+            now += 1;
+            let key = &keys[(id % keys.len() as u64) as usize];
+            let actions = put(&mut engine, key, now, id);
+            debug_assert!(actions.len() >= 3, "persist, publish, reply");
+            actions
+        })
+    });
+    g.finish();
+}
+
+fn config() -> Criterion {
+    Criterion::default()
+        .measurement_time(Duration::from_secs(3))
+        .warm_up_time(Duration::from_secs(1))
+        .sample_size(20)
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_merge, bench_wire, bench_anti_entropy, bench_engine
+}
+criterion_main!(benches);

@@ -1,0 +1,231 @@
+//! Node configuration: the TOML file, command-line overrides, validation.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::Config as ProtocolConfig;
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything a node needs to start. Every field has a default good enough
+/// to run with no configuration at all.
+///
+/// In TOML, the top-level keys are the fields below and the `[protocol]`
+/// table is [`crate::core::Config`]; unknown keys are rejected.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct NodeConfig {
+    /// Where state and the node's identity live.
+    pub data_dir: PathBuf,
+    /// libp2p listen addresses (multiaddrs). Default: an OS-chosen TCP port
+    /// and, with the `quic` feature, an OS-chosen QUIC port, on all interfaces.
+    pub listen: Vec<String>,
+    /// HTTP API address; `None` disables the HTTP API.
+    pub http: Option<SocketAddr>,
+    /// Peers to dial at start (multiaddrs, ideally ending in `/p2p/<id>`).
+    pub bootstrap: Vec<String>,
+    /// Human-readable node name (default: the host name).
+    pub name: Option<String>,
+    /// Node tags (role, region, env...).
+    pub tags: BTreeMap<String, String>,
+    /// Discover peers on the LAN with mDNS.
+    pub mdns: bool,
+    /// Log line format.
+    pub log_format: LogFormat,
+    /// Log filter, `tracing_subscriber::EnvFilter` syntax (e.g. `info`,
+    /// `starling=debug`).
+    pub log_level: String,
+    /// Largest HTTP request body accepted, bytes.
+    pub http_max_body_bytes: usize,
+    /// HTTP requests per second allowed per client IP (0 = unlimited).
+    pub http_rate_limit: u32,
+    /// The protocol settings (cluster name, heartbeat interval...).
+    pub protocol: ProtocolConfig,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            data_dir: PathBuf::from("./starling-data"),
+            listen: default_listen(),
+            http: Some(SocketAddr::from(([127, 0, 0, 1], 7070))),
+            bootstrap: Vec::new(),
+            name: None,
+            tags: BTreeMap::new(),
+            mdns: true,
+            log_format: LogFormat::Text,
+            log_level: "info".into(),
+            http_max_body_bytes: (1 << 20) + 4096,
+            http_rate_limit: 0,
+            protocol: ProtocolConfig::default(),
+        }
+    }
+}
+
+fn default_listen() -> Vec<String> {
+    let mut v = vec!["/ip4/0.0.0.0/tcp/0".to_string()];
+    if cfg!(feature = "quic") {
+        v.push("/ip4/0.0.0.0/udp/0/quic-v1".to_string());
+    }
+    v
+}
+
+/// A configuration that cannot be used; the message names the field.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema (unknown or mistyped field).
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message, naming the field.
+        message: String,
+    },
+    /// A field's value is out of range.
+    #[error("invalid config field `{field}`: {reason}")]
+    Field {
+        /// The field.
+        field: String,
+        /// What is allowed.
+        reason: String,
+    },
+}
+
+impl NodeConfig {
+    /// Parse a TOML file.
+    pub fn from_file(path: &Path) -> Result<NodeConfig, NodeConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|e| match e {
+            NodeConfigError::Parse { message, .. } => NodeConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parse TOML text.
+    pub fn from_toml(text: &str) -> Result<NodeConfig, NodeConfigError> {
+        toml::from_str(text).map_err(|e| NodeConfigError::Parse {
+            path: PathBuf::new(),
+            message: e.to_string().trim().to_string(),
+        })
+    }
+
+    /// Check every field (including the protocol section).
+    pub fn validate(&self) -> Result<(), NodeConfigError> {
+        let field = |f: &str, r: String| NodeConfigError::Field {
+            field: f.to_string(),
+            reason: r,
+        };
+        for a in &self.listen {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| field("listen", format!("{a:?} is not a multiaddr: {e}")))?;
+        }
+        if self.listen.is_empty() {
+            return Err(field("listen", "at least one listen address is needed".into()));
+        }
+        for a in &self.bootstrap {
+            a.parse::<libp2p::Multiaddr>()
+                .map_err(|e| field("bootstrap", format!("{a:?} is not a multiaddr: {e}")))?;
+        }
+        if let Some(name) = &self.name {
+            if name.is_empty() || name.len() > 128 {
+                return Err(field("name", "1..=128 bytes".into()));
+            }
+        }
+        for (k, v) in &self.tags {
+            if k.is_empty() || k.len() > 64 || v.len() > 256 {
+                return Err(field(
+                    "tags",
+                    format!("tag {k:?}: keys 1..=64 bytes, values up to 256"),
+                ));
+            }
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log_level)
+            .map_err(|e| field("log_level", format!("{:?}: {e}", self.log_level)))?;
+        if self.http_max_body_bytes < 1024 {
+            return Err(field("http_max_body_bytes", "at least 1024".into()));
+        }
+        self.protocol
+            .clone()
+            .validated()
+            .map_err(|e| NodeConfigError::Field {
+                field: format!("protocol.{}", e.field),
+                reason: e.reason,
+            })?;
+        Ok(())
+    }
+
+    /// The node name to advertise.
+    pub fn effective_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| "starling".into())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let c = NodeConfig::from_toml("").unwrap();
+        assert_eq!(c, NodeConfig::default());
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn unknown_field_is_rejected_by_name() {
+        let err = NodeConfig::from_toml("bootstrapp = []").unwrap_err().to_string();
+        assert!(err.contains("bootstrapp"), "{err}");
+        let err = NodeConfig::from_toml("[protocol]\nheartbeat_ms = 5")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("heartbeat_ms"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_protocol_field_is_named() {
+        let c = NodeConfig::from_toml("[protocol]\nphi_threshold = 0.0").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("protocol.phi_threshold"), "{err}");
+    }
+
+    #[test]
+    fn bad_multiaddr_is_named() {
+        let c = NodeConfig::from_toml("listen = [\"tcp://x\"]").unwrap();
+        assert!(c.validate().unwrap_err().to_string().contains("listen"));
+    }
+}

@@ -1,0 +1,562 @@
+//! The embedding API: a cloneable handle to a running node.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{
+    Command, CommandError, CommandOutput, Config, Engine, Expect, HealthStatus, Hlc, InstanceId, Key,
+    KvEntry, Member, MemberStatus, Namespace, NodeId, ServiceName, ServiceQuery, ServiceSpec, ServiceView,
+    SnapshotRequired, VersionId, VersionInfo,
+};
+use crate::net::display_id;
+
+/// Why a node operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The command was refused or failed; see [`CommandError`].
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// Resuming a watch from a revision no longer held.
+    #[error(transparent)]
+    SnapshotRequired(#[from] SnapshotRequired),
+    /// The node is shutting down or has stopped.
+    #[error("node stopped")]
+    Stopped,
+    /// Start-up failed (config, storage, network).
+    #[error("{0}")]
+    Startup(String),
+}
+
+/// A write that is now durable on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteResult {
+    /// The new version's id.
+    pub version: VersionId,
+    /// Its HLC stamp.
+    pub hlc: Hlc,
+}
+
+/// A member as the API shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    /// libp2p peer id.
+    pub node_id: String,
+    /// Name.
+    pub name: String,
+    /// alive / suspect / dead / left.
+    pub status: MemberStatus,
+    /// Advertised addresses.
+    pub addrs: Vec<String>,
+    /// Tags.
+    pub tags: BTreeMap<String, String>,
+    /// Incarnation.
+    pub incarnation: u64,
+}
+
+impl MemberView {
+    pub(crate) fn of(m: &Member) -> Self {
+        MemberView {
+            node_id: display_id(&m.node),
+            name: m.info.name.clone(),
+            status: m.status,
+            addrs: m.info.addrs.clone(),
+            tags: m.info.tags.clone(),
+            incarnation: m.incarnation,
+        }
+    }
+}
+
+/// The local node's status.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// libp2p peer id.
+    pub node_id: String,
+    /// Name.
+    pub name: String,
+    /// Cluster name.
+    pub cluster: String,
+    /// Listen addresses, each ending in `/p2p/<node_id>`.
+    pub listen_addrs: Vec<String>,
+    /// Latest watch revision.
+    pub revision: u64,
+    /// Keys held (including deleted ones awaiting collection).
+    pub keys: u64,
+    /// State digest (equal on converged nodes).
+    pub digest: String,
+    /// Members by status.
+    pub members: BTreeMap<String, usize>,
+    /// Connected peers.
+    pub connected_peers: usize,
+}
+
+/// What a watch follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WatchFilter {
+    /// Config keys of a namespace starting with a prefix.
+    Kv {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key prefix ("" for all).
+        prefix: String,
+    },
+    /// Instances of one service (or every service if `None`).
+    Services {
+        /// Namespace.
+        namespace: Namespace,
+        /// Service.
+        service: Option<ServiceName>,
+    },
+    /// Membership changes.
+    Members,
+}
+
+/// One change delivered to a watcher. Values are read when the event is
+/// delivered, so a replayed event shows the key's value at that moment.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum WatchItem {
+    /// A config key changed.
+    Kv {
+        /// Node-local revision of the change.
+        revision: u64,
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+        /// The value now (`None` if deleted).
+        value: Option<Vec<u8>>,
+        /// The winning version now.
+        version: Option<VersionInfo>,
+        /// Number of live siblings.
+        siblings: usize,
+    },
+    /// A service instance changed.
+    Service {
+        /// Node-local revision of the change.
+        revision: u64,
+        /// Namespace.
+        namespace: Namespace,
+        /// Service.
+        service: ServiceName,
+        /// Instance.
+        instance: InstanceId,
+        /// The instance now (`None` if deregistered).
+        view: Option<ServiceView>,
+    },
+    /// A member changed.
+    Member {
+        /// Node-local revision of the change.
+        revision: u64,
+        /// The member now.
+        member: MemberView,
+    },
+}
+
+impl WatchItem {
+    /// The revision of the change.
+    pub fn revision(&self) -> u64 {
+        match self {
+            WatchItem::Kv { revision, .. }
+            | WatchItem::Service { revision, .. }
+            | WatchItem::Member { revision, .. } => *revision,
+        }
+    }
+}
+
+/// Why a watch ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WatchError {
+    /// The watcher did not keep up; its queue filled and it was dropped.
+    #[error("watcher dropped: fell more than {0} events behind")]
+    TooSlow(usize),
+    /// The node stopped.
+    #[error("node stopped")]
+    Stopped,
+}
+
+/// A stream of [`WatchItem`]s; ends with an error item if the node dropped
+/// the watcher.
+pub struct WatchStream {
+    pub(crate) rx: mpsc::Receiver<WatchItem>,
+    pub(crate) closed: Arc<Mutex<Option<WatchError>>>,
+    pub(crate) done: bool,
+    /// The revision the watch started after.
+    pub start_revision: u64,
+}
+
+impl futures::Stream for WatchStream {
+    type Item = Result<WatchItem, WatchError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item))),
+            Poll::Ready(None) => {
+                self.done = true;
+                let reason = self
+                    .closed
+                    .lock()
+                    .expect("watch close lock is never poisoned")
+                    .clone()
+                    .unwrap_or(WatchError::Stopped);
+                Poll::Ready(Some(Err(reason)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+type ReadFn = Box<dyn FnOnce(&Engine, &super::driver::DriverView) + Send>;
+
+/// A request to the driver task.
+pub(crate) enum Request {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<CommandOutput, CommandError>>,
+    },
+    Read(ReadFn),
+    Watch {
+        filter: WatchFilter,
+        since: Option<u64>,
+        reply: oneshot::Sender<Result<WatchStream, SnapshotRequired>>,
+    },
+    Reconfigure {
+        config: Config,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    SetBlocked {
+        peers: Vec<NodeId>,
+        reply: oneshot::Sender<()>,
+    },
+    Shutdown {
+        leave: bool,
+        reply: oneshot::Sender<()>,
+    },
+}
+
+/// A handle to a running node. Cheap to clone; every method is a message to
+/// the node's task and its answer.
+#[derive(Clone)]
+pub struct NodeHandle {
+    pub(crate) tx: mpsc::Sender<Request>,
+    pub(crate) node: NodeId,
+}
+
+impl std::fmt::Debug for NodeHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NodeHandle({})", display_id(&self.node))
+    }
+}
+
+impl NodeHandle {
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.node
+    }
+
+    /// This node's libp2p peer id, as text.
+    pub fn peer_id(&self) -> String {
+        display_id(&self.node)
+    }
+
+    async fn command(&self, command: Command) -> Result<CommandOutput, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Command { command, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+    }
+
+    async fn write(&self, command: Command) -> Result<WriteResult, NodeError> {
+        match self.command(command).await? {
+            CommandOutput::Written { version, hlc } => Ok(WriteResult { version, hlc }),
+            other => Err(NodeError::Startup(format!("unexpected command output {other:?}"))),
+        }
+    }
+
+    /// Run a read-only closure against the engine on the node's task.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Engine, &super::driver::DriverView) -> T + Send + 'static,
+    ) -> Result<T, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadFn = Box::new(move |e, v| {
+            let _ = tx.send(f(e, v));
+        });
+        self.tx
+            .send(Request::Read(job))
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Write a value. Returns once it is durable on this node; it reaches
+    /// the other nodes by gossip and anti-entropy.
+    pub async fn put(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+        value: Vec<u8>,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::Put {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            value,
+            expect: None,
+        })
+        .await
+    }
+
+    /// Compare-and-set: write only if the key's winner is `expect` (or the
+    /// key is absent, for [`Expect::Absent`]); else [`CommandError::Conflict`].
+    pub async fn put_if(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+        value: Vec<u8>,
+        expect: Expect,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::Put {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            value,
+            expect: Some(expect),
+        })
+        .await
+    }
+
+    /// Read a key: the winning value and any concurrent siblings. `None`
+    /// when absent or deleted. Served from local state, even with no peers.
+    pub async fn get(&self, namespace: &Namespace, key: &Key) -> Result<Option<KvEntry>, NodeError> {
+        let (ns, k) = (namespace.clone(), key.clone());
+        self.read(move |e, _| e.kv_get(&ns, &k)).await
+    }
+
+    /// Delete a key (writes a tombstone).
+    pub async fn delete(&self, namespace: &Namespace, key: &Key) -> Result<WriteResult, NodeError> {
+        self.write(Command::Delete {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            expect: None,
+        })
+        .await
+    }
+
+    /// Delete only if the winner is `expect`.
+    pub async fn delete_if(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+        expect: Expect,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::Delete {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            expect: Some(expect),
+        })
+        .await
+    }
+
+    /// Keys of a namespace starting with `prefix`, in order (at most `limit`).
+    pub async fn list(
+        &self,
+        namespace: &Namespace,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<KvEntry>, NodeError> {
+        let (ns, p) = (namespace.clone(), prefix.to_string());
+        self.read(move |e, _| e.kv_list(&ns, &p, limit)).await
+    }
+
+    /// Every version held for a key (live first, then history), with its
+    /// content (`None` for deletions) and whether it is live.
+    pub async fn history(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+    ) -> Result<Vec<(VersionInfo, Option<Vec<u8>>, bool)>, NodeError> {
+        let (ns, k) = (namespace.clone(), key.clone());
+        self.read(move |e, _| e.kv_history(&ns, &k)).await
+    }
+
+    /// Write the content of version `to` again, as a new version.
+    pub async fn rollback(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+        to: VersionId,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::Rollback {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            to,
+        })
+        .await
+    }
+
+    /// Follow changes matching `filter`, replaying those after `since` first
+    /// (or starting from now). Fails with [`NodeError::SnapshotRequired`] if
+    /// `since` is older than the node's watch log.
+    pub async fn watch(&self, filter: WatchFilter, since: Option<u64>) -> Result<WatchStream, NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Watch { filter, since, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+    }
+
+    /// Register (or update) a service instance owned by this node.
+    pub async fn register_service(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        instance: &InstanceId,
+        spec: ServiceSpec,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::RegisterService {
+            namespace: namespace.clone(),
+            service: service.clone(),
+            instance: instance.clone(),
+            spec,
+        })
+        .await
+    }
+
+    /// Refresh an owned instance's TTL and report its health (default
+    /// passing).
+    pub async fn heartbeat_service(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        instance: &InstanceId,
+        health: Option<HealthStatus>,
+    ) -> Result<(), NodeError> {
+        self.command(Command::HeartbeatService {
+            namespace: namespace.clone(),
+            service: service.clone(),
+            instance: instance.clone(),
+            health,
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Remove a service instance.
+    pub async fn deregister_service(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        instance: &InstanceId,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::DeregisterService {
+            namespace: namespace.clone(),
+            service: service.clone(),
+            instance: instance.clone(),
+        })
+        .await
+    }
+
+    /// Instances of a service matching `query`.
+    pub async fn services(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        query: ServiceQuery,
+    ) -> Result<Vec<ServiceView>, NodeError> {
+        let (ns, s) = (namespace.clone(), service.clone());
+        self.read(move |e, _| e.services(&ns, &s, &query)).await
+    }
+
+    /// Names of the services registered in a namespace.
+    pub async fn service_names(&self, namespace: &Namespace) -> Result<Vec<ServiceName>, NodeError> {
+        let ns = namespace.clone();
+        self.read(move |e, _| e.service_names(&ns)).await
+    }
+
+    /// Every member this node knows.
+    pub async fn members(&self) -> Result<Vec<MemberView>, NodeError> {
+        self.read(|e, _| e.members().iter().map(MemberView::of).collect())
+            .await
+    }
+
+    /// This node's status.
+    pub async fn status(&self) -> Result<NodeStatus, NodeError> {
+        self.read(|e, v| {
+            let me = e.local_member();
+            let mut members = BTreeMap::new();
+            for m in e.members() {
+                *members.entry(m.status.as_str().to_string()).or_insert(0) += 1;
+            }
+            NodeStatus {
+                node_id: display_id(&e.node_id()),
+                name: me.info.name.clone(),
+                cluster: e.config().cluster.clone(),
+                listen_addrs: v.listen_addrs.clone(),
+                revision: e.revision(),
+                keys: e.digest().keys,
+                digest: format!("{:016x}", e.digest().hash),
+                members,
+                connected_peers: v.connected_peers,
+            }
+        })
+        .await
+    }
+
+    /// Apply new protocol settings (the reloadable ones; see
+    /// [`Engine::reconfigure`]).
+    pub async fn reconfigure(&self, config: Config) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::Reconfigure { config, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await
+            .map_err(|_| NodeError::Stopped)?
+            .map_err(NodeError::Startup)
+    }
+
+    /// Fault injection: refuse connections to and from these peers (replaces
+    /// the previous set) and close existing ones. For tests and the
+    /// real-node simulator.
+    pub async fn set_blocked_peers(&self, peers: Vec<NodeId>) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::SetBlocked { peers, reply })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Leave the cluster gracefully (peers see `left`) and stop the node.
+    pub async fn shutdown(&self) -> Result<(), NodeError> {
+        self.stop(true).await
+    }
+
+    /// Stop without announcing a leave (as a crash would look to peers,
+    /// but with all acknowledged writes durable).
+    pub async fn stop_without_leave(&self) -> Result<(), NodeError> {
+        self.stop(false).await
+    }
+
+    async fn stop(&self, leave: bool) -> Result<(), NodeError> {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Request::Shutdown { leave, reply }).await.is_err() {
+            return Ok(());
+        }
+        let _ = rx.await;
+        Ok(())
+    }
+}

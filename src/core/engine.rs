@@ -593,14 +593,16 @@ impl Engine {
     /// Keys in `namespace` starting with `prefix`, in key order, skipping
     /// deleted ones; at most `limit`.
     pub fn kv_list(&self, namespace: &Namespace, prefix: &str, limit: usize) -> Vec<KvEntry> {
-        let start = StateKey::Kv {
-            namespace: namespace.clone(),
-            key: Key::new(if prefix.is_empty() { "\u{0}" } else { prefix })
-                .unwrap_or_else(|_| Key::new("\u{1}").expect("valid")),
-        };
         let mut out = Vec::new();
+        // A prefix that is itself a valid key is where the range starts. The
+        // empty prefix and ones like "db/" are not valid keys (and no key
+        // made of control characters is either, so there is no sentinel to
+        // start from): scan from the beginning, the loop filters.
         let iter: Box<dyn Iterator<Item = (&StateKey, &KeyState)>> = match Key::new(prefix) {
-            Ok(_) => Box::new(self.state.range_from(&start)),
+            Ok(start) => Box::new(self.state.range_from(&StateKey::Kv {
+                namespace: namespace.clone(),
+                key: start,
+            })),
             Err(_) => Box::new(self.state.iter()),
         };
         for (k, ks) in iter {

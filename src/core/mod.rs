@@ -25,10 +25,11 @@
 //!   has seen and superseded, and push back what the peer has not seen. Gossip
 //!   is the fast path; anti-entropy is what makes the cluster converge.
 //! * **Deletes.** A delete writes a tombstone. Tombstoned keys are collected
-//!   after `tombstone_ttl_ms`; their dots stay in knowledge, so a version a
-//!   node has seen is never taken back — a deleted value held by a node that
-//!   missed the delete is dropped by that node at its next sync instead of
-//!   resurrecting.
+//!   after `tombstone_ttl_ms`, and only once the collecting node's knowledge
+//!   holds every write the tombstone supersedes; their dots stay in
+//!   knowledge, so a version a node has seen is never taken back — a deleted
+//!   value held by a node that missed the delete is dropped by that node at
+//!   its next sync instead of resurrecting.
 //!
 //! # Example: a write, a missed delta, and anti-entropy repair
 //! ```

@@ -536,18 +536,34 @@ impl ReplicatedState {
 
     /// Collect deleted keys: every key whose live versions are all
     /// tombstones stamped before `horizon_ms` is removed with its history.
-    /// Their dots stay in knowledge, so the deleted values are never taken
-    /// back from a peer that still holds them. Returns the keys collected.
+    /// Returns the keys collected.
+    ///
+    /// The no-resurrection rule: after collection, knowledge is all that
+    /// stops a peer that missed the delete from handing the deleted value
+    /// back. So a key is collected only once knowledge holds *every* write
+    /// its tombstones supersede: for each `(origin, seq)` entry of their
+    /// contexts, every dot of that origin up to `seq` (the contiguous prefix,
+    /// since which of the lower seqs went to this key is not recorded). A
+    /// node that saw the tombstone but not the value it deletes keeps the
+    /// tombstone until anti-entropy fills that gap. The superseded values
+    /// then arrive as `Obsolete`, and a stale peer drops them at its next
+    /// sync because this node's knowledge lists them.
     pub fn collect_tombstones(&mut self, horizon_ms: u64) -> Vec<StateKey> {
+        let knowledge = &self.knowledge;
+        let covers_all_superseded = |v: &Version| {
+            v.ctx
+                .dots()
+                .iter()
+                .all(|d| knowledge.range(&d.node).is_some_and(|r| r.base >= d.seq))
+        };
         let doomed: Vec<StateKey> = self
             .entries
             .iter()
             .filter(|(_, ks)| {
                 !ks.live.is_empty()
-                    && ks
-                        .live
-                        .iter()
-                        .all(|v| v.payload.is_tombstone() && v.hlc.wall_ms < horizon_ms)
+                    && ks.live.iter().all(|v| {
+                        v.payload.is_tombstone() && v.hlc.wall_ms < horizon_ms && covers_all_superseded(v)
+                    })
             })
             .map(|(k, _)| k.clone())
             .collect();

@@ -1,0 +1,25 @@
+//! `starling-sim`: a deterministic simulator of many real Starling engines
+//! under partitions, loss, crashes and clock skew.
+//!
+//! A run is fully determined by a scenario file and a seed:
+//! [`Scenario::resolve`] makes every random choice explicit, [`sim::Sim`]
+//! runs the engines in virtual time, the [`oracle`] checks safety as the run
+//! goes and liveness at the deadline, and [`report`] writes the results.
+#![forbid(unsafe_code)]
+
+pub mod model;
+pub mod net;
+pub mod oracle;
+pub mod report;
+pub mod rng;
+pub mod scenario;
+pub mod sim;
+
+pub use scenario::Scenario;
+pub use sim::{RunOptions, RunResult, Sim, Verdict};
+
+/// Run `scenario` (resolved here) with `seed`.
+pub fn run(scenario: &Scenario, seed: u64, opts: RunOptions) -> RunResult {
+    let resolved = scenario.resolve(seed);
+    Sim::new(resolved, seed, opts).run()
+}

@@ -1,0 +1,506 @@
+//! The oracle: it sees every persist batch, client operation and fault, so
+//! it knows the truth. It checks safety as the run goes and collects the
+//! metrics the report is made of.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use starling::core::{Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
+
+/// One safety or liveness violation.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Violation {
+    /// Virtual time (ms since start).
+    pub t_ms: u64,
+    /// Which invariant.
+    pub invariant: &'static str,
+    /// Node slot, if one.
+    pub node: Option<usize>,
+    /// Details.
+    pub detail: String,
+}
+
+/// An acknowledged write being followed around the cluster.
+#[derive(Clone, Debug)]
+pub struct WriteRec {
+    /// Client operation id.
+    pub op: u64,
+    /// The key.
+    pub key: StateKey,
+    /// Its dot.
+    pub dot: Dot,
+    /// Node slot that acknowledged it.
+    pub origin: usize,
+    /// When it was acknowledged (ms).
+    pub ack_ms: u64,
+    /// Per node slot: ms after the ack at which the node had it (or
+    /// something newer); `u32::MAX` if not (yet).
+    pub arrivals: Vec<u32>,
+    /// Its only holder lost its disk before anyone else had it.
+    pub orphaned: bool,
+}
+
+/// A log-bucketed histogram of milliseconds.
+#[derive(Clone, Debug, Default)]
+pub struct Histo {
+    counts: Vec<u64>,
+    /// Number of samples.
+    pub n: u64,
+    /// Largest sample.
+    pub max: u64,
+    sum: f64,
+}
+
+impl Histo {
+    fn bucket(v: u64) -> usize {
+        // 4 buckets per power of two.
+        if v < 4 {
+            return v as usize;
+        }
+        let lz = 63 - v.leading_zeros() as usize;
+        let frac = ((v >> (lz - 2)) & 3) as usize;
+        lz * 4 + frac - 4
+    }
+
+    fn lower(b: usize) -> u64 {
+        if b < 4 {
+            return b as u64;
+        }
+        let lz = (b + 4) / 4;
+        let frac = (b + 4) % 4;
+        (1u64 << lz) + ((frac as u64) << (lz - 2))
+    }
+
+    /// Add a sample.
+    pub fn add(&mut self, v: u64) {
+        let b = Self::bucket(v);
+        if self.counts.len() <= b {
+            self.counts.resize(b + 1, 0);
+        }
+        self.counts[b] += 1;
+        self.n += 1;
+        self.max = self.max.max(v);
+        self.sum += v as f64;
+    }
+
+    /// Approximate quantile (lower bucket bound, exact max).
+    pub fn quantile(&self, q: f64) -> u64 {
+        if self.n == 0 {
+            return 0;
+        }
+        let target = ((self.n as f64) * q).ceil().max(1.0) as u64;
+        let mut acc = 0;
+        for (b, c) in self.counts.iter().enumerate() {
+            acc += c;
+            if acc >= target {
+                return Self::lower(b).min(self.max);
+            }
+        }
+        self.max
+    }
+
+    /// Mean.
+    pub fn mean(&self) -> f64 {
+        if self.n == 0 {
+            0.0
+        } else {
+            self.sum / self.n as f64
+        }
+    }
+}
+
+/// A crash of one identity, followed until every observer declares it dead.
+#[derive(Clone, Debug)]
+pub struct CrashEpisode {
+    /// The node slot.
+    pub slot: usize,
+    /// The identity that crashed.
+    pub id: NodeId,
+    /// When.
+    pub down_ms: u64,
+    /// When it came back (same identity), if it did.
+    pub up_ms: Option<u64>,
+    /// First time any observer held it suspect.
+    pub first_suspect_ms: Option<u64>,
+    /// Per observer slot: when it first held it dead.
+    pub dead_at: BTreeMap<usize, u64>,
+}
+
+/// Ground truth the oracle needs about a node slot.
+#[derive(Clone, Debug, Default)]
+pub struct Truth {
+    /// Running (started, not crashed, not gone after leaving).
+    pub up: bool,
+    /// Paused.
+    pub paused: bool,
+    /// Faults touching it make suspicions of it expected until this time.
+    pub disturbed_until: u64,
+}
+
+/// Safety checks and metrics.
+pub struct Oracle {
+    slots: usize,
+    history_limit: usize,
+    /// Violations so far.
+    pub violations: Vec<Violation>,
+    /// Identity → slot.
+    pub slot_of: HashMap<NodeId, usize>,
+    /// Every identity ever used.
+    pub identities: BTreeSet<NodeId>,
+    /// Per slot: the current ground truth.
+    pub truth: Vec<Truth>,
+    /// Acked writes.
+    pub writes: Vec<WriteRec>,
+    by_origin: HashMap<NodeId, BTreeMap<u64, usize>>,
+    by_key: BTreeMap<StateKey, Vec<usize>>,
+    cursor: Vec<HashMap<NodeId, u64>>,
+    winners: Vec<HashMap<StateKey, (Dot, (starling::core::Hlc, NodeId))>>,
+    collected: Vec<HashMap<StateKey, Vec<Dot>>>,
+    knowledge_base: Vec<HashMap<NodeId, u64>>,
+    /// Put operation ids (values carry them).
+    pub put_ops: BTreeSet<u64>,
+    /// Total (write, node) arrivals, for the divergence estimate.
+    pub arrivals_total: u64,
+    /// Reads served.
+    pub reads: u64,
+    /// Reads that missed an acknowledged earlier write.
+    pub stale_reads: u64,
+    /// Crash episodes.
+    pub crashes: Vec<CrashEpisode>,
+    /// Distinct (subject, incarnation) suspicions of undisturbed nodes.
+    pub false_suspicions: BTreeSet<(NodeId, u64)>,
+    /// Distinct (subject, incarnation) deaths of undisturbed nodes.
+    pub false_deaths: BTreeSet<(NodeId, u64)>,
+    /// Incarnation raises of running nodes (refutations).
+    pub refutations: u64,
+    own_incarnation: Vec<u64>,
+    /// Membership changes observed (t, observer, subject slot, status) for
+    /// the event log, small clusters only.
+    pub member_log: Vec<(u64, usize, usize, MemberStatus)>,
+    log_members: bool,
+    /// Per slot: the identity running there now (set by the simulator).
+    pub current: Vec<Option<NodeId>>,
+}
+
+impl Oracle {
+    /// An oracle for `slots` node slots.
+    pub fn new(slots: usize, history_limit: usize) -> Oracle {
+        Oracle {
+            slots,
+            history_limit,
+            violations: Vec::new(),
+            slot_of: HashMap::new(),
+            identities: BTreeSet::new(),
+            truth: vec![Truth::default(); slots],
+            writes: Vec::new(),
+            by_origin: HashMap::new(),
+            by_key: BTreeMap::new(),
+            cursor: vec![HashMap::new(); slots],
+            winners: vec![HashMap::new(); slots],
+            collected: vec![HashMap::new(); slots],
+            knowledge_base: vec![HashMap::new(); slots],
+            put_ops: BTreeSet::new(),
+            arrivals_total: 0,
+            reads: 0,
+            stale_reads: 0,
+            crashes: Vec::new(),
+            false_suspicions: BTreeSet::new(),
+            false_deaths: BTreeSet::new(),
+            refutations: 0,
+            own_incarnation: vec![0; slots],
+            member_log: Vec::new(),
+            log_members: slots <= 50,
+            current: vec![None; slots],
+        }
+    }
+
+    /// Record a violation.
+    pub fn violate(&mut self, t_ms: u64, invariant: &'static str, node: Option<usize>, detail: String) {
+        if self.violations.len() < 1000 {
+            self.violations.push(Violation {
+                t_ms,
+                invariant,
+                node,
+                detail,
+            });
+        }
+    }
+
+    /// A new identity takes a slot (first start, or a restart with a lost disk).
+    pub fn new_identity(&mut self, slot: usize, id: NodeId) {
+        self.slot_of.insert(id, slot);
+        self.identities.insert(id);
+        self.cursor[slot].clear();
+        self.winners[slot].clear();
+        self.collected[slot].clear();
+        self.knowledge_base[slot].clear();
+        self.own_incarnation[slot] = 0;
+        let mut lost = 0;
+        for w in &mut self.writes {
+            if w.arrivals[slot] != u32::MAX {
+                w.arrivals[slot] = u32::MAX;
+                lost += 1;
+            }
+        }
+        self.arrivals_total -= lost;
+    }
+
+    /// The disk of `slot` is about to be wiped: writes only it held are
+    /// orphaned (their loss is explained by the fault).
+    pub fn disk_lost(&mut self, slot: usize) {
+        for w in &mut self.writes {
+            if w.origin == slot
+                && w
+                    .arrivals
+                    .iter()
+                    .enumerate()
+                    .all(|(i, a)| i == slot || *a == u32::MAX)
+            {
+                w.orphaned = true;
+            }
+        }
+    }
+
+    /// A client write was acknowledged.
+    pub fn write_acked(&mut self, op: u64, key: StateKey, dot: Dot, origin: usize, ack_ms: u64) {
+        let idx = self.writes.len();
+        let mut arrivals = vec![u32::MAX; self.slots];
+        arrivals[origin] = 0;
+        self.arrivals_total += 1;
+        self.writes.push(WriteRec {
+            op,
+            key: key.clone(),
+            dot,
+            origin,
+            ack_ms,
+            arrivals,
+            orphaned: false,
+        });
+        self.by_origin.entry(dot.node).or_default().insert(dot.seq, idx);
+        self.by_key.entry(key).or_default().push(idx);
+    }
+
+    /// A read at `slot` of `key` returned the winner `dot` (None: absent).
+    /// Stale if an earlier acked write to the key had not reached the node.
+    pub fn read(&mut self, t_ms: u64, slot: usize, key: &StateKey) -> bool {
+        self.reads += 1;
+        let Some(ws) = self.by_key.get(key) else {
+            return false;
+        };
+        let stale = ws.iter().rev().take(16).any(|&i| {
+            let w = &self.writes[i];
+            w.ack_ms < t_ms && {
+                let a = w.arrivals[slot];
+                a == u32::MAX || w.ack_ms + a as u64 > t_ms
+            }
+        });
+        if stale {
+            self.stale_reads += 1;
+        }
+        stale
+    }
+
+    fn mark(&mut self, slot: usize, idx: usize, t_ms: u64) {
+        let w = &mut self.writes[idx];
+        if w.arrivals[slot] == u32::MAX {
+            w.arrivals[slot] = t_ms.saturating_sub(w.ack_ms).min(u32::MAX as u64 - 1) as u32;
+            self.arrivals_total += 1;
+        }
+    }
+
+    /// Check a persist batch of `slot` and follow writes into it.
+    pub fn on_batch(&mut self, t_ms: u64, slot: usize, me: NodeId, batch: &PersistBatch) {
+        for (key, ks) in &batch.keys {
+            self.check_key(t_ms, slot, key, ks.as_ref());
+        }
+        // Knowledge: it never shrinks, and it tells which writes arrived.
+        for (origin, range) in &batch.knowledge {
+            let prev_base = self.knowledge_base[slot].get(origin).copied().unwrap_or(0);
+            if range.base < prev_base {
+                self.violate(
+                    t_ms,
+                    "knowledge-monotonic",
+                    Some(slot),
+                    format!("knowledge of {} went back from {prev_base} to {}", origin.short(), range.base),
+                );
+            }
+            self.knowledge_base[slot].insert(*origin, range.base);
+            let Some(seqs) = self.by_origin.get(origin) else {
+                continue;
+            };
+            let cur = self.cursor[slot].get(origin).copied().unwrap_or(0);
+            let mut hits: Vec<usize> = Vec::new();
+            if range.base > cur {
+                hits.extend(seqs.range(cur + 1..=range.base).map(|(_, i)| *i));
+                self.cursor[slot].insert(*origin, range.base);
+            }
+            for s in &range.extra {
+                if let Some(i) = seqs.get(s) {
+                    hits.push(*i);
+                }
+            }
+            for i in hits {
+                self.mark(slot, i, t_ms);
+            }
+        }
+        for m in &batch.members {
+            self.on_member(t_ms, slot, me, m);
+        }
+        if batch.meta.incarnation > self.own_incarnation[slot] {
+            if self.own_incarnation[slot] != 0 && self.truth[slot].up {
+                self.refutations += 1;
+            }
+            self.own_incarnation[slot] = batch.meta.incarnation;
+        }
+    }
+
+    fn check_key(&mut self, t_ms: u64, slot: usize, key: &StateKey, ks: Option<&KeyState>) {
+        let Some(ks) = ks else {
+            // Collected (tombstone GC) or emptied: remember what was dropped.
+            if let Some((dot, _)) = self.winners[slot].remove(key) {
+                self.collected[slot].entry(key.clone()).or_default().push(dot);
+            }
+            return;
+        };
+        // Limits.
+        let limit = match key {
+            StateKey::Kv { .. } => self.history_limit,
+            StateKey::Service { .. } => 0,
+        };
+        if ks.history.len() > limit {
+            self.violate(
+                t_ms,
+                "limits",
+                Some(slot),
+                format!("{key:?} keeps {} history versions (limit {limit})", ks.history.len()),
+            );
+        }
+        // No value nobody wrote.
+        for v in ks.all() {
+            match &v.payload {
+                Payload::Value(b) => {
+                    if !self.value_was_written(b) {
+                        self.violate(
+                            t_ms,
+                            "no-phantom-values",
+                            Some(slot),
+                            format!("{key:?} holds a value no client wrote: {:?}", String::from_utf8_lossy(b)),
+                        );
+                    }
+                }
+                Payload::Instance(i) => {
+                    if !self.identities.contains(&i.owner) {
+                        self.violate(
+                            t_ms,
+                            "no-phantom-values",
+                            Some(slot),
+                            format!("{key:?} owned by unknown node {}", i.owner.short()),
+                        );
+                    }
+                }
+                Payload::Tombstone => {}
+            }
+        }
+        // No resurrection after collection.
+        if let Some(dropped) = self.collected[slot].get(key) {
+            if let Some(v) = ks.all().find(|v| dropped.iter().any(|d| d.node == v.dot.node && d.seq >= v.dot.seq)) {
+                let detail = format!("{key:?} brought back version {:?} after it was collected", v.dot);
+                self.violate(t_ms, "no-resurrection", Some(slot), detail);
+            }
+        }
+        // The winner never goes back, except to a causally newer version
+        // or a higher-ranked sibling.
+        let Some(w) = ks.winner() else {
+            return;
+        };
+        let new = (w.dot, w.rank());
+        if let Some((old_dot, old_rank)) = self.winners[slot].get(key).copied() {
+            if old_dot != w.dot {
+                let newer = w.ctx.covers(&old_dot)
+                    || w.rank() > old_rank
+                    || ks.live.iter().any(|l| l.dot != old_dot && l.ctx.covers(&old_dot));
+                if !newer {
+                    self.violate(
+                        t_ms,
+                        "winner-monotonic",
+                        Some(slot),
+                        format!("{key:?} winner went back from {old_dot:?} to {:?}", w.dot),
+                    );
+                }
+            }
+        }
+        self.winners[slot].insert(key.clone(), new);
+    }
+
+    fn value_was_written(&self, b: &[u8]) -> bool {
+        match parse_value_op(b) {
+            Some(op) => self.put_ops.contains(&op) && value_for(op, b.len()) == b,
+            None => false,
+        }
+    }
+
+    fn on_member(&mut self, t_ms: u64, observer: usize, me: NodeId, m: &starling::core::Member) {
+        if m.node == me {
+            if matches!(m.status, MemberStatus::Suspect | MemberStatus::Dead) {
+                self.violate(
+                    t_ms,
+                    "never-self-dead",
+                    Some(observer),
+                    format!("node persisted itself as {}", m.status.as_str()),
+                );
+            }
+            return;
+        }
+        let Some(&subject) = self.slot_of.get(&m.node) else {
+            return;
+        };
+        if self.log_members {
+            self.member_log.push((t_ms, observer, subject, m.status));
+        }
+        let subject_is_current = self.current_identity_is(subject, m.node);
+        if matches!(m.status, MemberStatus::Suspect | MemberStatus::Dead) {
+            let tr = &self.truth[subject];
+            let healthy = subject_is_current && tr.up && !tr.paused && t_ms > tr.disturbed_until;
+            if healthy {
+                if m.status == MemberStatus::Suspect {
+                    self.false_suspicions.insert((m.node, m.incarnation));
+                } else {
+                    self.false_deaths.insert((m.node, m.incarnation));
+                }
+            }
+            for ep in self.crashes.iter_mut().rev() {
+                if ep.id == m.node && ep.up_ms.is_none() {
+                    if ep.first_suspect_ms.is_none() {
+                        ep.first_suspect_ms = Some(t_ms);
+                    }
+                    if m.status == MemberStatus::Dead {
+                        ep.dead_at.entry(observer).or_insert(t_ms);
+                    }
+                    break;
+                }
+            }
+        }
+    }
+
+    fn current_identity_is(&self, slot: usize, id: NodeId) -> bool {
+        self.current[slot] == Some(id)
+    }
+}
+
+/// The value written by put operation `op`, `len` bytes long (at least the
+/// prefix): `w<op>:` then a deterministic filler.
+pub fn value_for(op: u64, len: usize) -> Vec<u8> {
+    let mut v = format!("w{op}:").into_bytes();
+    let mut x = crate::rng::splitmix(op);
+    while v.len() < len {
+        v.push(b'a' + (x % 26) as u8);
+        x = crate::rng::splitmix(x);
+    }
+    v
+}
+
+/// The operation id a value was written by.
+pub fn parse_value_op(b: &[u8]) -> Option<u64> {
+    let rest = b.strip_prefix(b"w")?;
+    let end = rest.iter().position(|c| *c == b':')?;
+    std::str::from_utf8(&rest[..end]).ok()?.parse().ok()
+}

@@ -1,0 +1,694 @@
+//! Scenario files: what to simulate, parsed from TOML.
+//!
+//! A scenario is *resolved* once per seed: every random draw (clock offsets,
+//! partition sides, nemesis faults) is made explicit, and the resolved
+//! scenario is written next to the results as `scenario.resolved.toml`.
+//! Running the resolved file with the same seed replays the run byte for byte.
+
+use std::path::Path;
+
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use starling::core::Config;
+
+use crate::rng::stream;
+
+/// A whole scenario.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// Short name (used for output directories).
+    #[serde(default)]
+    pub name: String,
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// Nodes and topology.
+    #[serde(default)]
+    pub cluster: ClusterSpec,
+    /// The network model.
+    #[serde(default)]
+    pub network: NetworkSpec,
+    /// Per-node clocks.
+    #[serde(default)]
+    pub clock: ClockSpec,
+    /// Engine configuration, parsed by the core's own `Config`.
+    #[serde(default = "default_protocol")]
+    pub protocol: Config,
+    /// Client operations.
+    #[serde(default)]
+    pub workload: WorkloadSpec,
+    /// Scripted faults.
+    #[serde(default, rename = "fault")]
+    pub faults: Vec<FaultSpec>,
+    /// Seeded random faults on top.
+    #[serde(default)]
+    pub nemesis: NemesisSpec,
+    /// Safety phase, heal, liveness deadline.
+    #[serde(default)]
+    pub phases: PhasesSpec,
+    /// Thresholds the run must meet.
+    #[serde(default)]
+    pub expect: ExpectSpec,
+}
+
+fn default_protocol() -> Config {
+    Config::default()
+}
+
+/// `[cluster]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterSpec {
+    /// Nodes at start.
+    pub size: usize,
+    /// Extra nodes that start offline and may `join` later.
+    pub spare: usize,
+    /// Regions; nodes are assigned round-robin.
+    pub regions: usize,
+    /// `full` (everyone connects to its mesh at start), `seeds` (new nodes
+    /// connect to the first `seeds` nodes only) or `region` (mesh built
+    /// within regions first, like mDNS on one LAN).
+    pub bootstrap: String,
+    /// Number of seed nodes for `bootstrap = "seeds"`.
+    pub seeds: usize,
+    /// Gossip mesh degree D.
+    pub mesh_degree: usize,
+    /// Lazy gossip (IHAVE/IWANT) repairs pushes lost on a mesh link.
+    pub lazy_gossip: bool,
+    /// Gossip heartbeat (lazy repair delay and mesh maintenance period).
+    pub gossip_interval_ms: u64,
+}
+
+impl Default for ClusterSpec {
+    fn default() -> Self {
+        ClusterSpec {
+            size: 5,
+            spare: 0,
+            regions: 1,
+            bootstrap: "full".into(),
+            seeds: 3,
+            mesh_degree: 6,
+            lazy_gossip: true,
+            gossip_interval_ms: 1_000,
+        }
+    }
+}
+
+/// A latency distribution, in milliseconds.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "dist", rename_all = "lowercase", deny_unknown_fields)]
+pub enum Latency {
+    /// Always `ms`.
+    Constant {
+        /// Milliseconds.
+        ms: f64,
+    },
+    /// Uniform in `[min_ms, max_ms]`.
+    Uniform {
+        /// Lower bound.
+        min_ms: f64,
+        /// Upper bound.
+        max_ms: f64,
+    },
+    /// Normal, truncated at 0.
+    Normal {
+        /// Mean.
+        mean_ms: f64,
+        /// Standard deviation.
+        std_ms: f64,
+    },
+    /// Log-normal with the given median and shape.
+    Lognormal {
+        /// Median.
+        median_ms: f64,
+        /// Sigma of the underlying normal.
+        sigma: f64,
+    },
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Latency::Lognormal {
+            median_ms: 2.0,
+            sigma: 0.5,
+        }
+    }
+}
+
+/// Gilbert–Elliott burst loss: a two-state Markov chain per directed link,
+/// stepped once per message.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BurstLoss {
+    /// Probability of entering the bad state per message.
+    pub p_enter: f64,
+    /// Probability of leaving the bad state per message.
+    pub p_exit: f64,
+    /// Loss probability in the bad state.
+    pub loss_bad: f64,
+}
+
+/// Per-link override of the network model (directed unless `both`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LinkSpec {
+    /// Sender node index.
+    pub from: usize,
+    /// Receiver node index.
+    pub to: usize,
+    /// Apply to the reverse direction too.
+    #[serde(default)]
+    pub both: bool,
+    /// Replacement latency.
+    #[serde(default)]
+    pub latency: Option<Latency>,
+    /// Replacement loss probability.
+    #[serde(default)]
+    pub loss: Option<f64>,
+}
+
+/// `[network]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkSpec {
+    /// Latency within a region.
+    pub latency: Latency,
+    /// Latency between regions.
+    pub inter_region_latency: Option<Latency>,
+    /// Independent loss probability per message (per hop for gossip).
+    pub loss: f64,
+    /// Burst loss on top of `loss`.
+    pub burst: Option<BurstLoss>,
+    /// Probability a point-to-point message is delivered twice.
+    pub duplicate: f64,
+    /// Probability a message is held back by `reorder_delay_ms` extra.
+    pub reorder: f64,
+    /// Extra delay of a reordered message.
+    pub reorder_delay_ms: f64,
+    /// A request with no response after this long fails (the driver's
+    /// request-response timeout).
+    pub request_timeout_ms: u64,
+    /// Per-link overrides.
+    #[serde(rename = "link")]
+    pub links: Vec<LinkSpec>,
+}
+
+impl Default for NetworkSpec {
+    fn default() -> Self {
+        NetworkSpec {
+            latency: Latency::default(),
+            inter_region_latency: None,
+            loss: 0.0,
+            burst: None,
+            duplicate: 0.0,
+            reorder: 0.0,
+            reorder_delay_ms: 20.0,
+            request_timeout_ms: 5_000,
+            links: Vec::new(),
+        }
+    }
+}
+
+/// One node's clock.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeClock {
+    /// Node index.
+    pub node: usize,
+    /// Offset from true time.
+    #[serde(default)]
+    pub offset_ms: i64,
+    /// Rate error in parts per million.
+    #[serde(default)]
+    pub drift_ppm: f64,
+}
+
+/// `[clock]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockSpec {
+    /// Each node draws an offset uniform in `±max_offset_ms`.
+    pub max_offset_ms: i64,
+    /// Each node draws a drift uniform in `±max_drift_ppm`.
+    pub max_drift_ppm: f64,
+    /// Explicit per-node clocks (override the draws). After resolution every
+    /// node with a non-zero clock error is listed here.
+    #[serde(rename = "node")]
+    pub nodes: Vec<NodeClock>,
+}
+
+/// `[workload]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkloadSpec {
+    /// Config writes per second, cluster-wide.
+    pub writes_per_sec: f64,
+    /// Distinct config keys.
+    pub keys: usize,
+    /// Fraction of writes that go to key 0..hot_keys.
+    pub hot_fraction: f64,
+    /// Number of hot keys.
+    pub hot_keys: usize,
+    /// Probability that a write is issued at the same instant on 2–3 nodes
+    /// for the same key (concurrent writes → siblings).
+    pub concurrent: f64,
+    /// Fraction of writes that are deletes.
+    pub delete_fraction: f64,
+    /// Value size in bytes.
+    pub value_bytes: usize,
+    /// Reads per second, cluster-wide.
+    pub reads_per_sec: f64,
+    /// Service instances to register (spread over nodes) at the start.
+    pub services: usize,
+    /// TTL of registered instances.
+    pub service_ttl_ms: u64,
+    /// Owners heartbeat their instances this often.
+    pub service_heartbeat_ms: u64,
+    /// Probability a service heartbeat reports a different health.
+    pub health_flap: f64,
+    /// When the workload starts.
+    pub start_ms: u64,
+    /// When the workload stops (default: `phases.heal_at_ms`, or the end).
+    pub stop_ms: Option<u64>,
+}
+
+impl Default for WorkloadSpec {
+    fn default() -> Self {
+        WorkloadSpec {
+            writes_per_sec: 2.0,
+            keys: 20,
+            hot_fraction: 0.3,
+            hot_keys: 2,
+            concurrent: 0.05,
+            delete_fraction: 0.1,
+            value_bytes: 32,
+            reads_per_sec: 2.0,
+            services: 3,
+            service_ttl_ms: 10_000,
+            service_heartbeat_ms: 3_000,
+            health_flap: 0.05,
+            start_ms: 2_000,
+            stop_ms: None,
+        }
+    }
+}
+
+/// One scripted fault.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FaultSpec {
+    /// `partition`, `one-way`, `swizzle`, `crash`, `pause`, `clock-jump`,
+    /// `join`, `leave`.
+    pub kind: String,
+    /// Start time.
+    pub at_ms: u64,
+    /// How long it lasts (default: until `phases.heal_at_ms`). For a crash,
+    /// the time until restart (no restart if absent and no heal).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    /// Partition mode: `one`, `majority`, `minority`, `bridge`, `ring`,
+    /// `halves` (resolved into `groups`).
+    #[serde(default)]
+    pub mode: Option<String>,
+    /// Explicit partition groups (node indices); nodes not listed form one
+    /// more group.
+    #[serde(default)]
+    pub groups: Vec<Vec<usize>>,
+    /// Nodes affected (crash, pause, clock-jump, join, leave, swizzle); for
+    /// `one-way`, the senders whose messages are dropped.
+    #[serde(default)]
+    pub nodes: Vec<usize>,
+    /// For `one-way`: the receivers (default: everyone else).
+    #[serde(default)]
+    pub to: Vec<usize>,
+    /// Pick this many random nodes when `nodes` is empty.
+    #[serde(default)]
+    pub pick: Option<usize>,
+    /// Crash: `kept` (data dir survives) or `lost` (new disk, new identity).
+    #[serde(default)]
+    pub state: Option<String>,
+    /// Clock jump size (may be negative).
+    #[serde(default)]
+    pub jump_ms: Option<i64>,
+    /// Swizzle: time between cutting (and restoring) successive nodes.
+    #[serde(default)]
+    pub step_ms: Option<u64>,
+    /// Swizzle: the restore order (resolved).
+    #[serde(default)]
+    pub restore_order: Vec<usize>,
+    /// Crash: never restart, not even at heal.
+    #[serde(default)]
+    pub permanent: bool,
+}
+
+/// `[nemesis]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NemesisSpec {
+    /// Whether to draw random faults.
+    pub enabled: bool,
+    /// First fault no earlier than this.
+    pub start_ms: u64,
+    /// Last fault ends by this (default: `phases.heal_at_ms`).
+    pub end_ms: Option<u64>,
+    /// Mean time between fault starts.
+    pub interval_ms: u64,
+    /// Mean fault duration.
+    pub mean_duration_ms: u64,
+    /// Kinds to draw from.
+    pub kinds: Vec<String>,
+}
+
+impl Default for NemesisSpec {
+    fn default() -> Self {
+        NemesisSpec {
+            enabled: false,
+            start_ms: 5_000,
+            end_ms: None,
+            interval_ms: 10_000,
+            mean_duration_ms: 8_000,
+            kinds: vec!["partition".into(), "crash".into(), "pause".into()],
+        }
+    }
+}
+
+/// `[phases]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhasesSpec {
+    /// Every fault ends here (partitions heal, paused nodes resume, crashed
+    /// nodes restart) and random loss stops if `heal_clears_loss`.
+    pub heal_at_ms: Option<u64>,
+    /// The run ends here; the core must have converged by then.
+    pub deadline_ms: u64,
+    /// Which nodes must converge: `up` (every node up at the deadline).
+    pub core: String,
+    /// Turn background loss and burst loss off at heal.
+    pub heal_clears_loss: bool,
+    /// Sampling period of divergence, membership and bandwidth.
+    pub sample_ms: u64,
+}
+
+impl Default for PhasesSpec {
+    fn default() -> Self {
+        PhasesSpec {
+            heal_at_ms: None,
+            deadline_ms: 60_000,
+            core: "up".into(),
+            heal_clears_loss: true,
+            sample_ms: 1_000,
+        }
+    }
+}
+
+/// `[expect]`: thresholds; a missed threshold makes the run invalid.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExpectSpec {
+    /// p99 of per-write time to reach every core node.
+    pub convergence_p99_ms: Option<u64>,
+    /// Time from heal to equal digests on the core.
+    pub converge_after_heal_ms: Option<u64>,
+    /// Maximum false deaths (declared dead while up and reachable).
+    pub max_false_deaths: Option<u64>,
+    /// Maximum stale reads.
+    pub max_stale_reads: Option<u64>,
+    /// Failure detection: time until every observer saw a crashed node dead.
+    pub detection_all_ms: Option<u64>,
+}
+
+/// Why a scenario could not be loaded.
+#[derive(Debug)]
+pub struct ScenarioError(pub String);
+
+impl std::fmt::Display for ScenarioError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Scenario {
+    /// Read and parse a scenario file.
+    pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        let mut s = Scenario::parse(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))?;
+        if s.name.is_empty() {
+            s.name = path
+                .file_stem()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".into());
+        }
+        Ok(s)
+    }
+
+    /// Parse scenario text and validate it.
+    pub fn parse(text: &str) -> Result<Scenario, ScenarioError> {
+        let s: Scenario = toml::from_str(text).map_err(|e| ScenarioError(e.to_string()))?;
+        s.protocol
+            .clone()
+            .validated()
+            .map_err(|e| ScenarioError(format!("[protocol]: {e}")))?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ScenarioError> {
+        let n = self.cluster.size + self.cluster.spare;
+        let err = |m: String| Err(ScenarioError(m));
+        if self.cluster.size == 0 {
+            return err("[cluster] size must be at least 1".into());
+        }
+        if !["full", "seeds", "region"].contains(&self.cluster.bootstrap.as_str()) {
+            return err(format!("[cluster] bootstrap {:?}: use full, seeds or region", self.cluster.bootstrap));
+        }
+        if self.cluster.mesh_degree == 0 {
+            return err("[cluster] mesh_degree must be at least 1".into());
+        }
+        for p in [self.network.loss, self.network.duplicate, self.network.reorder] {
+            if !(0.0..=1.0).contains(&p) {
+                return err("[network] probabilities must be in 0..=1".into());
+            }
+        }
+        for l in &self.network.links {
+            if l.from >= n || l.to >= n {
+                return err(format!("[[network.link]] node out of range (cluster has {n})"));
+            }
+        }
+        const KINDS: [&str; 8] = ["partition", "one-way", "swizzle", "crash", "pause", "clock-jump", "join", "leave"];
+        for f in &self.faults {
+            if !KINDS.contains(&f.kind.as_str()) {
+                return err(format!("[[fault]] kind {:?}: use one of {KINDS:?}", f.kind));
+            }
+            if f.nodes.iter().chain(f.to.iter()).chain(f.groups.iter().flatten()).any(|&i| i >= n) {
+                return err(format!("[[fault]] {} at {} ms: node index out of range", f.kind, f.at_ms));
+            }
+            if let Some(m) = &f.mode {
+                if !["one", "majority", "minority", "bridge", "ring", "halves"].contains(&m.as_str()) {
+                    return err(format!("[[fault]] mode {m:?}: use one, majority, minority, bridge, ring, halves"));
+                }
+            }
+            if let Some(st) = &f.state {
+                if st != "kept" && st != "lost" {
+                    return err(format!("[[fault]] state {st:?}: use kept or lost"));
+                }
+            }
+        }
+        if self.phases.deadline_ms == 0 || self.phases.sample_ms == 0 {
+            return err("[phases] deadline_ms and sample_ms must be positive".into());
+        }
+        if let Some(h) = self.phases.heal_at_ms {
+            if h > self.phases.deadline_ms {
+                return err("[phases] heal_at_ms must not be after deadline_ms".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// Total node slots (initial plus spare).
+    pub fn slots(&self) -> usize {
+        self.cluster.size + self.cluster.spare
+    }
+
+    /// Make every random choice explicit for this seed: clocks, partition
+    /// sides, picked nodes, swizzle orders, nemesis faults. Resolving a
+    /// resolved scenario again changes nothing.
+    pub fn resolve(&self, seed: u64) -> Scenario {
+        let mut s = self.clone();
+        let n = s.cluster.size;
+        let slots = s.slots();
+        let mut rng = stream(seed, 2, 0);
+        // Clocks.
+        if s.clock.max_offset_ms != 0 || s.clock.max_drift_ppm != 0.0 {
+            let mut nodes = Vec::new();
+            for i in 0..slots {
+                let offset = if s.clock.max_offset_ms > 0 {
+                    rng.gen_range(-s.clock.max_offset_ms..=s.clock.max_offset_ms)
+                } else {
+                    0
+                };
+                let drift = if s.clock.max_drift_ppm > 0.0 {
+                    (rng.gen_range(-s.clock.max_drift_ppm..=s.clock.max_drift_ppm) * 10.0).round() / 10.0
+                } else {
+                    0.0
+                };
+                if let Some(c) = s.clock.nodes.iter().find(|c| c.node == i) {
+                    nodes.push(c.clone());
+                } else {
+                    nodes.push(NodeClock {
+                        node: i,
+                        offset_ms: offset,
+                        drift_ppm: drift,
+                    });
+                }
+            }
+            s.clock.nodes = nodes;
+            s.clock.max_offset_ms = 0;
+            s.clock.max_drift_ppm = 0.0;
+        }
+        // Nemesis → explicit faults.
+        if s.nemesis.enabled {
+            let end = s
+                .nemesis
+                .end_ms
+                .or(s.phases.heal_at_ms)
+                .unwrap_or(s.phases.deadline_ms * 2 / 3);
+            let mut t = s.nemesis.start_ms;
+            let kinds = if s.nemesis.kinds.is_empty() {
+                NemesisSpec::default().kinds
+            } else {
+                s.nemesis.kinds.clone()
+            };
+            loop {
+                t += exp_sample(&mut rng, s.nemesis.interval_ms as f64) as u64;
+                if t >= end {
+                    break;
+                }
+                let dur = (exp_sample(&mut rng, s.nemesis.mean_duration_ms as f64) as u64)
+                    .clamp(500, end - t)
+                    .max(1);
+                let kind = kinds[rng.gen_range(0..kinds.len())].clone();
+                let mut f = FaultSpec {
+                    kind: kind.clone(),
+                    at_ms: t,
+                    duration_ms: Some(dur),
+                    mode: None,
+                    groups: Vec::new(),
+                    nodes: Vec::new(),
+                    to: Vec::new(),
+                    pick: None,
+                    state: None,
+                    jump_ms: None,
+                    step_ms: None,
+                    restore_order: Vec::new(),
+                    permanent: false,
+                };
+                match kind.as_str() {
+                    "partition" => {
+                        let modes = ["one", "majority", "bridge", "ring", "halves"];
+                        f.mode = Some(modes[rng.gen_range(0..modes.len())].to_string());
+                    }
+                    "one-way" => f.pick = Some(1.max(n / 3)),
+                    "crash" => {
+                        f.pick = Some(1);
+                        f.state = Some(if rng.gen_bool(0.25) { "lost" } else { "kept" }.into());
+                    }
+                    "pause" | "swizzle" => f.pick = Some(1.max(n / 3)),
+                    "clock-jump" => {
+                        f.pick = Some(1);
+                        f.jump_ms = Some(rng.gen_range(-5_000..=5_000));
+                        f.duration_ms = None;
+                    }
+                    _ => {}
+                }
+                s.faults.push(f);
+            }
+            s.nemesis.enabled = false;
+        }
+        // Modes and picks → explicit node lists.
+        let mut all: Vec<usize> = (0..n).collect();
+        for f in &mut s.faults {
+            if f.nodes.is_empty() {
+                if let Some(k) = f.pick.take() {
+                    all.shuffle(&mut rng);
+                    f.nodes = all[..k.min(n)].to_vec();
+                    f.nodes.sort_unstable();
+                }
+            }
+            if let Some(mode) = f.mode.take() {
+                all.shuffle(&mut rng);
+                let groups = partition_groups(&mode, &all);
+                f.groups = groups;
+            }
+            if f.kind == "swizzle" {
+                if f.nodes.is_empty() {
+                    all.shuffle(&mut rng);
+                    f.nodes = all[..(n / 2).max(1)].to_vec();
+                }
+                if f.restore_order.is_empty() {
+                    let mut order = f.nodes.clone();
+                    order.shuffle(&mut rng);
+                    f.restore_order = order;
+                }
+            }
+            if f.kind == "crash" && f.state.is_none() {
+                f.state = Some("kept".into());
+            }
+        }
+        s.faults.sort_by_key(|f| f.at_ms);
+        if s.workload.stop_ms.is_none() {
+            s.workload.stop_ms = Some(s.phases.heal_at_ms.unwrap_or(s.phases.deadline_ms * 3 / 4));
+        }
+        s
+    }
+
+    /// The resolved scenario as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
+    }
+}
+
+/// Groups for a partition mode over a shuffled node list. `ring` and
+/// `bridge` are overlapping views and are encoded as groups with a shared
+/// member; see [`crate::net::Partition`].
+fn partition_groups(mode: &str, shuffled: &[usize]) -> Vec<Vec<usize>> {
+    let n = shuffled.len();
+    let sorted = |mut v: Vec<usize>| {
+        v.sort_unstable();
+        v
+    };
+    match mode {
+        "one" => vec![vec![shuffled[0]], sorted(shuffled[1..].to_vec())],
+        "majority" | "minority" | "halves" => {
+            let small = if mode == "halves" { n / 2 } else { (n - 1) / 2 };
+            vec![sorted(shuffled[..small].to_vec()), sorted(shuffled[small..].to_vec())]
+        }
+        "bridge" => {
+            // Two halves that only talk through one bridge node in both.
+            let bridge = shuffled[0];
+            let half = (n - 1) / 2;
+            let mut a = shuffled[1..1 + half].to_vec();
+            let mut b = shuffled[1 + half..].to_vec();
+            a.push(bridge);
+            b.push(bridge);
+            vec![sorted(a), sorted(b)]
+        }
+        "ring" => {
+            // Each node reaches its neighbours on a ring: groups are the
+            // consecutive windows of size n/2+1 (every node sees a majority,
+            // no two nodes the same one).
+            let w = n / 2 + 1;
+            (0..n)
+                .map(|i| sorted((0..w).map(|k| shuffled[(i + k) % n]).collect()))
+                .collect()
+        }
+        _ => Vec::new(),
+    }
+}
+
+fn exp_sample(rng: &mut impl Rng, mean: f64) -> f64 {
+    let u: f64 = rng.gen_range(f64::EPSILON..1.0);
+    -u.ln() * mean
+}

@@ -492,6 +492,12 @@ impl NodeHandle {
             .await
     }
 
+    /// The protocol engine's counters (messages, bytes, merges, syncs,
+    /// rejected input by reason).
+    pub async fn counters(&self) -> Result<crate::core::Counters, NodeError> {
+        self.read(|e, _| e.counters().clone()).await
+    }
+
     /// This node's status.
     pub async fn status(&self) -> Result<NodeStatus, NodeError> {
         self.read(|e, v| {

@@ -1,0 +1,233 @@
+//! Five real libp2p nodes in one process, on loopback with bootstrap peers
+//! and mDNS off: replication, concurrency, services, partitions, restarts
+//! and membership.
+
+#![cfg(feature = "node")]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, key, ns, Cluster};
+use starling::core::{HealthStatus, InstanceId, MemberStatus, ServiceName, ServiceQuery, ServiceSpec};
+
+const T: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_one_node_becomes_visible_on_all_five() {
+    let mut c = Cluster::start(5, "write-visible").await;
+    let (n, k) = (ns("prod"), key("db/url"));
+    c.node(2).put(&n, &k, b"pg://one".to_vec()).await.unwrap();
+    c.wait_value(&n, &k, Some(b"pg://one"), T).await;
+    c.node(4).delete(&n, &k).await.unwrap();
+    c.wait_value(&n, &k, None, T).await;
+    c.wait_converged(T).await;
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_writes_on_two_nodes_converge_to_the_same_winner_everywhere() {
+    let mut c = Cluster::start(5, "concurrent").await;
+    let (n, k) = (ns("prod"), key("feature/flag"));
+    // Cut 0 and 1 off from each other and everyone, so the writes are truly
+    // concurrent, then heal.
+    let ids: Vec<_> = c.running().map(|h| h.node_id()).collect();
+    c.node(0).set_blocked_peers(ids.clone()).await.unwrap();
+    c.node(1).set_blocked_peers(ids.clone()).await.unwrap();
+    let a = c.node(0).put(&n, &k, b"A".to_vec()).await.unwrap();
+    let b = c.node(1).put(&n, &k, b"B".to_vec()).await.unwrap();
+    c.node(0).set_blocked_peers(vec![]).await.unwrap();
+    c.node(1).set_blocked_peers(vec![]).await.unwrap();
+    c.wait_converged(T).await;
+    let mut winners = Vec::new();
+    for node in c.running() {
+        let e = node.get(&n, &k).await.unwrap().expect("key present");
+        assert_eq!(e.siblings.len(), 2, "both concurrent writes are kept as siblings");
+        winners.push(e.version.id);
+    }
+    assert!(winners.windows(2).all(|w| w[0] == w[1]), "same winner everywhere");
+    let expected = if (a.hlc, c.node(0).node_id()) > (b.hlc, c.node(1).node_id()) {
+        a.version
+    } else {
+        b.version
+    };
+    assert_eq!(winners[0], expected, "the winner is the highest (hlc, origin)");
+    c.shutdown_all().await;
+}
+
+fn spec(ttl_ms: Option<u64>) -> ServiceSpec {
+    ServiceSpec {
+        address: "10.0.0.7".into(),
+        port: 8080,
+        tags: ["eu".to_string()].into_iter().collect(),
+        metadata: Default::default(),
+        weight: 50,
+        ttl_ms,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_service_is_healthy_everywhere_then_unhealthy_when_its_ttl_lapses_or_its_owner_dies() {
+    let mut c = Cluster::start(5, "services").await;
+    let n = ns("prod");
+    let svc = ServiceName::new("api").unwrap();
+    let ttl_inst = InstanceId::new("api-ttl").unwrap();
+    let owned_inst = InstanceId::new("api-owned").unwrap();
+    c.node(1)
+        .register_service(&n, &svc, &ttl_inst, spec(Some(1_500)))
+        .await
+        .unwrap();
+    c.node(3).register_service(&n, &svc, &owned_inst, spec(None)).await.unwrap();
+    let healthy = ServiceQuery {
+        healthy_only: true,
+        ..Default::default()
+    };
+    for node in c.running() {
+        let (node, n, svc, q) = (node.clone(), n.clone(), svc.clone(), healthy.clone());
+        eventually(T, "both instances healthy everywhere", || {
+            let (node, n, svc, q) = (node.clone(), n.clone(), svc.clone(), q.clone());
+            async move { node.services(&n, &svc, q).await.unwrap().len() == 2 }
+        })
+        .await;
+    }
+    // No heartbeat for the TTL instance: its owner marks it critical.
+    for node in c.running() {
+        let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), ttl_inst.clone());
+        eventually(T, "TTL instance critical everywhere", || {
+            let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), inst.clone());
+            async move {
+                node.services(&n, &svc, ServiceQuery::default())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|v| v.instance == inst && v.health == HealthStatus::Critical)
+            }
+        })
+        .await;
+    }
+    // Kill the owner of the other one (no leave): it turns critical everywhere.
+    let owner = c.nodes[3].take().unwrap();
+    owner.stop_without_leave().await.unwrap();
+    for node in c.running() {
+        let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), owned_inst.clone());
+        eventually(T, "dead owner's instance critical everywhere", || {
+            let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), inst.clone());
+            async move {
+                node.services(&n, &svc, ServiceQuery::default())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|v| v.instance == inst && v.health == HealthStatus::Critical)
+            }
+        })
+        .await;
+    }
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_three_partition_heals_and_loses_no_acknowledged_write() {
+    let mut c = Cluster::start(5, "partition").await;
+    let n = ns("prod");
+    let ids: Vec<_> = c.running().map(|h| h.node_id()).collect();
+    let (left, right) = (vec![0usize, 1], vec![2usize, 3, 4]);
+    for &i in &left {
+        c.node(i)
+            .set_blocked_peers(right.iter().map(|&j| ids[j]).collect())
+            .await
+            .unwrap();
+    }
+    for &i in &right {
+        c.node(i)
+            .set_blocked_peers(left.iter().map(|&j| ids[j]).collect())
+            .await
+            .unwrap();
+    }
+    let mut acked = Vec::new();
+    for round in 0..10 {
+        for &i in left.iter().chain(right.iter()) {
+            let k = key(&format!("side{i}/k{round}"));
+            let v = format!("v{round}-n{i}").into_bytes();
+            c.node(i).put(&n, &k, v.clone()).await.unwrap();
+            acked.push((k, v));
+        }
+    }
+    // Both sides also write one shared key.
+    c.node(0).put(&n, &key("shared"), b"left".to_vec()).await.unwrap();
+    c.node(3).put(&n, &key("shared"), b"right".to_vec()).await.unwrap();
+    // While split, the right side cannot see the left side's writes.
+    assert!(c.node(3).get(&n, &key("side0/k0")).await.unwrap().is_none());
+    for i in 0..5 {
+        c.node(i).set_blocked_peers(vec![]).await.unwrap();
+    }
+    c.wait_converged(T).await;
+    for node in c.running() {
+        for (k, v) in &acked {
+            let got = node.get(&n, k).await.unwrap().map(|e| e.value);
+            assert_eq!(got.as_ref(), Some(v), "acknowledged write {k} lost on {}", node.peer_id());
+        }
+        let shared = node.get(&n, &key("shared")).await.unwrap().unwrap();
+        assert_eq!(shared.siblings.len(), 2, "both sides' writes to the shared key are kept");
+    }
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crashed_node_restarts_with_its_identity_and_writes_and_catches_up() {
+    let mut c = Cluster::start(5, "restart").await;
+    let n = ns("prod");
+    let victim = c.nodes[3].take().unwrap();
+    let id_before = victim.node_id();
+    victim.put(&n, &key("own"), b"mine".to_vec()).await.unwrap();
+    victim.stop_without_leave().await.unwrap();
+    c.node(0).put(&n, &key("missed"), b"while down".to_vec()).await.unwrap();
+    c.restart(3).await;
+    assert_eq!(c.node(3).node_id(), id_before, "identity survives restart");
+    // Offline read right away: its own acknowledged write is there.
+    assert_eq!(c.node(3).get(&n, &key("own")).await.unwrap().unwrap().value, b"mine");
+    c.wait_value(&n, &key("missed"), Some(b"while down"), T).await;
+    c.wait_value(&n, &key("own"), Some(b"mine"), T).await;
+    c.wait_converged(T).await;
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_goes_suspect_then_dead_and_a_graceful_one_goes_left() {
+    let mut c = Cluster::start(5, "members").await;
+    let killed = c.nodes[4].take().unwrap();
+    let killed_id = killed.peer_id();
+    let left = c.nodes[3].take().unwrap();
+    let left_id = left.peer_id();
+    killed.stop_without_leave().await.unwrap();
+    left.shutdown().await.unwrap();
+    for node in c.running() {
+        let node = node.clone();
+        let (kid, lid) = (killed_id.clone(), left_id.clone());
+        eventually(T, "killed node dead and graceful node left", || {
+            let (node, kid, lid) = (node.clone(), kid.clone(), lid.clone());
+            async move {
+                let m = node.members().await.unwrap();
+                let status = |id: &str| m.iter().find(|m| m.node_id == id).map(|m| m.status);
+                status(&kid) == Some(MemberStatus::Dead) && status(&lid) == Some(MemberStatus::Left)
+            }
+        })
+        .await;
+    }
+    c.shutdown_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_of_different_clusters_never_merge_state() {
+    let mut a = Cluster::start(2, "cluster-a").await;
+    let d = tempfile::tempdir().unwrap();
+    let cfg = common::loopback_config(d.path(), "intruder", "cluster-b", vec![a.seed_addr.clone()]);
+    let b = starling::node::Node::start(cfg).await.unwrap();
+    b.put(&ns("prod"), &key("x"), b"from b".to_vec()).await.unwrap();
+    a.node(0).put(&ns("prod"), &key("y"), b"from a".to_vec()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(a.node(0).get(&ns("prod"), &key("x")).await.unwrap().is_none());
+    assert!(b.get(&ns("prod"), &key("y")).await.unwrap().is_none());
+    assert_eq!(b.members().await.unwrap().len(), 1, "no cross-cluster members");
+    b.stop_without_leave().await.unwrap();
+    a.shutdown_all().await;
+}

@@ -1,0 +1,604 @@
+//! Property tests of the replicated state's merge laws and of convergence,
+//! with the `crdts` crate as an independent oracle (version vectors and a
+//! multi-value register for sibling sets).
+
+#[path = "support/net.rs"]
+mod net;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crdts::{CmRDT, CvRDT, MVReg, VClock};
+use proptest::prelude::*;
+use proptest::test_runner::{Config as PtConfig, TestRunner};
+
+use net::{node, Net};
+use starling::core::{
+    Command, CommandOutput, Config, Context, Dot, Expect, Hlc, Key, Knowledge, Namespace, NodeId, Payload,
+    ReplicatedState, StateKey, Version, VersionId,
+};
+
+const T0: u64 = 1_700_000_000_000;
+const KEYS: [&str; 3] = ["a", "b/c", "d"];
+
+fn ns() -> Namespace {
+    Namespace::new("prod").unwrap()
+}
+
+fn sk(k: usize) -> StateKey {
+    StateKey::Kv {
+        namespace: ns(),
+        key: Key::new(KEYS[k % KEYS.len()]).unwrap(),
+    }
+}
+
+/// Everything a state holds, for exact comparison: per key the live and
+/// history dots in order.
+type Contents = BTreeMap<StateKey, (Vec<Dot>, Vec<Dot>)>;
+
+fn contents(s: &ReplicatedState) -> Contents {
+    s.iter()
+        .map(|(k, ks)| {
+            (
+                k.clone(),
+                (
+                    ks.live.iter().map(|v| v.dot).collect(),
+                    ks.history.iter().map(|v| v.dot).collect(),
+                ),
+            )
+        })
+        .collect()
+}
+
+fn assert_same(a: &ReplicatedState, b: &ReplicatedState, what: &str) -> Result<(), TestCaseError> {
+    prop_assert_eq!(contents(a), contents(b), "{}: contents differ", what);
+    prop_assert_eq!(a.knowledge(), b.knowledge(), "{}: knowledge differs", what);
+    prop_assert_eq!(a.digest(), b.digest(), "{}: digests differ", what);
+    Ok(())
+}
+
+fn joined(a: &ReplicatedState, b: &ReplicatedState) -> ReplicatedState {
+    let mut out = a.clone();
+    out.join(b);
+    out
+}
+
+// ----- generating replica states by hand -------------------------------
+
+#[derive(Clone, Debug)]
+enum Step {
+    /// Replica `r` writes key `k` (a tombstone if `tomb`); `tick` advances
+    /// the shared clock (0 makes equal stamps, resolved by origin).
+    Write {
+        r: usize,
+        k: usize,
+        tomb: bool,
+        tick: u64,
+    },
+    /// Merge one version from the log of all writes into replica `to`.
+    Deliver { idx: usize, to: usize },
+    /// Replica `a` joins replica `b`'s full state.
+    Join { a: usize, b: usize },
+    /// Replica `r` collects its tombstones.
+    Collect { r: usize },
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (0..3usize, 0..3usize, prop::bool::weighted(0.25), 0..2u64)
+            .prop_map(|(r, k, tomb, tick)| Step::Write { r, k, tomb, tick }),
+        4 => (any::<usize>(), 0..3usize).prop_map(|(idx, to)| Step::Deliver { idx, to }),
+        1 => (0..3usize, 0..3usize).prop_map(|(a, b)| Step::Join { a, b }),
+        1 => (0..3usize).prop_map(|r| Step::Collect { r }),
+    ]
+}
+
+#[derive(Debug)]
+struct World {
+    replicas: Vec<ReplicatedState>,
+    log: Vec<(StateKey, Version)>,
+    clock: u64,
+}
+
+impl World {
+    fn new(history_limit: usize) -> World {
+        World {
+            replicas: vec![ReplicatedState::new(history_limit); 3],
+            log: Vec::new(),
+            clock: 1,
+        }
+    }
+
+    fn apply(&mut self, s: &Step) {
+        match *s {
+            Step::Write { r, k, tomb, tick } => {
+                self.clock += tick;
+                let key = sk(k);
+                let me = node(r);
+                let st = &mut self.replicas[r];
+                let mut ctx = st.get(&key).map(|ks| ks.context()).unwrap_or_default();
+                let dot = Dot {
+                    node: me,
+                    seq: st.next_seq(&me),
+                };
+                ctx.add(dot);
+                let payload = if tomb {
+                    Payload::Tombstone
+                } else {
+                    Payload::Value(format!("{r}/{}", dot.seq).into_bytes())
+                };
+                let v = Version {
+                    dot,
+                    ctx,
+                    hlc: Hlc {
+                        wall_ms: self.clock,
+                        logical: 0,
+                    },
+                    checksum: payload.checksum(),
+                    payload,
+                    signature: None,
+                };
+                st.merge(key.clone(), v.clone());
+                self.log.push((key, v));
+            }
+            Step::Deliver { idx, to } => {
+                if !self.log.is_empty() {
+                    let (k, v) = self.log[idx % self.log.len()].clone();
+                    self.replicas[to].merge(k, v);
+                }
+            }
+            Step::Join { a, b } => {
+                let other = self.replicas[b].clone();
+                self.replicas[a].join(&other);
+            }
+            Step::Collect { r } => {
+                self.replicas[r].collect_tombstones(self.clock + 1);
+            }
+        }
+    }
+}
+
+/// Replica states reached by random steps, with a history limit in
+/// `limits`; without tombstone collection unless `gc`.
+fn world_with(gc: bool, limits: std::ops::Range<usize>) -> impl Strategy<Value = World> {
+    (limits, prop::collection::vec(step(), 0..40)).prop_map(move |(limit, steps)| {
+        let mut w = World::new(limit);
+        for s in steps.iter().filter(|s| gc || !matches!(s, Step::Collect { .. })) {
+            w.apply(s);
+        }
+        w
+    })
+}
+
+fn world() -> impl Strategy<Value = World> {
+    world_with(true, 0..3)
+}
+
+fn vclock(ctx: &Context) -> VClock<NodeId> {
+    ctx.dots()
+        .iter()
+        .map(|d| crdts::Dot::new(d.node, d.seq))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn join_is_commutative(w in world()) {
+        let (a, b) = (&w.replicas[0], &w.replicas[1]);
+        assert_same(&joined(a, b), &joined(b, a), "a⊔b vs b⊔a")?;
+    }
+
+    #[test]
+    fn join_is_associative_without_gc(w in world_with(false, 0..3)) {
+        let (a, b, c) = (&w.replicas[0], &w.replicas[1], &w.replicas[2]);
+        assert_same(&joined(&joined(a, b), c), &joined(a, &joined(b, c)), "(a⊔b)⊔c vs a⊔(b⊔c)")?;
+    }
+
+    #[test]
+    fn join_is_associative_without_trimming(w in world_with(true, 64..65)) {
+        let (a, b, c) = (&w.replicas[0], &w.replicas[1], &w.replicas[2]);
+        assert_same(&joined(&joined(a, b), c), &joined(a, &joined(b, c)), "(a⊔b)⊔c vs a⊔(b⊔c)")?;
+    }
+
+    /// KNOWN FAILURE, left visible: with both history trimming and
+    /// tombstone collection, `join` is not associative. Minimal case
+    /// (history_limit 1): `a` holds `b/c` = v5 <- v7 (one origin); `b` holds
+    /// another origin's value w1 and its tombstone t2; `c` collected w1/t2.
+    /// `a⊔b` keeps w1 in its single history slot (higher origin) and trims
+    /// v5; `⊔c` then drops w1 and t2, leaving no history. `b⊔c` drops w1/t2
+    /// first, so `a⊔(b⊔c)` keeps v5. Trimming is lossy and depends on which
+    /// versions happen to be held together. Anti-entropy still converges
+    /// (the trimmed dot is in knowledge, so peers drop it: see
+    /// `diverging_join_orders_agree_after_exchanging_states`), but the
+    /// law as stated in `state.rs` does not hold; fixing it needs a
+    /// trimming rule that is a function of the joined information only.
+    #[test]
+    #[ignore = "known: join is not associative when history trimming meets tombstone collection"]
+    fn join_is_associative(w in world()) {
+        let (a, b, c) = (&w.replicas[0], &w.replicas[1], &w.replicas[2]);
+        assert_same(&joined(&joined(a, b), c), &joined(a, &joined(b, c)), "(a⊔b)⊔c vs a⊔(b⊔c)")?;
+    }
+
+    /// Whatever order three states are joined in, the results agree once
+    /// they have been joined with each other (what anti-entropy does).
+    #[test]
+    fn diverging_join_orders_agree_after_exchanging_states(w in world()) {
+        let (a, b, c) = (&w.replicas[0], &w.replicas[1], &w.replicas[2]);
+        let x = joined(&joined(a, b), c);
+        let y = joined(a, &joined(b, c));
+        let z = joined(&joined(c, a), b);
+        let (xy, yx) = (joined(&joined(&x, &y), &z), joined(&joined(&z, &y), &x));
+        prop_assert_eq!(contents(&xy), contents(&yx));
+        prop_assert_eq!(xy.digest(), yx.digest());
+    }
+
+    #[test]
+    fn join_is_idempotent(w in world()) {
+        for r in &w.replicas {
+            assert_same(&joined(r, r), r, "a⊔a vs a")?;
+        }
+        let ab = joined(&w.replicas[0], &w.replicas[1]);
+        assert_same(&joined(&ab, &w.replicas[1]), &ab, "(a⊔b)⊔b vs a⊔b")?;
+    }
+
+    /// The live versions of every key are exactly the maximal elements (by
+    /// causal context) of every version the replica has seen: what an
+    /// MVReg from `crdts` fed the same versions reads. A collected key reads
+    /// as nothing, and its maximal versions were all tombstones.
+    ///
+    /// Without tombstone collection: a write to a collected key starts a
+    /// fresh context (same origin's later seq still covers the tombstone,
+    /// but the tombstone's other entries are gone), which our `covers`
+    /// rule orders after the tombstone and an MVReg does not.
+    #[test]
+    fn live_versions_are_the_maximal_versions_seen(w in world_with(false, 0..3)) {
+        for (r, st) in w.replicas.iter().enumerate() {
+            let mut oracle: BTreeMap<StateKey, MVReg<Dot, NodeId>> = BTreeMap::new();
+            for (k, v) in &w.log {
+                if st.knowledge().contains(&v.dot) {
+                    oracle.entry(k.clone()).or_default().apply(crdts::mvreg::Op::Put {
+                        clock: vclock(&v.ctx),
+                        val: v.dot,
+                    });
+                }
+            }
+            for (k, reg) in oracle {
+                let want: BTreeSet<Dot> = reg.read().val.into_iter().collect();
+                let got: BTreeSet<Dot> = st
+                    .get(&k)
+                    .map(|ks| ks.live.iter().map(|v| v.dot).collect())
+                    .unwrap_or_default();
+                if got.is_empty() {
+                    let tombs = w.log.iter().filter(|(_, v)| want.contains(&v.dot)).all(|(_, v)| v.payload.is_tombstone());
+                    prop_assert!(tombs, "replica {} dropped live values of {:?}: {:?}", r, k, want);
+                } else {
+                    prop_assert_eq!(got, want, "replica {} key {:?}", r, k);
+                }
+            }
+        }
+    }
+
+    /// Our per-origin knowledge and per-key contexts agree with `crdts`'
+    /// version vectors.
+    #[test]
+    fn knowledge_and_contexts_agree_with_crdts_version_vectors(
+        a in prop::collection::vec((0..4u64, 1..30u64), 0..60),
+        b in prop::collection::vec((0..4u64, 1..30u64), 0..60),
+    ) {
+        let build = |dots: &[(u64, u64)]| {
+            let mut k = Knowledge::new();
+            let mut set = BTreeSet::new();
+            let mut vc: VClock<NodeId> = VClock::new();
+            let mut ctx = Context::default();
+            for &(n, s) in dots {
+                let d = Dot { node: NodeId::from_index(n), seq: s };
+                k.insert(d);
+                set.insert(d);
+                vc.apply(crdts::Dot::new(d.node, s));
+                ctx.add(d);
+            }
+            (k, set, vc, ctx)
+        };
+        let (mut ka, sa, mut va, mut ca) = build(&a);
+        let (kb, sb, vb, cb) = build(&b);
+        for n in 0..4 {
+            let id = NodeId::from_index(n);
+            prop_assert_eq!(ka.max_seq(&id), va.get(&id));
+            prop_assert_eq!(vclock(&ca).get(&id), va.get(&id));
+        }
+        for s in 1..30 {
+            for n in 0..4 {
+                let d = Dot { node: NodeId::from_index(n), seq: s };
+                prop_assert_eq!(ka.contains(&d), sa.contains(&d));
+                prop_assert_eq!(ca.covers(&d), va.get(&d.node) >= s);
+            }
+        }
+        ka.union(&kb);
+        va.merge(vb.clone());
+        ca.join(&cb);
+        prop_assert!(ca.is_well_formed());
+        prop_assert_eq!(vclock(&ca), va.clone());
+        let vv: BTreeMap<NodeId, u64> = va.iter().map(|d| (*d.actor, d.counter)).collect();
+        prop_assert_eq!(ka.version_vector(), vv);
+        for s in 1..30 {
+            for n in 0..4 {
+                let d = Dot { node: NodeId::from_index(n), seq: s };
+                prop_assert_eq!(ka.contains(&d), sa.contains(&d) || sb.contains(&d), "{:?}", d);
+            }
+        }
+    }
+}
+
+// ----- engines over a lossy network --------------------------------------
+
+#[derive(Clone, Debug)]
+enum NetOp {
+    Put { n: usize, k: usize },
+    PutIfAbsent { n: usize, k: usize },
+    Delete { n: usize, k: usize },
+    Deliver(usize),
+    Duplicate(usize),
+    Drop(usize),
+    Advance(u64),
+}
+
+fn net_op() -> impl Strategy<Value = NetOp> {
+    prop_oneof![
+        4 => (0..5usize, 0..3usize).prop_map(|(n, k)| NetOp::Put { n, k }),
+        1 => (0..5usize, 0..3usize).prop_map(|(n, k)| NetOp::PutIfAbsent { n, k }),
+        2 => (0..5usize, 0..3usize).prop_map(|(n, k)| NetOp::Delete { n, k }),
+        5 => any::<usize>().prop_map(NetOp::Deliver),
+        1 => any::<usize>().prop_map(NetOp::Duplicate),
+        2 => any::<usize>().prop_map(NetOp::Drop),
+        2 => (0..3u64).prop_map(NetOp::Advance),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct Scenario {
+    nodes: usize,
+    history_limit: usize,
+    ops: Vec<NetOp>,
+    deliver_rest: bool,
+    stale: usize,
+}
+
+fn scenario() -> impl Strategy<Value = Scenario> {
+    (
+        3..=5usize,
+        0..3usize,
+        prop::collection::vec(net_op(), 0..50),
+        any::<bool>(),
+        any::<usize>(),
+    )
+        .prop_map(|(nodes, history_limit, ops, deliver_rest, stale)| Scenario {
+            nodes,
+            history_limit,
+            ops,
+            deliver_rest,
+            stale: stale % nodes,
+        })
+}
+
+fn config(history_limit: usize) -> Config {
+    let mut c = Config::default();
+    c.history_limit = history_limit;
+    c.tombstone_ttl_ms = 1_000;
+    c.gc_interval_ms = 100;
+    c
+}
+
+/// Every acknowledged write, with the version as its origin stored it.
+type Acked = Vec<(StateKey, Version)>;
+
+fn play(sc: &Scenario, net: &mut Net) -> Acked {
+    let mut acked = Vec::new();
+    for op in &sc.ops {
+        match *op {
+            NetOp::Put { n, k } | NetOp::PutIfAbsent { n, k } | NetOp::Delete { n, k } => {
+                let n = n % sc.nodes;
+                let StateKey::Kv { namespace, key } = sk(k) else {
+                    unreachable!()
+                };
+                let value = format!("{n}@{}", net.now).into_bytes();
+                let command = match op {
+                    NetOp::Put { .. } => Command::Put {
+                        namespace,
+                        key,
+                        value,
+                        expect: None,
+                    },
+                    NetOp::PutIfAbsent { .. } => Command::Put {
+                        namespace,
+                        key,
+                        value,
+                        expect: Some(Expect::Absent),
+                    },
+                    _ => Command::Delete {
+                        namespace,
+                        key,
+                        expect: None,
+                    },
+                };
+                if let Ok(CommandOutput::Written { version, .. }) = net.cmd(n, command) {
+                    acked.push((sk(k), held(net, n, &sk(k), version).expect("just written")));
+                }
+            }
+            NetOp::Deliver(i) | NetOp::Duplicate(i) | NetOp::Drop(i) if !net.queue.is_empty() => {
+                let i = i % net.queue.len();
+                let msg = match op {
+                    NetOp::Duplicate(_) => net.queue[i].clone(),
+                    _ => net.queue.remove(i),
+                };
+                if !matches!(op, NetOp::Drop(_)) {
+                    net.deliver(msg);
+                }
+            }
+            NetOp::Advance(ms) => net.now += ms,
+            _ => {}
+        }
+    }
+    if sc.deliver_rest {
+        net.run();
+    } else {
+        net.drop_all();
+    }
+    acked
+}
+
+fn held(net: &Net, n: usize, k: &StateKey, id: VersionId) -> Option<Version> {
+    net.engines[n]
+        .state()
+        .get(k)
+        .and_then(|ks| ks.all().find(|v| v.id() == id).cloned())
+}
+
+fn engine_contents(net: &Net, n: usize) -> Contents {
+    contents(net.engines[n].state())
+}
+
+fn check_converged(net: &Net, nodes: &[usize]) -> Result<(), TestCaseError> {
+    let first = nodes[0];
+    for &n in nodes {
+        prop_assert_eq!(
+            net.engines[n].digest(),
+            net.engines[first].digest(),
+            "node {} digest",
+            n
+        );
+        prop_assert_eq!(
+            engine_contents(net, n),
+            engine_contents(net, first),
+            "node {} contents",
+            n
+        );
+        prop_assert_eq!(
+            net.engines[n].kv_list(&ns(), "", 100),
+            net.engines[first].kv_list(&ns(), "", 100),
+            "node {} reads",
+            n
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Writes on 3-5 nodes, gossip delivered in any order with duplicates
+    /// and drops, then anti-entropy: every node holds the same versions and
+    /// reads the same values, and no acknowledged write is lost — the live
+    /// versions are exactly the maximal acknowledged writes.
+    #[test]
+    fn any_delivery_order_with_drops_converges_after_anti_entropy(sc in scenario()) {
+        let mut net = Net::new(sc.nodes, config(sc.history_limit), T0);
+        let acked = play(&sc, &mut net);
+        net.sync_all(2);
+        let all: Vec<usize> = (0..sc.nodes).collect();
+        check_converged(&net, &all)?;
+        let state = net.engines[0].state();
+        let mut oracle: BTreeMap<StateKey, MVReg<Dot, NodeId>> = BTreeMap::new();
+        for (k, v) in &acked {
+            let ks = state.get(k);
+            let kept = ks.is_some_and(|ks| ks.all().any(|h| h.dot == v.dot || h.supersedes(v)));
+            prop_assert!(kept, "acknowledged write {:?} to {:?} lost", v.dot, k);
+            oracle.entry(k.clone()).or_default().apply(crdts::mvreg::Op::Put {
+                clock: vclock(&v.ctx),
+                val: v.dot,
+            });
+        }
+        for (k, reg) in oracle {
+            let want: BTreeSet<Dot> = reg.read().val.into_iter().collect();
+            let got: BTreeSet<Dot> = state.get(&k).unwrap().live.iter().map(|v| v.dot).collect();
+            prop_assert_eq!(got, want, "live versions of {:?}", k);
+        }
+        for (k, ks) in state.iter() {
+            prop_assert!(ks.history.len() <= sc.history_limit, "history of {:?} over the limit", k);
+        }
+    }
+}
+
+static COLLECTED_CASES: AtomicUsize = AtomicUsize::new(0);
+
+/// After random traffic, one node is cut off holding whatever it holds; the
+/// others converge, delete every key and collect the tombstones; after
+/// healing and anti-entropy, no deleted key comes back anywhere.
+fn gc_never_resurrects(sc: Scenario) -> Result<(), TestCaseError> {
+    let mut net = Net::new(sc.nodes, config(sc.history_limit), T0);
+    play(&sc, &mut net);
+    let rest: Vec<usize> = (0..sc.nodes).filter(|n| *n != sc.stale).collect();
+    net.isolate(&[sc.stale]);
+    net.sync_all(2);
+    check_converged(&net, &rest)?;
+    let deleter = rest[0];
+    let mut deleted = Vec::new();
+    for k in 0..KEYS.len() {
+        let StateKey::Kv { namespace, key } = sk(k) else {
+            unreachable!()
+        };
+        let cmd = Command::Delete {
+            namespace,
+            key,
+            expect: None,
+        };
+        if let Ok(CommandOutput::Written { version, .. }) = net.cmd(deleter, cmd) {
+            let tomb = held(&net, deleter, &sk(k), version).expect("just written");
+            deleted.push((k, tomb));
+        }
+    }
+    net.run();
+    net.run_for(3_000, 250);
+    let before: u64 = rest
+        .iter()
+        .map(|n| net.engines[*n].counters().tombstones_collected)
+        .sum();
+    if before > 0 {
+        COLLECTED_CASES.fetch_add(1, Ordering::Relaxed);
+    }
+    net.heal();
+    net.sync_all(2);
+    net.run_for(2_000, 250);
+    let all: Vec<usize> = (0..sc.nodes).collect();
+    check_converged(&net, &all)?;
+    // No version the delete superseded is live anywhere. (A write the
+    // deleter never saw, made on the cut-off node, is concurrent with the
+    // delete and may legitimately stay live as a sibling.)
+    for (k, tomb) in deleted {
+        for n in 0..sc.nodes {
+            let Some(ks) = net.engines[n].state().get(&sk(k)) else {
+                continue;
+            };
+            for v in &ks.live {
+                prop_assert!(
+                    v.payload.is_tombstone() || !tomb.supersedes(v),
+                    "node {} resurrected {:?} at {:?}",
+                    n,
+                    KEYS[k],
+                    v.dot
+                );
+            }
+        }
+    }
+    for (k, ks) in net.engines[0].state().iter() {
+        prop_assert!(
+            ks.history.len() <= sc.history_limit,
+            "history of {:?} over the limit",
+            k
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn tombstone_collection_never_resurrects_a_deleted_key() {
+    let mut runner = TestRunner::new(PtConfig::with_cases(48));
+    runner
+        .run(&scenario(), gc_never_resurrects)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        COLLECTED_CASES.load(Ordering::Relaxed) >= 10,
+        "too few cases collected tombstones to mean anything"
+    );
+}

@@ -16,7 +16,11 @@
 //! Merging whole states ([`ReplicatedState::join`]) is the causal-context
 //! join: a version held by one side only survives unless the other side's
 //! knowledge shows it was seen and dropped. Both are commutative,
-//! associative and idempotent (see `tests/crdt_laws.rs`).
+//! associative and idempotent (see `tests/crdt_laws.rs`), with one known
+//! exception: history trimming combined with tombstone collection can make
+//! `join` order-dependent in which superseded versions stay in history (the
+//! live versions never differ, and states joined with each other agree);
+//! `join_is_associative` in `tests/crdt_laws.rs` is ignored until fixed.
 
 use std::collections::{BTreeMap, BTreeSet};
 

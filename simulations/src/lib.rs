@@ -14,6 +14,7 @@ pub mod report;
 pub mod rng;
 pub mod scenario;
 pub mod sim;
+pub mod swarm;
 
 pub use scenario::Scenario;
 pub use sim::{RunOptions, RunResult, Sim, Verdict};

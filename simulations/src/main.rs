@@ -1,9 +1,372 @@
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let sc = starling_sim::Scenario::load(std::path::Path::new(&args[1])).unwrap();
-    let seed: u64 = args.get(2).map(|s| s.parse().unwrap()).unwrap_or(1);
-    let t = std::time::Instant::now();
-    let r = starling_sim::run(&sc, seed, starling_sim::RunOptions { progress: false, logs: true });
-    println!("{:?} {:?} events={} hash={:x} wall={:?}", r.verdict, r.reasons, r.events, r.trace_hash, t.elapsed());
-    for (k, v) in &r.metrics { println!("{k} = {v}"); }
+//! `starling-sim`: run Starling scenarios in deterministic simulation.
+//!
+//! Exit codes: 0 valid, 1 invalid, 2 unknown, 3 and above harness errors.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use starling_sim::report::{self, Provenance};
+use starling_sim::{RunOptions, Scenario, Verdict};
+
+#[derive(Parser)]
+#[command(name = "starling-sim", version, about = "Deterministic partition simulation of Starling clusters")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run scenarios with one or more seeds and write reports.
+    Run {
+        /// Scenario files.
+        #[arg(required = true)]
+        scenarios: Vec<PathBuf>,
+        /// One seed.
+        #[arg(long, conflicts_with = "seeds")]
+        seed: Option<u64>,
+        /// A seed range `A..B` (B excluded) or `A..=B`.
+        #[arg(long)]
+        seeds: Option<String>,
+        /// Output directory (default `sim-out/<scenario>/<seed>`; with
+        /// several runs, `DIR/<scenario>/<seed>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Re-run a recorded run from its directory and check the trace matches.
+    Replay {
+        /// A run directory (with results.json and scenario.resolved.toml).
+        dir: PathBuf,
+    },
+    /// Run a scenario twice with the same seed and compare the traces.
+    CheckDeterminism {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Seed.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
+    /// Compare the results under two directories.
+    Compare {
+        /// Baseline directory.
+        baseline: PathBuf,
+        /// Current directory.
+        current: PathBuf,
+    },
+    /// Print the analytic epidemic curve.
+    Model {
+        /// Nodes.
+        #[arg(long)]
+        nodes: usize,
+        /// Fanout (mesh degree).
+        #[arg(long, default_value_t = 6)]
+        fanout: usize,
+        /// Time per round (ms): one hop's latency.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+        /// Loss probability per message.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+    },
+    /// Random scenarios, everything drawn from each seed.
+    Swarm {
+        /// A seed range `A..B`.
+        #[arg(long, default_value = "1..20")]
+        seeds: String,
+        /// Output directory.
+        #[arg(long, default_value = "sim-out/swarm")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.cmd {
+        Cmd::Run {
+            scenarios,
+            seed,
+            seeds,
+            out,
+        } => cmd_run(&scenarios, seed, seeds.as_deref(), out.as_deref()),
+        Cmd::Replay { dir } => cmd_replay(&dir),
+        Cmd::CheckDeterminism { scenario, seed } => cmd_determinism(&scenario, seed),
+        Cmd::Compare { baseline, current } => cmd_compare(&baseline, &current),
+        Cmd::Model {
+            nodes,
+            fanout,
+            interval,
+            loss,
+        } => {
+            println!("round,time_ms,expected_fraction_informed");
+            for (i, f) in starling_sim::model::epidemic_curve(nodes, fanout, loss, 1000).iter().enumerate() {
+                println!("{i},{:.1},{f:.6}", i as f64 * interval);
+            }
+            0
+        }
+        Cmd::Swarm { seeds, out } => cmd_swarm(&seeds, &out),
+    };
+    ExitCode::from(code as u8)
+}
+
+fn harness_error(msg: impl std::fmt::Display) -> i32 {
+    eprintln!("starling-sim: error: {msg}");
+    3
+}
+
+fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> Result<Vec<u64>, String> {
+    if let Some(s) = seed {
+        return Ok(vec![s]);
+    }
+    let Some(r) = seeds else {
+        return Ok(vec![1]);
+    };
+    let (a, b, incl) = if let Some((a, b)) = r.split_once("..=") {
+        (a, b, true)
+    } else if let Some((a, b)) = r.split_once("..") {
+        (a, b, false)
+    } else {
+        return r.parse().map(|s| vec![s]).map_err(|_| format!("bad seed range {r:?}"));
+    };
+    let a: u64 = a.parse().map_err(|_| format!("bad seed range {r:?}"))?;
+    let b: u64 = b.parse().map_err(|_| format!("bad seed range {r:?}"))?;
+    let end = if incl { b + 1 } else { b };
+    if end <= a {
+        return Err(format!("empty seed range {r:?}"));
+    }
+    Ok((a..end).collect())
+}
+
+fn combine(codes: &[i32]) -> i32 {
+    if codes.iter().any(|c| *c >= 3) {
+        3
+    } else if codes.contains(&1) {
+        1
+    } else if codes.contains(&2) {
+        2
+    } else {
+        0
+    }
+}
+
+fn run_and_write(sc: &Scenario, path_label: &str, seed: u64, dir: &Path) -> Result<(Verdict, String), String> {
+    let progress = std::io::stderr().is_terminal();
+    let start = std::time::Instant::now();
+    let r = starling_sim::run(sc, seed, RunOptions { progress, logs: true });
+    let prov = Provenance {
+        scenario_path: path_label.to_string(),
+        git_rev: report::git_rev(),
+        wall_ms: start.elapsed().as_millis() as u64,
+    };
+    report::write_run(dir, &r, &prov).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    let m = &r.metrics;
+    println!(
+        "{:<28} seed {:<6} {:<8} reach p99 {:>6} ms  lost {}  converge {:>6} ms  {} events in {:.2} s  → {}",
+        r.scenario.name,
+        seed,
+        format!("{:?}", r.verdict).to_lowercase(),
+        m["write_reach_p99_ms"],
+        m["lost_writes"],
+        m["converge_after_heal_ms"],
+        r.events,
+        prov.wall_ms as f64 / 1000.0,
+        dir.join("summary.md").display()
+    );
+    if r.verdict != Verdict::Valid {
+        println!(
+            "FAIL {} seed {} ({:?}): {} | repro: {}",
+            r.scenario.name,
+            seed,
+            r.verdict,
+            r.reasons.first().map(String::as_str).unwrap_or("?"),
+            report::repro_line(&prov, seed)
+        );
+    }
+    Ok((r.verdict, report::results_json(&r, &prov).to_string()))
+}
+
+fn cmd_run(paths: &[PathBuf], seed: Option<u64>, seeds: Option<&str>, out: Option<&Path>) -> i32 {
+    let seeds = match parse_seeds(seed, seeds) {
+        Ok(s) => s,
+        Err(e) => return harness_error(e),
+    };
+    let single = paths.len() == 1 && seeds.len() == 1;
+    let mut codes = Vec::new();
+    for path in paths {
+        let sc = match Scenario::load(path) {
+            Ok(s) => s,
+            Err(e) => {
+                codes.push(harness_error(e));
+                continue;
+            }
+        };
+        let root = match out {
+            Some(o) if single => None.unwrap_or_else(|| o.to_path_buf()),
+            Some(o) => o.join(&sc.name),
+            None => PathBuf::from("sim-out").join(&sc.name),
+        };
+        let mut rows = Vec::new();
+        for &s in &seeds {
+            let dir = if single && out.is_some() { root.clone() } else { root.join(s.to_string()) };
+            match run_and_write(&sc, &path.display().to_string(), s, &dir) {
+                Ok((v, json)) => {
+                    codes.push(v.exit_code());
+                    rows.push((s, serde_json::from_str(&json).unwrap_or_default()));
+                }
+                Err(e) => codes.push(harness_error(e)),
+            }
+        }
+        if !(single && out.is_some()) {
+            let md = report::aggregate_md(&sc.name, &rows);
+            let _ = std::fs::create_dir_all(&root);
+            if let Err(e) = std::fs::write(root.join("summary.md"), &md) {
+                codes.push(harness_error(e));
+            }
+            if seeds.len() > 1 {
+                println!("{md}");
+            }
+        }
+    }
+    combine(&codes)
+}
+
+fn read_json(path: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn cmd_replay(dir: &Path) -> i32 {
+    let res = match read_json(&dir.join("results.json")) {
+        Ok(v) => v,
+        Err(e) => return harness_error(e),
+    };
+    let sc = match Scenario::load(&dir.join("scenario.resolved.toml")) {
+        Ok(s) => s,
+        Err(e) => return harness_error(e),
+    };
+    let Some(seed) = res["seed"].as_u64() else {
+        return harness_error("results.json has no seed");
+    };
+    let r = starling_sim::run(&sc, seed, RunOptions::default());
+    let want = res["trace_hash"].as_str().unwrap_or("");
+    let got = format!("{:016x}", r.trace_hash);
+    println!(
+        "replay {} seed {seed}: {:?}, trace {got} ({})",
+        sc.name,
+        r.verdict,
+        if want == got { "identical to the recording" } else { "DIFFERS from the recording" }
+    );
+    for reason in &r.reasons {
+        println!("  {reason}");
+    }
+    if want != got {
+        return harness_error(format!("trace hash {got} differs from the recorded {want}"));
+    }
+    r.verdict.exit_code()
+}
+
+fn cmd_determinism(path: &Path, seed: u64) -> i32 {
+    let sc = match Scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return harness_error(e),
+    };
+    let a = starling_sim::run(&sc, seed, RunOptions { progress: false, logs: true });
+    let b = starling_sim::run(&sc, seed, RunOptions { progress: false, logs: true });
+    let same = a.trace_hash == b.trace_hash
+        && a.history == b.history
+        && a.event_log == b.event_log
+        && serde_json::to_string(&a.metrics).ok() == serde_json::to_string(&b.metrics).ok();
+    println!(
+        "{} seed {seed}: trace {:016x} vs {:016x}, {} events: {}",
+        sc.name,
+        a.trace_hash,
+        b.trace_hash,
+        a.events,
+        if same { "deterministic" } else { "NOT deterministic" }
+    );
+    if same {
+        0
+    } else {
+        harness_error("two runs of the same seed differ")
+    }
+}
+
+fn cmd_compare(base: &Path, cur: &Path) -> i32 {
+    let load = |d: &Path| -> Vec<serde_json::Value> {
+        report::find_results(d).iter().filter_map(|p| read_json(p).ok()).collect()
+    };
+    let (b, c) = (load(base), load(cur));
+    if b.is_empty() || c.is_empty() {
+        return harness_error("no results.json found under one of the directories");
+    }
+    let keys = [
+        "write_reach_p50_ms",
+        "write_reach_p99_ms",
+        "lost_writes",
+        "stale_reads",
+        "converge_after_heal_ms",
+        "detect_all_ms",
+        "false_deaths",
+        "wire_bytes_per_node_s",
+    ];
+    let mut worse = false;
+    println!("| scenario | seed | metric | baseline | current | change |\n|---|---|---|---|---|---|");
+    for cv in &c {
+        let Some(bv) = b.iter().find(|x| x["scenario"] == cv["scenario"] && x["seed"] == cv["seed"]) else {
+            continue;
+        };
+        let (name, seed) = (cv["scenario"].as_str().unwrap_or("?"), cv["seed"].as_u64().unwrap_or(0));
+        if bv["verdict"] != cv["verdict"] {
+            println!("| {name} | {seed} | verdict | {} | {} | |", bv["verdict"], cv["verdict"]);
+            if cv["verdict"] != "valid" {
+                worse = true;
+            }
+        }
+        for k in keys {
+            let x = bv["metrics"][k].as_f64().unwrap_or(0.0);
+            let y = cv["metrics"][k].as_f64().unwrap_or(0.0);
+            if x == y {
+                continue;
+            }
+            let change = if x != 0.0 { (y - x) / x.abs() * 100.0 } else { f64::INFINITY };
+            println!("| {name} | {seed} | {k} | {x:.1} | {y:.1} | {change:+.0}% |");
+            if ["lost_writes", "false_deaths"].contains(&k) && y > x {
+                worse = true;
+            }
+            if k.ends_with("_ms") && y > x * 1.25 && y - x > 100.0 {
+                worse = true;
+            }
+        }
+    }
+    if worse {
+        println!("\ncurrent is worse than the baseline");
+        1
+    } else {
+        println!("\nno regression");
+        0
+    }
+}
+
+fn cmd_swarm(seeds: &str, out: &Path) -> i32 {
+    let seeds = match parse_seeds(None, Some(seeds)) {
+        Ok(s) => s,
+        Err(e) => return harness_error(e),
+    };
+    let mut codes = Vec::new();
+    for seed in seeds {
+        let sc = starling_sim::swarm::scenario_for(seed);
+        let dir = out.join(seed.to_string());
+        let label = dir.join("scenario.toml");
+        let _ = std::fs::create_dir_all(&dir);
+        if let Err(e) = std::fs::write(&label, sc.to_toml()) {
+            codes.push(harness_error(e));
+            continue;
+        }
+        match run_and_write(&sc, &label.display().to_string(), seed, &dir) {
+            Ok((v, _)) => codes.push(v.exit_code()),
+            Err(e) => codes.push(harness_error(e)),
+        }
+    }
+    combine(&codes)
 }

@@ -870,7 +870,6 @@ impl Sim {
     fn maintain_mesh(&mut self) {
         let slots = self.nodes.len();
         let d = self.sc.cluster.mesh_degree;
-        let d_lo = d.saturating_sub(2).max(1);
         for i in 0..slots {
             if self.nodes[i].state != NodeState::Up {
                 continue;
@@ -884,7 +883,7 @@ impl Sim {
                     self.handle(i, Input::PeerDisconnected(pid));
                 }
             }
-            if self.mesh[i].len() < d_lo {
+            if self.mesh[i].len() < d {
                 self.graft(i, true);
             }
         }

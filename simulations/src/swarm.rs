@@ -1,0 +1,73 @@
+//! Swarm testing: a whole scenario drawn from one seed (cluster size,
+//! network, clocks, workload and nemesis), so many seeds explore many
+//! combinations nobody thought to write down.
+
+use rand::Rng;
+
+use crate::rng::stream;
+use crate::scenario::{BurstLoss, Latency, Scenario};
+
+/// The scenario of swarm seed `seed`.
+pub fn scenario_for(seed: u64) -> Scenario {
+    let mut rng = stream(seed, 7, 0);
+    let mut s: Scenario = toml::from_str("").expect("an empty scenario uses every default");
+    s.name = format!("swarm-{seed}");
+    s.description = "Drawn from the seed by `starling-sim swarm`.".into();
+    s.cluster.size = rng.gen_range(3..=12);
+    s.cluster.mesh_degree = rng.gen_range(2..=6);
+    s.network.latency = match rng.gen_range(0..4) {
+        0 => Latency::Constant { ms: rng.gen_range(0.5..20.0) },
+        1 => Latency::Uniform {
+            min_ms: 0.5,
+            max_ms: rng.gen_range(1.0..50.0),
+        },
+        2 => Latency::Normal {
+            mean_ms: rng.gen_range(1.0..30.0),
+            std_ms: rng.gen_range(0.0..10.0),
+        },
+        _ => Latency::Lognormal {
+            median_ms: rng.gen_range(0.5..20.0),
+            sigma: rng.gen_range(0.1..1.0),
+        },
+    };
+    s.network.loss = [0.0, 0.01, 0.05, 0.1][rng.gen_range(0..4)];
+    if rng.gen_bool(0.3) {
+        s.network.burst = Some(BurstLoss {
+            p_enter: 0.01,
+            p_exit: 0.2,
+            loss_bad: 0.6,
+        });
+    }
+    s.network.duplicate = [0.0, 0.02][rng.gen_range(0..2)];
+    s.network.reorder = [0.0, 0.05][rng.gen_range(0..2)];
+    s.clock.max_offset_ms = [0, 500, 5_000][rng.gen_range(0..3)];
+    s.clock.max_drift_ppm = [0.0, 100.0][rng.gen_range(0..2)];
+    s.protocol.cluster = "swarm".into();
+    s.protocol.sync_interval_ms = rng.gen_range(2_000..15_000);
+    s.protocol.heartbeat_interval_ms = [500, 1_000][rng.gen_range(0..2)];
+    s.protocol.suspect_timeout_ms = rng.gen_range(2_000..8_000);
+    if rng.gen_bool(0.3) {
+        s.protocol.tombstone_ttl_ms = rng.gen_range(5_000..30_000);
+        s.protocol.gc_interval_ms = 1_000;
+    }
+    s.protocol.history_limit = rng.gen_range(0..8);
+    s.workload.writes_per_sec = rng.gen_range(1.0..20.0);
+    s.workload.keys = rng.gen_range(1..30);
+    s.workload.hot_keys = rng.gen_range(0..3);
+    s.workload.concurrent = rng.gen_range(0.0..0.3);
+    s.workload.delete_fraction = rng.gen_range(0.0..0.3);
+    s.workload.services = rng.gen_range(0..5);
+    s.nemesis.enabled = true;
+    s.nemesis.start_ms = 5_000;
+    s.nemesis.interval_ms = rng.gen_range(3_000..15_000);
+    s.nemesis.mean_duration_ms = rng.gen_range(2_000..15_000);
+    s.nemesis.kinds = ["partition", "one-way", "crash", "pause", "clock-jump", "swizzle"]
+        .iter()
+        .filter(|_| rng.gen_bool(0.6))
+        .map(|k| k.to_string())
+        .collect();
+    let heal = rng.gen_range(30_000..90_000);
+    s.phases.heal_at_ms = Some(heal);
+    s.phases.deadline_ms = heal + 60_000;
+    s
+}

@@ -74,7 +74,7 @@ fn version(origin: u64, seq: u64, also_seen: &[(u64, u64)], payload: Payload) ->
         },
         payload,
         checksum,
-        signature: (seq % 2 == 0).then(|| vec![0xab; 64]),
+        signature: seq.is_multiple_of(2).then(|| vec![0xab; 64]),
     }
 }
 
@@ -439,5 +439,69 @@ fn unmutated_seed_messages_are_accepted_by_an_engine_without_panic() {
     for bytes in seed_bytes() {
         now += 2_000;
         feed(&mut engine, now, &bytes);
+    }
+}
+
+/// A gossip from a peer carrying our own member record at the highest
+/// incarnation makes the node refute with `incarnation + 1`.
+#[test]
+fn own_record_at_max_incarnation_from_a_peer_does_not_panic() {
+    let mut engine = new_engine();
+    let mut me = member(1, MemberStatus::Suspect);
+    me.incarnation = u64::MAX;
+    let bytes = wire::encode(
+        &Message::Delta(Delta {
+            versions: Vec::new(),
+            members: vec![me],
+        }),
+        cluster(),
+    );
+    feed(&mut engine, NOW_MS + 2_000, &bytes);
+}
+
+/// A sync response whose knowledge claims every dot up to `u64::MAX` of
+/// some origin (here: of the node itself).
+#[test]
+fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
+    for origin in [1, 2] {
+        let mut engine = new_engine();
+        let knowledge = Knowledge::from_ranges([(
+            node(origin),
+            DotRange {
+                base: u64::MAX,
+                extra: BTreeSet::from([u64::MAX]),
+            },
+        )]);
+        let bytes = wire::encode(
+            &Message::SyncResponse(SyncResponse {
+                versions: Vec::new(),
+                complete: true,
+                knowledge,
+                buckets: vec![0; BUCKETS],
+                manifest: BTreeMap::new(),
+                members: Vec::new(),
+            }),
+            cluster(),
+        );
+        feed(&mut engine, NOW_MS + 2_000, &bytes);
+        assert_eq!(
+            engine.counters().rejected.get("knowledge_seq_out_of_range"),
+            Some(&1)
+        );
+        let actions = engine.handle(
+            NOW_MS + 2_001,
+            Input::Command {
+                id: 5,
+                command: Command::Put {
+                    namespace: Namespace::new("prod").unwrap(),
+                    key: Key::new("after/max").unwrap(),
+                    value: b"x".to_vec(),
+                    expect: None,
+                },
+            },
+        );
+        assert!(actions
+            .iter()
+            .any(|a| matches!(a, Action::Reply { id: 5, result: Ok(_) })));
     }
 }

@@ -44,7 +44,8 @@ impl DotRange {
         }
         if seq == self.base + 1 {
             self.base = seq;
-            while self.extra.remove(&(self.base + 1)) {
+            // `base < MAX` guard: a peer may claim seq u64::MAX.
+            while self.base < u64::MAX && self.extra.remove(&(self.base + 1)) {
                 self.base += 1;
             }
         } else {
@@ -81,7 +82,7 @@ impl DotRange {
         for s in &other.extra {
             self.insert(*s);
         }
-        while self.extra.remove(&(self.base + 1)) {
+        while self.base < u64::MAX && self.extra.remove(&(self.base + 1)) {
             self.base += 1;
         }
     }

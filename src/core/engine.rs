@@ -33,6 +33,11 @@ use super::state::{Digest, KeyState, MergeOutcome, Payload, ReplicatedState, Ver
 use super::watch::{SnapshotRequired, WatchChange, WatchEvent, WatchLog};
 use super::wire::{self, Delta, Heartbeat, Message, SyncPush, SyncRequest, SyncResponse, WireError};
 
+/// Highest dot sequence accepted from a peer (in a version or in knowledge
+/// we adopt). No node writes 2^63 times; a larger seq is junk, and adopting
+/// it would overflow this node's own counter (`next_seq`).
+const MAX_REMOTE_SEQ: u64 = u64::MAX / 2;
+
 /// The two gossip topics of a cluster.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Topic {
@@ -1020,6 +1025,11 @@ impl Engine {
             self.reject("bad_bucket_count");
             return;
         }
+        if resp.knowledge.iter().any(|(_, r)| r.max() > MAX_REMOTE_SEQ) {
+            self.counters.syncs_failed += 1;
+            self.reject("knowledge_seq_out_of_range");
+            return;
+        }
         let mut clean = true;
         for (k, v) in resp.versions {
             if !self.merge_remote(k, v) && !self.last_merge_ok {
@@ -1374,6 +1384,9 @@ impl Engine {
         if v.dot.seq == 0 {
             return Err("version_zero_seq");
         }
+        if v.dot.seq > MAX_REMOTE_SEQ {
+            return Err("version_seq_out_of_range");
+        }
         if !v.ctx.is_well_formed() || v.ctx.dots().len() > 4096 {
             return Err("version_bad_context");
         }
@@ -1415,7 +1428,8 @@ impl Engine {
             let mine = self.local_member();
             if !self.left && mine.is_superseded_by(&m) {
                 // Someone thinks we are suspect, dead or gone: refute.
-                self.incarnation = self.incarnation.max(m.incarnation) + 1;
+                // Saturating: a peer may claim incarnation u64::MAX.
+                self.incarnation = self.incarnation.max(m.incarnation).saturating_add(1);
                 let rec = self.own_record(MemberStatus::Alive);
                 self.members.merge(rec.clone());
                 self.publish_members(vec![rec]);

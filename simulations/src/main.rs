@@ -11,7 +11,11 @@ use starling_sim::report::{self, Provenance};
 use starling_sim::{RunOptions, Scenario, Verdict};
 
 #[derive(Parser)]
-#[command(name = "starling-sim", version, about = "Deterministic partition simulation of Starling clusters")]
+#[command(
+    name = "starling-sim",
+    version,
+    about = "Deterministic partition simulation of Starling clusters"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -100,7 +104,10 @@ fn main() -> ExitCode {
             loss,
         } => {
             println!("round,time_ms,expected_fraction_informed");
-            for (i, f) in starling_sim::model::epidemic_curve(nodes, fanout, loss, 1000).iter().enumerate() {
+            for (i, f) in starling_sim::model::epidemic_curve(nodes, fanout, loss, 1000)
+                .iter()
+                .enumerate()
+            {
                 println!("{i},{:.1},{f:.6}", i as f64 * interval);
             }
             0
@@ -127,7 +134,10 @@ fn parse_seeds(seed: Option<u64>, seeds: Option<&str>) -> Result<Vec<u64>, Strin
     } else if let Some((a, b)) = r.split_once("..") {
         (a, b, false)
     } else {
-        return r.parse().map(|s| vec![s]).map_err(|_| format!("bad seed range {r:?}"));
+        return r
+            .parse()
+            .map(|s| vec![s])
+            .map_err(|_| format!("bad seed range {r:?}"));
     };
     let a: u64 = a.parse().map_err(|_| format!("bad seed range {r:?}"))?;
     let b: u64 = b.parse().map_err(|_| format!("bad seed range {r:?}"))?;
@@ -150,8 +160,16 @@ fn combine(codes: &[i32]) -> i32 {
     }
 }
 
-fn run_and_write(sc: &Scenario, path_label: &str, seed: u64, dir: &Path) -> Result<(Verdict, String), String> {
+fn run_and_write(
+    sc: &Scenario,
+    path_label: &str,
+    seed: u64,
+    dir: &Path,
+) -> Result<(Verdict, String), String> {
     let progress = std::io::stderr().is_terminal();
+    // The one wall-clock read of the harness: how long a run took (reported,
+    // never fed into the simulation).
+    #[allow(clippy::disallowed_methods)]
     let start = std::time::Instant::now();
     let r = starling_sim::run(sc, seed, RunOptions { progress, logs: true });
     let prov = Provenance {
@@ -202,13 +220,17 @@ fn cmd_run(paths: &[PathBuf], seed: Option<u64>, seeds: Option<&str>, out: Optio
             }
         };
         let root = match out {
-            Some(o) if single => None.unwrap_or_else(|| o.to_path_buf()),
+            Some(o) if single => o.to_path_buf(),
             Some(o) => o.join(&sc.name),
             None => PathBuf::from("sim-out").join(&sc.name),
         };
         let mut rows = Vec::new();
         for &s in &seeds {
-            let dir = if single && out.is_some() { root.clone() } else { root.join(s.to_string()) };
+            let dir = if single && out.is_some() {
+                root.clone()
+            } else {
+                root.join(s.to_string())
+            };
             match run_and_write(&sc, &path.display().to_string(), s, &dir) {
                 Ok((v, json)) => {
                     codes.push(v.exit_code());
@@ -255,7 +277,11 @@ fn cmd_replay(dir: &Path) -> i32 {
         "replay {} seed {seed}: {:?}, trace {got} ({})",
         sc.name,
         r.verdict,
-        if want == got { "identical to the recording" } else { "DIFFERS from the recording" }
+        if want == got {
+            "identical to the recording"
+        } else {
+            "DIFFERS from the recording"
+        }
     );
     for reason in &r.reasons {
         println!("  {reason}");
@@ -271,8 +297,22 @@ fn cmd_determinism(path: &Path, seed: u64) -> i32 {
         Ok(s) => s,
         Err(e) => return harness_error(e),
     };
-    let a = starling_sim::run(&sc, seed, RunOptions { progress: false, logs: true });
-    let b = starling_sim::run(&sc, seed, RunOptions { progress: false, logs: true });
+    let a = starling_sim::run(
+        &sc,
+        seed,
+        RunOptions {
+            progress: false,
+            logs: true,
+        },
+    );
+    let b = starling_sim::run(
+        &sc,
+        seed,
+        RunOptions {
+            progress: false,
+            logs: true,
+        },
+    );
     let same = a.trace_hash == b.trace_hash
         && a.history == b.history
         && a.event_log == b.event_log
@@ -283,7 +323,11 @@ fn cmd_determinism(path: &Path, seed: u64) -> i32 {
         a.trace_hash,
         b.trace_hash,
         a.events,
-        if same { "deterministic" } else { "NOT deterministic" }
+        if same {
+            "deterministic"
+        } else {
+            "NOT deterministic"
+        }
     );
     if same {
         0
@@ -294,7 +338,10 @@ fn cmd_determinism(path: &Path, seed: u64) -> i32 {
 
 fn cmd_compare(base: &Path, cur: &Path) -> i32 {
     let load = |d: &Path| -> Vec<serde_json::Value> {
-        report::find_results(d).iter().filter_map(|p| read_json(p).ok()).collect()
+        report::find_results(d)
+            .iter()
+            .filter_map(|p| read_json(p).ok())
+            .collect()
     };
     let (b, c) = (load(base), load(cur));
     if b.is_empty() || c.is_empty() {
@@ -313,12 +360,21 @@ fn cmd_compare(base: &Path, cur: &Path) -> i32 {
     let mut worse = false;
     println!("| scenario | seed | metric | baseline | current | change |\n|---|---|---|---|---|---|");
     for cv in &c {
-        let Some(bv) = b.iter().find(|x| x["scenario"] == cv["scenario"] && x["seed"] == cv["seed"]) else {
+        let Some(bv) = b
+            .iter()
+            .find(|x| x["scenario"] == cv["scenario"] && x["seed"] == cv["seed"])
+        else {
             continue;
         };
-        let (name, seed) = (cv["scenario"].as_str().unwrap_or("?"), cv["seed"].as_u64().unwrap_or(0));
+        let (name, seed) = (
+            cv["scenario"].as_str().unwrap_or("?"),
+            cv["seed"].as_u64().unwrap_or(0),
+        );
         if bv["verdict"] != cv["verdict"] {
-            println!("| {name} | {seed} | verdict | {} | {} | |", bv["verdict"], cv["verdict"]);
+            println!(
+                "| {name} | {seed} | verdict | {} | {} | |",
+                bv["verdict"], cv["verdict"]
+            );
             if cv["verdict"] != "valid" {
                 worse = true;
             }
@@ -329,7 +385,11 @@ fn cmd_compare(base: &Path, cur: &Path) -> i32 {
             if x == y {
                 continue;
             }
-            let change = if x != 0.0 { (y - x) / x.abs() * 100.0 } else { f64::INFINITY };
+            let change = if x != 0.0 {
+                (y - x) / x.abs() * 100.0
+            } else {
+                f64::INFINITY
+            };
             println!("| {name} | {seed} | {k} | {x:.1} | {y:.1} | {change:+.0}% |");
             if ["lost_writes", "false_deaths"].contains(&k) && y > x {
                 worse = true;

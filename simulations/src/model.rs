@@ -30,5 +30,7 @@ pub fn epidemic_curve(nodes: usize, fanout: usize, loss: f64, max_rounds: usize)
 
 /// Rounds until the expected informed fraction reaches `target`.
 pub fn rounds_to(nodes: usize, fanout: usize, loss: f64, target: f64) -> Option<usize> {
-    epidemic_curve(nodes, fanout, loss, 10_000).iter().position(|f| *f >= target)
+    epidemic_curve(nodes, fanout, loss, 10_000)
+        .iter()
+        .position(|f| *f >= target)
 }

@@ -6,6 +6,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use starling::core::{Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
 
+/// A version's rank: (HLC, origin).
+type Rank = (starling::core::Hlc, NodeId);
+
 /// One safety or liveness violation.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct Violation {
@@ -37,6 +40,12 @@ pub struct WriteRec {
     pub arrivals: Vec<u32>,
     /// Its only holder lost its disk before anyone else had it.
     pub orphaned: bool,
+    /// Its causal context (what it supersedes).
+    pub ctx: starling::core::Context,
+    /// Whether it is a delete.
+    pub tombstone: bool,
+    /// Its HLC stamp.
+    pub hlc: starling::core::Hlc,
 }
 
 /// A log-bucketed histogram of milliseconds.
@@ -153,7 +162,7 @@ pub struct Oracle {
     by_origin: HashMap<NodeId, BTreeMap<u64, usize>>,
     by_key: BTreeMap<StateKey, Vec<usize>>,
     cursor: Vec<HashMap<NodeId, u64>>,
-    winners: Vec<HashMap<StateKey, (Dot, (starling::core::Hlc, NodeId))>>,
+    winners: Vec<HashMap<StateKey, (Dot, Rank)>>,
     collected: Vec<HashMap<StateKey, Vec<Dot>>>,
     knowledge_base: Vec<HashMap<NodeId, u64>>,
     /// Put operation ids (values carry them).
@@ -249,8 +258,7 @@ impl Oracle {
     pub fn disk_lost(&mut self, slot: usize) {
         for w in &mut self.writes {
             if w.origin == slot
-                && w
-                    .arrivals
+                && w.arrivals
                     .iter()
                     .enumerate()
                     .all(|(i, a)| i == slot || *a == u32::MAX)
@@ -261,7 +269,15 @@ impl Oracle {
     }
 
     /// A client write was acknowledged.
-    pub fn write_acked(&mut self, op: u64, key: StateKey, dot: Dot, origin: usize, ack_ms: u64) {
+    pub fn write_acked(
+        &mut self,
+        op: u64,
+        key: StateKey,
+        v: &starling::core::Version,
+        origin: usize,
+        ack_ms: u64,
+    ) {
+        let dot = v.dot;
         let idx = self.writes.len();
         let mut arrivals = vec![u32::MAX; self.slots];
         arrivals[origin] = 0;
@@ -274,9 +290,48 @@ impl Oracle {
             ack_ms,
             arrivals,
             orphaned: false,
+            ctx: v.ctx.clone(),
+            tombstone: v.payload.is_tombstone(),
+            hlc: v.hlc,
         });
         self.by_origin.entry(dot.node).or_default().insert(dot.seq, idx);
         self.by_key.entry(key).or_default().push(idx);
+    }
+
+    /// Whether `engine` still accounts for acknowledged write `idx`: it
+    /// holds it, holds a version superseding it, or holds (or collected) a
+    /// delete that superseded it.
+    pub fn accounted(&self, engine: &starling::core::Engine, idx: usize) -> bool {
+        let w = &self.writes[idx];
+        let held = |dot: &Dot| match engine.state().get(&w.key) {
+            Some(ks) => ks.all().any(|v| v.dot == *dot) || ks.live.iter().any(|v| v.ctx.covers(dot)),
+            None => engine.state().knowledge().contains(dot),
+        };
+        if held(&w.dot) {
+            return true;
+        }
+        let collected = |dot: &Dot| {
+            engine.state().knowledge().contains(dot)
+                && !engine
+                    .state()
+                    .get(&w.key)
+                    .is_some_and(|ks| ks.all().any(|v| v.dot == *dot))
+        };
+        if self.by_key[&w.key].iter().any(|&j| {
+            let o = &self.writes[j];
+            j != idx && o.ctx.covers(&w.dot) && (held(&o.dot) || (o.tombstone && collected(&o.dot)))
+        }) {
+            return true;
+        }
+        // A collected delete with a concurrent sibling that outranks it:
+        // reads are what they would be had the tombstone been kept.
+        w.tombstone
+            && collected(&w.dot)
+            && engine
+                .state()
+                .get(&w.key)
+                .and_then(|ks| ks.winner())
+                .is_some_and(|win| win.rank() > (w.hlc, w.dot.node))
     }
 
     /// A read at `slot` of `key` returned the winner `dot` (None: absent).
@@ -320,7 +375,11 @@ impl Oracle {
                     t_ms,
                     "knowledge-monotonic",
                     Some(slot),
-                    format!("knowledge of {} went back from {prev_base} to {}", origin.short(), range.base),
+                    format!(
+                        "knowledge of {} went back from {prev_base} to {}",
+                        origin.short(),
+                        range.base
+                    ),
                 );
             }
             self.knowledge_base[slot].insert(*origin, range.base);
@@ -371,7 +430,10 @@ impl Oracle {
                 t_ms,
                 "limits",
                 Some(slot),
-                format!("{key:?} keeps {} history versions (limit {limit})", ks.history.len()),
+                format!(
+                    "{key:?} keeps {} history versions (limit {limit})",
+                    ks.history.len()
+                ),
             );
         }
         // No value nobody wrote.
@@ -383,7 +445,10 @@ impl Oracle {
                             t_ms,
                             "no-phantom-values",
                             Some(slot),
-                            format!("{key:?} holds a value no client wrote: {:?}", String::from_utf8_lossy(b)),
+                            format!(
+                                "{key:?} holds a value no client wrote: {:?}",
+                                String::from_utf8_lossy(b)
+                            ),
                         );
                     }
                 }
@@ -402,7 +467,10 @@ impl Oracle {
         }
         // No resurrection after collection.
         if let Some(dropped) = self.collected[slot].get(key) {
-            if let Some(v) = ks.all().find(|v| dropped.iter().any(|d| d.node == v.dot.node && d.seq >= v.dot.seq)) {
+            if let Some(v) = ks
+                .all()
+                .find(|v| dropped.iter().any(|d| d.node == v.dot.node && d.seq >= v.dot.seq))
+            {
                 let detail = format!("{key:?} brought back version {:?} after it was collected", v.dot);
                 self.violate(t_ms, "no-resurrection", Some(slot), detail);
             }

@@ -164,7 +164,12 @@ fn summary_md(r: &RunResult, p: &Provenance) -> String {
     if !r.scenario.description.is_empty() {
         let _ = writeln!(s, "{}\n", r.scenario.description.trim());
     }
-    let _ = writeln!(s, "**Verdict: {:?}** (exit code {})\n", r.verdict, r.verdict.exit_code());
+    let _ = writeln!(
+        s,
+        "**Verdict: {:?}** (exit code {})\n",
+        r.verdict,
+        r.verdict.exit_code()
+    );
     for reason in &r.reasons {
         let _ = writeln!(s, "- {reason}");
     }
@@ -190,9 +195,15 @@ fn summary_md(r: &RunResult, p: &Provenance) -> String {
         ("… p99 (ms)", "write_reach_p99_ms"),
         ("… max (ms)", "write_reach_max_ms"),
         ("lost acknowledged writes (unexplained)", "lost_writes"),
-        ("lost writes explained by a fault (disk lost)", "lost_writes_explained"),
+        (
+            "lost writes explained by a fault (disk lost)",
+            "lost_writes_explained",
+        ),
         ("reads / stale reads", "reads"),
-        ("time to equal digests after heal (ms, -1 never)", "converge_after_heal_ms"),
+        (
+            "time to equal digests after heal (ms, -1 never)",
+            "converge_after_heal_ms",
+        ),
         ("crashes", "crashes"),
         ("detection, first observer (mean ms)", "detect_first_ms"),
         ("detection, all observers (max ms)", "detect_all_ms"),
@@ -219,7 +230,10 @@ fn summary_md(r: &RunResult, p: &Provenance) -> String {
     let _ = writeln!(s, "| kind | messages/s | bytes/s |\n|---|---|---|");
     for (k, v) in m.iter().filter(|(k, _)| k.starts_with("bytes_out_per_node_s.")) {
         let kind = &k["bytes_out_per_node_s.".len()..];
-        let msgs = m.get(&format!("msgs_out_per_node_s.{kind}")).copied().unwrap_or(0.0);
+        let msgs = m
+            .get(&format!("msgs_out_per_node_s.{kind}"))
+            .copied()
+            .unwrap_or(0.0);
         let _ = writeln!(s, "| {kind} | {msgs:.3} | {v:.1} |");
     }
     let _ = writeln!(s, "\nFaults:\n");
@@ -308,7 +322,14 @@ fn nice_max(v: f64) -> f64 {
     10.0 * p
 }
 
-fn chart(title: &str, xl: &str, yl: &str, series: &[Series], shade: &[(f64, f64, String)], x_max: Option<f64>) -> String {
+fn chart(
+    title: &str,
+    xl: &str,
+    yl: &str,
+    series: &[Series],
+    shade: &[(f64, f64, String)],
+    x_max: Option<f64>,
+) -> String {
     let (w, h, l, r, t, b) = (760.0, 360.0, 70.0, 170.0, 36.0, 46.0);
     let pw = w - l - r;
     let ph = h - t - b;
@@ -411,7 +432,11 @@ fn chart(title: &str, xl: &str, yl: &str, series: &[Series], shade: &[(f64, f64,
             }
             prev = Some((px, py));
         }
-        let dash = if se.dashed { r#" stroke-dasharray="6,4""# } else { "" };
+        let dash = if se.dashed {
+            r#" stroke-dasharray="6,4""#
+        } else {
+            ""
+        };
         let _ = writeln!(
             s,
             r#"<path d="{d}" fill="none" stroke="{}" stroke-width="1.6"{dash}/>"#,
@@ -473,7 +498,11 @@ fn convergence_svg(r: &RunResult) -> String {
     let loss = sc.network.loss;
     let hop_ms = sc.network.latency.median_ms().max(0.1);
     let curve = epidemic_curve(sc.cluster.size, sc.cluster.mesh_degree, loss, 200);
-    let analytic: Vec<(f64, f64)> = curve.iter().enumerate().map(|(i, f)| (i as f64 * hop_ms, *f)).collect();
+    let analytic: Vec<(f64, f64)> = curve
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (i as f64 * hop_ms, *f))
+        .collect();
     let xmax = measured
         .get(((n as f64 * 0.99) as usize).min(n.saturating_sub(1)))
         .map(|p| p.0)
@@ -482,7 +511,10 @@ fn convergence_svg(r: &RunResult) -> String {
         * 1.1;
     let series = vec![
         Series {
-            name: format!("analytic (N={}, D={}, p={loss})", sc.cluster.size, sc.cluster.mesh_degree),
+            name: format!(
+                "analytic (N={}, D={}, p={loss})",
+                sc.cluster.size, sc.cluster.mesh_degree
+            ),
             color: "#999",
             points: analytic,
             dashed: true,
@@ -534,7 +566,11 @@ fn bandwidth_svg(r: &RunResult) -> String {
     series.push(Series {
         name: "wire (mesh relays)".into(),
         color: COLORS[0],
-        points: r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, s.wire_bytes)).collect(),
+        points: r
+            .samples
+            .iter()
+            .map(|s| (s.t_ms as f64 / 1000.0, s.wire_bytes))
+            .collect(),
         dashed: true,
         step: false,
     });
@@ -553,14 +589,22 @@ fn latency_svg(r: &RunResult) -> String {
         Series {
             name: "gossip delivery p50".into(),
             color: COLORS[0],
-            points: r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, s.gossip_p50_ms)).collect(),
+            points: r
+                .samples
+                .iter()
+                .map(|s| (s.t_ms as f64 / 1000.0, s.gossip_p50_ms))
+                .collect(),
             dashed: false,
             step: false,
         },
         Series {
             name: "gossip delivery p99".into(),
             color: COLORS[1],
-            points: r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, s.gossip_p99_ms)).collect(),
+            points: r
+                .samples
+                .iter()
+                .map(|s| (s.t_ms as f64 / 1000.0, s.gossip_p99_ms))
+                .collect(),
             dashed: false,
             step: false,
         },
@@ -580,14 +624,22 @@ fn divergence_svg(r: &RunResult) -> String {
         Series {
             name: "nodes off the modal digest".into(),
             color: COLORS[1],
-            points: r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, s.off_mode as f64)).collect(),
+            points: r
+                .samples
+                .iter()
+                .map(|s| (s.t_ms as f64 / 1000.0, s.off_mode as f64))
+                .collect(),
             dashed: false,
             step: true,
         },
         Series {
             name: "distinct digests".into(),
             color: COLORS[0],
-            points: r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, s.digests as f64)).collect(),
+            points: r
+                .samples
+                .iter()
+                .map(|s| (s.t_ms as f64 / 1000.0, s.digests as f64))
+                .collect(),
             dashed: false,
             step: true,
         },
@@ -616,7 +668,12 @@ fn divergence_svg(r: &RunResult) -> String {
 fn membership_svg(r: &RunResult) -> String {
     let rows = r.heatmap.len();
     let cols = r.samples.len().max(1);
-    let (l, t, cw, rh) = (60.0, 40.0, (660.0 / cols as f64).max(0.5), (8.0f64).min(480.0 / rows.max(1) as f64));
+    let (l, t, cw, rh) = (
+        60.0,
+        40.0,
+        (660.0 / cols as f64).max(0.5),
+        (8.0f64).min(480.0 / rows.max(1) as f64),
+    );
     let w = l + cw * cols as f64 + 140.0;
     let h = t + rh * rows as f64 + 50.0;
     let mut s = String::new();
@@ -670,9 +727,14 @@ fn membership_svg(r: &RunResult) -> String {
         }
     }
     let ly = t + rh * rows as f64 + 18.0;
-    for (i, (v, label)) in [(1.0f32, "all alive"), (0.5, "half"), (0.0, "none alive"), (f32::NAN, "not running")]
-        .iter()
-        .enumerate()
+    for (i, (v, label)) in [
+        (1.0f32, "all alive"),
+        (0.5, "half"),
+        (0.0, "none alive"),
+        (f32::NAN, "not running"),
+    ]
+    .iter()
+    .enumerate()
     {
         let x = l + i as f64 * 110.0;
         let _ = writeln!(
@@ -704,7 +766,10 @@ fn heat_color(v: f32) -> String {
     let (r, g) = if v < 0.5 {
         (215.0, 48.0 + (v / 0.5) * (190.0 - 48.0))
     } else {
-        (215.0 - ((v - 0.5) / 0.5) * (215.0 - 44.0), 190.0 - ((v - 0.5) / 0.5) * (190.0 - 160.0))
+        (
+            215.0 - ((v - 0.5) / 0.5) * (215.0 - 44.0),
+            190.0 - ((v - 0.5) / 0.5) * (190.0 - 160.0),
+        )
     };
     format!("rgb({:.0},{:.0},{:.0})", r, g, 60.0)
 }

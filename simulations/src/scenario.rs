@@ -432,9 +432,10 @@ impl std::fmt::Display for ScenarioError {
 impl Scenario {
     /// Read and parse a scenario file.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
-        let mut s = Scenario::parse(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))?;
+        let text =
+            std::fs::read_to_string(path).map_err(|e| ScenarioError(format!("{}: {e}", path.display())))?;
+        let mut s =
+            Scenario::parse(&text).map_err(|e| ScenarioError(format!("{}: {}", path.display(), e.0)))?;
         if s.name.is_empty() {
             s.name = path
                 .file_stem()
@@ -462,7 +463,10 @@ impl Scenario {
             return err("[cluster] size must be at least 1".into());
         }
         if !["full", "seeds", "region"].contains(&self.cluster.bootstrap.as_str()) {
-            return err(format!("[cluster] bootstrap {:?}: use full, seeds or region", self.cluster.bootstrap));
+            return err(format!(
+                "[cluster] bootstrap {:?}: use full, seeds or region",
+                self.cluster.bootstrap
+            ));
         }
         if self.cluster.mesh_degree == 0 {
             return err("[cluster] mesh_degree must be at least 1".into());
@@ -477,17 +481,36 @@ impl Scenario {
                 return err(format!("[[network.link]] node out of range (cluster has {n})"));
             }
         }
-        const KINDS: [&str; 8] = ["partition", "one-way", "swizzle", "crash", "pause", "clock-jump", "join", "leave"];
+        const KINDS: [&str; 8] = [
+            "partition",
+            "one-way",
+            "swizzle",
+            "crash",
+            "pause",
+            "clock-jump",
+            "join",
+            "leave",
+        ];
         for f in &self.faults {
             if !KINDS.contains(&f.kind.as_str()) {
                 return err(format!("[[fault]] kind {:?}: use one of {KINDS:?}", f.kind));
             }
-            if f.nodes.iter().chain(f.to.iter()).chain(f.groups.iter().flatten()).any(|&i| i >= n) {
-                return err(format!("[[fault]] {} at {} ms: node index out of range", f.kind, f.at_ms));
+            if f.nodes
+                .iter()
+                .chain(f.to.iter())
+                .chain(f.groups.iter().flatten())
+                .any(|&i| i >= n)
+            {
+                return err(format!(
+                    "[[fault]] {} at {} ms: node index out of range",
+                    f.kind, f.at_ms
+                ));
             }
             if let Some(m) = &f.mode {
                 if !["one", "majority", "minority", "bridge", "ring", "halves"].contains(&m.as_str()) {
-                    return err(format!("[[fault]] mode {m:?}: use one, majority, minority, bridge, ring, halves"));
+                    return err(format!(
+                        "[[fault]] mode {m:?}: use one, majority, minority, bridge, ring, halves"
+                    ));
                 }
             }
             if let Some(st) = &f.state {
@@ -663,7 +686,10 @@ fn partition_groups(mode: &str, shuffled: &[usize]) -> Vec<Vec<usize>> {
         "one" => vec![vec![shuffled[0]], sorted(shuffled[1..].to_vec())],
         "majority" | "minority" | "halves" => {
             let small = if mode == "halves" { n / 2 } else { (n - 1) / 2 };
-            vec![sorted(shuffled[..small].to_vec()), sorted(shuffled[small..].to_vec())]
+            vec![
+                sorted(shuffled[..small].to_vec()),
+                sorted(shuffled[small..].to_vec()),
+            ]
         }
         "bridge" => {
             // Two halves that only talk through one bridge node in both.

@@ -185,21 +185,51 @@ struct GossipMsg {
 
 #[derive(Clone)]
 enum Ev {
-    Timer { node: usize, life: u32 },
-    Gossip { to: usize, life: u32, msg: Rc<GossipMsg> },
-    Request { to: usize, life: u32, req: u64, bytes: Rc<Vec<u8>> },
-    Response { to: usize, life: u32, req: u64, bytes: Rc<Vec<u8>> },
-    ReqTimeout { req: u64 },
+    Timer {
+        node: usize,
+        life: u32,
+    },
+    Gossip {
+        to: usize,
+        life: u32,
+        msg: Rc<GossipMsg>,
+    },
+    Request {
+        to: usize,
+        life: u32,
+        req: u64,
+        bytes: Rc<Vec<u8>>,
+    },
+    Response {
+        to: usize,
+        life: u32,
+        req: u64,
+        bytes: Rc<Vec<u8>>,
+    },
+    ReqTimeout {
+        req: u64,
+    },
     Write,
     Read,
-    ServiceBeat { svc: usize },
-    FaultStart { fault: usize },
-    FaultEnd { fault: usize },
-    Swizzle { fault: usize, step: usize },
+    ServiceBeat {
+        svc: usize,
+    },
+    FaultStart {
+        fault: usize,
+    },
+    FaultEnd {
+        fault: usize,
+    },
+    Swizzle {
+        fault: usize,
+        step: usize,
+    },
     Heal,
     Sample,
     Mesh,
-    Stop { node: usize },
+    Stop {
+        node: usize,
+    },
     End,
 }
 
@@ -502,7 +532,11 @@ impl Sim {
             _ => f
                 .duration_ms
                 .map(|d| f.at_ms + d)
-                .or(if self.heal_ms < u64::MAX { Some(self.heal_ms) } else { None })
+                .or(if self.heal_ms < u64::MAX {
+                    Some(self.heal_ms)
+                } else {
+                    None
+                })
                 .map(|e| e.min(self.heal_ms)),
         }
     }
@@ -577,7 +611,9 @@ impl Sim {
                     return;
                 }
                 if self.nodes[to].paused {
-                    self.nodes[to].deferred.push(Ev::Response { to, life, req, bytes });
+                    self.nodes[to]
+                        .deferred
+                        .push(Ev::Response { to, life, req, bytes });
                     return;
                 }
                 let Some(r) = self.reqs.get_mut(&req) else { return };
@@ -655,7 +691,9 @@ impl Sim {
         let info = NodeInfo {
             name: format!("n{i}"),
             addrs: vec![format!("/sim/{i}")],
-            tags: [("region".to_string(), self.net.region(i).to_string())].into_iter().collect(),
+            tags: [("region".to_string(), self.net.region(i).to_string())]
+                .into_iter()
+                .collect(),
         };
         let local = self.local_ms(i);
         let engine = Engine::new(self.cfg.clone(), id, info, local, engine_seed, snapshot)
@@ -791,7 +829,11 @@ impl Sim {
                 );
             }
             if e.inflight_syncs() > self.cfg.max_inflight_syncs {
-                let detail = format!("{} syncs in flight (limit {})", e.inflight_syncs(), self.cfg.max_inflight_syncs);
+                let detail = format!(
+                    "{} syncs in flight (limit {})",
+                    e.inflight_syncs(),
+                    self.cfg.max_inflight_syncs
+                );
                 self.oracle.violate(self.now_ms(), "limits", Some(i), detail);
             }
         }
@@ -874,7 +916,11 @@ impl Sim {
             if self.nodes[i].state != NodeState::Up {
                 continue;
             }
-            let dead: Vec<usize> = self.mesh[i].iter().copied().filter(|&p| !self.reachable(i, p)).collect();
+            let dead: Vec<usize> = self.mesh[i]
+                .iter()
+                .copied()
+                .filter(|&p| !self.reachable(i, p))
+                .collect();
             for p in dead {
                 self.mesh[i].remove(&p);
                 self.mesh[p].remove(&i);
@@ -1067,15 +1113,32 @@ impl Sim {
         Key::new(format!("k/{k}")).expect("valid key")
     }
 
-    fn command(&mut self, i: usize, op: u64, command: Command) -> Option<Result<CommandOutput, CommandError>> {
+    fn command(
+        &mut self,
+        i: usize,
+        op: u64,
+        command: Command,
+    ) -> Option<Result<CommandOutput, CommandError>> {
         self.replies.clear();
         self.handle(i, Input::Command { id: op, command });
-        let r = self.replies.iter().find(|(id, _)| *id == op).map(|(_, r)| r.clone());
+        let r = self
+            .replies
+            .iter()
+            .find(|(id, _)| *id == op)
+            .map(|(_, r)| r.clone());
         self.replies.clear();
         r
     }
 
-    fn record(&mut self, op: u64, node: usize, kind: &str, key: &str, extra: serde_json::Value, result: &str) {
+    fn record(
+        &mut self,
+        op: u64,
+        node: usize,
+        kind: &str,
+        key: &str,
+        extra: serde_json::Value,
+        result: &str,
+    ) {
         self.trace_ev(30, node, op);
         if self.opts.logs {
             let mut line = serde_json::json!({
@@ -1164,14 +1227,14 @@ impl Sim {
         let value_json = value.map(|v| String::from_utf8_lossy(&v).into_owned());
         match res {
             Some(Ok(CommandOutput::Written { version, hlc })) => {
-                let dot = self.nodes[node]
+                let v = self.nodes[node]
                     .engine
                     .as_ref()
                     .and_then(|e| e.state().get(sk))
                     .and_then(|ks| ks.all().find(|v| v.id() == version))
-                    .map(|v| v.dot);
-                if let Some(dot) = dot {
-                    self.oracle.write_acked(op, sk.clone(), dot, node, self.now_ms());
+                    .cloned();
+                if let Some(v) = v {
+                    self.oracle.write_acked(op, sk.clone(), &v, node, self.now_ms());
                 }
                 self.record(
                     op,
@@ -1348,9 +1411,15 @@ impl Sim {
                 self.disturb(&all, end);
             }
             "swizzle" => {
-                self.net.add_cut(cut_id, Cut::Clog { nodes: BTreeSet::new() });
+                self.net.add_cut(
+                    cut_id,
+                    Cut::Clog {
+                        nodes: BTreeSet::new(),
+                    },
+                );
                 self.swizzle_cuts.insert(fi, cut_id);
-                self.disturb(&f.nodes.clone(), end);
+                let all: Vec<usize> = (0..slots).collect();
+                self.disturb(&all, end);
                 self.swizzle_step(fi, 0);
             }
             "crash" => {
@@ -1440,12 +1509,28 @@ impl Sim {
         );
         let next = step + 1;
         if next < n {
-            self.push(self.now + step_us, Ev::Swizzle { fault: fi, step: next });
+            self.push(
+                self.now + step_us,
+                Ev::Swizzle {
+                    fault: fi,
+                    step: next,
+                },
+            );
         } else if next < 2 * n {
             let restore_start = end.saturating_sub(n as u64 * step_us).max(self.now + step_us);
-            let t = if next == n { restore_start } else { self.now + step_us };
+            let t = if next == n {
+                restore_start
+            } else {
+                self.now + step_us
+            };
             if t < end {
-                self.push(t, Ev::Swizzle { fault: fi, step: next });
+                self.push(
+                    t,
+                    Ev::Swizzle {
+                        fault: fi,
+                        step: next,
+                    },
+                );
             }
         }
     }
@@ -1574,7 +1659,11 @@ impl Sim {
                     alive += 1;
                 }
             }
-            let v = if total == 0 { f32::NAN } else { alive as f32 / total as f32 };
+            let v = if total == 0 {
+                f32::NAN
+            } else {
+                alive as f32 / total as f32
+            };
             let v = if self.nodes[subj].state == NodeState::NotStarted {
                 f32::NAN
             } else {
@@ -1594,11 +1683,14 @@ impl Sim {
         }
         // Convergence after heal: first sample with one digest on the core.
         let after = self.converge_ref_ms.max(self.last_heal_ms);
-        if self.converged_at.is_none() && t >= after && s.digests <= 1 && s.missing == 0 {
-            if !self.net.any_cut() {
-                self.converged_at = Some(t);
-                self.log_event("converged", serde_json::json!({"after_heal_ms": t - after}));
-            }
+        if self.converged_at.is_none()
+            && t >= after
+            && s.digests <= 1
+            && s.missing == 0
+            && !self.net.any_cut()
+        {
+            self.converged_at = Some(t);
+            self.log_event("converged", serde_json::json!({"after_heal_ms": t - after}));
         }
         self.trace_ev(50, s.digests, s.missing);
         self.samples.push(s);
@@ -1623,7 +1715,11 @@ impl Sim {
             })
             .collect();
         if digests.len() > 1 {
-            liveness.push(format!("{} distinct state digests on the core of {} nodes", digests.len(), core.len()));
+            liveness.push(format!(
+                "{} distinct state digests on the core of {} nodes",
+                digests.len(),
+                core.len()
+            ));
         }
         // 2. Membership accurate.
         let mut wrong_views = 0usize;
@@ -1658,20 +1754,18 @@ impl Sim {
             }
         }
         if wrong_views > 0 {
-            liveness.push(format!("{wrong_views} inaccurate membership views (e.g. {example})"));
+            liveness.push(format!(
+                "{wrong_views} inaccurate membership views (e.g. {example})"
+            ));
         }
         // 3. No acknowledged write lost.
         let (mut lost, mut lost_explained) = (0u64, 0u64);
         let mut lost_example = String::new();
-        for w in &self.oracle.writes {
+        for (wi, w) in self.oracle.writes.iter().enumerate() {
             let mut missing_on = None;
             for &i in &core {
                 let e = self.nodes[i].engine.as_ref().expect("core");
-                let held = match e.state().get(&w.key) {
-                    Some(ks) => ks.all().any(|v| v.dot == w.dot) || ks.live.iter().any(|v| v.ctx.covers(&w.dot)),
-                    None => e.state().knowledge().contains(&w.dot),
-                };
-                if !held {
+                if !self.oracle.accounted(e, wi) {
                     missing_on = Some(i);
                     break;
                 }
@@ -1714,7 +1808,9 @@ impl Sim {
             }
         }
         if bad_services > 0 {
-            liveness.push(format!("{bad_services} service views of dead owners still healthy"));
+            liveness.push(format!(
+                "{bad_services} service views of dead owners still healthy"
+            ));
         }
 
         // Metrics.
@@ -1751,7 +1847,10 @@ impl Sim {
         m.insert("writes_acked".into(), self.oracle.writes.len() as f64);
         m.insert("write_reach_p50_ms".into(), q(&reach, 0.5));
         m.insert("write_reach_p99_ms".into(), q(&reach, 0.99));
-        m.insert("write_reach_max_ms".into(), reach.last().copied().unwrap_or(0) as f64);
+        m.insert(
+            "write_reach_max_ms".into(),
+            reach.last().copied().unwrap_or(0) as f64,
+        );
         m.insert("writes_unreached_at_end".into(), unreached as f64);
         m.insert("lost_writes".into(), lost as f64);
         m.insert("lost_writes_explained".into(), lost_explained as f64);
@@ -1765,7 +1864,10 @@ impl Sim {
         } else {
             m.insert("converge_after_heal_ms".into(), -1.0);
         }
-        m.insert("false_suspicions".into(), self.oracle.false_suspicions.len() as f64);
+        m.insert(
+            "false_suspicions".into(),
+            self.oracle.false_suspicions.len() as f64,
+        );
         m.insert("false_deaths".into(), self.oracle.false_deaths.len() as f64);
         m.insert("refutations".into(), self.oracle.refutations as f64);
         // Failure detection.
@@ -1777,14 +1879,22 @@ impl Sim {
                 first.push(f - ep.down_ms);
             }
             if !observers.is_empty() && observers.iter().all(|o| ep.dead_at.contains_key(o)) {
-                let last = observers.iter().map(|o| ep.dead_at[o]).max().unwrap_or(ep.down_ms);
+                let last = observers
+                    .iter()
+                    .map(|o| ep.dead_at[o])
+                    .max()
+                    .unwrap_or(ep.down_ms);
                 all_obs.push(last - ep.down_ms);
             }
         }
         m.insert("crashes".into(), self.oracle.crashes.len() as f64);
         m.insert(
             "detect_first_ms".into(),
-            if first.is_empty() { -1.0 } else { first.iter().sum::<u64>() as f64 / first.len() as f64 },
+            if first.is_empty() {
+                -1.0
+            } else {
+                first.iter().sum::<u64>() as f64 / first.len() as f64
+            },
         );
         m.insert(
             "detect_all_ms".into(),
@@ -1815,14 +1925,22 @@ impl Sim {
             }
             per_node_bytes.push(b);
         }
-        let started = self.nodes.iter().filter(|n| n.state != NodeState::NotStarted).count().max(1) as f64;
+        let started = self
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::NotStarted)
+            .count()
+            .max(1) as f64;
         for (k, v) in &totals {
             m.insert(format!("bytes_out_per_node_s.{k}"), *v as f64 / started / secs);
         }
         for (k, v) in &msg_totals {
             m.insert(format!("msgs_out_per_node_s.{k}"), *v as f64 / started / secs);
         }
-        m.insert("wire_bytes_per_node_s".into(), self.wire_bytes as f64 / started / secs);
+        m.insert(
+            "wire_bytes_per_node_s".into(),
+            self.wire_bytes as f64 / started / secs,
+        );
         m.insert("syncs_started".into(), syncs.0 as f64);
         m.insert("syncs_completed".into(), syncs.1 as f64);
         m.insert("syncs_failed".into(), syncs.2 as f64);
@@ -1831,7 +1949,10 @@ impl Sim {
         // Verdict.
         let mut reasons = Vec::new();
         for v in &self.oracle.violations {
-            reasons.push(format!("safety: {} at {} ms on node {:?}: {}", v.invariant, v.t_ms, v.node, v.detail));
+            reasons.push(format!(
+                "safety: {} at {} ms on node {:?}: {}",
+                v.invariant, v.t_ms, v.node, v.detail
+            ));
         }
         let could_recover = !self.net.any_cut()
             && self.nodes.iter().all(|n| !n.paused)
@@ -1848,8 +1969,16 @@ impl Sim {
                 }
             }
         };
-        check("convergence_p99_ms", m["write_reach_p99_ms"], e.convergence_p99_ms);
-        check("converge_after_heal_ms", m["converge_after_heal_ms"], e.converge_after_heal_ms);
+        check(
+            "convergence_p99_ms",
+            m["write_reach_p99_ms"],
+            e.convergence_p99_ms,
+        );
+        check(
+            "converge_after_heal_ms",
+            m["converge_after_heal_ms"],
+            e.converge_after_heal_ms,
+        );
         check("false_deaths", m["false_deaths"], e.max_false_deaths);
         check("stale_reads", m["stale_reads"], e.max_stale_reads);
         if !self.oracle.crashes.is_empty() {
@@ -1867,9 +1996,8 @@ impl Sim {
         };
         for v in &self.oracle.violations {
             if self.opts.logs {
-                self.event_log.push(
-                    serde_json::json!({"t_ms": v.t_ms, "event": "violation", "detail": v}).to_string(),
-                );
+                self.event_log
+                    .push(serde_json::json!({"t_ms": v.t_ms, "event": "violation", "detail": v}).to_string());
             }
         }
         if self.oracle.member_log.len() < 200_000 && self.opts.logs {

@@ -16,7 +16,9 @@ pub fn scenario_for(seed: u64) -> Scenario {
     s.cluster.size = rng.gen_range(3..=12);
     s.cluster.mesh_degree = rng.gen_range(2..=6);
     s.network.latency = match rng.gen_range(0..4) {
-        0 => Latency::Constant { ms: rng.gen_range(0.5..20.0) },
+        0 => Latency::Constant {
+            ms: rng.gen_range(0.5..20.0),
+        },
         1 => Latency::Uniform {
             min_ms: 0.5,
             max_ms: rng.gen_range(1.0..50.0),

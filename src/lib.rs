@@ -10,6 +10,10 @@
 
 pub mod core;
 #[cfg(feature = "node")]
+pub mod cli;
+#[cfg(feature = "node")]
+pub mod http;
+#[cfg(feature = "node")]
 pub mod net;
 #[cfg(feature = "node")]
 pub mod node;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `starling` binary: see [`starling::cli`].
+
+fn main() -> std::process::ExitCode {
+    starling::cli::main()
+}

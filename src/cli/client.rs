@@ -1,0 +1,973 @@
+//! Client subcommands: talk to a node's HTTP API, print tables or JSON.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use base64::Engine as _;
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use super::{parse_key_value, table, EXIT_FAILED, EXIT_USAGE};
+
+/// Most bytes of one answer the client reads (lists can be large).
+const MAX_RESPONSE_BYTES: u64 = 512 << 20;
+/// Time limit of one ordinary request.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Options every client subcommand takes.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ClientOpts {
+    /// The node's HTTP API address.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:7070",
+        env = "STARLING_HTTP"
+    )]
+    http: String,
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `starling kv`.
+#[derive(Debug, Args)]
+pub(crate) struct KvArgs {
+    #[command(subcommand)]
+    command: KvCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum KvCommand {
+    /// Print a key's value (exactly its bytes with --raw).
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Write the stored bytes as they are, with no newline.
+        #[arg(long, conflicts_with = "json")]
+        raw: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Write a value: VALUE, `-` for stdin, or --file.
+    Put {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The value; `-` reads stdin.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Write only if the current version is this one (or `absent`).
+        #[arg(long, value_name = "VERSION")]
+        cas: Option<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Delete a key.
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Delete only if the current version is this one.
+        #[arg(long, value_name = "VERSION")]
+        cas: Option<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// List keys.
+    List {
+        /// Namespace.
+        namespace: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// At most this many keys.
+        #[arg(long)]
+        limit: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Stream changes until interrupted.
+    Watch {
+        /// Namespace.
+        namespace: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        /// Replay the changes after this revision first.
+        #[arg(long)]
+        since: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Every version held for a key.
+    History {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Write an earlier version's content again, as a new version.
+    Rollback {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The version to restore (16 hex digits, from `kv history`).
+        version: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+/// `starling services`.
+#[derive(Debug, Args)]
+pub(crate) struct ServicesArgs {
+    #[command(subcommand)]
+    command: ServicesCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServicesCommand {
+    /// Register (or update) an instance owned by the node.
+    Register {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        service: String,
+        /// Instance id.
+        instance: String,
+        /// Address the instance serves on.
+        #[arg(long)]
+        address: String,
+        /// Port.
+        #[arg(long)]
+        port: u16,
+        /// Tag (repeatable).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Metadata entry (repeatable), k=v.
+        #[arg(long = "meta", value_name = "K=V", value_parser = parse_key_value)]
+        metadata: Vec<(String, String)>,
+        /// Routing weight 0-100.
+        #[arg(long, default_value_t = 100)]
+        weight: u8,
+        /// Turn critical without a heartbeat for this long.
+        #[arg(long)]
+        ttl_ms: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Refresh an instance's TTL and report its health.
+    Heartbeat {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        service: String,
+        /// Instance id.
+        instance: String,
+        /// passing, warning or critical.
+        #[arg(long, default_value = "passing")]
+        health: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// List a service's instances, or the services of a namespace.
+    List {
+        /// Namespace.
+        namespace: String,
+        /// Service (omit to list service names).
+        service: Option<String>,
+        /// Only instances with this tag (repeatable: all of them).
+        #[arg(long = "tag")]
+        tags: Vec<String>,
+        /// Only healthy instances.
+        #[arg(long)]
+        healthy: bool,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Stream instance changes until interrupted.
+    Watch {
+        /// Namespace.
+        namespace: String,
+        /// Service (omit for every service of the namespace).
+        service: Option<String>,
+        /// Replay the changes after this revision first.
+        #[arg(long)]
+        since: Option<u64>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Remove an instance.
+    Deregister {
+        /// Namespace.
+        namespace: String,
+        /// Service.
+        service: String,
+        /// Instance id.
+        instance: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+/// A failed command: what to print and the exit code.
+struct Failure {
+    message: String,
+    code: u8,
+}
+
+impl Failure {
+    fn request(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: EXIT_FAILED,
+        }
+    }
+
+    fn usage(message: impl Into<String>) -> Self {
+        Failure {
+            message: message.into(),
+            code: EXIT_USAGE,
+        }
+    }
+}
+
+type Outcome = Result<(), Failure>;
+
+fn finish(outcome: Outcome) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("starling: {}", f.message);
+            ExitCode::from(f.code)
+        }
+    }
+}
+
+/// A node's API.
+struct Api {
+    base: String,
+    agent: ureq::Agent,
+}
+
+/// A response read whole.
+struct Answer {
+    status: u16,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn json(&self) -> Result<Value, Failure> {
+        serde_json::from_slice(&self.body)
+            .map_err(|e| Failure::request(format!("the node answered with invalid JSON: {e}")))
+    }
+}
+
+impl Api {
+    fn new(opts: &ClientOpts, timeout: Option<Duration>) -> Self {
+        let base = if opts.http.contains("://") {
+            opts.http.trim_end_matches('/').to_string()
+        } else {
+            format!("http://{}", opts.http.trim_end_matches('/'))
+        };
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(timeout)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        Api { base, agent }
+    }
+
+    fn url(&self, segments: &[&str]) -> String {
+        let mut url = self.base.clone();
+        for s in segments {
+            url.push('/');
+            url.push_str(&encode_path(s));
+        }
+        url
+    }
+
+    fn connect_error(&self, e: ureq::Error) -> Failure {
+        Failure::request(format!("cannot reach the node at {}: {e}", self.base))
+    }
+
+    fn read(
+        &self,
+        response: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<Answer, Failure> {
+        let mut response = response.map_err(|e| self.connect_error(e))?;
+        let status = response.status().as_u16();
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_RESPONSE_BYTES)
+            .read_to_vec()
+            .map_err(|e| Failure::request(format!("reading the answer: {e}")))?;
+        let answer = Answer { status, body };
+        if !(200..300).contains(&status) {
+            return Err(server_error(&answer));
+        }
+        Ok(answer)
+    }
+
+    fn get(&self, url: &str, query: &[(&str, String)]) -> Result<Answer, Failure> {
+        let mut req = self.agent.get(url);
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        self.read(req.call())
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        url: &str,
+        query: &[(&str, String)],
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> Result<Answer, Failure> {
+        let mut req = match method {
+            "PUT" => self.agent.put(url),
+            _ => self.agent.post(url),
+        };
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        self.read(req.content_type(content_type).send(body))
+    }
+
+    fn delete(&self, url: &str, query: &[(&str, String)]) -> Result<Answer, Failure> {
+        let mut req = self.agent.delete(url);
+        for (k, v) in query {
+            req = req.query(k, v);
+        }
+        self.read(req.call())
+    }
+}
+
+/// `starling: 404 not_found: key prod/x not found`.
+fn server_error(answer: &Answer) -> Failure {
+    let parsed: Option<Value> = serde_json::from_slice(&answer.body).ok();
+    let message = match parsed {
+        Some(v) if v.get("error").is_some() => {
+            let mut m = format!(
+                "{} {}: {}",
+                answer.status,
+                v["code"].as_str().unwrap_or("error"),
+                v["error"].as_str().unwrap_or("")
+            );
+            if let Some(current) = v.get("current_version") {
+                m.push_str(&format!(
+                    " (current version: {})",
+                    current.as_str().unwrap_or("none")
+                ));
+            }
+            m
+        }
+        _ => format!(
+            "{} {}",
+            answer.status,
+            String::from_utf8_lossy(&answer.body).trim()
+        ),
+    };
+    Failure::request(message)
+}
+
+/// Percent-encode a path segment, keeping `/` (keys are `/`-separated).
+fn encode_path(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn print_json(v: &Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(v).expect("a JSON value always serializes")
+    );
+}
+
+/// `starling kv ...`.
+pub(crate) fn kv(args: KvArgs) -> ExitCode {
+    finish(match args.command {
+        KvCommand::Get {
+            namespace,
+            key,
+            raw,
+            opts,
+        } => kv_get(&opts, &namespace, &key, raw),
+        KvCommand::Put {
+            namespace,
+            key,
+            value,
+            file,
+            cas,
+            opts,
+        } => read_value(value, file).and_then(|bytes| kv_put(&opts, &namespace, &key, bytes, cas)),
+        KvCommand::Delete {
+            namespace,
+            key,
+            cas,
+            opts,
+        } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let query: Vec<(&str, String)> = cas.into_iter().map(|c| ("cas", c)).collect();
+            api.delete(&api.url(&["v1", "kv", &namespace, &key]), &query)
+                .and_then(|a| a.json())
+                .map(|v| print_written(&opts, "deleted", &v))
+        }
+        KvCommand::List {
+            namespace,
+            prefix,
+            limit,
+            opts,
+        } => kv_list(&opts, &namespace, &prefix, limit),
+        KvCommand::Watch {
+            namespace,
+            prefix,
+            since,
+            opts,
+        } => {
+            let mut query = vec![("prefix", prefix)];
+            query.extend(since.map(|s| ("since", s.to_string())));
+            watch(&opts, &["v1", "watch", "kv", &namespace], &query)
+        }
+        KvCommand::History { namespace, key, opts } => kv_history(&opts, &namespace, &key),
+        KvCommand::Rollback {
+            namespace,
+            key,
+            version,
+            opts,
+        } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let body = json!({ "version": version }).to_string().into_bytes();
+            api.send(
+                "POST",
+                &format!("{}/rollback", api.url(&["v1", "kv", &namespace, &key])),
+                &[],
+                body,
+                "application/json",
+            )
+            .and_then(|a| a.json())
+            .map(|v| print_written(&opts, "rolled back; new version", &v))
+        }
+    })
+}
+
+fn read_value(value: Option<String>, file: Option<PathBuf>) -> Result<Vec<u8>, Failure> {
+    match (value, file) {
+        (_, Some(path)) => {
+            std::fs::read(&path).map_err(|e| Failure::usage(format!("cannot read {}: {e}", path.display())))
+        }
+        (Some(v), None) if v == "-" => {
+            let mut buf = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| Failure::usage(format!("cannot read stdin: {e}")))?;
+            Ok(buf)
+        }
+        (Some(v), None) => Ok(v.into_bytes()),
+        (None, None) => Err(Failure::usage("give a VALUE, `-` for stdin, or --file")),
+    }
+}
+
+fn print_written(opts: &ClientOpts, what: &str, v: &Value) {
+    if opts.json {
+        print_json(v);
+    } else {
+        println!("{what} {}", v["version"].as_str().unwrap_or("?"));
+    }
+}
+
+fn kv_get(opts: &ClientOpts, ns: &str, key: &str, raw: bool) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let url = api.url(&["v1", "kv", ns, key]);
+    // `?literal` so that a key ending in `/history` reads as itself.
+    let mut query = vec![("literal", "true".to_string())];
+    if raw {
+        query.push(("raw", "true".into()));
+        let answer = api.get(&url, &query)?;
+        let mut out = std::io::stdout().lock();
+        return out
+            .write_all(&answer.body)
+            .and_then(|()| out.flush())
+            .map_err(|e| Failure::request(format!("writing the value: {e}")));
+    }
+    let v = api.get(&url, &query)?.json()?;
+    if opts.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let siblings = v["siblings"].as_array().map_or(0, Vec::len);
+    if siblings > 1 {
+        eprintln!("starling: {siblings} concurrent versions; showing the winner (see --json)");
+    }
+    let mut out = std::io::stdout().lock();
+    let bytes = match v["value"].as_str() {
+        Some(text) => text.as_bytes().to_vec(),
+        None => base64::engine::general_purpose::STANDARD
+            .decode(v["value_base64"].as_str().unwrap_or(""))
+            .map_err(|e| Failure::request(format!("bad base64 from the node: {e}")))?,
+    };
+    let newline = !bytes.ends_with(b"\n") && v["value"].is_string();
+    out.write_all(&bytes)
+        .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::request(format!("writing the value: {e}")))
+}
+
+fn kv_put(opts: &ClientOpts, ns: &str, key: &str, value: Vec<u8>, cas: Option<String>) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let query: Vec<(&str, String)> = cas.into_iter().map(|c| ("cas", c)).collect();
+    let v = api
+        .send(
+            "PUT",
+            &api.url(&["v1", "kv", ns, key]),
+            &query,
+            value,
+            "application/octet-stream",
+        )?
+        .json()?;
+    print_written(opts, "version", &v);
+    Ok(())
+}
+
+fn value_cell(v: &Value) -> String {
+    match v["value"].as_str() {
+        Some(text) => table::clip(text, 40),
+        None if v["value_base64"].is_string() => "(binary)".into(),
+        None => "(deleted)".into(),
+    }
+}
+
+fn kv_list(opts: &ClientOpts, ns: &str, prefix: &str, limit: Option<u64>) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let mut query = vec![("prefix", prefix.to_string())];
+    query.extend(limit.map(|l| ("limit", l.to_string())));
+    let v = api.get(&api.url(&["v1", "kv", ns]), &query)?.json()?;
+    if opts.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["entries"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            vec![
+                e["key"].as_str().unwrap_or("").to_string(),
+                e["version"]["id"].as_str().unwrap_or("").to_string(),
+                e["version"]["size"].to_string(),
+                value_cell(e),
+            ]
+        })
+        .collect();
+    table::print(&["KEY", "VERSION", "SIZE", "VALUE"], &rows);
+    if v["truncated"].as_bool() == Some(true) {
+        eprintln!("starling: more keys match; raise --limit");
+    }
+    Ok(())
+}
+
+fn kv_history(opts: &ClientOpts, ns: &str, key: &str) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let v = api
+        .get(&format!("{}/history", api.url(&["v1", "kv", ns, key])), &[])?
+        .json()?;
+    if opts.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["versions"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            let ver = &e["version"];
+            vec![
+                ver["id"].as_str().unwrap_or("").to_string(),
+                if e["live"].as_bool() == Some(true) {
+                    "live"
+                } else {
+                    ""
+                }
+                .to_string(),
+                ver["hlc"]["wall_ms"].to_string(),
+                table::clip(ver["origin"].as_str().unwrap_or(""), 16),
+                ver["size"].to_string(),
+                if ver["deleted"].as_bool() == Some(true) {
+                    "(deleted)".into()
+                } else {
+                    value_cell(e)
+                },
+            ]
+        })
+        .collect();
+    table::print(&["VERSION", "LIVE", "HLC_MS", "ORIGIN", "SIZE", "VALUE"], &rows);
+    Ok(())
+}
+
+/// Follow a server-sent event stream, printing each event, until the
+/// stream ends or the process is interrupted.
+fn watch(opts: &ClientOpts, path: &[&str], query: &[(&str, String)]) -> Outcome {
+    let api = Api::new(opts, None);
+    let mut req = api
+        .agent
+        .get(&api.url(path))
+        .header("accept", "text/event-stream");
+    for (k, v) in query {
+        req = req.query(k, v);
+    }
+    let response = req.call().map_err(|e| api.connect_error(e))?;
+    let status = response.status().as_u16();
+    if !(200..300).contains(&status) {
+        let mut body = Vec::new();
+        let _ = response
+            .into_body()
+            .into_reader()
+            .take(1 << 20)
+            .read_to_end(&mut body);
+        return Err(server_error(&Answer { status, body }));
+    }
+    let reader = BufReader::new(response.into_body().into_reader());
+    let (mut event, mut data) = (String::new(), String::new());
+    for line in reader.lines() {
+        let line = line.map_err(|e| Failure::request(format!("watch stream broke: {e}")))?;
+        if line.is_empty() {
+            if !data.is_empty() {
+                print_event(opts, &event, &data)?;
+            }
+            event.clear();
+            data.clear();
+        } else if let Some(rest) = line.strip_prefix("data:") {
+            if !data.is_empty() {
+                data.push('\n');
+            }
+            data.push_str(rest.strip_prefix(' ').unwrap_or(rest));
+        } else if let Some(rest) = line.strip_prefix("event:") {
+            event = rest.trim().to_string();
+        }
+    }
+    Err(Failure::request("the node closed the watch stream"))
+}
+
+fn print_event(opts: &ClientOpts, event: &str, data: &str) -> Outcome {
+    let v: Value =
+        serde_json::from_str(data).map_err(|e| Failure::request(format!("bad event from the node: {e}")))?;
+    if event == "error" {
+        return Err(Failure::request(format!(
+            "watch ended: {}",
+            v["error"].as_str().unwrap_or(data)
+        )));
+    }
+    let mut out = std::io::stdout().lock();
+    let line = if opts.json {
+        v.to_string()
+    } else {
+        let rev = &v["revision"];
+        match v["type"].as_str() {
+            Some("kv") if v["deleted"].as_bool() == Some(true) => {
+                format!("{rev} delete {}", v["key"].as_str().unwrap_or(""))
+            }
+            Some("kv") => format!(
+                "{rev} put {} = {} ({})",
+                v["key"].as_str().unwrap_or(""),
+                value_cell(&v),
+                v["version"]["id"].as_str().unwrap_or("")
+            ),
+            Some("service") if v["deleted"].as_bool() == Some(true) => format!(
+                "{rev} deregister {}/{}",
+                v["service"].as_str().unwrap_or(""),
+                v["instance"].as_str().unwrap_or("")
+            ),
+            Some("service") => format!(
+                "{rev} {} {}/{} {}:{}",
+                v["view"]["health"].as_str().unwrap_or(""),
+                v["service"].as_str().unwrap_or(""),
+                v["instance"].as_str().unwrap_or(""),
+                v["view"]["address"].as_str().unwrap_or(""),
+                v["view"]["port"]
+            ),
+            _ => v.to_string(),
+        }
+    };
+    writeln!(out, "{line}")
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::request(format!("writing output: {e}")))
+}
+
+/// `starling services ...`.
+pub(crate) fn services(args: ServicesArgs) -> ExitCode {
+    finish(match args.command {
+        ServicesCommand::Register {
+            namespace,
+            service,
+            instance,
+            address,
+            port,
+            tags,
+            metadata,
+            weight,
+            ttl_ms,
+            opts,
+        } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let spec = json!({
+                "address": address,
+                "port": port,
+                "tags": tags,
+                "metadata": metadata.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+                "weight": weight,
+                "ttl_ms": ttl_ms,
+            });
+            api.send(
+                "PUT",
+                &api.url(&["v1", "services", &namespace, &service, &instance]),
+                &[],
+                spec.to_string().into_bytes(),
+                "application/json",
+            )
+            .and_then(|a| a.json())
+            .map(|v| print_written(&opts, "registered; version", &v))
+        }
+        ServicesCommand::Heartbeat {
+            namespace,
+            service,
+            instance,
+            health,
+            opts,
+        } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            api.send(
+                "PUT",
+                &api.url(&["v1", "services", &namespace, &service, &instance, "heartbeat"]),
+                &[],
+                json!({ "health": health }).to_string().into_bytes(),
+                "application/json",
+            )
+            .and_then(|a| a.json())
+            .map(|v| {
+                if opts.json {
+                    print_json(&v);
+                } else {
+                    println!("{}", v["health"].as_str().unwrap_or("ok"));
+                }
+            })
+        }
+        ServicesCommand::List {
+            namespace,
+            service,
+            tags,
+            healthy,
+            opts,
+        } => services_list(&opts, &namespace, service.as_deref(), tags, healthy),
+        ServicesCommand::Watch {
+            namespace,
+            service,
+            since,
+            opts,
+        } => {
+            let mut path = vec!["v1", "watch", "services", namespace.as_str()];
+            path.extend(service.as_deref());
+            let query: Vec<(&str, String)> = since.into_iter().map(|s| ("since", s.to_string())).collect();
+            watch(&opts, &path, &query)
+        }
+        ServicesCommand::Deregister {
+            namespace,
+            service,
+            instance,
+            opts,
+        } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            api.delete(
+                &api.url(&["v1", "services", &namespace, &service, &instance]),
+                &[],
+            )
+            .and_then(|a| a.json())
+            .map(|v| print_written(&opts, "deregistered; version", &v))
+        }
+    })
+}
+
+fn services_list(
+    opts: &ClientOpts,
+    ns: &str,
+    service: Option<&str>,
+    tags: Vec<String>,
+    healthy: bool,
+) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let Some(service) = service else {
+        let v = api.get(&api.url(&["v1", "services", ns]), &[])?.json()?;
+        if opts.json {
+            print_json(&v);
+        } else {
+            for name in v["services"].as_array().map(|a| a.as_slice()).unwrap_or_default() {
+                println!("{}", name.as_str().unwrap_or(""));
+            }
+        }
+        return Ok(());
+    };
+    let mut query: Vec<(&str, String)> = tags.into_iter().map(|t| ("tag", t)).collect();
+    if healthy {
+        query.push(("healthy", "true".into()));
+    }
+    let v = api
+        .get(&api.url(&["v1", "services", ns, service]), &query)?
+        .json()?;
+    if opts.json {
+        print_json(&v);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = v["instances"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|i| {
+            let tags: Vec<&str> = i["tags"]
+                .as_array()
+                .map(|a| a.as_slice())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            vec![
+                i["instance"].as_str().unwrap_or("").to_string(),
+                format!("{}:{}", i["address"].as_str().unwrap_or(""), i["port"]),
+                i["health"].as_str().unwrap_or("").to_string(),
+                i["weight"].to_string(),
+                tags.join(","),
+                table::clip(i["owner"].as_str().unwrap_or(""), 16),
+            ]
+        })
+        .collect();
+    table::print(
+        &["INSTANCE", "ADDRESS", "HEALTH", "WEIGHT", "TAGS", "OWNER"],
+        &rows,
+    );
+    Ok(())
+}
+
+/// `starling members`.
+pub(crate) fn members(opts: ClientOpts) -> ExitCode {
+    finish((|| {
+        let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+        let v = api.get(&api.url(&["v1", "members"]), &[])?.json()?;
+        if opts.json {
+            print_json(&v);
+            return Ok(());
+        }
+        let rows: Vec<Vec<String>> = v
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .map(|m| {
+                let tags: Vec<String> = m["tags"]
+                    .as_object()
+                    .map(|o| {
+                        o.iter()
+                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                vec![
+                    m["name"].as_str().unwrap_or("").to_string(),
+                    m["node_id"].as_str().unwrap_or("").to_string(),
+                    m["status"].as_str().unwrap_or("").to_string(),
+                    m["incarnation"].to_string(),
+                    tags.join(","),
+                ]
+            })
+            .collect();
+        table::print(&["NAME", "NODE_ID", "STATUS", "INCARNATION", "TAGS"], &rows);
+        Ok(())
+    })())
+}
+
+/// `starling status`.
+pub(crate) fn status(opts: ClientOpts) -> ExitCode {
+    finish((|| {
+        let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+        let v = api.get(&api.url(&["v1", "health"]), &[])?.json()?;
+        if opts.json {
+            print_json(&v);
+            return Ok(());
+        }
+        let members: Vec<String> = v["members"]
+            .as_object()
+            .map(|o| o.iter().map(|(k, n)| format!("{n} {k}")).collect())
+            .unwrap_or_default();
+        let rows = [
+            ("node id", v["node_id"].as_str().unwrap_or("").to_string()),
+            ("name", v["name"].as_str().unwrap_or("").to_string()),
+            ("cluster", v["cluster"].as_str().unwrap_or("").to_string()),
+            ("revision", v["revision"].to_string()),
+            ("keys", v["keys"].to_string()),
+            ("digest", v["digest"].as_str().unwrap_or("").to_string()),
+            ("members", members.join(", ")),
+            ("connected peers", v["connected_peers"].to_string()),
+        ];
+        for (k, val) in rows {
+            println!("{k:<16} {val}");
+        }
+        for a in v["listen_addrs"]
+            .as_array()
+            .map(|a| a.as_slice())
+            .unwrap_or_default()
+        {
+            println!("{:<16} {}", "listen", a.as_str().unwrap_or(""));
+        }
+        Ok(())
+    })())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_encoding_keeps_slashes_and_escapes_the_rest() {
+        assert_eq!(encode_path("a/b c?d"), "a/b%20c%3Fd");
+        assert_eq!(encode_path("routes/v1.json"), "routes/v1.json");
+    }
+
+    #[test]
+    fn server_errors_show_status_code_and_message() {
+        let f = server_error(&Answer {
+            status: 409,
+            body: br#"{"error":"version conflict","code":"conflict","current_version":"00000000000000ab"}"#
+                .to_vec(),
+        });
+        assert_eq!(f.code, EXIT_FAILED);
+        assert!(
+            f.message.contains("409 conflict: version conflict"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("00000000000000ab"), "{}", f.message);
+    }
+}

@@ -1,0 +1,248 @@
+//! `starling run`: build the config, start the node and its HTTP API, print
+//! one "ready" line, and shut down gracefully on SIGINT / SIGTERM.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::{logging, LogFormatArg, RunArgs, EXIT_FAILED, EXIT_USAGE};
+use crate::http::{self, HttpLimits};
+use crate::node::{LogFormat, Node, NodeConfig, NodeConfigError, NodeHandle, NodeStatus};
+
+/// How long to wait for the node's first listen address before printing
+/// the ready line anyway.
+const LISTEN_WAIT: Duration = Duration::from_secs(10);
+/// How long open HTTP requests get to finish at shutdown.
+const HTTP_GRACE: Duration = Duration::from_secs(5);
+
+impl RunArgs {
+    /// The file (or the defaults), then the flags over it, validated.
+    pub(crate) fn to_config(&self) -> Result<NodeConfig, NodeConfigError> {
+        let mut c = match &self.config {
+            Some(path) => NodeConfig::from_file(path)?,
+            None => NodeConfig::default(),
+        };
+        if let Some(d) = &self.data_dir {
+            c.data_dir = d.clone();
+        }
+        if !self.listen.is_empty() {
+            c.listen = self.listen.clone();
+        }
+        if let Some(h) = self.http {
+            c.http = Some(h);
+        }
+        if self.no_http {
+            c.http = None;
+        }
+        if !self.bootstrap.is_empty() {
+            c.bootstrap = self.bootstrap.clone();
+        }
+        if let Some(cluster) = &self.cluster {
+            c.protocol.cluster = cluster.clone();
+        }
+        if let Some(name) = &self.name {
+            c.name = Some(name.clone());
+        }
+        for (k, v) in &self.tags {
+            c.tags.insert(k.clone(), v.clone());
+        }
+        if self.no_mdns {
+            c.mdns = false;
+        }
+        if let Some(f) = self.log_format {
+            c.log_format = match f {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            };
+        }
+        if let Some(level) = &self.log_level {
+            c.log_level = level.clone();
+        }
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+/// `starling run`.
+pub(crate) fn run(args: RunArgs) -> ExitCode {
+    let config = match args.to_config() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("starling: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(e) = logging::init(config.log_format, &config.log_level) {
+        eprintln!("starling: {e}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("starling: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    runtime.block_on(run_node(config))
+}
+
+async fn run_node(config: NodeConfig) -> ExitCode {
+    let node = match Node::start(config.clone()).await {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::error!(error = %e, "node failed to start");
+            eprintln!("starling: cannot start the node: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    logging::set_node_id(node.peer_id());
+    let server = match config.http {
+        Some(addr) => match http::serve(node.clone(), addr, HttpLimits::from_config(&config)).await {
+            Ok(server) => Some(server),
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot serve the HTTP API");
+                eprintln!("starling: cannot serve the HTTP API on {addr}: {e}");
+                let _ = node.shutdown().await;
+                return ExitCode::from(EXIT_FAILED);
+            }
+        },
+        None => None,
+    };
+    let status = match wait_for_listen_addrs(&node).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("starling: node stopped during start-up: {e}");
+            return ExitCode::from(EXIT_FAILED);
+        }
+    };
+    let http_text = server
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |s| format!("http://{}", s.local_addr()));
+    tracing::info!(
+        listen = %status.listen_addrs.join(","),
+        http = %http_text,
+        cluster = %status.cluster,
+        "node ready"
+    );
+    println!(
+        "starling ready node_id={} cluster={} listen={} http={}",
+        status.node_id,
+        status.cluster,
+        status.listen_addrs.join(","),
+        http_text
+    );
+    let _ = std::io::stdout().flush();
+
+    let signal = wait_for_signal().await;
+    tracing::info!(%signal, "shutting down: announcing leave");
+    // A second signal while leaving stops at once.
+    let leave = async {
+        let _ = node.shutdown().await;
+        if let Some(server) = server {
+            server.shutdown(HTTP_GRACE).await;
+        }
+    };
+    tokio::select! {
+        () = leave => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        signal = wait_for_signal() => {
+            tracing::warn!(%signal, "second signal: stopping without finishing the leave");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// The node's status once it listens somewhere (or after [`LISTEN_WAIT`]).
+async fn wait_for_listen_addrs(node: &NodeHandle) -> Result<NodeStatus, crate::node::NodeError> {
+    let deadline = tokio::time::Instant::now() + LISTEN_WAIT;
+    loop {
+        let status = node.status().await?;
+        if !status.listen_addrs.is_empty() || tokio::time::Instant::now() >= deadline {
+            return Ok(status);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Wait for SIGINT or SIGTERM; returns its name.
+async fn wait_for_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(mut int), Ok(mut term)) => tokio::select! {
+                _ = int.recv() => "SIGINT",
+                _ = term.recv() => "SIGTERM",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "ctrl-c"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn args(flags: &[&str]) -> RunArgs {
+        let mut argv = vec!["starling", "run"];
+        argv.extend_from_slice(flags);
+        match super::super::Cli::try_parse_from(argv).unwrap().command {
+            Some(super::super::Command::Run(a)) => a,
+            _ => unreachable!("parsed as run"),
+        }
+    }
+
+    #[test]
+    fn flags_override_the_file_and_tags_merge() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(
+            &file,
+            "name = \"from-file\"\nmdns = true\ntags = { role = \"gw\", zone = \"a\" }\n[protocol]\ncluster = \"filecluster\"\n",
+        )
+        .unwrap();
+        let c = args(&[
+            "--config",
+            file.to_str().unwrap(),
+            "--name",
+            "from-flag",
+            "--no-mdns",
+            "--tag",
+            "zone=b",
+            "--http",
+            "127.0.0.1:0",
+            "--cluster",
+            "flagcluster",
+        ])
+        .to_config()
+        .unwrap();
+        assert_eq!(c.name.as_deref(), Some("from-flag"));
+        assert!(!c.mdns);
+        assert_eq!(c.tags.get("role").map(String::as_str), Some("gw"));
+        assert_eq!(c.tags.get("zone").map(String::as_str), Some("b"));
+        assert_eq!(c.protocol.cluster, "flagcluster");
+        assert_eq!(c.http, Some("127.0.0.1:0".parse().unwrap()));
+    }
+
+    #[test]
+    fn an_invalid_flag_value_is_named_by_validation() {
+        let err = args(&["--listen", "not-a-multiaddr"]).to_config().unwrap_err();
+        assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn no_flags_give_the_defaults() {
+        assert_eq!(args(&[]).to_config().unwrap(), NodeConfig::default());
+    }
+}

@@ -1,0 +1,365 @@
+//! The HTTP API: JSON over axum, server-sent events for watches.
+//!
+//! Every answer is JSON except `GET /v1/kv/{ns}/{key}?raw=true` (the stored
+//! bytes) and the watch streams (`text/event-stream`). Errors are
+//! `{"error": "...", "code": "..."}` with a 4xx status for every mistake a
+//! client can make (see [`ApiError`]).
+//!
+//! | Method | Path | What |
+//! |---|---|---|
+//! | GET | `/v1/health` | node status |
+//! | GET | `/v1/members` | every known member |
+//! | GET | `/v1/kv/{ns}?prefix=P&limit=N` | list keys (`&index=R&wait=30s`: blocking query) |
+//! | GET/PUT/DELETE | `/v1/kv/{ns}/{key}` | read (`?raw=true` for bytes), write (`?cas=<version>` or `?cas=absent`), delete |
+//! | GET | `/v1/kv/{ns}/{key}/history` | every version held |
+//! | POST | `/v1/kv/{ns}/{key}/rollback` | `{"version": "<16 hex>"}`: write that version's content again |
+//! | GET | `/v1/services/{ns}` | service names |
+//! | GET | `/v1/services/{ns}/{service}?tag=T&healthy=true` | instances |
+//! | PUT/DELETE | `/v1/services/{ns}/{service}/{instance}` | register / deregister |
+//! | PUT | `/v1/services/{ns}/{service}/{instance}/heartbeat` | refresh TTL, report health |
+//! | GET | `/v1/watch/kv/{ns}?prefix=P&since=R` | SSE stream of key changes |
+//! | GET | `/v1/watch/services/{ns}[/{service}]?since=R` | SSE stream of instance changes |
+//! | GET | `/v1/watch/members?since=R` | SSE stream of membership changes |
+//!
+//! Keys contain `/`, so one catch-all route serves `/v1/kv/{ns}/{*key}`:
+//! a `GET` whose last segment is `history` (after at least one other
+//! segment) is the history of the key before it, and a `POST` must end in
+//! `/rollback`. To read a key whose last segment really is `history`, add
+//! `?literal=true`; `?history=true` asks for a key's history explicitly.
+
+mod error;
+mod kv;
+mod services;
+pub mod views;
+mod watch;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+use crate::core::Namespace;
+use crate::node::{MemberView, NodeConfig, NodeHandle};
+
+pub use error::ApiError;
+
+/// Limits the HTTP API enforces (see [`NodeConfig`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpLimits {
+    /// Largest request body, bytes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Requests per second per client IP (0 = unlimited); over it, 429.
+    pub rate_limit_per_sec: u32,
+    /// Most keys one list returns (`limit` is capped to it).
+    pub max_list: usize,
+    /// Longest blocking-query wait (`wait` is capped to it).
+    pub max_wait: Duration,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits::from_config(&NodeConfig::default())
+    }
+}
+
+impl HttpLimits {
+    /// The limits a node configuration asks for.
+    pub fn from_config(config: &NodeConfig) -> Self {
+        HttpLimits {
+            max_body_bytes: config.http_max_body_bytes,
+            rate_limit_per_sec: config.http_rate_limit,
+            max_list: 10_000,
+            max_wait: Duration::from_secs(300),
+        }
+    }
+
+    /// The same limits with another body size limit.
+    pub fn with_max_body_bytes(mut self, bytes: usize) -> Self {
+        self.max_body_bytes = bytes;
+        self
+    }
+}
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub(crate) struct App {
+    pub(crate) node: NodeHandle,
+    pub(crate) limits: HttpLimits,
+}
+
+/// The API's routes over a running node.
+pub fn router(node: NodeHandle, limits: HttpLimits) -> Router {
+    let rate = (limits.rate_limit_per_sec > 0).then(|| Arc::new(RateLimiter::new(limits.rate_limit_per_sec)));
+    let app = App {
+        node,
+        limits: limits.clone(),
+    };
+    let router = Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/members", get(members))
+        .route("/v1/kv/{namespace}", get(kv::list))
+        .route(
+            "/v1/kv/{namespace}/{*key}",
+            get(kv::get).put(kv::put).delete(kv::delete).post(kv::post),
+        )
+        .route("/v1/services/{namespace}", get(services::names))
+        .route("/v1/services/{namespace}/{service}", get(services::list))
+        .route(
+            "/v1/services/{namespace}/{service}/{instance}",
+            put(services::register).delete(services::deregister),
+        )
+        .route(
+            "/v1/services/{namespace}/{service}/{instance}/heartbeat",
+            put(services::heartbeat),
+        )
+        .route("/v1/watch/kv/{namespace}", get(watch::kv))
+        .route("/v1/watch/services/{namespace}", get(watch::all_services))
+        .route("/v1/watch/services/{namespace}/{service}", get(watch::services))
+        .route("/v1/watch/members", get(watch::members))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(limits.max_body_bytes))
+        .with_state(app);
+    match rate {
+        Some(rate) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
+            let rate = rate.clone();
+            async move { rate_limit(rate, req, next).await }
+        })),
+        None => router,
+    }
+}
+
+/// A running HTTP server.
+#[derive(Debug)]
+pub struct HttpServer {
+    addr: SocketAddr,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl HttpServer {
+    /// The address it listens on (the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stop accepting connections and wait, at most `grace`, for open
+    /// requests (watch streams end when the node stops) to finish.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.stop.send(true);
+        let mut task = self.task;
+        if tokio::time::timeout(grace, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+/// Bind `addr` and serve the API on a tokio task.
+pub async fn serve(node: NodeHandle, addr: SocketAddr, limits: HttpLimits) -> std::io::Result<HttpServer> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let app = router(node, limits);
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    tracing::info!(%addr, "HTTP API listening");
+    Ok(HttpServer { addr, stop, task })
+}
+
+async fn health(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+    let status = app.node.status().await?;
+    Ok(Json(views::status(&status)))
+}
+
+async fn members(State(app): State<App>) -> Result<Json<Vec<MemberView>>, ApiError> {
+    Ok(Json(app.node.members().await?))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint (see /v1/health, /v1/kv, /v1/services, /v1/members, /v1/watch)")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "method not allowed on this path",
+    )
+}
+
+/// Path parameters, with a JSON 400 when they do not parse.
+pub(crate) struct PathParams<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> FromRequestParts<S> for PathParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(t)) => Ok(PathParams(t)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
+}
+
+/// Every query pair in order (repeated keys such as `tag=a&tag=b` kept).
+pub(crate) struct QueryPairs(pub Vec<(String, String)>);
+
+impl QueryPairs {
+    /// The last value given for `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value given for `name`.
+    pub(crate) fn all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A boolean flag: present with no value, `true`, `1` or `yes`.
+    pub(crate) fn flag(&self, name: &str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None => Ok(false),
+            Some("" | "true" | "1" | "yes") => Ok(true),
+            Some("false" | "0" | "no") => Ok(false),
+            Some(other) => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("`{name}` must be true or false, got {other:?}"),
+            )),
+        }
+    }
+
+    /// A non-negative integer.
+    pub(crate) fn u64(&self, name: &str) -> Result<Option<u64>, ApiError> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        format!("`{name}` must be a non-negative integer, got {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Query::<Vec<(String, String)>>::from_request_parts(parts, state).await {
+            Ok(Query(pairs)) => Ok(QueryPairs(pairs)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}
+
+/// A body-read failure as an API error (413 when over the limit).
+pub(crate) fn body_error(e: BytesRejection) -> ApiError {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "too_large",
+            "request body exceeds the node's http_max_body_bytes",
+        )
+    } else {
+        ApiError::bad_request("invalid_body", e.body_text())
+    }
+}
+
+/// Parse a JSON body (an empty body reads as `null`, for optional bodies).
+pub(crate) fn json_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let bytes: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+        b"null"
+    } else {
+        bytes
+    };
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("invalid JSON body: {e}")))
+}
+
+/// Parse a namespace from the path.
+pub(crate) fn namespace(text: &str) -> Result<Namespace, ApiError> {
+    Ok(Namespace::new(text)?)
+}
+
+/// Token buckets per client IP.
+struct RateLimiter {
+    per_sec: f64,
+    buckets: Mutex<HashMap<IpAddr, (f64, tokio::time::Instant)>>,
+}
+
+/// Most client IPs tracked at once; past it idle buckets are forgotten.
+const MAX_RATE_BUCKETS: usize = 10_000;
+
+impl RateLimiter {
+    fn new(per_sec: u32) -> Self {
+        RateLimiter {
+            per_sec: f64::from(per_sec),
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn allow(&self, ip: IpAddr) -> bool {
+        let now = tokio::time::Instant::now();
+        let mut buckets = self.buckets.lock().expect("rate limiter lock is never poisoned");
+        if buckets.len() >= MAX_RATE_BUCKETS && !buckets.contains_key(&ip) {
+            let per_sec = self.per_sec;
+            buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * per_sec < per_sec
+            });
+        }
+        let (tokens, at) = buckets.entry(ip).or_insert((self.per_sec, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.per_sec);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+async fn rate_limit(rate: Arc<RateLimiter>, req: Request, next: Next) -> Response {
+    let ip = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(ip) = ip {
+        if !rate.allow(ip) {
+            return ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many requests from this address",
+            )
+            .with("limit_per_sec", json!(rate.per_sec))
+            .into_response();
+        }
+    }
+    next.run(req).await
+}

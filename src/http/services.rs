@@ -1,0 +1,128 @@
+//! `/v1/services`: register, heartbeat, deregister and query instances.
+
+use std::collections::BTreeSet;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::Json;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{body_error, json_body, namespace, views, ApiError, App, PathParams, QueryPairs};
+use crate::core::{HealthStatus, InstanceId, ServiceName, ServiceQuery, ServiceSpec};
+
+type InstancePath = PathParams<(String, String, String)>;
+
+fn parse_instance(
+    (ns, service, instance): (String, String, String),
+) -> Result<(crate::core::Namespace, ServiceName, InstanceId), ApiError> {
+    Ok((
+        namespace(&ns)?,
+        ServiceName::new(service)?,
+        InstanceId::new(instance)?,
+    ))
+}
+
+/// `GET /v1/services/{ns}`: the service names registered in a namespace.
+pub(crate) async fn names(
+    State(app): State<App>,
+    PathParams(ns): PathParams<String>,
+) -> Result<Json<Value>, ApiError> {
+    let ns = namespace(&ns)?;
+    let names = app.node.service_names(&ns).await?;
+    Ok(Json(json!({
+        "namespace": ns.as_str(),
+        "services": names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
+    })))
+}
+
+/// `GET /v1/services/{ns}/{service}?tag=T&tag=U&healthy=true`: instances
+/// carrying every tag given, only the healthy ones if asked.
+pub(crate) async fn list(
+    State(app): State<App>,
+    PathParams((ns, service)): PathParams<(String, String)>,
+    q: QueryPairs,
+) -> Result<Json<Value>, ApiError> {
+    let ns = namespace(&ns)?;
+    let service = ServiceName::new(service)?;
+    let query = ServiceQuery {
+        tags: q.all("tag").map(str::to_string).collect::<BTreeSet<_>>(),
+        healthy_only: q.flag("healthy")?,
+    };
+    let instances = app.node.services(&ns, &service, query).await?;
+    Ok(Json(json!({
+        "namespace": ns.as_str(),
+        "service": service.as_str(),
+        "instances": instances.iter().map(views::service).collect::<Vec<_>>(),
+    })))
+}
+
+/// `PUT /v1/services/{ns}/{service}/{instance}` with a JSON [`ServiceSpec`].
+pub(crate) async fn register(
+    State(app): State<App>,
+    PathParams(path): InstancePath,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (ns, service, instance) = parse_instance(path)?;
+    let spec: Option<ServiceSpec> = json_body(&body.map_err(body_error)?)?;
+    let spec = spec.ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_body",
+            "expected a JSON body {\"address\", \"port\", \"tags\", \"metadata\", \"weight\", \"ttl_ms\"}",
+        )
+    })?;
+    spec.validate()
+        .map_err(|e| ApiError::bad_request("invalid_spec", e))?;
+    let written = app.node.register_service(&ns, &service, &instance, spec).await?;
+    Ok(Json(views::write_result(&written)))
+}
+
+/// Body of a heartbeat.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeartbeatBody {
+    health: Option<HealthStatus>,
+}
+
+/// `PUT /v1/services/{ns}/{service}/{instance}/heartbeat`, optionally with
+/// `{"health": "passing" | "warning" | "critical"}` (default passing).
+pub(crate) async fn heartbeat(
+    State(app): State<App>,
+    PathParams(path): InstancePath,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let (ns, service, instance) = parse_instance(path)?;
+    let body: Option<HeartbeatBody> = json_body(&body.map_err(body_error)?)?;
+    let health = body.and_then(|b| b.health);
+    app.node
+        .heartbeat_service(&ns, &service, &instance, health)
+        .await?;
+    Ok(Json(json!({
+        "namespace": ns.as_str(),
+        "service": service.as_str(),
+        "instance": instance.as_str(),
+        "health": health.unwrap_or(HealthStatus::Passing).as_str(),
+    })))
+}
+
+/// `DELETE /v1/services/{ns}/{service}/{instance}`; 404 if not registered.
+pub(crate) async fn deregister(
+    State(app): State<App>,
+    PathParams(path): InstancePath,
+) -> Result<Json<Value>, ApiError> {
+    let (ns, service, instance) = parse_instance(path)?;
+    let known = app
+        .node
+        .services(&ns, &service, ServiceQuery::default())
+        .await?
+        .iter()
+        .any(|v| v.instance == instance);
+    if !known {
+        return Err(ApiError::not_found(format!(
+            "instance {instance} of {ns}/{service} not found"
+        )));
+    }
+    let written = app.node.deregister_service(&ns, &service, &instance).await?;
+    Ok(Json(views::write_result(&written)))
+}

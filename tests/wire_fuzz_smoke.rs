@@ -505,3 +505,19 @@ fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
             .any(|a| matches!(a, Action::Reply { id: 5, result: Ok(_) })));
     }
 }
+
+/// Seed the cargo-fuzz corpora with one real message of every kind:
+/// `cargo test -p starling --no-default-features --test wire_fuzz_smoke -- --ignored write_fuzz_seed_corpus`
+/// (writes `fuzz/corpus/<target>/seed-<n>`; the corpus is git-ignored).
+#[test]
+#[ignore = "writes files into fuzz/corpus; run on demand before fuzzing"]
+fn write_fuzz_seed_corpus() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+    for target in ["decode_envelope", "engine_input"] {
+        let dir = root.join(target);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (i, bytes) in seed_bytes().iter().enumerate() {
+            std::fs::write(dir.join(format!("seed-{i}")), bytes).unwrap();
+        }
+    }
+}

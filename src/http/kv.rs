@@ -54,6 +54,7 @@ pub(crate) async fn get(
     q: QueryPairs,
 ) -> Result<Response, ApiError> {
     let ns = namespace(&ns)?;
+    let raw = q.flag("raw")?;
     let key = match target(&key, &["history"], q.flag("literal")?)? {
         Target::Action(key, _) => return history(&app, &ns, &key).await,
         Target::Key(key) if q.flag("history")? => return history(&app, &ns, &key).await,
@@ -64,7 +65,7 @@ pub(crate) async fn get(
         .get(&ns, &key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("key {ns}/{key} not found")))?;
-    if q.flag("raw")? {
+    if raw {
         let mut headers = HeaderMap::new();
         headers.insert(
             header::CONTENT_TYPE,

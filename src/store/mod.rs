@@ -1,0 +1,449 @@
+//! The node's durable store: the engine's [`PersistBatch`]es applied to a
+//! redb database in the data directory.
+//!
+//! # Guarantees
+//! * [`Store::apply`] commits one redb write transaction with
+//!   [`Durability::Immediate`] before it returns: a batch is either entirely
+//!   on disk (and survives `kill -9` or a power cut) or not at all. The
+//!   driver acknowledges a write only after `apply` returned `Ok`.
+//! * [`Store::load`] returns exactly what [`MemoryStore::snapshot`] would
+//!   after the same batches (same contents, same order).
+//! * One `Store` per data directory: [`Store::open`] takes an advisory lock on
+//!   `DIR/LOCK` (and redb locks its file), so a second node on the same
+//!   directory fails at start with [`StoreError::Locked`] naming it.
+//! * A full disk, a corrupt file or a database written by a newer build is a
+//!   [`StoreError`], never a panic and never silent loss.
+//!
+//! # Layout
+//! `DIR/starling.redb`, mode 0600 on Unix (it holds the node's secret key),
+//! with four tables; every value is bincode 2 (serde, standard config):
+//!
+//! | table       | key                     | value                       |
+//! |-------------|-------------------------|-----------------------------|
+//! | `keys`      | encoded [`StateKey`]    | encoded [`KeyState`]        |
+//! | `knowledge` | [`NodeId`] bytes        | encoded [`DotRange`]        |
+//! | `members`   | [`NodeId`] bytes        | encoded [`Member`]          |
+//! | `meta`      | row name                | row value                   |
+//!
+//! `meta` rows: `schema_version` (u32 little-endian), `meta` (encoded
+//! [`PersistedMeta`]), `identity` (the 32-byte ed25519 secret key). The
+//! `meta` table's type and its `schema_version` row never change, so any
+//! build can tell whether it understands a file. No savepoints and no table
+//! renames (see the redb field note in ARCHITECTURE.md).
+//!
+//! [`MemoryStore::snapshot`]: crate::core::MemoryStore::snapshot
+//! [`StateKey`]: crate::core::StateKey
+//! [`KeyState`]: crate::core::KeyState
+//! [`NodeId`]: crate::core::NodeId
+//! [`DotRange`]: crate::core::DotRange
+//! [`Member`]: crate::core::Member
+//! [`PersistedMeta`]: crate::core::PersistedMeta
+
+mod error;
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::core::{NodeId, PersistBatch, Snapshot, StateKey};
+
+pub use error::StoreError;
+use error::{io_error, redb_error};
+
+/// The schema this build writes and understands.
+const SCHEMA_VERSION: u32 = 1;
+/// The database file's name inside the data directory.
+const DB_FILE: &str = "starling.redb";
+/// The advisory lock file's name inside the data directory.
+const LOCK_FILE: &str = "LOCK";
+/// redb's page cache; the working set of a coordination node is small.
+const CACHE_BYTES: usize = 64 << 20;
+/// Largest value the decoder accepts (a corrupt length prefix must not
+/// make it allocate without bound).
+const DECODE_LIMIT: usize = 256 << 20;
+
+const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
+const KNOWLEDGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("knowledge");
+const MEMBERS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("members");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+
+const ROW_SCHEMA: &str = "schema_version";
+const ROW_META: &str = "meta";
+const ROW_IDENTITY: &str = "identity";
+
+/// The durable store of one node (see the [module docs](self)).
+///
+/// Owned by the driver task; every method blocks on disk I/O.
+pub struct Store {
+    dir: PathBuf,
+    db_path: PathBuf,
+    /// `None` after an I/O failure: redb refuses further work on a handle
+    /// that saw one, so the next call reopens the file.
+    db: Option<Database>,
+    /// Held (with its `flock`) for the life of the store; declared after
+    /// `db` so the database closes before the lock is released.
+    _lock: File,
+}
+
+impl Store {
+    /// Open or create the store in `dir`, creating the directory if needed,
+    /// and create the node identity on first open.
+    ///
+    /// Fails with [`StoreError::Locked`] if another `Store` (in any process)
+    /// has `dir` open, [`StoreError::Io`] if `dir` cannot be created or
+    /// written, [`StoreError::Corrupt`] if the database is damaged,
+    /// [`StoreError::Incompatible`] if it was written by a newer schema, and
+    /// [`StoreError::DiskFull`] if a new database cannot be initialised.
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
+        let lock = lock_dir(dir)?;
+        let db_path = dir.join(DB_FILE);
+        let db = open_database(&db_path)?;
+        let mut store = Store {
+            dir: dir.to_path_buf(),
+            db_path,
+            db: Some(db),
+            _lock: lock,
+        };
+        store.initialise()?;
+        Ok(store)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Everything to restart from: the equivalent of
+    /// [`MemoryStore::snapshot`](crate::core::MemoryStore::snapshot) after
+    /// the batches applied so far. Read-only; a [`StoreError::Corrupt`] means
+    /// a stored value does not decode.
+    pub fn load(&self) -> Result<Snapshot, StoreError> {
+        let path: &Path = &self.db_path;
+        let db = self.open_database()?;
+        let txn = db.begin_read().map_err(re(path))?;
+        let mut snapshot = Snapshot::default();
+
+        let table = txn.open_table(KEYS).map_err(re(path))?;
+        let mut keys = BTreeMap::new();
+        for row in table.iter().map_err(re(path))? {
+            let (k, v) = row.map_err(re(path))?;
+            let key: StateKey = decode(path, "state key", k.value())?;
+            keys.insert(key, decode(path, "key state", v.value())?);
+        }
+        snapshot.keys = keys.into_iter().collect();
+
+        let table = txn.open_table(KNOWLEDGE).map_err(re(path))?;
+        for row in table.iter().map_err(re(path))? {
+            let (k, v) = row.map_err(re(path))?;
+            let node = node_id(path, k.value())?;
+            snapshot
+                .knowledge
+                .push((node, decode(path, "dot range", v.value())?));
+        }
+
+        let table = txn.open_table(MEMBERS).map_err(re(path))?;
+        for row in table.iter().map_err(re(path))? {
+            let (k, v) = row.map_err(re(path))?;
+            let node = node_id(path, k.value())?;
+            let member: crate::core::Member = decode(path, "member", v.value())?;
+            if member.node != node {
+                return Err(corrupt(path, "member stored under another node's id"));
+            }
+            snapshot.members.push(member);
+        }
+
+        let table = txn.open_table(META).map_err(re(path))?;
+        if let Some(v) = table.get(ROW_META).map_err(re(path))? {
+            snapshot.meta = decode(path, "node meta", v.value())?;
+        }
+        Ok(snapshot)
+    }
+
+    /// Apply one batch atomically and durably: one redb write transaction,
+    /// committed with [`Durability::Immediate`] before this returns. Same
+    /// semantics as [`MemoryStore::apply`](crate::core::MemoryStore::apply).
+    ///
+    /// On `Err` nothing of the batch is stored (see [`StoreError`]); the
+    /// driver reports `Input::PersistFailed`. After an I/O error (including
+    /// [`StoreError::DiskFull`]) the next call reopens the database first.
+    pub fn apply(&mut self, batch: &PersistBatch) -> Result<(), StoreError> {
+        let result = self.try_apply(batch);
+        if let Err(e) = &result {
+            if e.needs_reopen() {
+                // redb latches an I/O failure and refuses all later work on
+                // that handle: close it and start again from the committed
+                // file (if that fails too, the next call retries).
+                self.db = None;
+                self.db = open_database(&self.db_path).ok();
+            }
+        }
+        result
+    }
+
+    /// The node's persistent identity: the 32-byte ed25519 secret key
+    /// created on first open and stored in the database.
+    pub fn identity_secret(&mut self) -> Result<[u8; 32], StoreError> {
+        let path = self.db_path.clone();
+        let path = path.as_path();
+        let db = self.database()?;
+        let txn = db.begin_read().map_err(re(path))?;
+        let table = txn.open_table(META).map_err(re(path))?;
+        let row = table
+            .get(ROW_IDENTITY)
+            .map_err(re(path))?
+            .ok_or_else(|| corrupt(path, "the node identity is missing"))?;
+        <[u8; 32]>::try_from(row.value()).map_err(|_| corrupt(path, "the node identity is not 32 bytes"))
+    }
+
+    fn try_apply(&mut self, batch: &PersistBatch) -> Result<(), StoreError> {
+        // Encode first: an encoding failure must leave nothing half-written.
+        let mut keys = Vec::with_capacity(batch.keys.len());
+        for (key, state) in &batch.keys {
+            let value = state.as_ref().map(encode).transpose()?;
+            keys.push((encode(key)?, value));
+        }
+        let mut knowledge = Vec::with_capacity(batch.knowledge.len());
+        for (node, range) in &batch.knowledge {
+            knowledge.push((node.0, encode(range)?));
+        }
+        let mut members = Vec::with_capacity(batch.members.len());
+        for member in &batch.members {
+            members.push((member.node.0, encode(member)?));
+        }
+        let meta = encode(&batch.meta)?;
+
+        let path = self.db_path.clone();
+        let path = path.as_path();
+        let db = self.database()?;
+        let mut txn = db.begin_write().map_err(re(path))?;
+        txn.set_durability(Durability::Immediate).map_err(re(path))?;
+        {
+            let mut table = txn.open_table(KEYS).map_err(re(path))?;
+            for (key, value) in &keys {
+                match value {
+                    Some(value) => table.insert(key.as_slice(), value.as_slice()),
+                    None => table.remove(key.as_slice()),
+                }
+                .map_err(re(path))?;
+            }
+            let mut table = txn.open_table(KNOWLEDGE).map_err(re(path))?;
+            for (node, value) in &knowledge {
+                table
+                    .insert(node.as_slice(), value.as_slice())
+                    .map_err(re(path))?;
+            }
+            let mut table = txn.open_table(MEMBERS).map_err(re(path))?;
+            for (node, value) in &members {
+                table
+                    .insert(node.as_slice(), value.as_slice())
+                    .map_err(re(path))?;
+            }
+            let mut table = txn.open_table(META).map_err(re(path))?;
+            table.insert(ROW_META, meta.as_slice()).map_err(re(path))?;
+        }
+        txn.commit().map_err(re(path))
+    }
+
+    /// The open database, or why there is none.
+    fn open_database(&self) -> Result<&Database, StoreError> {
+        self.db.as_ref().ok_or_else(|| StoreError::Io {
+            path: self.db_path.clone(),
+            source: std::io::Error::other(
+                "the database was closed after a failed write and could not be \
+                 reopened yet; the next apply retries",
+            ),
+        })
+    }
+
+    /// The open database, reopening it after an earlier I/O failure.
+    fn database(&mut self) -> Result<&Database, StoreError> {
+        if self.db.is_none() {
+            self.db = Some(open_database(&self.db_path)?);
+        }
+        Ok(self.db.as_ref().expect("set just above"))
+    }
+
+    /// Check the schema version; on a new database write it and the
+    /// identity. Commits only if it wrote something.
+    fn initialise(&mut self) -> Result<(), StoreError> {
+        let path = self.db_path.clone();
+        let path = path.as_path();
+        let db = self.database()?;
+        let mut txn = db.begin_write().map_err(re(path))?;
+        txn.set_durability(Durability::Immediate).map_err(re(path))?;
+        let mut changed = false;
+        {
+            // The meta table first: its type never changes, so a newer
+            // schema is detected before any other table is touched.
+            let mut meta = txn.open_table(META).map_err(re(path))?;
+            let found = match meta.get(ROW_SCHEMA).map_err(re(path))? {
+                None => None,
+                Some(v) => Some(u32::from_le_bytes(
+                    v.value()
+                        .try_into()
+                        .map_err(|_| corrupt(path, "schema_version is not 4 bytes"))?,
+                )),
+            };
+            match found {
+                Some(SCHEMA_VERSION) => {}
+                Some(v) if v > SCHEMA_VERSION => {
+                    return Err(StoreError::Incompatible {
+                        path: path.to_path_buf(),
+                        reason: format!(
+                            "schema v{v} was written by a newer Starling; this build \
+                             supports up to v{SCHEMA_VERSION}: upgrade Starling"
+                        ),
+                    });
+                }
+                Some(v) => {
+                    return Err(StoreError::Incompatible {
+                        path: path.to_path_buf(),
+                        reason: format!("schema v{v} has no migration to v{SCHEMA_VERSION}"),
+                    });
+                }
+                None => {
+                    if meta.get(ROW_META).map_err(re(path))?.is_some() {
+                        return Err(corrupt(path, "schema_version is missing"));
+                    }
+                    meta.insert(ROW_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(re(path))?;
+                    changed = true;
+                }
+            }
+            if meta.get(ROW_IDENTITY).map_err(re(path))?.is_none() {
+                let secret = libp2p::identity::ed25519::SecretKey::generate();
+                meta.insert(ROW_IDENTITY, secret.as_ref()).map_err(re(path))?;
+                changed = true;
+            }
+            // Create the other tables so reads never meet a missing one.
+            for def in [KEYS, KNOWLEDGE, MEMBERS] {
+                txn.open_table(def).map_err(re(path))?;
+            }
+        }
+        if changed {
+            txn.commit().map_err(re(path))
+        } else {
+            txn.abort().map_err(re(path))
+        }
+    }
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("open", &self.db.is_some())
+            .finish()
+    }
+}
+
+/// Take the advisory lock on `dir/LOCK` and record our pid in it.
+fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| io_error(&path, e))?;
+    // `File::try_lock` is `flock(LOCK_EX | LOCK_NB)` on Unix (std 1.89;
+    // redb 4.5 already needs 1.90). It is per open file, so a second `Store`
+    // in the same process is refused too, and the kernel drops it when the
+    // process dies, so a `kill -9` never leaves a stale lock.
+    #[allow(clippy::incompatible_msrv)]
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let holder = file
+                .read_to_string(&mut text)
+                .ok()
+                .map(|_| text.trim().to_string())
+                .filter(|t| !t.is_empty());
+            return Err(StoreError::Locked {
+                path: dir.to_path_buf(),
+                holder,
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(io_error(&path, e)),
+    }
+    // Best effort: the pid only improves the `Locked` message.
+    let _ = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| write!(file, "pid {}", std::process::id()))
+        .and_then(|()| file.flush());
+    Ok(file)
+}
+
+fn open_database(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        // Verify page checksums at open: a file damaged outside redb is then
+        // reported as corrupt instead of being trusted (a plain open may
+        // panic on it). Costs one read of the file per start.
+        .set_check_integrity_on_open(true)
+        .create(path)
+        .map_err(|e| redb_error(path, e))?;
+    restrict_permissions(path)?;
+    Ok(db)
+}
+
+/// The database holds the node's secret key: owner-only on Unix.
+#[cfg(unix)]
+fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(|e| io_error(path, e))?;
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn restrict_permissions(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    bincode::serde::encode_to_vec(value, bincode::config::standard()).map_err(|e| StoreError::Encoding {
+        reason: e.to_string(),
+    })
+}
+
+fn decode<T: DeserializeOwned>(path: &Path, what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    let config = bincode::config::standard().with_limit::<DECODE_LIMIT>();
+    match bincode::serde::decode_from_slice(bytes, config) {
+        Ok((value, used)) if used == bytes.len() => Ok(value),
+        Ok(_) => Err(corrupt(path, &format!("trailing bytes after a stored {what}"))),
+        Err(e) => Err(corrupt(path, &format!("a stored {what} does not decode: {e}"))),
+    }
+}
+
+fn node_id(path: &Path, bytes: &[u8]) -> Result<NodeId, StoreError> {
+    <[u8; 32]>::try_from(bytes)
+        .map(NodeId)
+        .map_err(|_| corrupt(path, "a node id key is not 32 bytes"))
+}
+
+/// `map_err` adapter: any redb error on the database at `path`.
+fn re<E: Into<redb::Error>>(path: &Path) -> impl Fn(E) -> StoreError + '_ {
+    move |e| redb_error(path, e)
+}
+
+fn corrupt(path: &Path, reason: &str) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,5 +1,6 @@
 //! The `starling` binary: `starling run` as a child process on loopback
 //! (mDNS off, OS-chosen ports), and the client subcommands against it.
+#![allow(clippy::disallowed_methods)] // a test's timeouts read the wall clock
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;

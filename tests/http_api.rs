@@ -1,6 +1,7 @@
 //! The HTTP API through the real server: one in-process node per test on
 //! loopback (mDNS off), its HTTP API on 127.0.0.1 with an OS-chosen port,
 //! driven by a blocking HTTP client from the test thread.
+#![allow(clippy::disallowed_methods)] // a test's timeouts read the wall clock
 
 use std::io::{BufRead, BufReader};
 use std::time::{Duration, Instant};

@@ -7,6 +7,7 @@
 //! JSON lines gain a top-level `"node_id"` field.
 
 use std::fmt;
+use std::io::IsTerminal;
 use std::sync::OnceLock;
 
 use tracing::{Event, Subscriber};
@@ -51,6 +52,7 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
                         inner: format::format().without_time(),
                         json: false,
                     })
+                    .with_ansi(std::io::stderr().is_terminal())
                     .with_writer(std::io::stderr),
             )
             .try_init(),

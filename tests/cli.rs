@@ -18,6 +18,8 @@ struct RunningNode {
     /// `127.0.0.1:<port>` of its HTTP API.
     http: String,
     node_id: String,
+    /// Its first libp2p listen address (with `/p2p/<id>`).
+    listen: String,
     stderr_path: PathBuf,
     _dir: tempfile::TempDir,
 }
@@ -62,6 +64,7 @@ impl RunningNode {
             child,
             http: String::new(),
             node_id: String::new(),
+            listen: String::new(),
             stderr_path,
             _dir: dir,
         };
@@ -77,6 +80,8 @@ impl RunningNode {
                 node.http = v.to_string();
             } else if let Some(v) = field.strip_prefix("node_id=") {
                 node.node_id = v.to_string();
+            } else if let Some(v) = field.strip_prefix("listen=") {
+                node.listen = v.split(',').next().unwrap_or("").to_string();
             }
         }
         assert!(!node.http.is_empty() && !node.node_id.is_empty(), "{line}");
@@ -463,4 +468,36 @@ fn run_quick(args: &[&str]) -> Output {
 fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
+}
+
+#[test]
+fn a_peer_sees_a_node_that_got_sigterm_as_left() {
+    let mut a = RunningNode::start(Some("run"), &[]);
+    let a_addr = a.listen.clone();
+    let b = RunningNode::start(Some("run"), &["--bootstrap", &a_addr]);
+    let a_id = a.node_id.clone();
+    let status_of_a = |b: &RunningNode| -> Option<String> {
+        let members = json(&b.ok(&["members", "--json"]));
+        members
+            .as_array()?
+            .iter()
+            .find(|m| m["node_id"] == a_id.as_str())
+            .and_then(|m| m["status"].as_str().map(str::to_string))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status_of_a(&b).as_deref() != Some("alive") {
+        assert!(Instant::now() < deadline, "b never saw a alive");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.signal("-TERM");
+    assert_eq!(a.wait_exit(Duration::from_secs(20)), Some(0));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = status_of_a(&b);
+        if s.as_deref() == Some("left") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a is {s:?} on b, not left");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

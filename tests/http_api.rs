@@ -685,3 +685,15 @@ fn a_stopped_node_answers_503() {
     n.get("/v1/health").expect_error(503, "stopped");
     n.put("/v1/kv/prod/k", b"v").expect_error(503, "stopped");
 }
+
+#[test]
+fn requests_over_the_rate_limit_get_429() {
+    let n = TestNode::start_with(|c| c.http_rate_limit = 2);
+    let statuses: Vec<u16> = (0..6).map(|_| n.get("/v1/health").status).collect();
+    assert_eq!(statuses[0], 200);
+    let limited = n.get("/v1/members");
+    if limited.status == 200 {
+        panic!("7 requests at once all passed a 2/s limit: {statuses:?}");
+    }
+    limited.expect_error(429, "rate_limited");
+}

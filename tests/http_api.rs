@@ -697,3 +697,34 @@ fn requests_over_the_rate_limit_get_429() {
     }
     limited.expect_error(429, "rate_limited");
 }
+
+#[test]
+fn resolve_writes_a_chosen_sibling_or_value_over_every_sibling() {
+    let n = TestNode::start();
+    let v1 = n.write("/v1/kv/prod/pick", b"a");
+    let r = n.post_json("/v1/kv/prod/pick/resolve", &json!({ "value": "b" }));
+    assert_eq!(r.status, 200, "{}", r.json());
+    let now = n.get("/v1/kv/prod/pick").json();
+    assert_eq!(now["value"], "b");
+    assert_eq!(now["siblings"].as_array().unwrap().len(), 1);
+    // v1 is no longer a live sibling.
+    n.post_json("/v1/kv/prod/pick/resolve", &json!({ "version": v1 }))
+        .expect_error(404, "not_found");
+    let current = now["version"]["id"].as_str().unwrap();
+    let r = n.post_json("/v1/kv/prod/pick/resolve", &json!({ "version": current }));
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert_eq!(n.get("/v1/kv/prod/pick").json()["value"], "b");
+    n.post_json("/v1/kv/prod/pick/resolve", &json!({}))
+        .expect_error(400, "invalid_body");
+}
+
+#[test]
+fn member_watch_streams_membership_changes() {
+    let n = TestNode::start();
+    let mut sse =
+        Sse::open(&n, "/v1/watch/members?since=0").unwrap_or_else(|a| panic!("watch refused: {}", a.json()));
+    let (id, _, e) = sse.next();
+    assert!(id.is_some());
+    assert_eq!(e["type"], "member");
+    assert_eq!(e["member"]["node_id"], n.node.peer_id().as_str());
+}

@@ -14,9 +14,13 @@ use std::path::{Path, PathBuf};
 #[non_exhaustive]
 pub enum StoreError {
     /// A filesystem operation failed (permissions, missing directory, I/O
-    /// error). Nothing was changed by the failing call. At open: fix the path
-    /// or its permissions. On apply: the store retries by reopening the
-    /// database on the next call; report the write as failed.
+    /// error). At open: nothing changed; fix the path or its permissions.
+    /// On apply: report the write as failed; the store reopens the database
+    /// for the next call. One caveat, inherent to `fsync`: if the error came
+    /// from the commit's final flush, the batch may or may not be on disk
+    /// after a restart (never half of it). Acknowledged writes are never
+    /// affected; the engine must not rely on an un-acknowledged batch being
+    /// absent (e.g. it must not reuse its dots).
     #[error("storage I/O error on {}: {source}", path.display())]
     Io {
         /// The file or directory concerned.

@@ -514,6 +514,7 @@ fn kill_9_keeps_every_acknowledged_batch() {
         held == last_ack + 1 || held == last_ack + 2,
         "held {held}, last ack {last_ack}"
     );
+    println!("kill -9 after ack {last_ack}: {held} batches held");
     let all: Vec<PersistBatch> = (0..held).map(put_batch).collect();
     assert_eq!(loaded, memory_after(&all));
 }

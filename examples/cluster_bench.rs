@@ -41,7 +41,12 @@ async fn start(n: usize, dirs: &[tempfile::TempDir], cluster: &str) -> Vec<NodeH
         c.mdns = false;
         c.name = Some(format!("bench{i}"));
         // Bootstrap from the first node and one recent node.
-        c.bootstrap = seeds.iter().take(1).chain(seeds.iter().rev().take(1)).cloned().collect();
+        c.bootstrap = seeds
+            .iter()
+            .take(1)
+            .chain(seeds.iter().rev().take(1))
+            .cloned()
+            .collect();
         c.protocol = protocol(cluster);
         let node = Node::start(c).await.expect("start node");
         let addr = loop {

@@ -17,13 +17,17 @@ use starling::node::{Node, NodeConfig, WatchFilter, WatchItem};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1).cloned())
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut config = NodeConfig::default();
-    config.data_dir = arg("--data-dir").unwrap_or_else(|| "./gateway-data".into()).into();
+    config.data_dir = arg("--data-dir")
+        .unwrap_or_else(|| "./gateway-data".into())
+        .into();
     config.http = None; // the gateway talks to the node through the handle
     config.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
     config.mdns = false;

@@ -8,9 +8,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod core;
 #[cfg(feature = "node")]
 pub mod cli;
+pub mod core;
 #[cfg(feature = "node")]
 pub mod http;
 #[cfg(feature = "node")]

@@ -77,7 +77,10 @@ async fn a_service_is_healthy_everywhere_then_unhealthy_when_its_ttl_lapses_or_i
         .register_service(&n, &svc, &ttl_inst, spec(Some(1_500)))
         .await
         .unwrap();
-    c.node(3).register_service(&n, &svc, &owned_inst, spec(None)).await.unwrap();
+    c.node(3)
+        .register_service(&n, &svc, &owned_inst, spec(None))
+        .await
+        .unwrap();
     let healthy = ServiceQuery {
         healthy_only: true,
         ..Default::default()
@@ -154,7 +157,10 @@ async fn a_two_three_partition_heals_and_loses_no_acknowledged_write() {
     }
     // Both sides also write one shared key.
     c.node(0).put(&n, &key("shared"), b"left".to_vec()).await.unwrap();
-    c.node(3).put(&n, &key("shared"), b"right".to_vec()).await.unwrap();
+    c.node(3)
+        .put(&n, &key("shared"), b"right".to_vec())
+        .await
+        .unwrap();
     // While split, the right side cannot see the left side's writes.
     assert!(c.node(3).get(&n, &key("side0/k0")).await.unwrap().is_none());
     for i in 0..5 {
@@ -164,10 +170,19 @@ async fn a_two_three_partition_heals_and_loses_no_acknowledged_write() {
     for node in c.running() {
         for (k, v) in &acked {
             let got = node.get(&n, k).await.unwrap().map(|e| e.value);
-            assert_eq!(got.as_ref(), Some(v), "acknowledged write {k} lost on {}", node.peer_id());
+            assert_eq!(
+                got.as_ref(),
+                Some(v),
+                "acknowledged write {k} lost on {}",
+                node.peer_id()
+            );
         }
         let shared = node.get(&n, &key("shared")).await.unwrap().unwrap();
-        assert_eq!(shared.siblings.len(), 2, "both sides' writes to the shared key are kept");
+        assert_eq!(
+            shared.siblings.len(),
+            2,
+            "both sides' writes to the shared key are kept"
+        );
     }
     c.shutdown_all().await;
 }
@@ -180,11 +195,17 @@ async fn a_crashed_node_restarts_with_its_identity_and_writes_and_catches_up() {
     let id_before = victim.node_id();
     victim.put(&n, &key("own"), b"mine".to_vec()).await.unwrap();
     victim.stop_without_leave().await.unwrap();
-    c.node(0).put(&n, &key("missed"), b"while down".to_vec()).await.unwrap();
+    c.node(0)
+        .put(&n, &key("missed"), b"while down".to_vec())
+        .await
+        .unwrap();
     c.restart(3).await;
     assert_eq!(c.node(3).node_id(), id_before, "identity survives restart");
     // Offline read right away: its own acknowledged write is there.
-    assert_eq!(c.node(3).get(&n, &key("own")).await.unwrap().unwrap().value, b"mine");
+    assert_eq!(
+        c.node(3).get(&n, &key("own")).await.unwrap().unwrap().value,
+        b"mine"
+    );
     c.wait_value(&n, &key("missed"), Some(b"while down"), T).await;
     c.wait_value(&n, &key("own"), Some(b"mine"), T).await;
     c.wait_converged(T).await;
@@ -223,7 +244,10 @@ async fn nodes_of_different_clusters_never_merge_state() {
     let cfg = common::loopback_config(d.path(), "intruder", "cluster-b", vec![a.seed_addr.clone()]);
     let b = starling::node::Node::start(cfg).await.unwrap();
     b.put(&ns("prod"), &key("x"), b"from b".to_vec()).await.unwrap();
-    a.node(0).put(&ns("prod"), &key("y"), b"from a".to_vec()).await.unwrap();
+    a.node(0)
+        .put(&ns("prod"), &key("y"), b"from a".to_vec())
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert!(a.node(0).get(&ns("prod"), &key("x")).await.unwrap().is_none());
     assert!(b.get(&ns("prod"), &key("y")).await.unwrap().is_none());

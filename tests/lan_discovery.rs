@@ -19,7 +19,11 @@ fn sh(args: &[&str]) -> Result<(), String> {
     if out.status.success() {
         Ok(())
     } else {
-        Err(format!("{}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
     }
 }
 
@@ -46,7 +50,9 @@ impl Lan {
         };
         let br = lan.bridge_ns();
         sh(&["ip", "netns", "add", &br])?;
-        sh(&["ip", "netns", "exec", &br, "ip", "link", "add", "br0", "type", "bridge"])?;
+        sh(&[
+            "ip", "netns", "exec", &br, "ip", "link", "add", "br0", "type", "bridge",
+        ])?;
         sh(&["ip", "netns", "exec", &br, "ip", "link", "set", "br0", "up"])?;
         for i in 0..n {
             let ns = format!("stln{i}x{tag}");
@@ -56,14 +62,27 @@ impl Lan {
             sh(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b])?;
             sh(&["ip", "link", "set", &a, "netns", &ns])?;
             sh(&["ip", "link", "set", &b, "netns", &br])?;
-            sh(&["ip", "netns", "exec", &br, "ip", "link", "set", &b, "master", "br0"])?;
+            sh(&[
+                "ip", "netns", "exec", &br, "ip", "link", "set", &b, "master", "br0",
+            ])?;
             sh(&["ip", "netns", "exec", &br, "ip", "link", "set", &b, "up"])?;
             let ip = format!("10.213.0.{}/24", i + 1);
             sh(&["ip", "netns", "exec", &ns, "ip", "addr", "add", &ip, "dev", &a])?;
             sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", &a, "up"])?;
             sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
             // Multicast (mDNS) goes out on the veth; there is no default route.
-            sh(&["ip", "netns", "exec", &ns, "ip", "route", "add", "224.0.0.0/4", "dev", &a])?;
+            sh(&[
+                "ip",
+                "netns",
+                "exec",
+                &ns,
+                "ip",
+                "route",
+                "add",
+                "224.0.0.0/4",
+                "dev",
+                &a,
+            ])?;
         }
         Ok(lan)
     }
@@ -72,7 +91,17 @@ impl Lan {
         for ns in self.nodes.clone() {
             let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
             let child = Command::new("ip")
-                .args(["netns", "exec", &ns, BIN, "run", "--cluster", "lan-test", "--http", "127.0.0.1:7070"])
+                .args([
+                    "netns",
+                    "exec",
+                    &ns,
+                    BIN,
+                    "run",
+                    "--cluster",
+                    "lan-test",
+                    "--http",
+                    "127.0.0.1:7070",
+                ])
                 .args(["--listen", "/ip4/0.0.0.0/tcp/4001", "--name", &ns, "--data-dir"])
                 .arg(dir.path())
                 .stdin(Stdio::null())
@@ -94,7 +123,9 @@ impl Lan {
             .args(["--http", "127.0.0.1:7070"])
             .output()
             .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 
@@ -146,7 +177,10 @@ fn three_nodes_in_private_namespaces_find_each_other_by_mdns_and_replicate() {
                 .is_some_and(|m| m.iter().filter(|m| m["status"] == "alive").count() == 3)
         })
     });
-    assert!(found, "the three nodes did not discover each other by mDNS within 60 s");
+    assert!(
+        found,
+        "the three nodes did not discover each other by mDNS within 60 s"
+    );
     lan.cli(0, &["kv", "put", "lan", "greeting", "hello from n0"])
         .expect("put on node 0");
     let replicated = wait_for(Duration::from_secs(30), || {

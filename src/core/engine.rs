@@ -1485,6 +1485,7 @@ impl Engine {
             let silent = det.suspect_deadline_ms(threshold).is_some_and(|d| now >= d);
             match m.status {
                 MemberStatus::Alive if silent => {
+                    tracing::debug!(me = %self.me.short(), peer = %m.node.short(), last = ?det.last_arrival_ms().map(|l| now - l), mean = det.mean_ms(), "suspecting");
                     changed.push(Member {
                         status: MemberStatus::Suspect,
                         ..m.clone()

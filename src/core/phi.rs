@@ -29,8 +29,11 @@ impl PhiDetector {
             sum_sq: 0.0,
             capacity: capacity.max(2),
             last_arrival_ms: None,
-            min_std_dev_ms: (expected_interval_ms as f64 / 4.0).max(10.0),
-            acceptable_pause_ms: 0.0,
+            // Heartbeats on a loaded host (or a GC-paused peer) arrive in
+            // bursts: never assume a spread tighter than half an interval,
+            // and tolerate one whole missed interval before phi climbs.
+            min_std_dev_ms: (expected_interval_ms as f64 / 2.0).max(10.0),
+            acceptable_pause_ms: expected_interval_ms as f64,
         };
         // Seed with the expected interval so the first judgements are sane.
         d.push(expected_interval_ms);

@@ -6,8 +6,6 @@ use std::io;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p::swarm::behaviour::toggle::Toggle;
-use libp2p::swarm::NetworkBehaviour;
 use libp2p::{
     allow_block_list, gossipsub, identify, identity, kad, mdns, ping, request_response, PeerId,
     StreamProtocol,
@@ -109,23 +107,34 @@ impl request_response::Codec for SyncCodec {
     }
 }
 
-/// Every behaviour a Starling node runs.
-#[derive(NetworkBehaviour)]
-pub struct Behaviour {
-    /// Peers blocked for fault injection (tests, the real-node simulator).
-    pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
-    /// Heartbeats and deltas.
-    pub gossipsub: gossipsub::Behaviour,
-    /// LAN discovery (off with `--no-mdns`).
-    pub mdns: Toggle<mdns::tokio::Behaviour>,
-    /// Peer routing beyond the LAN.
-    pub kad: kad::Behaviour<kad::store::MemoryStore>,
-    /// Learn peers' listen addresses.
-    pub identify: identify::Behaviour,
-    /// Liveness of connections.
-    pub ping: ping::Behaviour,
-    /// Anti-entropy.
-    pub sync: request_response::Behaviour<SyncCodec>,
+pub use behaviour::{Behaviour, BehaviourEvent};
+
+#[allow(missing_docs)] // the derive generates an undocumented event enum
+mod behaviour {
+    use libp2p::swarm::behaviour::toggle::Toggle;
+    use libp2p::swarm::NetworkBehaviour;
+    use libp2p::{allow_block_list, gossipsub, identify, kad, mdns, ping, request_response};
+
+    use super::SyncCodec;
+
+    /// Every behaviour a Starling node runs.
+    #[derive(NetworkBehaviour)]
+    pub struct Behaviour {
+        /// Peers blocked for fault injection (tests, the real-node simulator).
+        pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+        /// Heartbeats and deltas.
+        pub gossipsub: gossipsub::Behaviour,
+        /// LAN discovery (off with `--no-mdns`).
+        pub mdns: Toggle<mdns::tokio::Behaviour>,
+        /// Peer routing beyond the LAN.
+        pub kad: kad::Behaviour<kad::store::MemoryStore>,
+        /// Learn peers' listen addresses.
+        pub identify: identify::Behaviour,
+        /// Liveness of connections.
+        pub ping: ping::Behaviour,
+        /// Anti-entropy.
+        pub sync: request_response::Behaviour<SyncCodec>,
+    }
 }
 
 /// Names derived from the cluster name, so clusters never cross.

@@ -140,8 +140,11 @@ impl Driver {
                     }
                 }
                 self.close_watchers(WatchError::Stopped);
+                // Release the data directory (its lock) before saying we
+                // stopped, so the caller can restart on it at once.
+                drop(self);
                 let _ = done.send(());
-                break;
+                return;
             }
         }
     }
@@ -320,22 +323,18 @@ impl Driver {
                 peer_id,
                 num_established,
                 ..
-            } => {
-                if num_established.get() == 1 {
-                    if let Some(node) = node_id_of(&peer_id) {
-                        self.feed(Input::PeerConnected(node));
-                    }
+            } if num_established.get() == 1 => {
+                if let Some(node) = node_id_of(&peer_id) {
+                    self.feed(Input::PeerConnected(node));
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established,
                 ..
-            } => {
-                if num_established == 0 {
-                    if let Some(node) = node_id_of(&peer_id) {
-                        self.feed(Input::PeerDisconnected(node));
-                    }
+            } if num_established == 0 => {
+                if let Some(node) = node_id_of(&peer_id) {
+                    self.feed(Input::PeerDisconnected(node));
                 }
             }
             SwarmEvent::NewListenAddr { address, .. } => {
@@ -439,7 +438,7 @@ impl Driver {
         let addrs: Vec<String> = self
             .swarm
             .listeners()
-            .flat_map(|l| expand_unspecified(l))
+            .flat_map(expand_unspecified)
             .map(|a| a.with(Protocol::P2p(me)).to_string())
             .collect::<BTreeSet<_>>()
             .into_iter()

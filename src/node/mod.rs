@@ -102,7 +102,11 @@ impl Node {
             .collect::<Result<Vec<Multiaddr>, _>>()?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let driver = driver::Driver::new(engine, swarm, store, names, rx, bootstrap, info);
-        tokio::spawn(driver.run());
+        // Every line the node's task logs carries its id.
+        tokio::spawn(tracing::Instrument::instrument(
+            driver.run(),
+            tracing::info_span!("node", id = %peer_id),
+        ));
         tracing::info!(node_id = %peer_id, cluster = %config.protocol.cluster, "node started");
         Ok(NodeHandle { tx, node: me })
     }

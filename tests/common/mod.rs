@@ -114,16 +114,20 @@ impl Cluster {
     pub async fn wait_members_alive(&self, n: usize, timeout: Duration) {
         for node in self.running() {
             let node = node.clone();
-            eventually(timeout, &format!("{n} alive members on {}", node.peer_id()), || {
-                let node = node.clone();
-                async move {
-                    let m = node.members().await.unwrap();
-                    m.iter()
-                        .filter(|m| m.status == starling::core::MemberStatus::Alive)
-                        .count()
-                        == n
-                }
-            })
+            eventually(
+                timeout,
+                &format!("{n} alive members on {}", node.peer_id()),
+                || {
+                    let node = node.clone();
+                    async move {
+                        let m = node.members().await.unwrap();
+                        m.iter()
+                            .filter(|m| m.status == starling::core::MemberStatus::Alive)
+                            .count()
+                            == n
+                    }
+                },
+            )
             .await;
         }
     }
@@ -134,10 +138,14 @@ impl Cluster {
             let node = node.clone();
             let (ns, key) = (ns.clone(), key.clone());
             let want = value.map(|v| v.to_vec());
-            eventually(timeout, &format!("{key} = {want:?} on {}", node.peer_id()), || {
-                let (node, ns, key, want) = (node.clone(), ns.clone(), key.clone(), want.clone());
-                async move { node.get(&ns, &key).await.unwrap().map(|e| e.value) == want }
-            })
+            eventually(
+                timeout,
+                &format!("{key} = {want:?} on {}", node.peer_id()),
+                || {
+                    let (node, ns, key, want) = (node.clone(), ns.clone(), key.clone(), want.clone());
+                    async move { node.get(&ns, &key).await.unwrap().map(|e| e.value) == want }
+                },
+            )
             .await;
         }
     }

@@ -387,11 +387,7 @@ fn no_subcommand_runs_a_node_that_leaves_gracefully_on_sigterm_with_json_logs() 
     node.signal("-TERM");
     assert_eq!(node.wait_exit(Duration::from_secs(20)), Some(0));
     let logs = node.stderr();
-    let lines: Vec<Value> = logs
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|l| json(l))
-        .collect();
+    let lines: Vec<Value> = logs.lines().filter(|l| !l.trim().is_empty()).map(json).collect();
     assert!(lines.len() > 2, "{logs}");
     // From the moment the node id is known, every line carries it.
     let first_with_id = lines

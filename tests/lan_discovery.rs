@@ -5,6 +5,7 @@
 //! Needs root and `ip netns`; without them the test prints why and returns.
 
 #![cfg(feature = "node")]
+#![allow(clippy::disallowed_methods)] // a test driver: waits on real time
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

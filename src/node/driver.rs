@@ -330,9 +330,9 @@ impl Driver {
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established,
+                num_established: 0,
                 ..
-            } if num_established == 0 => {
+            } => {
                 if let Some(node) = node_id_of(&peer_id) {
                     self.feed(Input::PeerDisconnected(node));
                 }

@@ -191,7 +191,7 @@ string_id!(
 
 string_id!(
     /// A config key: UTF-8, `/`-separated non-empty segments, at most
-    /// [`MAX_KEY_LEN`] bytes, no control characters.
+    /// 512 bytes, no control characters.
     Key,
     "key",
     |s| {

@@ -667,7 +667,9 @@ fn a_node_cut_off_long_enough_to_be_suspected_is_alive_everywhere_after_healing(
     let mut net = Net::new(3, cfg(), T0);
     net.run_for(5_000, 100);
     net.isolate(&[1]);
-    net.run_for(3_500, 100);
+    // Default detector: suspect after about one interval of pause plus ~6
+    // spreads of half an interval (~5 s), dead 5 s of suspicion later.
+    net.run_for(7_000, 100);
     assert_eq!(status(&net, 0, 1), Some(MemberStatus::Suspect));
     net.heal();
     net.run_for(5_000, 100);

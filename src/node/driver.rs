@@ -30,7 +30,7 @@ use super::handle::{MemberView, Request, WatchError, WatchFilter, WatchItem, Wat
 /// Capacity of each watcher's queue; a watcher further behind is dropped.
 pub(crate) const WATCH_QUEUE: usize = 1024;
 /// How often the driver re-dials members it is not connected to.
-const REDIAL_INTERVAL: Duration = Duration::from_secs(5);
+const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Driver-side facts a read may need.
 #[derive(Clone, Debug, Default)]

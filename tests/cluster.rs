@@ -9,7 +9,9 @@ mod common;
 use std::time::Duration;
 
 use common::{eventually, key, ns, Cluster};
-use starling::core::{HealthStatus, InstanceId, MemberStatus, ServiceName, ServiceQuery, ServiceSpec};
+use starling::core::{
+    HealthStatus, InstanceId, MemberStatus, Namespace, ServiceName, ServiceQuery, ServiceSpec,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -66,6 +68,30 @@ fn spec(ttl_ms: Option<u64>) -> ServiceSpec {
     }
 }
 
+/// Wait until every running node reports `inst` critical.
+async fn wait_critical_everywhere(
+    c: &Cluster,
+    n: &Namespace,
+    svc: &ServiceName,
+    inst: &InstanceId,
+    what: &str,
+) {
+    for node in c.running() {
+        let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), inst.clone());
+        eventually(T, what, || {
+            let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), inst.clone());
+            async move {
+                node.services(&n, &svc, ServiceQuery::default())
+                    .await
+                    .unwrap()
+                    .iter()
+                    .any(|v| v.instance == inst && v.health == HealthStatus::Critical)
+            }
+        })
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_is_healthy_everywhere_then_unhealthy_when_its_ttl_lapses_or_its_owner_dies() {
     let mut c = Cluster::start(5, "services").await;
@@ -94,37 +120,18 @@ async fn a_service_is_healthy_everywhere_then_unhealthy_when_its_ttl_lapses_or_i
         .await;
     }
     // No heartbeat for the TTL instance: its owner marks it critical.
-    for node in c.running() {
-        let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), ttl_inst.clone());
-        eventually(T, "TTL instance critical everywhere", || {
-            let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), inst.clone());
-            async move {
-                node.services(&n, &svc, ServiceQuery::default())
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|v| v.instance == inst && v.health == HealthStatus::Critical)
-            }
-        })
-        .await;
-    }
+    wait_critical_everywhere(&c, &n, &svc, &ttl_inst, "TTL instance critical everywhere").await;
     // Kill the owner of the other one (no leave): it turns critical everywhere.
     let owner = c.nodes[3].take().unwrap();
     owner.stop_without_leave().await.unwrap();
-    for node in c.running() {
-        let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), owned_inst.clone());
-        eventually(T, "dead owner's instance critical everywhere", || {
-            let (node, n, svc, inst) = (node.clone(), n.clone(), svc.clone(), inst.clone());
-            async move {
-                node.services(&n, &svc, ServiceQuery::default())
-                    .await
-                    .unwrap()
-                    .iter()
-                    .any(|v| v.instance == inst && v.health == HealthStatus::Critical)
-            }
-        })
-        .await;
-    }
+    wait_critical_everywhere(
+        &c,
+        &n,
+        &svc,
+        &owned_inst,
+        "dead owner's instance critical everywhere",
+    )
+    .await;
     c.shutdown_all().await;
 }
 

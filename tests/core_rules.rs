@@ -101,6 +101,48 @@ fn cfg() -> Config {
 // ----- concurrent writes -------------------------------------------------
 
 #[test]
+fn resolve_keeps_the_chosen_sibling_everywhere_and_refuses_a_non_live_version() {
+    let mut net = Net::new(2, cfg(), T0);
+    let a = written(net.cmd(0, put("db/url", "from-a")));
+    net.now += 5;
+    let b = written(net.cmd(1, put("db/url", "from-b")));
+    net.run();
+    assert_eq!(
+        net.engines[0]
+            .kv_get(&ns(), &key("db/url"))
+            .unwrap()
+            .siblings
+            .len(),
+        2
+    );
+    let keep = |to| Command::Resolve {
+        namespace: ns(),
+        key: key("db/url"),
+        keep: to,
+    };
+    // Keep the loser on purpose: the explicit choice wins over the HLC rule.
+    let winner = net.engines[0].kv_get(&ns(), &key("db/url")).unwrap().version.id;
+    let loser = if winner == a { b } else { a };
+    let loser_value = net.engines[0]
+        .kv_get(&ns(), &key("db/url"))
+        .unwrap()
+        .siblings
+        .into_iter()
+        .find(|(v, _)| v.id == loser)
+        .and_then(|(_, val)| val)
+        .unwrap();
+    written(net.cmd(0, keep(loser)));
+    net.run();
+    for e in &net.engines {
+        let got = e.kv_get(&ns(), &key("db/url")).unwrap();
+        assert_eq!(got.siblings.len(), 1, "resolve supersedes every sibling");
+        assert_eq!(got.value, loser_value);
+    }
+    // The resolved-away versions are history now, not live: refused.
+    assert_eq!(net.cmd(0, keep(loser)), Err(CommandError::NotFound));
+}
+
+#[test]
 fn concurrent_writes_keep_both_siblings_and_every_node_picks_the_highest_hlc() {
     let mut net = Net::new(3, cfg(), T0);
     let a = written(net.cmd(0, put("db/url", "from-a")));

@@ -146,6 +146,16 @@ pub enum Command {
         /// The version whose content to restore.
         to: VersionId,
     },
+    /// Settle concurrent writes: write the content of the live sibling
+    /// `keep` as a new version, superseding every sibling.
+    Resolve {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+        /// The live version whose content wins.
+        keep: VersionId,
+    },
     /// Register (or re-register) a service instance owned by this node.
     RegisterService {
         /// Namespace.
@@ -1174,6 +1184,16 @@ impl Engine {
                     .state
                     .get(&sk)
                     .and_then(|ks| ks.all().find(|v| v.id() == to))
+                    .map(|v| v.payload.clone())
+                    .ok_or(CommandError::NotFound)?;
+                Ok(self.write_local(sk, payload))
+            }
+            Command::Resolve { namespace, key, keep } => {
+                let sk = StateKey::Kv { namespace, key };
+                let payload = self
+                    .state
+                    .get(&sk)
+                    .and_then(|ks| ks.live.iter().find(|v| v.id() == keep))
                     .map(|v| v.payload.clone())
                     .ok_or(CommandError::NotFound)?;
                 Ok(self.write_local(sk, payload))

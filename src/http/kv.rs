@@ -143,12 +143,8 @@ pub(crate) async fn delete(
     let key = Key::new(key)?;
     let written = match expect(&q)? {
         Some(e) => app.node.delete_if(&ns, &key, e).await?,
-        None => {
-            if app.node.get(&ns, &key).await?.is_none() {
-                return Err(ApiError::not_found(format!("key {ns}/{key} not found")));
-            }
-            app.node.delete(&ns, &key).await?
-        }
+        // The engine answers NotFound (404) for an absent or deleted key.
+        None => app.node.delete(&ns, &key).await?,
     };
     Ok(Json(views::write_result(&written)))
 }
@@ -200,24 +196,7 @@ pub(crate) async fn post(
         .transpose()?;
     let written = match (action, version, body.value) {
         ("rollback", Some(v), None) => app.node.rollback(&ns, &key, v).await?,
-        ("resolve", Some(v), None) => {
-            let entry = app
-                .node
-                .get(&ns, &key)
-                .await?
-                .ok_or_else(|| ApiError::not_found(format!("key {ns}/{key} not found")))?;
-            let value = entry
-                .siblings
-                .iter()
-                .find(|(s, _)| s.id == v)
-                .ok_or_else(|| ApiError::not_found(format!("version {v} is not a live sibling")))?
-                .1
-                .clone();
-            match value {
-                Some(bytes) => app.node.put(&ns, &key, bytes).await?,
-                None => app.node.delete(&ns, &key).await?,
-            }
-        }
+        ("resolve", Some(v), None) => app.node.resolve(&ns, &key, v).await?,
         ("resolve", None, Some(value)) => app.node.put(&ns, &key, value.into_bytes()).await?,
         _ => {
             return Err(ApiError::bad_request(

@@ -112,17 +112,7 @@ pub(crate) async fn deregister(
     PathParams(path): InstancePath,
 ) -> Result<Json<Value>, ApiError> {
     let (ns, service, instance) = parse_instance(path)?;
-    let known = app
-        .node
-        .services(&ns, &service, ServiceQuery::default())
-        .await?
-        .iter()
-        .any(|v| v.instance == instance);
-    if !known {
-        return Err(ApiError::not_found(format!(
-            "instance {instance} of {ns}/{service} not found"
-        )));
-    }
+    // The engine answers NotFound (404) for an unknown instance.
     let written = app.node.deregister_service(&ns, &service, &instance).await?;
     Ok(Json(views::write_result(&written)))
 }

@@ -406,6 +406,23 @@ impl NodeHandle {
         .await
     }
 
+    /// Settle concurrent writes: write the content of the live sibling
+    /// `keep` as a new version that supersedes every sibling.
+    /// [`CommandError::NotFound`] if `keep` is not a live version.
+    pub async fn resolve(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+        keep: VersionId,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::Resolve {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            keep,
+        })
+        .await
+    }
+
     /// Follow changes matching `filter`, replaying those after `since` first
     /// (or starting from now). Fails with [`NodeError::SnapshotRequired`] if
     /// `since` is older than the node's watch log.

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use starling::core::{Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
+use starling::core::{CanarySpec, Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
 
 /// A version's rank: (HLC, origin).
 type Rank = (starling::core::Hlc, NodeId);
@@ -422,7 +422,7 @@ impl Oracle {
         };
         // Limits.
         let limit = match key {
-            StateKey::Kv { .. } => self.history_limit,
+            StateKey::Kv { .. } | StateKey::Canary { .. } => self.history_limit,
             StateKey::Service { .. } => 0,
         };
         if ks.history.len() > limit {
@@ -439,7 +439,7 @@ impl Oracle {
         // No value nobody wrote.
         for v in ks.all() {
             match &v.payload {
-                Payload::Value(b) => {
+                Payload::Value(b) | Payload::Canary(CanarySpec { value: b, .. }) => {
                     if !self.value_was_written(b) {
                         self.violate(
                             t_ms,

@@ -21,6 +21,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use super::canary::{CanarySpec, CanaryTarget};
 use super::config::{Config, ConfigError};
 use super::dots::Dot;
 use super::hlc::{Hlc, HlcClock};
@@ -187,6 +188,33 @@ pub enum Command {
         /// Instance.
         instance: InstanceId,
     },
+    /// Start (or replace) a canary for a config key: `value` is read by
+    /// the nodes `target` selects, the stable value by every other node.
+    SetCanary {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+        /// The candidate value.
+        value: Vec<u8>,
+        /// Which nodes read it.
+        target: CanaryTarget,
+    },
+    /// Make a key's canary value its stable value everywhere and end the
+    /// canary.
+    PromoteCanary {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+    },
+    /// End a key's canary; every node reads the stable value again.
+    AbortCanary {
+        /// Namespace.
+        namespace: Namespace,
+        /// Key.
+        key: Key,
+    },
     /// Change this node's advertised addresses, name or tags.
     SetInfo(NodeInfo),
     /// Leave the cluster gracefully (final for this incarnation).
@@ -313,6 +341,7 @@ impl VersionInfo {
             checksum: v.checksum,
             size: match &v.payload {
                 Payload::Value(b) => b.len(),
+                Payload::Canary(c) => c.value.len(),
                 _ => 0,
             },
             deleted: v.payload.is_tombstone(),
@@ -334,6 +363,35 @@ pub struct KvEntry {
     /// Every live version including the winner (more than one after
     /// concurrent writes), highest rank first; `None` value for deletions.
     pub siblings: Vec<(VersionInfo, Option<Vec<u8>>)>,
+    /// The key's canary, if one is running. When it targets this node,
+    /// `value` is the canary's value (and `version` stays the stable
+    /// winner, the one conditional writes compare against); a key that
+    /// exists only as a canary reads here with the canary's version.
+    pub canary: Option<CanaryView>,
+}
+
+impl KvEntry {
+    /// Whether `value` comes from a canary targeting this node.
+    pub fn served_from_canary(&self) -> bool {
+        self.canary.as_ref().is_some_and(|c| c.active)
+    }
+}
+
+/// A running canary as read on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanaryView {
+    /// Namespace.
+    pub namespace: Namespace,
+    /// Key.
+    pub key: Key,
+    /// The candidate value.
+    pub value: Vec<u8>,
+    /// Which nodes read it.
+    pub target: CanaryTarget,
+    /// The canary's version.
+    pub version: VersionInfo,
+    /// Whether this node reads it.
+    pub active: bool,
 }
 
 /// A service instance as read, with its effective health.
@@ -428,6 +486,9 @@ pub struct Engine {
     cluster_id: u64,
     me: NodeId,
     info: NodeInfo,
+    /// Canary keys to re-announce to watchers after this node's tags
+    /// changed.
+    retargeted: Vec<StateKey>,
     incarnation: u64,
     left: bool,
     clock: HlcClock,
@@ -500,6 +561,7 @@ impl Engine {
             cfg,
             me,
             info,
+            retargeted: Vec::new(),
             incarnation,
             left: false,
             clock,
@@ -604,7 +666,91 @@ impl Engine {
             namespace: namespace.clone(),
             key: key.clone(),
         };
-        self.state.get(&sk).and_then(|ks| kv_entry(namespace, key, ks))
+        let stable = self.state.get(&sk).and_then(|ks| kv_entry(namespace, key, ks));
+        self.with_canary(stable, namespace, key)
+    }
+
+    /// The running canary of a key, if any, and whether it targets this
+    /// node.
+    pub fn kv_canary(&self, namespace: &Namespace, key: &Key) -> Option<CanaryView> {
+        let sk = StateKey::Canary {
+            namespace: namespace.clone(),
+            key: key.clone(),
+        };
+        self.state
+            .get(&sk)
+            .and_then(|ks| self.canary_view(namespace, key, ks))
+    }
+
+    /// Every running canary in `namespace`, in key order.
+    pub fn kv_canaries(&self, namespace: &Namespace) -> Vec<CanaryView> {
+        self.state
+            .iter()
+            .filter_map(|(k, ks)| match k {
+                StateKey::Canary { namespace: ns, key } if ns == namespace => self.canary_view(ns, key, ks),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Whether a change to this key's canary can change what this node
+    /// reads: its current or its latest replaced version targets this node.
+    /// Nodes outside a canary's target see no change when it starts, moves
+    /// or ends.
+    pub fn canary_affects_me(&self, namespace: &Namespace, key: &Key) -> bool {
+        let sk = StateKey::Canary {
+            namespace: namespace.clone(),
+            key: key.clone(),
+        };
+        let Some(ks) = self.state.get(&sk) else {
+            return false;
+        };
+        let targets_me = |v: &Version| match &v.payload {
+            Payload::Canary(c) => c.target.matches(&self.me, &self.info.tags),
+            _ => false,
+        };
+        ks.live.iter().any(targets_me) || ks.history.first().is_some_and(targets_me)
+    }
+
+    fn canary_view(&self, namespace: &Namespace, key: &Key, ks: &KeyState) -> Option<CanaryView> {
+        let w = ks.winner()?;
+        let Payload::Canary(spec) = &w.payload else {
+            return None;
+        };
+        Some(CanaryView {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            value: spec.value.clone(),
+            target: spec.target.clone(),
+            version: VersionInfo::of(w),
+            active: spec.target.matches(&self.me, &self.info.tags),
+        })
+    }
+
+    /// Attach the key's canary to a stable read, serving its value when it
+    /// targets this node.
+    fn with_canary(&self, stable: Option<KvEntry>, namespace: &Namespace, key: &Key) -> Option<KvEntry> {
+        let Some(canary) = self.kv_canary(namespace, key) else {
+            return stable;
+        };
+        match stable {
+            Some(mut e) => {
+                if canary.active {
+                    e.value = canary.value.clone();
+                }
+                e.canary = Some(canary);
+                Some(e)
+            }
+            None if canary.active => Some(KvEntry {
+                namespace: namespace.clone(),
+                key: key.clone(),
+                value: canary.value.clone(),
+                version: canary.version.clone(),
+                siblings: Vec::new(),
+                canary: Some(canary),
+            }),
+            None => None,
+        }
     }
 
     /// Keys in `namespace` starting with `prefix`, in key order, skipping
@@ -641,12 +787,35 @@ impl Engine {
                 }
                 continue;
             }
-            if let Some(e) = kv_entry(ns, key, ks) {
+            if let Some(e) = self.with_canary(kv_entry(ns, key, ks), ns, key) {
                 out.push(e);
                 if out.len() >= limit {
                     break;
                 }
             }
+        }
+        // Keys that exist only as a canary targeting this node read like
+        // any other key.
+        let only_canary: Vec<KvEntry> = self
+            .kv_canaries(namespace)
+            .into_iter()
+            .filter(|c| c.active && c.key.as_str().starts_with(prefix))
+            .filter(|c| {
+                let sk = StateKey::Kv {
+                    namespace: namespace.clone(),
+                    key: c.key.clone(),
+                };
+                self.state
+                    .get(&sk)
+                    .and_then(|ks| kv_entry(namespace, &c.key, ks))
+                    .is_none()
+            })
+            .filter_map(|c| self.with_canary(None, namespace, &c.key))
+            .collect();
+        if !only_canary.is_empty() {
+            out.extend(only_canary);
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            out.truncate(limit);
         }
         out
     }
@@ -723,6 +892,26 @@ impl Engine {
             }
         }
         names.into_iter().collect()
+    }
+
+    /// Registered instances of every namespace and service, counted by
+    /// health as reads report it (an instance of a dead or departed owner
+    /// counts as critical). For metrics.
+    pub fn instances_by_health(&self) -> BTreeMap<HealthStatus, u64> {
+        let mut counts = BTreeMap::new();
+        for (k, ks) in self.state.iter() {
+            if let StateKey::Service {
+                namespace,
+                service,
+                instance,
+            } = k
+            {
+                if let Some(view) = self.service_view(namespace, service, instance, ks) {
+                    *counts.entry(view.health).or_insert(0) += 1;
+                }
+            }
+        }
+        counts
     }
 
     fn service_view(
@@ -1267,7 +1456,51 @@ impl Engine {
                 self.owned_heartbeats.remove(&sk);
                 Ok(self.write_local(sk, Payload::Tombstone))
             }
+            Command::SetCanary {
+                namespace,
+                key,
+                value,
+                target,
+            } => {
+                if value.len() > self.cfg.max_value_bytes {
+                    return Err(CommandError::TooLarge {
+                        size: value.len(),
+                        max: self.cfg.max_value_bytes,
+                    });
+                }
+                target.validate().map_err(CommandError::Invalid)?;
+                let sk = StateKey::Canary { namespace, key };
+                Ok(self.write_local(sk, Payload::Canary(CanarySpec { value, target })))
+            }
+            Command::PromoteCanary { namespace, key } => {
+                let canary = self.kv_canary(&namespace, &key).ok_or(CommandError::NotFound)?;
+                let out = self.write_local(
+                    StateKey::Kv {
+                        namespace: namespace.clone(),
+                        key: key.clone(),
+                    },
+                    Payload::Value(canary.value),
+                );
+                self.write_local(StateKey::Canary { namespace, key }, Payload::Tombstone);
+                Ok(out)
+            }
+            Command::AbortCanary { namespace, key } => {
+                if self.kv_canary(&namespace, &key).is_none() {
+                    return Err(CommandError::NotFound);
+                }
+                Ok(self.write_local(StateKey::Canary { namespace, key }, Payload::Tombstone))
+            }
             Command::SetInfo(info) => {
+                if info.tags != self.info.tags {
+                    // Which canaries target this node may change: readers of
+                    // those keys hear about it like any other change.
+                    self.retargeted = self
+                        .state
+                        .iter()
+                        .filter(|(k, _)| matches!(k, StateKey::Canary { .. }))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                }
                 self.info = info;
                 self.incarnation += 1;
                 let rec = self.own_record(MemberStatus::Alive);
@@ -1439,6 +1672,15 @@ impl Engine {
                 }
             }
             (StateKey::Service { .. }, Payload::Tombstone) => {}
+            (StateKey::Canary { .. }, Payload::Canary(c)) => {
+                if c.value.len() > self.cfg.max_value_bytes {
+                    return Err("version_value_too_large");
+                }
+                if c.target.validate().is_err() {
+                    return Err("version_bad_canary");
+                }
+            }
+            (StateKey::Canary { .. }, Payload::Tombstone) => {}
             _ => return Err("version_payload_kind_mismatch"),
         }
         if v.payload.checksum() != v.checksum {
@@ -1700,6 +1942,20 @@ impl Engine {
                     local: pending.local_keys.contains(k),
                 });
             }
+            for k in std::mem::take(&mut self.retargeted) {
+                if !dirty.live.contains(&k) {
+                    let ks = self.state.get(&k);
+                    let winner = ks.and_then(|ks| ks.winner());
+                    events.push(WatchChange::Key {
+                        key: k,
+                        winner: winner.map(|w| w.id()),
+                        hlc: winner.map(|w| w.hlc),
+                        deleted: ks.is_none_or(|ks| ks.is_deleted()),
+                        siblings: ks.map_or(0, |ks| ks.live.len()),
+                        local: true,
+                    });
+                }
+            }
             for n in &member_dirty {
                 if let Some(m) = self.members.get(n) {
                     events.push(WatchChange::Member {
@@ -1769,5 +2025,6 @@ fn kv_entry(namespace: &Namespace, key: &Key, ks: &KeyState) -> Option<KvEntry> 
                 (VersionInfo::of(v), val)
             })
             .collect(),
+        canary: None,
     })
 }

@@ -247,6 +247,14 @@ pub enum StateKey {
         /// The instance.
         instance: InstanceId,
     },
+    /// The canary (gray rollout) of a config key: a candidate value read
+    /// only by the nodes its target selects.
+    Canary {
+        /// Its namespace.
+        namespace: Namespace,
+        /// The config key it is a candidate for.
+        key: Key,
+    },
 }
 
 impl StateKey {
@@ -272,6 +280,12 @@ impl StateKey {
                 buf.push(0xff);
                 buf.extend_from_slice(instance.as_str().as_bytes());
             }
+            StateKey::Canary { namespace, key } => {
+                buf.push(2);
+                buf.extend_from_slice(namespace.as_str().as_bytes());
+                buf.push(0xff);
+                buf.extend_from_slice(key.as_str().as_bytes());
+            }
         }
         xxhash_rust::xxh3::xxh3_64(&buf)
     }
@@ -279,7 +293,9 @@ impl StateKey {
     /// The namespace of either kind of key.
     pub fn namespace(&self) -> &Namespace {
         match self {
-            StateKey::Kv { namespace, .. } | StateKey::Service { namespace, .. } => namespace,
+            StateKey::Kv { namespace, .. }
+            | StateKey::Service { namespace, .. }
+            | StateKey::Canary { namespace, .. } => namespace,
         }
     }
 }

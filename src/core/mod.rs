@@ -75,6 +75,7 @@
 //! assert_eq!(a.digest(), b.digest());
 //! ```
 
+mod canary;
 mod config;
 mod dots;
 mod engine;
@@ -88,10 +89,11 @@ mod state;
 mod watch;
 pub mod wire;
 
+pub use canary::{cohort_bucket, CanarySpec, CanaryTarget};
 pub use config::{Config, ConfigError};
 pub use dots::{Context, Dot, DotRange, Knowledge};
 pub use engine::{
-    Action, Command, CommandError, CommandOutput, Counters, Engine, Expect, Input, KvEntry, ServiceView,
+    Action, CanaryView, Command, CommandError, CommandOutput, Counters, Engine, Expect, Input, KvEntry, ServiceView,
     Topic, VersionInfo,
 };
 pub use hlc::{Hlc, HlcClock, HlcError};

@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::canary::CanarySpec;
 use super::dots::{Context, Dot, Knowledge};
 use super::hlc::Hlc;
 use super::ids::{NodeId, StateKey};
@@ -43,6 +44,8 @@ pub enum Payload {
     Tombstone,
     /// A service instance registration.
     Instance(ServiceInstance),
+    /// A canary (gray rollout) value and its target.
+    Canary(CanarySpec),
 }
 
 impl Payload {
@@ -55,6 +58,11 @@ impl Payload {
             Payload::Instance(inst) => {
                 let bytes = bincode::serde::encode_to_vec(inst, bincode::config::standard())
                     .expect("encoding a ServiceInstance into memory cannot fail");
+                xxhash_rust::xxh3::xxh3_64(&bytes)
+            }
+            Payload::Canary(spec) => {
+                let bytes = bincode::serde::encode_to_vec(spec, bincode::config::standard())
+                    .expect("encoding a CanarySpec into memory cannot fail");
                 xxhash_rust::xxh3::xxh3_64(&bytes)
             }
         }
@@ -70,6 +78,7 @@ impl Payload {
             Payload::Value(_) => 1,
             Payload::Tombstone => 2,
             Payload::Instance(_) => 3,
+            Payload::Canary(_) => 4,
         }
     }
 
@@ -79,6 +88,7 @@ impl Payload {
             Payload::Value(v) => v.len() + 8,
             Payload::Tombstone => 1,
             Payload::Instance(i) => i.approx_size(),
+            Payload::Canary(c) => c.approx_size(),
         }
     }
 }
@@ -403,7 +413,7 @@ impl ReplicatedState {
         self.knowledge.insert(v.dot);
         self.dirty_origins.insert(v.dot.node);
         let limit = match key {
-            StateKey::Kv { .. } => self.history_limit,
+            StateKey::Kv { .. } | StateKey::Canary { .. } => self.history_limit,
             StateKey::Service { .. } => 0,
         };
         self.buckets[bucket] ^= v.digest_hash(key_hash);

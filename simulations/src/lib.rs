@@ -5,11 +5,16 @@
 //! [`Scenario::resolve`] makes every random choice explicit, [`sim::Sim`]
 //! runs the engines in virtual time, the [`oracle`] checks safety as the run
 //! goes and liveness at the deadline, and [`report`] writes the results.
+//!
+//! With the `real` feature (on by default), `real` runs the same scenario
+//! files on real libp2p nodes in this process (`starling-sim swarm-real`).
 #![forbid(unsafe_code)]
 
 pub mod model;
 pub mod net;
 pub mod oracle;
+#[cfg(feature = "real")]
+pub mod real;
 pub mod report;
 pub mod rng;
 pub mod scenario;

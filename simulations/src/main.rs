@@ -74,6 +74,27 @@ enum Cmd {
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
     },
+    /// Run a scenario on real libp2p nodes in this process (loopback TCP,
+    /// bootstrap peers, mDNS off); faults map onto blocked peers, restarts
+    /// and isolation. Not deterministic: checks are "eventually, by the
+    /// deadline".
+    SwarmReal {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Nodes (1–20; default the scenario's `cluster.size`, capped at 20).
+        #[arg(long)]
+        nodes: Option<usize>,
+        /// Seed of the workload's choices and the scenario's random draws.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output directory (default `sim-out/<scenario>/real-<seed>`).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Multiply every scenario and protocol time by this (default: the
+        /// timeline fits in 60 s, never slower than real time).
+        #[arg(long)]
+        time_scale: Option<f64>,
+    },
     /// Random scenarios, everything drawn from each seed.
     Swarm {
         /// A seed range `A..B`.
@@ -113,6 +134,13 @@ fn main() -> ExitCode {
             0
         }
         Cmd::Swarm { seeds, out } => cmd_swarm(&seeds, &out),
+        Cmd::SwarmReal {
+            scenario,
+            nodes,
+            seed,
+            out,
+            time_scale,
+        } => cmd_swarm_real(&scenario, nodes, seed, out.as_deref(), time_scale),
     };
     ExitCode::from(code as u8)
 }
@@ -429,4 +457,83 @@ fn cmd_swarm(seeds: &str, out: &Path) -> i32 {
         }
     }
     combine(&codes)
+}
+
+#[cfg(feature = "real")]
+fn cmd_swarm_real(
+    path: &Path,
+    nodes: Option<usize>,
+    seed: u64,
+    out: Option<&Path>,
+    time_scale: Option<f64>,
+) -> i32 {
+    use starling_sim::real::{self, RealOptions};
+    let sc = match Scenario::load(path) {
+        Ok(s) => s,
+        Err(e) => return harness_error(e),
+    };
+    let opts = RealOptions {
+        nodes,
+        time_scale,
+        progress: std::io::stderr().is_terminal(),
+        ..RealOptions::default()
+    };
+    let r = match real::run(&sc, seed, &opts) {
+        Ok(r) => r,
+        Err(e) => return harness_error(e),
+    };
+    let dir = out.map(Path::to_path_buf).unwrap_or_else(|| {
+        PathBuf::from("sim-out")
+            .join(&sc.name)
+            .join(format!("real-{seed}"))
+    });
+    let prov = Provenance {
+        scenario_path: path.display().to_string(),
+        git_rev: report::git_rev(),
+        wall_ms: r.wall_ms,
+    };
+    if let Err(e) = real::write_run(&dir, &r, &prov) {
+        return harness_error(format!("writing {}: {e}", dir.display()));
+    }
+    let m = &r.metrics;
+    println!(
+        "{:<28} seed {:<6} {:<8} real, {} nodes, scale {:.3}: reach p50 {} / p99 {} / max {} ms  lost {}  converge {} ms  in {:.1} s  → {}",
+        r.scenario.name,
+        seed,
+        format!("{:?}", r.verdict).to_lowercase(),
+        m["nodes"],
+        r.time_scale,
+        m["write_reach_p50_ms"],
+        m["write_reach_p99_ms"],
+        m["write_reach_max_ms"],
+        m["lost_writes"],
+        m["converge_after_heal_ms"],
+        r.wall_ms as f64 / 1000.0,
+        dir.join("summary.md").display()
+    );
+    for s in &r.skipped {
+        println!("  skipped: {s}");
+    }
+    if r.verdict != Verdict::Valid {
+        println!(
+            "FAIL {} seed {} real ({:?}): {} | repro: {}",
+            r.scenario.name,
+            seed,
+            r.verdict,
+            r.reasons.first().map(String::as_str).unwrap_or("?"),
+            real::repro_line(&r, &prov)
+        );
+    }
+    r.verdict.exit_code()
+}
+
+#[cfg(not(feature = "real"))]
+fn cmd_swarm_real(
+    _path: &Path,
+    _nodes: Option<usize>,
+    _seed: u64,
+    _out: Option<&Path>,
+    _time_scale: Option<f64>,
+) -> i32 {
+    harness_error("built without the `real` feature: swarm-real is not available")
 }

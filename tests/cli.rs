@@ -497,3 +497,143 @@ fn a_peer_sees_a_node_that_got_sigterm_as_left() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// Wait until `check` holds, polling; panics with `what` after 20 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn own_tags(node: &RunningNode) -> Value {
+    let members = json(&node.ok(&["members", "--json"]));
+    members
+        .as_array()
+        .and_then(|a| a.iter().find(|m| m["node_id"] == node.node_id.as_str()))
+        .map(|m| m["tags"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn config_reload_applies_reloadable_settings_and_keeps_the_running_config_otherwise() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("node.toml");
+    let write = |text: &str| std::fs::write(&file, text).unwrap();
+    write("tags = { role = \"gateway\" }\n[protocol]\ncluster = \"reload\"\n");
+    let node = RunningNode::start(None, &["--config", file.to_str().unwrap()]);
+    assert_eq!(own_tags(&node)["role"], "gateway");
+    // A canary aimed at edge nodes: this node does not read it yet.
+    node.ok(&["kv", "put", "app", "feature", "off"]);
+    node.ok(&[
+        "kv",
+        "canary",
+        "set",
+        "app",
+        "feature",
+        "on",
+        "--selector",
+        "role=edge",
+    ]);
+    assert_eq!(node.ok(&["kv", "get", "app", "feature"]).trim(), "off");
+
+    // Reloadable: tags, log level, heartbeat interval, rate limit.
+    write(
+        "tags = { role = \"edge\" }\nlog_level = \"debug\"\nhttp_rate_limit = 1000\n\
+         [protocol]\ncluster = \"reload\"\nheartbeat_interval_ms = 500\n",
+    );
+    eventually("the new tags", || own_tags(&node)["role"] == "edge");
+    eventually("the reload log line", || {
+        node.stderr().contains("config reloaded")
+    });
+    let line = node
+        .stderr()
+        .lines()
+        .find(|l| l.contains("config reloaded"))
+        .unwrap()
+        .to_string();
+    for field in ["tags", "log_level", "http_rate_limit", "protocol"] {
+        assert!(line.contains(field), "{field} missing from {line}");
+    }
+    // Retagged into the canary's target: the node now reads the canary.
+    assert_eq!(node.ok(&["kv", "get", "app", "feature"]).trim(), "on");
+    // The new log level is in force.
+    eventually("debug lines", || node.stderr().contains("DEBUG"));
+
+    // A setting that needs a restart: rejected, nothing applied.
+    write("tags = { role = \"other\" }\n[protocol]\ncluster = \"elsewhere\"\n");
+    eventually("the rejection", || {
+        node.stderr()
+            .lines()
+            .any(|l| l.contains("reload rejected") && l.contains("protocol.cluster"))
+    });
+    assert_eq!(own_tags(&node)["role"], "edge");
+
+    // A file that does not parse: rejected, node keeps running.
+    write("tags = [ this is not toml\n");
+    eventually("the parse error", || {
+        node.stderr()
+            .lines()
+            .any(|l| l.contains("reload rejected") && l.contains("invalid config file"))
+    });
+    node.wait_healthy();
+    assert_eq!(own_tags(&node)["role"], "edge");
+
+    // SIGHUP reloads too, even with no change on disk.
+    write("tags = { role = \"edge\" }\nlog_level = \"debug\"\nhttp_rate_limit = 1000\n[protocol]\ncluster = \"reload\"\nheartbeat_interval_ms = 500\n");
+    eventually("the file to settle", || {
+        node.stderr()
+            .lines()
+            .filter(|l| l.contains("config reloaded"))
+            .count()
+            >= 2
+    });
+    node.signal("-HUP");
+    eventually("a SIGHUP reload", || {
+        node.stderr()
+            .lines()
+            .any(|l| l.contains("config reloaded") && l.contains("SIGHUP"))
+    });
+    node.wait_healthy();
+}
+
+#[test]
+fn kv_canary_set_show_promote_and_abort() {
+    let node = RunningNode::start(None, &["--tag", "role=gateway"]);
+    node.ok(&["kv", "put", "app", "limit", "100"]);
+    let set = node.cli(&["kv", "canary", "set", "app", "limit", "200"]);
+    assert_eq!(set.status.code(), Some(1), "a canary needs a target");
+    node.ok(&[
+        "kv",
+        "canary",
+        "set",
+        "app",
+        "limit",
+        "200",
+        "--selector",
+        "role=gateway",
+    ]);
+    let get = node.cli(&["kv", "get", "app", "limit"]);
+    assert_eq!(String::from_utf8_lossy(&get.stdout).trim(), "200");
+    assert!(String::from_utf8_lossy(&get.stderr).contains("canary"));
+    let table = node.ok(&["kv", "canary", "show", "app"]);
+    assert!(
+        table.contains("limit") && table.contains("role=gateway") && table.contains("yes"),
+        "{table}"
+    );
+    let one = json(&node.ok(&["kv", "canary", "show", "app", "limit", "--json"]));
+    assert_eq!(one["active_here"], true);
+    assert_eq!(one["value"], "200");
+
+    node.ok(&["kv", "canary", "promote", "app", "limit"]);
+    assert_eq!(node.ok(&["kv", "get", "app", "limit"]).trim(), "200");
+    let gone = node.cli(&["kv", "canary", "show", "app", "limit"]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("404"));
+
+    node.ok(&["kv", "canary", "set", "app", "limit", "300", "--percent", "100"]);
+    assert_eq!(node.ok(&["kv", "get", "app", "limit"]).trim(), "300");
+    node.ok(&["kv", "canary", "abort", "app", "limit"]);
+    assert_eq!(node.ok(&["kv", "get", "app", "limit"]).trim(), "200");
+}

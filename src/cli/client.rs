@@ -129,6 +129,64 @@ enum KvCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// Gray rollout: serve a candidate value to some nodes first.
+    Canary {
+        #[command(subcommand)]
+        command: CanaryCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CanaryCommand {
+    /// Start (or replace) a key's canary: nodes matching --selector and/or
+    /// --percent read VALUE, every other node the stable value.
+    Set {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The candidate value; `-` reads stdin.
+        #[arg(required_unless_present = "file", conflicts_with = "file")]
+        value: Option<String>,
+        /// Read the value from this file.
+        #[arg(long, value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// Node tags that must all match, e.g. `role=gateway,region=eu`.
+        #[arg(long, value_name = "TAGS", default_value = "")]
+        selector: String,
+        /// Share of nodes (1-100), picked by a stable hash of the node id.
+        #[arg(long, value_name = "PERCENT")]
+        percent: Option<u8>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Show one key's canary, or every canary of a namespace.
+    Show {
+        /// Namespace.
+        namespace: String,
+        /// Key (all canaries of the namespace if omitted).
+        key: Option<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Make the canary value the stable value on every node.
+    Promote {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// End the canary; every node reads the stable value again.
+    Abort {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
 }
 
 /// `starling services`.
@@ -471,7 +529,86 @@ pub(crate) fn kv(args: KvArgs) -> ExitCode {
             .and_then(|a| a.json())
             .map(|v| print_written(&opts, "rolled back; new version", &v))
         }
+        KvCommand::Canary { command } => canary(command),
     })
+}
+
+fn canary(command: CanaryCommand) -> Outcome {
+    match command {
+        CanaryCommand::Set {
+            namespace,
+            key,
+            value,
+            file,
+            selector,
+            percent,
+            opts,
+        } => {
+            let bytes = read_value(value, file)?;
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let mut query = vec![("selector", selector)];
+            query.extend(percent.map(|p| ("percent", p.to_string())));
+            let url = api.url(&["v1", "canary", &namespace, &key]);
+            let v = api
+                .send("PUT", &url, &query, bytes, "application/octet-stream")?
+                .json()?;
+            print_written(&opts, "canary version", &v);
+            Ok(())
+        }
+        CanaryCommand::Show { namespace, key, opts } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let v = match &key {
+                Some(key) => api
+                    .get(&api.url(&["v1", "canary", &namespace, key]), &[])?
+                    .json()?,
+                None => api.get(&api.url(&["v1", "canary", &namespace]), &[])?.json()?,
+            };
+            if opts.json {
+                print_json(&v);
+                return Ok(());
+            }
+            let one = [v.clone()];
+            let list = match key {
+                Some(_) => &one[..],
+                None => v["canaries"].as_array().map_or(&[][..], Vec::as_slice),
+            };
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|c| {
+                    vec![
+                        c["key"].as_str().unwrap_or("").to_string(),
+                        value_cell(c),
+                        c["target"].as_str().unwrap_or("").to_string(),
+                        if c["active_here"].as_bool() == Some(true) {
+                            "yes"
+                        } else {
+                            "no"
+                        }
+                        .to_string(),
+                        c["version"]["id"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect();
+            table::print(&["KEY", "CANARY VALUE", "TARGET", "HERE", "VERSION"], &rows);
+            Ok(())
+        }
+        CanaryCommand::Promote { namespace, key, opts } => {
+            canary_action(&opts, &namespace, &key, "promote", "promoted; stable version")
+        }
+        CanaryCommand::Abort { namespace, key, opts } => {
+            canary_action(&opts, &namespace, &key, "abort", "aborted")
+        }
+    }
+}
+
+fn canary_action(opts: &ClientOpts, ns: &str, key: &str, action: &str, what: &str) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let url = format!("{}/{action}", api.url(&["v1", "canary", ns, key]));
+    let v = api
+        .send("POST", &url, &[], Vec::new(), "application/json")?
+        .json()?;
+    print_written(opts, what, &v);
+    Ok(())
 }
 
 fn read_value(value: Option<String>, file: Option<PathBuf>) -> Result<Vec<u8>, Failure> {
@@ -521,6 +658,12 @@ fn kv_get(opts: &ClientOpts, ns: &str, key: &str, raw: bool) -> Outcome {
     let siblings = v["siblings"].as_array().map_or(0, Vec::len);
     if siblings > 1 {
         eprintln!("starling: {siblings} concurrent versions; showing the winner (see --json)");
+    }
+    if v["source"] == "canary" {
+        eprintln!(
+            "starling: this node reads the canary value (target: {}); `kv canary show` for details",
+            v["canary"]["target"].as_str().unwrap_or("?")
+        );
     }
     let mut out = std::io::stdout().lock();
     let bytes = match v["value"].as_str() {

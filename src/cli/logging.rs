@@ -18,10 +18,13 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::{reload, Registry};
 
 use crate::node::LogFormat;
 
 static NODE_ID: OnceLock<String> = OnceLock::new();
+/// Swaps the level filter of the installed logger (config reload).
+static FILTER: OnceLock<reload::Handle<EnvFilter, Registry>> = OnceLock::new();
 
 /// From now on, every log line carries this node id.
 pub(crate) fn set_node_id(id: String) {
@@ -31,6 +34,8 @@ pub(crate) fn set_node_id(id: String) {
 /// Install the global subscriber. `filter` is in `EnvFilter` syntax.
 pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid config field `log_level`: {e}"))?;
+    let (filter, handle) = reload::Layer::new(filter);
+    let _ = FILTER.set(handle);
     let result = match format {
         LogFormat::Json => tracing_subscriber::registry()
             .with(filter)
@@ -58,6 +63,15 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
             .try_init(),
     };
     result.map_err(|e| format!("cannot install the logger: {e}"))
+}
+
+/// Replace the log filter of the installed logger (`EnvFilter` syntax).
+pub(crate) fn set_filter(filter: &str) -> Result<(), String> {
+    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid config field `log_level`: {e}"))?;
+    let handle = FILTER.get().ok_or("the logger is not installed")?;
+    handle
+        .reload(filter)
+        .map_err(|e| format!("cannot change the log level: {e}"))
 }
 
 /// Wraps a formatter to add the node id to each line.

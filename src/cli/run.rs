@@ -83,10 +83,10 @@ pub(crate) fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    runtime.block_on(run_node(config))
+    runtime.block_on(run_node(config, args))
 }
 
-async fn run_node(config: NodeConfig) -> ExitCode {
+async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
     let node = match Node::start(config.clone()).await {
         Ok(node) => node,
         Err(e) => {
@@ -133,7 +133,23 @@ async fn run_node(config: NodeConfig) -> ExitCode {
     );
     let _ = std::io::stdout().flush();
 
-    let signal = wait_for_signal().await;
+    let mut reloader = Reloader::new(args, config);
+    let mut poll = tokio::time::interval(CONFIG_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut hangup = hangups();
+    let signal = loop {
+        tokio::select! {
+            signal = wait_for_signal() => break signal,
+            () = next_hangup(&mut hangup) => {
+                reloader.reload(&node, server.as_ref(), "SIGHUP").await;
+            }
+            _ = poll.tick() => {
+                if reloader.file_changed() {
+                    reloader.reload(&node, server.as_ref(), "config file changed").await;
+                }
+            }
+        }
+    };
     tracing::info!(%signal, "shutting down: announcing leave");
     // A second signal while leaving stops at once.
     let leave = async {
@@ -152,6 +168,108 @@ async fn run_node(config: NodeConfig) -> ExitCode {
             ExitCode::from(EXIT_FAILED)
         }
     }
+}
+
+/// How often the config file is checked for changes. Polling the content
+/// (rather than inotify) also catches editors that save by renaming a new
+/// file over the old one and Kubernetes ConfigMap symlink swaps.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// Hot reload: re-reads the config file (plus the command-line flags,
+/// which keep overriding it), applies the reloadable settings, and keeps
+/// the running config when the new one is invalid or changes a setting
+/// that needs a restart.
+struct Reloader {
+    args: RunArgs,
+    running: NodeConfig,
+    /// The file's content when last looked at (`None`: unreadable).
+    seen: Option<Vec<u8>>,
+}
+
+impl Reloader {
+    fn new(args: RunArgs, running: NodeConfig) -> Self {
+        let seen = args.config.as_ref().and_then(|p| std::fs::read(p).ok());
+        Reloader { args, running, seen }
+    }
+
+    /// Whether the config file's content differs from when last seen.
+    fn file_changed(&mut self) -> bool {
+        let Some(path) = &self.args.config else {
+            return false;
+        };
+        let now = std::fs::read(path).ok();
+        if now == self.seen {
+            return false;
+        }
+        self.seen = now;
+        true
+    }
+
+    async fn reload(&mut self, node: &NodeHandle, server: Option<&http::HttpServer>, why: &str) {
+        if self.args.config.is_none() {
+            tracing::info!(
+                trigger = why,
+                "reload asked for, but the node runs without a config file"
+            );
+            return;
+        }
+        let outcome = match self.args.to_config() {
+            Ok(new) => self.running.reload_changes(&new).map(|changed| (new, changed)),
+            Err(e) => Err(e),
+        };
+        let (new, changed) = match outcome {
+            Ok(ok) => ok,
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "config reload rejected; the running config stays in force");
+                return;
+            }
+        };
+        if changed.is_empty() {
+            tracing::info!(trigger = why, "config reloaded: no setting changed");
+            return;
+        }
+        if changed.contains(&"log_level") {
+            if let Err(e) = logging::set_filter(&new.log_level) {
+                tracing::error!(trigger = why, error = %e, "config reload rejected; the running config stays in force");
+                return;
+            }
+        }
+        if let Err(e) = node.reload(&new).await {
+            tracing::error!(trigger = why, error = %e, "config reload failed to apply");
+            return;
+        }
+        if let Some(server) = server {
+            server.set_rate_limit(new.http_rate_limit);
+        }
+        tracing::info!(trigger = why, changed = %changed.join(","), "config reloaded");
+        self.running = new;
+    }
+}
+
+#[cfg(unix)]
+type Hangups = Option<tokio::signal::unix::Signal>;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// SIGHUP listener (none where there are no signals).
+fn hangups() -> Hangups {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup()).ok()
+    }
+}
+
+/// The next SIGHUP; never resolves without a listener.
+#[cfg_attr(not(unix), allow(clippy::unused_async))]
+async fn next_hangup(hangups: &mut Hangups) {
+    #[cfg(unix)]
+    if let Some(s) = hangups {
+        s.recv().await;
+        return;
+    }
+    let _ = hangups;
+    std::future::pending::<()>().await;
 }
 
 /// The node's status once it listens somewhere (or after [`LISTEN_WAIT`]).

@@ -1,12 +1,14 @@
 //! The HTTP API: JSON over axum, server-sent events for watches.
 //!
 //! Every answer is JSON except `GET /v1/kv/{ns}/{key}?raw=true` (the stored
-//! bytes) and the watch streams (`text/event-stream`). Errors are
+//! bytes), the watch streams (`text/event-stream`) and `GET /metrics`
+//! (OpenMetrics text). Errors are
 //! `{"error": "...", "code": "..."}` with a 4xx status for every mistake a
 //! client can make (see [`ApiError`]).
 //!
 //! | Method | Path | What |
 //! |---|---|---|
+//! | GET | `/metrics` | Prometheus metrics (OpenMetrics text; see `README.md`) |
 //! | GET | `/v1/health` | node status |
 //! | GET | `/v1/members` | every known member |
 //! | GET | `/v1/kv/{ns}?prefix=P&limit=N` | list keys (`&index=R&wait=30s`: blocking query) |
@@ -27,8 +29,10 @@
 //! `/rollback`. To read a key whose last segment really is `history`, add
 //! `?literal=true`; `?history=true` asks for a key's history explicitly.
 
+mod canary;
 mod error;
 mod kv;
+mod metrics;
 mod services;
 pub mod views;
 mod watch;
@@ -97,22 +101,38 @@ impl HttpLimits {
 pub(crate) struct App {
     pub(crate) node: NodeHandle,
     pub(crate) limits: HttpLimits,
+    pub(crate) http_metrics: metrics::HttpMetrics,
 }
 
 /// The API's routes over a running node.
 pub fn router(node: NodeHandle, limits: HttpLimits) -> Router {
-    let rate = (limits.rate_limit_per_sec > 0).then(|| Arc::new(RateLimiter::new(limits.rate_limit_per_sec)));
+    let rate = Arc::new(RateLimiter::new(limits.rate_limit_per_sec));
+    router_with(node, limits, rate)
+}
+
+fn router_with(node: NodeHandle, limits: HttpLimits, rate: Arc<RateLimiter>) -> Router {
+    let http_metrics = metrics::HttpMetrics::default();
     let app = App {
         node,
         limits: limits.clone(),
+        http_metrics: http_metrics.clone(),
     };
     let router = Router::new()
+        .route("/metrics", get(metrics::metrics))
         .route("/v1/health", get(health))
         .route("/v1/members", get(members))
         .route("/v1/kv/{namespace}", get(kv::list))
         .route(
             "/v1/kv/{namespace}/{*key}",
             get(kv::get).put(kv::put).delete(kv::delete).post(kv::post),
+        )
+        .route("/v1/canary/{namespace}", get(canary::list))
+        .route(
+            "/v1/canary/{namespace}/{*key}",
+            get(canary::get)
+                .put(canary::put)
+                .delete(canary::delete)
+                .post(canary::post),
         )
         .route("/v1/services/{namespace}", get(services::names))
         .route("/v1/services/{namespace}/{service}", get(services::list))
@@ -132,19 +152,23 @@ pub fn router(node: NodeHandle, limits: HttpLimits) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
         .with_state(app);
-    match rate {
-        Some(rate) => router.layer(middleware::from_fn(move |req: Request, next: Next| {
-            let rate = rate.clone();
-            async move { rate_limit(rate, req, next).await }
-        })),
-        None => router,
-    }
+    // Always installed (a no-op at 0) so a reload can turn it on.
+    let router = router.layer(middleware::from_fn(move |req: Request, next: Next| {
+        let rate = rate.clone();
+        async move { rate_limit(rate, req, next).await }
+    }));
+    // Outermost, so answers of the rate limiter are counted too.
+    router.layer(middleware::from_fn_with_state(
+        http_metrics,
+        metrics::count_requests,
+    ))
 }
 
 /// A running HTTP server.
 #[derive(Debug)]
 pub struct HttpServer {
     addr: SocketAddr,
+    rate: Arc<RateLimiter>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -153,6 +177,12 @@ impl HttpServer {
     /// The address it listens on (the real port when asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Change the per-client-IP request rate limit (0 = unlimited) without
+    /// restarting; used by config reload.
+    pub fn set_rate_limit(&self, per_sec: u32) {
+        self.rate.set_limit(per_sec);
     }
 
     /// Stop accepting connections and wait, at most `grace`, for open
@@ -170,7 +200,8 @@ impl HttpServer {
 pub async fn serve(node: NodeHandle, addr: SocketAddr, limits: HttpLimits) -> std::io::Result<HttpServer> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
-    let app = router(node, limits);
+    let rate = Arc::new(RateLimiter::new(limits.rate_limit_per_sec));
+    let app = router_with(node, limits, rate.clone());
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let task = tokio::spawn(async move {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
@@ -180,7 +211,12 @@ pub async fn serve(node: NodeHandle, addr: SocketAddr, limits: HttpLimits) -> st
             .await
     });
     tracing::info!(%addr, "HTTP API listening");
-    Ok(HttpServer { addr, stop, task })
+    Ok(HttpServer {
+        addr,
+        rate,
+        stop,
+        task,
+    })
 }
 
 async fn health(State(app): State<App>) -> Result<Json<Value>, ApiError> {
@@ -308,8 +344,10 @@ pub(crate) fn namespace(text: &str) -> Result<Namespace, ApiError> {
 }
 
 /// Token buckets per client IP.
+#[derive(Debug)]
 struct RateLimiter {
-    per_sec: f64,
+    /// Requests per second per client IP; 0 = unlimited. Changes on reload.
+    per_sec: std::sync::atomic::AtomicU32,
     buckets: Mutex<HashMap<IpAddr, (f64, tokio::time::Instant)>>,
 }
 
@@ -319,22 +357,39 @@ const MAX_RATE_BUCKETS: usize = 10_000;
 impl RateLimiter {
     fn new(per_sec: u32) -> Self {
         RateLimiter {
-            per_sec: f64::from(per_sec),
+            per_sec: std::sync::atomic::AtomicU32::new(per_sec),
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
+    fn limit(&self) -> u32 {
+        self.per_sec.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn set_limit(&self, per_sec: u32) {
+        self.per_sec.store(per_sec, std::sync::atomic::Ordering::Relaxed);
+        // Buckets sized for the old rate would let a burst through.
+        self.buckets
+            .lock()
+            .expect("rate limiter lock is never poisoned")
+            .clear();
+    }
+
     fn allow(&self, ip: IpAddr) -> bool {
+        let limit = self.limit();
+        if limit == 0 {
+            return true;
+        }
+        let per_sec = f64::from(limit);
         let now = tokio::time::Instant::now();
         let mut buckets = self.buckets.lock().expect("rate limiter lock is never poisoned");
         if buckets.len() >= MAX_RATE_BUCKETS && !buckets.contains_key(&ip) {
-            let per_sec = self.per_sec;
             buckets.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * per_sec < per_sec
             });
         }
-        let (tokens, at) = buckets.entry(ip).or_insert((self.per_sec, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * self.per_sec).min(self.per_sec);
+        let (tokens, at) = buckets.entry(ip).or_insert((per_sec, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * per_sec).min(per_sec);
         *at = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -357,7 +412,7 @@ async fn rate_limit(rate: Arc<RateLimiter>, req: Request, next: Next) -> Respons
                 "rate_limited",
                 "too many requests from this address",
             )
-            .with("limit_per_sec", json!(rate.per_sec))
+            .with("limit_per_sec", json!(rate.limit()))
             .into_response();
         }
     }

@@ -8,7 +8,7 @@
 use base64::Engine as _;
 use serde_json::{json, Value};
 
-use crate::core::{Hlc, KvEntry, ServiceView, VersionInfo};
+use crate::core::{CanaryView, Hlc, KvEntry, ServiceView, VersionInfo};
 use crate::net::display_id;
 use crate::node::{NodeStatus, WatchItem, WriteResult};
 
@@ -68,6 +68,31 @@ pub fn kv_entry(e: &KvEntry) -> Value {
         })
         .collect();
     obj.insert("siblings".into(), Value::Array(siblings));
+    obj.insert(
+        "source".into(),
+        json!(if e.served_from_canary() {
+            "canary"
+        } else {
+            "stable"
+        }),
+    );
+    if let Some(c) = &e.canary {
+        obj.insert("canary".into(), canary(c));
+    }
+    Value::Object(obj)
+}
+
+/// A running canary as this node sees it.
+pub fn canary(c: &CanaryView) -> Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("namespace".into(), json!(c.namespace.as_str()));
+    obj.insert("key".into(), json!(c.key.as_str()));
+    value_fields(&mut obj, Some(&c.value));
+    obj.insert("version".into(), version(&c.version));
+    obj.insert("selector".into(), json!(c.target.tags));
+    obj.insert("percent".into(), json!(c.target.percent));
+    obj.insert("target".into(), json!(c.target.to_string()));
+    obj.insert("active_here".into(), json!(c.active));
     Value::Object(obj)
 }
 

@@ -183,6 +183,55 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// Compare a freshly loaded config with the running one (`self`) for a
+    /// hot reload. Returns the names of the changed settings, all of them
+    /// reloadable, or an error naming the first setting that needs a
+    /// restart (or the field `new` fails validation on). On error nothing
+    /// should be applied: the running config stays in force.
+    ///
+    /// Reloadable: `log_level`, `name`, `tags`, `bootstrap`,
+    /// `http_rate_limit` and the `[protocol]` settings other than
+    /// `cluster`, `max_value_bytes` and `watch_log_capacity`.
+    pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, NodeConfigError> {
+        new.validate()?;
+        let restart = |field: &str| NodeConfigError::Field {
+            field: field.to_string(),
+            reason: "cannot change while running; restart the node to apply it".into(),
+        };
+        let fixed: [(&str, bool); 9] = [
+            ("data_dir", self.data_dir == new.data_dir),
+            ("listen", self.listen == new.listen),
+            ("http", self.http == new.http),
+            ("mdns", self.mdns == new.mdns),
+            ("log_format", self.log_format == new.log_format),
+            (
+                "http_max_body_bytes",
+                self.http_max_body_bytes == new.http_max_body_bytes,
+            ),
+            ("protocol.cluster", self.protocol.cluster == new.protocol.cluster),
+            (
+                "protocol.max_value_bytes",
+                self.protocol.max_value_bytes == new.protocol.max_value_bytes,
+            ),
+            (
+                "protocol.watch_log_capacity",
+                self.protocol.watch_log_capacity == new.protocol.watch_log_capacity,
+            ),
+        ];
+        if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
+            return Err(restart(field));
+        }
+        let changed = [
+            ("log_level", self.log_level != new.log_level),
+            ("name", self.name != new.name),
+            ("tags", self.tags != new.tags),
+            ("bootstrap", self.bootstrap != new.bootstrap),
+            ("http_rate_limit", self.http_rate_limit != new.http_rate_limit),
+            ("protocol", self.protocol != new.protocol),
+        ];
+        Ok(changed.into_iter().filter(|(_, c)| *c).map(|(f, _)| f).collect())
+    }
+
     /// The node name to advertise.
     pub fn effective_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
@@ -220,6 +269,31 @@ mod tests {
     fn out_of_range_protocol_field_is_named() {
         let c = NodeConfig::from_toml("[protocol]\nphi_threshold = 0.0").unwrap();
         let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("protocol.phi_threshold"), "{err}");
+    }
+
+    #[test]
+    fn reload_accepts_reloadable_changes_and_names_fixed_ones() {
+        let running = NodeConfig::default();
+        let mut new = running.clone();
+        assert!(running.reload_changes(&new).unwrap().is_empty());
+        new.tags.insert("role".into(), "gateway".into());
+        new.log_level = "debug".into();
+        new.protocol.heartbeat_interval_ms = 500;
+        new.http_rate_limit = 50;
+        let changed = running.reload_changes(&new).unwrap();
+        assert_eq!(changed, ["log_level", "tags", "http_rate_limit", "protocol"]);
+        let mut fixed = new.clone();
+        fixed.listen = vec!["/ip4/127.0.0.1/tcp/4001".into()];
+        let err = running.reload_changes(&fixed).unwrap_err().to_string();
+        assert!(err.contains("`listen`") && err.contains("restart"), "{err}");
+        let mut cluster = new.clone();
+        cluster.protocol.cluster = "other".into();
+        let err = running.reload_changes(&cluster).unwrap_err().to_string();
+        assert!(err.contains("protocol.cluster"), "{err}");
+        let mut invalid = new;
+        invalid.protocol.phi_threshold = 0.0;
+        let err = running.reload_changes(&invalid).unwrap_err().to_string();
         assert!(err.contains("protocol.phi_threshold"), "{err}");
     }
 

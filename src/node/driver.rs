@@ -6,7 +6,7 @@
 //! is executed in order — a `Persist` durably before anything after it — and
 //! the task then sleeps at most until `Engine::poll_timeout`.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,6 +26,7 @@ use crate::net::{node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames
 use crate::store::Store;
 
 use super::handle::{MemberView, Request, WatchError, WatchFilter, WatchItem, WatchStream};
+use super::metrics::{count_watchers, LatencyProbe, NodeMetrics};
 
 /// Capacity of each watcher's queue; a watcher further behind is dropped.
 pub(crate) const WATCH_QUEUE: usize = 1024;
@@ -37,6 +38,8 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) struct DriverView {
     pub listen_addrs: Vec<String>,
     pub connected_peers: usize,
+    /// Open watchers by kind (`kv`, `services`, `members`).
+    pub watchers: BTreeMap<&'static str, usize>,
 }
 
 struct Watcher {
@@ -63,6 +66,7 @@ pub(crate) struct Driver {
     blocked: BTreeSet<PeerId>,
     listen_dirty: bool,
     stopping: Option<oneshot::Sender<()>>,
+    latency: LatencyProbe,
 }
 
 /// Milliseconds since the Unix epoch: the driver's one clock.
@@ -84,6 +88,7 @@ impl Driver {
         bootstrap: Vec<Multiaddr>,
         info: NodeInfo,
     ) -> Self {
+        let latency = LatencyProbe::new(Arc::new(NodeMetrics::new()), &engine);
         Driver {
             engine,
             swarm,
@@ -102,7 +107,13 @@ impl Driver {
             blocked: BTreeSet::new(),
             listen_dirty: false,
             stopping: None,
+            latency,
         }
+    }
+
+    /// The latency histograms this driver observes.
+    pub(crate) fn latency_metrics(&self) -> Arc<NodeMetrics> {
+        self.latency.metrics()
     }
 
     pub(crate) async fn run(mut self) {
@@ -217,11 +228,13 @@ impl Driver {
             return;
         }
         let addrs = self.member_addrs(&to);
+        let kind = crate::core::wire::peek_kind(&bytes);
         let rr = self
             .swarm
             .behaviour_mut()
             .sync
             .send_request_with_addresses(&peer, bytes, addrs);
+        self.latency.request_sent(rr, kind);
         self.outbound.insert(rr, id);
     }
 
@@ -246,6 +259,8 @@ impl Driver {
             }
             Request::Read(job) => {
                 self.view.connected_peers = self.swarm.connected_peers().count();
+                let open = self.watchers.iter().filter(|w| !w.tx.is_closed());
+                self.view.watchers = count_watchers(open.map(|w| &w.filter));
                 job(&self.engine, &self.view);
             }
             Request::Watch { filter, since, reply } => {
@@ -263,6 +278,33 @@ impl Driver {
                     self.swarm.behaviour_mut().blocked.block_peer(*p);
                 }
                 self.blocked = new;
+                let _ = reply.send(());
+            }
+            Request::Retune {
+                name,
+                tags,
+                bootstrap,
+                reply,
+            } => {
+                let added: Vec<Multiaddr> = bootstrap
+                    .iter()
+                    .filter(|a| !self.bootstrap.contains(a))
+                    .cloned()
+                    .collect();
+                for addr in added {
+                    self.dial_addr(addr);
+                }
+                self.bootstrap = bootstrap;
+                if name != self.info.name || tags != self.info.tags {
+                    self.info.name = name;
+                    self.info.tags = tags;
+                    let id = self.next_command;
+                    self.next_command += 1;
+                    self.feed(Input::Command {
+                        id,
+                        command: Command::SetInfo(self.info.clone()),
+                    });
+                }
                 let _ = reply.send(());
             }
             Request::Shutdown { leave, reply } => {
@@ -287,10 +329,17 @@ impl Driver {
                 let Some(author) = message.source.as_ref().and_then(node_id_of) else {
                     return;
                 };
+                let stamp = self.latency.heartbeat_stamp(&message.data);
+                let accepted_before = self.engine.counters().heartbeats_received;
                 self.feed(Input::Gossip {
                     from: author,
                     bytes: message.data,
                 });
+                if let Some(stamp) = stamp {
+                    if self.engine.counters().heartbeats_received > accepted_before {
+                        self.latency.heartbeat_accepted(author, stamp, wall_ms());
+                    }
+                }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
@@ -367,6 +416,7 @@ impl Driver {
                         self.inbound.remove(&id);
                     }
                     request_response::Message::Response { request_id, response } => {
+                        self.latency.response_received(&request_id);
                         if let Some(id) = self.outbound.remove(&request_id) {
                             self.feed(Input::Response {
                                 from,
@@ -381,6 +431,7 @@ impl Driver {
                 request_id, error, ..
             } => {
                 tracing::debug!(%error, "sync request failed");
+                self.latency.request_failed(&request_id);
                 if let Some(id) = self.outbound.remove(&request_id) {
                     self.feed(Input::RequestFailed { id });
                 }
@@ -508,12 +559,25 @@ impl Driver {
                 WatchChange::Key {
                     key: StateKey::Kv { namespace, key },
                     ..
+                }
+                | WatchChange::Key {
+                    key: StateKey::Canary { namespace, key },
+                    ..
                 },
                 WatchFilter::Kv {
                     namespace: ns,
                     prefix,
                 },
-            ) if namespace == ns && key.as_str().starts_with(prefix.as_str()) => {
+            ) if namespace == ns
+                && key.as_str().starts_with(prefix.as_str())
+                && (matches!(
+                    ev.change,
+                    WatchChange::Key {
+                        key: StateKey::Kv { .. },
+                        ..
+                    }
+                ) || self.engine.canary_affects_me(namespace, key)) =>
+            {
                 let entry = self.engine.kv_get(namespace, key);
                 Some(WatchItem::Kv {
                     revision: ev.revision,

@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{
-    Command, CommandError, CommandOutput, Config, Engine, Expect, HealthStatus, Hlc, InstanceId, Key,
-    KvEntry, Member, MemberStatus, Namespace, NodeId, ServiceName, ServiceQuery, ServiceSpec, ServiceView,
-    SnapshotRequired, VersionId, VersionInfo,
+    CanaryTarget, CanaryView, Command, CommandError, CommandOutput, Config, Engine, Expect, HealthStatus,
+    Hlc, InstanceId, Key, KvEntry, Member, MemberStatus, Namespace, NodeId, ServiceName, ServiceQuery,
+    ServiceSpec, ServiceView, SnapshotRequired, VersionId, VersionInfo,
 };
 use crate::net::display_id;
 
@@ -239,6 +239,12 @@ pub(crate) enum Request {
         peers: Vec<NodeId>,
         reply: oneshot::Sender<()>,
     },
+    Retune {
+        name: String,
+        tags: std::collections::BTreeMap<String, String>,
+        bootstrap: Vec<libp2p::Multiaddr>,
+        reply: oneshot::Sender<()>,
+    },
     Shutdown {
         leave: bool,
         reply: oneshot::Sender<()>,
@@ -251,6 +257,8 @@ pub(crate) enum Request {
 pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) node: NodeId,
+    /// Latency histograms the node's task observes (for `GET /metrics`).
+    pub(crate) metrics: Arc<super::metrics::NodeMetrics>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -435,6 +443,55 @@ impl NodeHandle {
         Ok(rx.await.map_err(|_| NodeError::Stopped)??)
     }
 
+    /// Start (or replace) a canary for a key: `value` is read by the nodes
+    /// `target` selects; every other node keeps reading the stable value.
+    pub async fn set_canary(
+        &self,
+        namespace: &Namespace,
+        key: &Key,
+        value: Vec<u8>,
+        target: CanaryTarget,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::SetCanary {
+            namespace: namespace.clone(),
+            key: key.clone(),
+            value,
+            target,
+        })
+        .await
+    }
+
+    /// Make a key's canary value its stable value everywhere and end the
+    /// canary. The result is the new stable version.
+    pub async fn promote_canary(&self, namespace: &Namespace, key: &Key) -> Result<WriteResult, NodeError> {
+        self.write(Command::PromoteCanary {
+            namespace: namespace.clone(),
+            key: key.clone(),
+        })
+        .await
+    }
+
+    /// End a key's canary: every node reads the stable value again.
+    pub async fn abort_canary(&self, namespace: &Namespace, key: &Key) -> Result<WriteResult, NodeError> {
+        self.write(Command::AbortCanary {
+            namespace: namespace.clone(),
+            key: key.clone(),
+        })
+        .await
+    }
+
+    /// A key's running canary, with whether this node reads it.
+    pub async fn canary(&self, namespace: &Namespace, key: &Key) -> Result<Option<CanaryView>, NodeError> {
+        let (ns, k) = (namespace.clone(), key.clone());
+        self.read(move |e, _| e.kv_canary(&ns, &k)).await
+    }
+
+    /// Every running canary in a namespace.
+    pub async fn canaries(&self, namespace: &Namespace) -> Result<Vec<CanaryView>, NodeError> {
+        let ns = namespace.clone();
+        self.read(move |e, _| e.kv_canaries(&ns)).await
+    }
+
     /// Register (or update) a service instance owned by this node.
     pub async fn register_service(
         &self,
@@ -549,6 +606,29 @@ impl NodeHandle {
         rx.await
             .map_err(|_| NodeError::Stopped)?
             .map_err(NodeError::Startup)
+    }
+
+    /// Apply the reloadable settings of `config` to the running node: the
+    /// protocol settings, name, tags and bootstrap peers. Check the change
+    /// first with [`NodeConfig::reload_changes`](super::NodeConfig::reload_changes):
+    /// settings that need a restart are ignored here. Log level and HTTP
+    /// rate limits belong to the process and the HTTP server; `starling run`
+    /// applies those itself.
+    pub async fn reload(&self, config: &super::NodeConfig) -> Result<(), NodeError> {
+        config.validate().map_err(|e| NodeError::Startup(e.to_string()))?;
+        self.reconfigure(config.protocol.clone()).await?;
+        let (reply, rx) = oneshot::channel();
+        let bootstrap = config.bootstrap.iter().filter_map(|a| a.parse().ok()).collect();
+        self.tx
+            .send(Request::Retune {
+                name: config.effective_name(),
+                tags: config.tags.clone(),
+                bootstrap,
+                reply,
+            })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)
     }
 
     /// Fault injection: refuse connections to and from these peers (replaces

@@ -20,6 +20,7 @@
 mod config;
 mod driver;
 mod handle;
+pub(crate) mod metrics;
 
 use std::time::Duration;
 
@@ -102,12 +103,17 @@ impl Node {
             .collect::<Result<Vec<Multiaddr>, _>>()?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let driver = driver::Driver::new(engine, swarm, store, names, rx, bootstrap, info);
+        let metrics = driver.latency_metrics();
         // Every line the node's task logs carries its id.
         tokio::spawn(tracing::Instrument::instrument(
             driver.run(),
             tracing::info_span!("node", id = %peer_id),
         ));
         tracing::info!(node_id = %peer_id, cluster = %config.protocol.cluster, "node started");
-        Ok(NodeHandle { tx, node: me })
+        Ok(NodeHandle {
+            tx,
+            node: me,
+            metrics,
+        })
     }
 }

@@ -1,0 +1,266 @@
+//! What a node measures for `GET /metrics` (rendered by `crate::http`).
+//!
+//! Two kinds of figures:
+//! - latency histograms ([`NodeMetrics`]), observed on the driver task where
+//!   the events happen ([`LatencyProbe`]) and shared with the HTTP layer
+//!   through the [`NodeHandle`]'s `Arc`;
+//! - a [`MetricsSnapshot`] of the engine's counters and of the state,
+//!   read on the node's task when a scrape asks for it, like every other
+//!   read.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use libp2p::request_response::OutboundRequestId;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use tokio::time::Instant;
+
+use crate::core::wire::{self, Message, MessageKind};
+use crate::core::{Counters, Engine, HealthStatus, MemberStatus, NodeId, StateKey};
+use crate::net::display_id;
+
+use super::driver::{wall_ms, DriverView};
+use super::handle::{NodeError, NodeHandle, WatchFilter};
+
+/// Most anti-entropy pulls timed at once; past it new ones go untimed.
+const MAX_TIMED_PULLS: usize = 4096;
+
+/// Characters of a peer id shown in the `peer` label (its tail: every
+/// ed25519 peer id starts with the same `12D3KooW`).
+const PEER_LABEL_CHARS: usize = 8;
+
+/// Latency histograms, observed by the driver task.
+#[derive(Debug)]
+pub(crate) struct NodeMetrics {
+    /// Receipt time minus the sender's HLC stamp, per accepted heartbeat.
+    pub heartbeat_delay: Histogram,
+    /// Time between two accepted heartbeats from the same peer.
+    pub heartbeat_interval: Histogram,
+    /// From sending a `SyncRequest` to receiving its response.
+    pub sync_latency: Histogram,
+}
+
+impl NodeMetrics {
+    pub(crate) fn new() -> Self {
+        NodeMetrics {
+            // 1 ms .. 8.2 s (the delay has millisecond resolution).
+            heartbeat_delay: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            // 50 ms .. 102 s.
+            heartbeat_interval: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
+            // 1 ms .. 32.8 s.
+            sync_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+        }
+    }
+}
+
+/// The driver's side of [`NodeMetrics`]: the start times it needs to turn
+/// events into latencies.
+pub(crate) struct LatencyProbe {
+    metrics: Arc<NodeMetrics>,
+    cluster_id: u64,
+    max_message_bytes: usize,
+    pulls: HashMap<OutboundRequestId, Instant>,
+    last_heartbeat: HashMap<NodeId, Instant>,
+}
+
+impl LatencyProbe {
+    pub(crate) fn new(metrics: Arc<NodeMetrics>, engine: &Engine) -> Self {
+        LatencyProbe {
+            metrics,
+            cluster_id: wire::cluster_id(&engine.config().cluster),
+            max_message_bytes: engine.config().max_message_bytes,
+            pulls: HashMap::new(),
+            last_heartbeat: HashMap::new(),
+        }
+    }
+
+    /// The histograms this probe observes into.
+    pub(crate) fn metrics(&self) -> Arc<NodeMetrics> {
+        self.metrics.clone()
+    }
+
+    /// The sender's HLC wall time if `bytes` is a heartbeat of our cluster.
+    /// (A second decode of a small message; the engine keeps no stamp.)
+    pub(crate) fn heartbeat_stamp(&self, bytes: &[u8]) -> Option<u64> {
+        if wire::peek_kind(bytes) != Some(MessageKind::Heartbeat) {
+            return None;
+        }
+        match wire::decode(bytes, self.cluster_id, self.max_message_bytes) {
+            Ok(Message::Heartbeat(hb)) => Some(hb.hlc.wall_ms),
+            _ => None,
+        }
+    }
+
+    /// The engine accepted a heartbeat from `from` stamped `stamp_ms`
+    /// (sender's HLC) at `now_ms` (our clock).
+    pub(crate) fn heartbeat_accepted(&mut self, from: NodeId, stamp_ms: u64, now_ms: u64) {
+        let delay_ms = now_ms.saturating_sub(stamp_ms);
+        self.metrics.heartbeat_delay.observe(delay_ms as f64 / 1000.0);
+        let now = Instant::now();
+        if let Some(last) = self.last_heartbeat.insert(from, now) {
+            let gap = now.duration_since(last).as_secs_f64();
+            self.metrics.heartbeat_interval.observe(gap);
+        }
+    }
+
+    /// A request went out; it is timed if it is an anti-entropy pull.
+    pub(crate) fn request_sent(&mut self, id: OutboundRequestId, kind: Option<MessageKind>) {
+        if kind == Some(MessageKind::SyncRequest) && self.pulls.len() < MAX_TIMED_PULLS {
+            self.pulls.insert(id, Instant::now());
+        }
+    }
+
+    /// The answer to request `id` arrived.
+    pub(crate) fn response_received(&mut self, id: &OutboundRequestId) {
+        if let Some(sent) = self.pulls.remove(id) {
+            self.metrics.sync_latency.observe(sent.elapsed().as_secs_f64());
+        }
+    }
+
+    /// Request `id` failed or timed out: not a latency.
+    pub(crate) fn request_failed(&mut self, id: &OutboundRequestId) {
+        self.pulls.remove(id);
+    }
+}
+
+/// How long ago this node last converged with one peer.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct PeerConvergence {
+    /// The tail of the peer's id.
+    pub peer: String,
+    /// The peer's name.
+    pub name: String,
+    /// Seconds since the last sync or heartbeat that found equal state.
+    pub age_seconds: f64,
+}
+
+/// Counters and state figures, read on the node's task at scrape time.
+#[derive(Clone, Debug)]
+pub(crate) struct MetricsSnapshot {
+    /// The engine's counters.
+    pub counters: Counters,
+    /// Members by status (every status, zeros included).
+    pub members: Vec<(&'static str, u64)>,
+    /// Live (not deleted) config keys.
+    pub keys: u64,
+    /// Service instances by health as reads report it (zeros included).
+    pub instances: Vec<(&'static str, u64)>,
+    /// Peers (not left) this node has converged with since it started.
+    pub convergence: Vec<PeerConvergence>,
+    /// Connected libp2p peers.
+    pub connected_peers: u64,
+    /// Anti-entropy rounds in flight.
+    pub inflight_syncs: u64,
+    /// Open watch streams by kind (zeros included).
+    pub watchers: Vec<(&'static str, u64)>,
+}
+
+impl MetricsSnapshot {
+    fn read(engine: &Engine, view: &DriverView) -> Self {
+        let members = engine.members();
+        let member_counts = [
+            MemberStatus::Alive,
+            MemberStatus::Suspect,
+            MemberStatus::Dead,
+            MemberStatus::Left,
+        ]
+        .map(|s| {
+            (
+                s.as_str(),
+                members.iter().filter(|m| m.status == s).count() as u64,
+            )
+        });
+        let keys = engine
+            .state()
+            .iter()
+            .filter(|(k, ks)| matches!(k, StateKey::Kv { .. }) && !ks.is_deleted())
+            .count() as u64;
+        let health = engine.instances_by_health();
+        let instances = [
+            HealthStatus::Passing,
+            HealthStatus::Warning,
+            HealthStatus::Critical,
+        ]
+        .map(|h| (h.as_str(), health.get(&h).copied().unwrap_or(0)));
+        let now = wall_ms();
+        let me = engine.node_id();
+        let convergence = engine
+            .last_converged()
+            .iter()
+            .filter(|(node, _)| **node != me)
+            .filter_map(|(node, at)| {
+                let m = engine.member(node).filter(|m| m.status != MemberStatus::Left)?;
+                Some(PeerConvergence {
+                    peer: peer_label(node),
+                    name: m.info.name.clone(),
+                    age_seconds: now.saturating_sub(*at) as f64 / 1000.0,
+                })
+            })
+            .collect();
+        let watchers = ["kv", "services", "members"]
+            .map(|kind| (kind, view.watchers.get(kind).copied().unwrap_or(0) as u64));
+        MetricsSnapshot {
+            counters: engine.counters().clone(),
+            members: member_counts.to_vec(),
+            keys,
+            instances: instances.to_vec(),
+            convergence,
+            connected_peers: view.connected_peers as u64,
+            inflight_syncs: engine.inflight_syncs() as u64,
+            watchers: watchers.to_vec(),
+        }
+    }
+}
+
+impl NodeHandle {
+    /// Counters and state figures for a metrics scrape.
+    pub(crate) async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, NodeError> {
+        self.read(MetricsSnapshot::read).await
+    }
+
+    /// The latency histograms the node's task observes.
+    pub(crate) fn latency_metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
+    }
+}
+
+/// The kind label of a watch filter.
+pub(crate) fn watch_kind(filter: &WatchFilter) -> &'static str {
+    match filter {
+        WatchFilter::Kv { .. } => "kv",
+        WatchFilter::Services { .. } => "services",
+        WatchFilter::Members => "members",
+    }
+}
+
+/// Open watchers by kind.
+pub(crate) fn count_watchers<'a>(
+    filters: impl Iterator<Item = &'a WatchFilter>,
+) -> BTreeMap<&'static str, usize> {
+    let mut counts = BTreeMap::new();
+    for f in filters {
+        *counts.entry(watch_kind(f)).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The tail of a node's peer id, for labels.
+fn peer_label(node: &NodeId) -> String {
+    let id = display_id(node);
+    let start = id.len().saturating_sub(PEER_LABEL_CHARS);
+    id[start..].to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_label_is_the_tail_of_the_peer_id() {
+        let node = NodeId::from_index(7);
+        let full = display_id(&node);
+        let label = peer_label(&node);
+        assert_eq!(label.len(), PEER_LABEL_CHARS);
+        assert!(full.ends_with(&label));
+    }
+}

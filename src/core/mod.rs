@@ -93,8 +93,8 @@ pub use canary::{cohort_bucket, CanarySpec, CanaryTarget};
 pub use config::{Config, ConfigError};
 pub use dots::{Context, Dot, DotRange, Knowledge};
 pub use engine::{
-    Action, CanaryView, Command, CommandError, CommandOutput, Counters, Engine, Expect, Input, KvEntry, ServiceView,
-    Topic, VersionInfo,
+    Action, CanaryView, Command, CommandError, CommandOutput, Counters, Engine, Expect, Input, KvEntry,
+    ServiceView, Topic, VersionInfo,
 };
 pub use hlc::{Hlc, HlcClock, HlcError};
 pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};

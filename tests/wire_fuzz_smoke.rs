@@ -181,6 +181,7 @@ fn seed_messages() -> Vec<Message> {
             knowledge: knowledge(),
             buckets: buckets.clone(),
             members_hash: 5,
+            member_buckets: vec![1, 2, 3, 4],
         }),
         Message::SyncResponse(SyncResponse {
             versions: versions(),
@@ -189,6 +190,7 @@ fn seed_messages() -> Vec<Message> {
             buckets: buckets.clone(),
             manifest: manifest(),
             members: vec![member(2, MemberStatus::Alive), member(4, MemberStatus::Dead)],
+            member_buckets: vec![9, 8, 7, 6],
         }),
         Message::SyncPush(SyncPush {
             versions: versions(),
@@ -480,6 +482,7 @@ fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
                 buckets: vec![0; BUCKETS],
                 manifest: BTreeMap::new(),
                 members: Vec::new(),
+                member_buckets: Vec::new(),
             }),
             cluster(),
         );

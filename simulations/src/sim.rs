@@ -819,13 +819,13 @@ impl Sim {
             }
         }
         if let Some(e) = &self.nodes[i].engine {
-            let me = e.local_member();
-            if matches!(me.status, MemberStatus::Suspect | MemberStatus::Dead) {
+            let status = e.member(&e.node_id()).map(|m| m.status);
+            if let Some(s @ (MemberStatus::Suspect | MemberStatus::Dead)) = status {
                 self.oracle.violate(
                     self.now_ms(),
                     "never-self-dead",
                     Some(i),
-                    format!("node holds itself {}", me.status.as_str()),
+                    format!("node holds itself {}", s.as_str()),
                 );
             }
             if e.inflight_syncs() > self.cfg.max_inflight_syncs {
@@ -905,6 +905,39 @@ impl Sim {
                 if !self.nodes[b].paused {
                     self.handle(b, Input::PeerConnected(bi));
                 }
+            }
+        }
+    }
+
+    /// After a cut is lifted: every running node opens one more link, to
+    /// a random reachable peer (beyond degree D if need be). The node
+    /// driver re-dials every member it is not connected to once a partition
+    /// heals; without this the mesh stays two islands (each side grafted
+    /// its own peers while cut off) and the sides never hear each other's
+    /// heartbeats again (found at 100+ nodes).
+    fn rewire(&mut self) {
+        let slots = self.nodes.len();
+        for i in 0..slots {
+            if !self.runnable(i) {
+                continue;
+            }
+            let mut pick = None;
+            for _ in 0..8 {
+                let b = self.net.rng().gen_range(0..slots);
+                if b != i && !self.mesh[i].contains(&b) && self.reachable(i, b) {
+                    pick = Some(b);
+                    break;
+                }
+            }
+            let Some(b) = pick else { continue };
+            self.mesh[i].insert(b);
+            self.mesh[b].insert(i);
+            let (ib, bi) = (self.nodes[b].id, self.nodes[i].id);
+            if !self.nodes[i].paused {
+                self.handle(i, Input::PeerConnected(ib));
+            }
+            if !self.nodes[b].paused {
+                self.handle(b, Input::PeerConnected(bi));
             }
         }
     }
@@ -1544,6 +1577,7 @@ impl Sim {
             "partition" | "one-way" | "swizzle" => {
                 self.net.remove_cut(fi as u64);
                 self.swizzle_cuts.remove(&fi);
+                self.rewire();
             }
             "crash" => {
                 let lost = f.state.as_deref() == Some("lost");
@@ -1580,8 +1614,12 @@ impl Sim {
         self.log_event("heal", serde_json::json!({}));
         self.trace_ev(43, 0, 0);
         self.last_heal_ms = self.last_heal_ms.max(self.now_ms());
+        let had_cuts = self.net.any_cut();
         self.net.heal();
         self.swizzle_cuts.clear();
+        if had_cuts {
+            self.rewire();
+        }
         if self.sc.phases.heal_clears_loss {
             self.net.loss_on = false;
         }

@@ -26,7 +26,9 @@ use super::config::{Config, ConfigError};
 use super::dots::Dot;
 use super::hlc::{Hlc, HlcClock};
 use super::ids::{InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
-use super::membership::{Member, MemberStatus, Membership, NodeInfo};
+use super::membership::{
+    member_bucket_count, valid_member_bucket_count, Member, MemberStatus, Membership, NodeInfo,
+};
 use super::persist::{PersistBatch, PersistedMeta, Snapshot};
 use super::phi::PhiDetector;
 use super::registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
@@ -509,6 +511,11 @@ pub struct Engine {
     syncs: BTreeMap<u64, InflightSync>,
     last_sync_with: BTreeMap<NodeId, u64>,
     sync_wanted: BTreeSet<NodeId>,
+    /// The latest peer whose heartbeat digest differed from ours, to sync
+    /// with once the node-wide limit allows (see `try_digest_sync`).
+    digest_sync: Option<NodeId>,
+    /// When the last digest-triggered sync started.
+    last_digest_sync_ms: Option<u64>,
     last_converged: BTreeMap<NodeId, u64>,
     next_request_id: u64,
     next_batch_id: u64,
@@ -576,6 +583,8 @@ impl Engine {
             syncs: BTreeMap::new(),
             last_sync_with: BTreeMap::new(),
             sync_wanted: BTreeSet::new(),
+            digest_sync: None,
+            last_digest_sync_ms: None,
             last_converged: BTreeMap::new(),
             next_request_id: 1,
             next_batch_id: 1,
@@ -1108,6 +1117,7 @@ impl Engine {
                 self.start_sync(peer);
             }
         }
+        self.try_digest_sync();
         if now >= self.next_gc_ms {
             let horizon = now.saturating_sub(self.cfg.tombstone_ttl_ms);
             let collected = self.state.collect_tombstones(horizon);
@@ -1165,7 +1175,8 @@ impl Engine {
         self.merge_member(hb.member);
         let mine = self.state.digest();
         if hb.digest != mine || hb.members_hash != self.members.hash() {
-            self.want_sync(from);
+            self.digest_sync = Some(from);
+            self.try_digest_sync();
         } else {
             self.last_converged.insert(from, now);
         }
@@ -1245,7 +1256,6 @@ impl Engine {
                 clean = false;
             }
         }
-        let had_members = !resp.members.is_empty();
         for m in resp.members {
             self.merge_member(m);
         }
@@ -1272,7 +1282,26 @@ impl Engine {
             .map(|(i, _)| i as u16)
             .collect();
         let manifest = self.state.manifest(&differing);
-        let members = if had_members { self.members() } else { Vec::new() };
+        // Our records in the member buckets that still differ from theirs
+        // (after taking theirs in, a bucket that differs holds something
+        // they lack).
+        let n = resp.member_buckets.len();
+        let members = if valid_member_bucket_count(n) {
+            let differing: Vec<bool> = self
+                .members
+                .bucket_hashes(n)
+                .iter()
+                .zip(&resp.member_buckets)
+                .map(|(a, b)| a != b)
+                .collect();
+            if differing.iter().any(|d| *d) {
+                self.members.in_buckets(n, &differing)
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
         if versions.is_empty() && manifest.is_empty() && members.is_empty() {
             self.counters.syncs_completed += 1;
             self.last_converged.insert(from, self.now_ms);
@@ -1312,17 +1341,28 @@ impl Engine {
         } else {
             Vec::new()
         };
+        // Members: only the records of the buckets that differ. A request
+        // without valid buckets gets every record.
+        let (members, member_buckets) = if req.members_hash == self.members.hash() {
+            (Vec::new(), Vec::new())
+        } else {
+            let n = req.member_buckets.len();
+            if valid_member_bucket_count(n) {
+                let mine = self.members.bucket_hashes(n);
+                let differing: Vec<bool> = mine.iter().zip(&req.member_buckets).map(|(a, b)| a != b).collect();
+                (self.members.in_buckets(n, &differing), mine)
+            } else {
+                (self.members(), Vec::new())
+            }
+        };
         SyncResponse {
             versions,
             complete,
             knowledge: self.state.knowledge().clone(),
             manifest: self.state.manifest(&differing),
             buckets,
-            members: if req.members_hash != self.members.hash() {
-                self.members()
-            } else {
-                Vec::new()
-            },
+            members,
+            member_buckets,
         }
     }
 
@@ -1709,17 +1749,18 @@ impl Engine {
             return;
         }
         let now = self.now_ms;
-        if let Some(prev) = self.members.merge(m.clone()) {
-            match m.status {
+        let (node, status) = (m.node, m.status);
+        if let Some(prev) = self.members.merge(m) {
+            match status {
                 MemberStatus::Suspect => {
-                    self.suspect_since.entry(m.node).or_insert(now);
+                    self.suspect_since.entry(node).or_insert(now);
                 }
                 _ => {
-                    self.suspect_since.remove(&m.node);
+                    self.suspect_since.remove(&node);
                 }
             }
             if prev.is_none() {
-                self.track(m.node, now);
+                self.track(node, now);
             }
         }
     }
@@ -1829,6 +1870,33 @@ impl Engine {
         }
     }
 
+    /// Start a sync with the latest peer whose heartbeat digest differed,
+    /// at most once per `sync_min_interval_ms` for the whole node. At
+    /// hundreds of nodes a node hears tens of heartbeats a second and, with
+    /// writes in flight, a good share of their digests differ for a few
+    /// milliseconds only: one sync per interval repairs real divergence as
+    /// fast (any peer that differs will do), while a sync per mismatching
+    /// peer kept every node syncing back to back (found by the simulator).
+    fn try_digest_sync(&mut self) {
+        let Some(peer) = self.digest_sync else {
+            return;
+        };
+        if self.left {
+            self.digest_sync = None;
+            return;
+        }
+        let recent = self
+            .last_digest_sync_ms
+            .is_some_and(|t| self.now_ms.saturating_sub(t) < self.cfg.sync_min_interval_ms);
+        if recent || self.syncs.len() >= self.cfg.max_inflight_syncs || !self.sync_allowed(peer) {
+            return;
+        }
+        self.digest_sync = None;
+        self.sync_wanted.remove(&peer);
+        self.last_digest_sync_ms = Some(self.now_ms);
+        self.start_sync(peer);
+    }
+
     fn want_sync(&mut self, peer: NodeId) {
         if peer == self.me || self.left {
             return;
@@ -1845,6 +1913,7 @@ impl Engine {
             knowledge: self.state.knowledge().clone(),
             buckets: self.state.bucket_hashes().to_vec(),
             members_hash: self.members.hash(),
+            member_buckets: self.members.bucket_hashes(member_bucket_count(self.members.len())),
         };
         let bytes = self.encode(&Message::SyncRequest(req));
         let id = self.next_request_id;
@@ -1895,15 +1964,15 @@ impl Engine {
     fn encode(&mut self, msg: &Message) -> Vec<u8> {
         let bytes = wire::encode(msg, self.cluster_id);
         let kind = msg.kind().as_str();
-        *self.counters.messages_out.entry(kind.into()).or_default() += 1;
-        *self.counters.bytes_out.entry(kind.into()).or_default() += bytes.len() as u64;
+        bump(&mut self.counters.messages_out, kind, 1);
+        bump(&mut self.counters.bytes_out, kind, bytes.len() as u64);
         bytes
     }
 
     fn decode(&mut self, bytes: &[u8]) -> Option<Message> {
         let kind = wire::peek_kind(bytes).map_or("unknown", |k| k.as_str());
-        *self.counters.messages_in.entry(kind.into()).or_default() += 1;
-        *self.counters.bytes_in.entry(kind.into()).or_default() += bytes.len() as u64;
+        bump(&mut self.counters.messages_in, kind, 1);
+        bump(&mut self.counters.bytes_in, kind, bytes.len() as u64);
         match wire::decode(bytes, self.cluster_id, self.cfg.max_message_bytes) {
             Ok(m) => Some(m),
             Err(e) => {
@@ -1919,7 +1988,7 @@ impl Engine {
     }
 
     fn reject(&mut self, reason: &str) {
-        *self.counters.rejected.entry(reason.to_string()).or_default() += 1;
+        bump(&mut self.counters.rejected, reason, 1);
     }
 
     /// Emit the persist batch (first) and watch events for this input.
@@ -1997,6 +2066,16 @@ impl Engine {
         }
         head.append(&mut self.out);
         head
+    }
+}
+
+/// Add to a counter by name, allocating the name only the first time.
+fn bump(counters: &mut BTreeMap<String, u64>, name: &str, by: u64) {
+    match counters.get_mut(name) {
+        Some(c) => *c += by,
+        None => {
+            counters.insert(name.to_string(), by);
+        }
     }
 }
 

@@ -19,8 +19,36 @@ pub const MAX_SERVICE_NAME_LEN: usize = 128;
 /// The libp2p driver maps it one-to-one to a `PeerId`; because it *is* the
 /// public key, a signature made by the origin of a version can be checked by
 /// any node that relays it.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeId(pub [u8; 32]);
+
+impl NodeId {
+    /// The id as four big-endian words: ordering these is ordering the
+    /// bytes, without a `memcmp` call (ids are map keys everywhere).
+    #[inline]
+    fn words(&self) -> [u64; 4] {
+        let w = |i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
+            u64::from_be_bytes(b)
+        };
+        [w(0), w(1), w(2), w(3)]
+    }
+}
+
+impl Ord for NodeId {
+    #[inline]
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.words().cmp(&other.words())
+    }
+}
+
+impl PartialOrd for NodeId {
+    #[inline]
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 
 impl NodeId {
     /// A synthetic id for tests and simulations: the index, big-endian, in
@@ -330,6 +358,24 @@ mod tests {
         let id = NodeId::from_index(42);
         assert_eq!(NodeId::parse_hex(&id.to_string()), Some(id));
         assert_eq!(NodeId::parse_hex("zz"), None);
+    }
+
+    #[test]
+    fn node_ids_order_like_their_bytes() {
+        let ids: Vec<NodeId> = [[0u8; 32], [1; 32], [255; 32]]
+            .into_iter()
+            .chain((0..64u8).map(|i| {
+                let mut b = [7u8; 32];
+                b[(i as usize * 5) % 32] = i.wrapping_mul(37);
+                b
+            }))
+            .map(NodeId)
+            .collect();
+        for a in &ids {
+            for b in &ids {
+                assert_eq!(a.cmp(b), a.0.cmp(&b.0));
+            }
+        }
     }
 
     #[test]

@@ -70,11 +70,23 @@ impl Member {
         (self.incarnation, self.status)
     }
 
-    /// Stable hash for the membership digest.
+    /// Stable hash for the membership digest: xxh3 of the record's bincode
+    /// encoding, streamed (no allocation).
     pub fn digest_hash(&self) -> u64 {
-        let bytes = bincode::serde::encode_to_vec(self, bincode::config::standard())
-            .expect("encoding a Member into memory cannot fail");
-        xxhash_rust::xxh3::xxh3_64(&bytes)
+        struct HashWriter(xxhash_rust::xxh3::Xxh3);
+        impl std::io::Write for HashWriter {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.update(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = HashWriter(xxhash_rust::xxh3::Xxh3::new());
+        bincode::serde::encode_into_std_write(self, &mut w, bincode::config::standard())
+            .expect("hashing a Member cannot fail");
+        w.0.digest()
     }
 
     /// Whether `other` should replace `self`.
@@ -82,6 +94,8 @@ impl Member {
         match other.precedence().cmp(&self.precedence()) {
             std::cmp::Ordering::Greater => true,
             std::cmp::Ordering::Less => false,
+            // The same record again (every heartbeat): nothing to do.
+            std::cmp::Ordering::Equal if other == self => false,
             // Same incarnation and status but different info can only come
             // from a confused or lying peer; pick deterministically.
             std::cmp::Ordering::Equal => other.digest_hash() > self.digest_hash(),
@@ -89,12 +103,52 @@ impl Member {
     }
 }
 
-/// The membership view: a join-semilattice of member records.
-#[derive(Clone, Debug, Default)]
-pub struct Membership {
-    members: BTreeMap<NodeId, Member>,
+/// Member buckets kept by a [`Membership`]: anti-entropy compares views
+/// bucket by bucket and ships only the records of buckets that differ.
+pub const MEMBER_BUCKETS: usize = 256;
+const _: () = assert!(MEMBER_BUCKETS <= 256, "a fine bucket index fits in a byte");
+
+/// The fine bucket (of [`MEMBER_BUCKETS`]) a member's record hashes into.
+pub fn member_bucket(node: &NodeId) -> usize {
+    (xxhash_rust::xxh3::xxh3_64(&node.0) % MEMBER_BUCKETS as u64) as usize
+}
+
+/// How many member buckets to compare for a view of `members` records: a
+/// power of two dividing [`MEMBER_BUCKETS`], about four records a bucket.
+pub fn member_bucket_count(members: usize) -> usize {
+    members.div_ceil(4).next_power_of_two().clamp(1, MEMBER_BUCKETS)
+}
+
+/// Whether `n` is a valid coarse bucket count (see [`Membership::bucket_hashes`]).
+pub fn valid_member_bucket_count(n: usize) -> bool {
+    n.is_power_of_two() && n <= MEMBER_BUCKETS
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    member: Member,
     hash: u64,
+    bucket: u8,
+}
+
+/// The membership view: a join-semilattice of member records.
+#[derive(Clone, Debug)]
+pub struct Membership {
+    members: BTreeMap<NodeId, Entry>,
+    hash: u64,
+    buckets: Box<[u64; MEMBER_BUCKETS]>,
     dirty: BTreeSet<NodeId>,
+}
+
+impl Default for Membership {
+    fn default() -> Self {
+        Membership {
+            members: BTreeMap::new(),
+            hash: 0,
+            buckets: Box::new([0; MEMBER_BUCKETS]),
+            dirty: BTreeSet::new(),
+        }
+    }
 }
 
 impl Membership {
@@ -105,28 +159,47 @@ impl Membership {
 
     /// Merge a record; returns the previous record if it changed anything.
     pub fn merge(&mut self, m: Member) -> Option<Option<Member>> {
-        match self.members.get(&m.node) {
-            Some(cur) if !cur.is_superseded_by(&m) => None,
-            _ => {
-                self.hash ^= m.digest_hash();
-                let prev = self.members.insert(m.node, m.clone());
-                if let Some(p) = &prev {
-                    self.hash ^= p.digest_hash();
+        let hash = match self.members.get(&m.node) {
+            Some(cur) => match m.precedence().cmp(&cur.member.precedence()) {
+                std::cmp::Ordering::Less => return None,
+                std::cmp::Ordering::Equal if m == cur.member => return None,
+                std::cmp::Ordering::Equal => {
+                    let h = m.digest_hash();
+                    if h <= cur.hash {
+                        return None;
+                    }
+                    h
                 }
-                self.dirty.insert(m.node);
-                Some(prev)
-            }
+                std::cmp::Ordering::Greater => m.digest_hash(),
+            },
+            None => m.digest_hash(),
+        };
+        let node = m.node;
+        let bucket = member_bucket(&node);
+        let entry = Entry {
+            member: m,
+            hash,
+            bucket: bucket as u8,
+        };
+        let prev = self.members.insert(node, entry);
+        let mut delta = hash;
+        if let Some(p) = &prev {
+            delta ^= p.hash;
         }
+        self.hash ^= delta;
+        self.buckets[bucket] ^= delta;
+        self.dirty.insert(node);
+        Some(prev.map(|p| p.member))
     }
 
     /// A member's record.
     pub fn get(&self, node: &NodeId) -> Option<&Member> {
-        self.members.get(node)
+        self.members.get(node).map(|e| &e.member)
     }
 
     /// Every member, ordered by id.
     pub fn iter(&self) -> impl Iterator<Item = &Member> {
-        self.members.values()
+        self.members.values().map(|e| &e.member)
     }
 
     /// Number of members known (any status).
@@ -144,6 +217,26 @@ impl Membership {
         self.hash
     }
 
+    /// The view's hashes folded into `n` buckets (`n` a power of two up to
+    /// [`MEMBER_BUCKETS`]): a member in fine bucket `b` is in bucket `b % n`.
+    pub fn bucket_hashes(&self, n: usize) -> Vec<u64> {
+        debug_assert!(valid_member_bucket_count(n));
+        let mut out = vec![0u64; n];
+        for (b, h) in self.buckets.iter().enumerate() {
+            out[b % n] ^= h;
+        }
+        out
+    }
+
+    /// The records in the given buckets (of `n`), ordered by id.
+    pub fn in_buckets(&self, n: usize, buckets: &[bool]) -> Vec<Member> {
+        self.members
+            .values()
+            .filter(|e| buckets[e.bucket as usize % n])
+            .map(|e| e.member.clone())
+            .collect()
+    }
+
     /// Ids changed since the last call.
     pub fn take_dirty(&mut self) -> BTreeSet<NodeId> {
         std::mem::take(&mut self.dirty)
@@ -151,7 +244,7 @@ impl Membership {
 
     /// Count by status.
     pub fn count(&self, status: MemberStatus) -> usize {
-        self.members.values().filter(|m| m.status == status).count()
+        self.members.values().filter(|e| e.member.status == status).count()
     }
 }
 
@@ -202,6 +295,36 @@ mod tests {
         }
         for r in recs.iter().rev() {
             b.merge(r.clone());
+        }
+        assert_eq!(a.hash(), b.hash());
+        assert_eq!(a.bucket_hashes(4), b.bucket_hashes(4));
+    }
+
+    #[test]
+    fn digest_hash_is_the_hash_of_the_encoding() {
+        let m = member(7, 3, MemberStatus::Suspect);
+        let bytes = bincode::serde::encode_to_vec(&m, bincode::config::standard()).unwrap();
+        assert_eq!(m.digest_hash(), xxhash_rust::xxh3::xxh3_64(&bytes));
+    }
+
+    #[test]
+    fn bucket_hashes_fold_to_the_view_hash_and_locate_differences() {
+        let mut a = Membership::new();
+        let mut b = Membership::new();
+        for i in 0..40 {
+            a.merge(member(i, 0, MemberStatus::Alive));
+            b.merge(member(i, 0, MemberStatus::Alive));
+        }
+        assert_eq!(a.bucket_hashes(1), vec![a.hash()]);
+        b.merge(member(5, 0, MemberStatus::Suspect));
+        let n = member_bucket_count(b.len());
+        let (ha, hb) = (a.bucket_hashes(n), b.bucket_hashes(n));
+        let differing: Vec<bool> = ha.iter().zip(&hb).map(|(x, y)| x != y).collect();
+        assert_eq!(differing.iter().filter(|d| **d).count(), 1);
+        let sent = b.in_buckets(n, &differing);
+        assert!(sent.len() < 40 && sent.iter().any(|m| m.node == NodeId::from_index(5)));
+        for m in sent {
+            a.merge(m);
         }
         assert_eq!(a.hash(), b.hash());
     }

@@ -121,6 +121,11 @@ pub struct SyncRequest {
     pub buckets: Vec<u64>,
     /// The requester's membership digest.
     pub members_hash: u64,
+    /// The requester's membership view folded into a power-of-two number
+    /// of buckets (at most 256; see `Membership::bucket_hashes`): when the
+    /// digests differ, the responder sends only the records of the buckets
+    /// that differ.
+    pub member_buckets: Vec<u64>,
 }
 
 /// Anti-entropy response: what the requester lacks, and how to tell what
@@ -137,8 +142,12 @@ pub struct SyncResponse {
     pub buckets: Vec<u64>,
     /// For each bucket that differed, the dots the responder holds in it.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
-    /// The responder's members, when the membership digests differed.
+    /// The responder's records in the member buckets that differed from
+    /// the request's.
     pub members: Vec<Member>,
+    /// The responder's member bucket hashes (as many as the request's),
+    /// when the membership digests differed; empty when they were equal.
+    pub member_buckets: Vec<u64>,
 }
 
 /// The requester's half of a sync.
@@ -150,7 +159,8 @@ pub struct SyncPush {
     pub knowledge: Knowledge,
     /// For each bucket that still differs, the dots the requester holds.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
-    /// The requester's members, when the digests still differ.
+    /// The requester's records in the member buckets that still differ
+    /// from the response's.
     pub members: Vec<Member>,
 }
 

@@ -497,7 +497,8 @@ fn cmd_swarm_real(
     }
     let m = &r.metrics;
     println!(
-        "{:<28} seed {:<6} {:<8} real, {} nodes, scale {:.3}: reach p50 {} / p99 {} / max {} ms  lost {}  converge {} ms  in {:.1} s  → {}",
+        "{:<28} seed {:<6} {:<8} real, {} nodes, scale {:.3}: reach p50 {} / p99 {} / max {} ms \
+         (no fault in force: {} / {} / {} ms)  lost {}  converge {} ms  in {:.1} s  → {}",
         r.scenario.name,
         seed,
         format!("{:?}", r.verdict).to_lowercase(),
@@ -506,6 +507,9 @@ fn cmd_swarm_real(
         m["write_reach_p50_ms"],
         m["write_reach_p99_ms"],
         m["write_reach_max_ms"],
+        m["write_reach_no_fault_p50_ms"],
+        m["write_reach_no_fault_p99_ms"],
+        m["write_reach_no_fault_max_ms"],
         m["lost_writes"],
         m["converge_after_heal_ms"],
         r.wall_ms as f64 / 1000.0,

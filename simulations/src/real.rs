@@ -194,6 +194,30 @@ pub struct AckedWrite {
     pub arrivals: Vec<Option<u64>>,
     /// Its only holder lost its disk before anyone else had it.
     pub orphaned: bool,
+    /// Acknowledged while a cut, pause or crash was in force.
+    pub during_fault: bool,
+    /// Per node slot: running when it was acknowledged.
+    pub up_at_ack: Vec<bool>,
+    /// ms after the ack at which every node running at the ack had it.
+    pub reached_up_ms: Option<u64>,
+}
+
+impl AckedWrite {
+    /// Node `slot` was seen holding it (or something superseding it)
+    /// `after_ms` after the ack.
+    pub fn arrived(&mut self, slot: usize, after_ms: u64) {
+        if self.arrivals[slot].is_some() {
+            return;
+        }
+        self.arrivals[slot] = Some(after_ms);
+        if self.reached_up_ms.is_none() {
+            let all: Option<Vec<u64>> = (0..self.arrivals.len())
+                .filter(|&s| self.up_at_ack[s])
+                .map(|s| self.arrivals[s])
+                .collect();
+            self.reached_up_ms = all.map(|a| a.into_iter().max().unwrap_or(0));
+        }
+    }
 }
 
 /// Every acknowledged write of a run, and every value ever sent.
@@ -698,6 +722,8 @@ struct Inner {
     services: Vec<Svc>,
     samples: Vec<(u64, usize, usize, u64)>,
     fault_periods: Vec<(u64, u64, String)>,
+    /// When each fault that can delay a write started (real ms).
+    fault_starts: Vec<u64>,
     /// (slot, key) reads in flight → re-read when done.
     inflight: BTreeMap<(usize, TrackedKey), bool>,
 }
@@ -971,7 +997,8 @@ impl Harness {
                         }
                         if g.ledger.accounted(wi, &held, t, self.tombstone_ttl_ms) {
                             let w = &mut g.ledger.writes[wi];
-                            w.arrivals[slot] = Some(t.saturating_sub(w.ack_ms));
+                            let after = t.saturating_sub(w.ack_ms);
+                            w.arrived(slot, after);
                         }
                     }
                 }
@@ -1029,7 +1056,8 @@ impl Harness {
                         && g.ledger.accounted(wi, &held, t, me.tombstone_ttl_ms)
                     {
                         let w = &mut g.ledger.writes[wi];
-                        w.arrivals[s] = Some(t.saturating_sub(w.ack_ms));
+                        let after = t.saturating_sub(w.ack_ms);
+                        w.arrived(s, after);
                     }
                 }
             }
@@ -1071,6 +1099,15 @@ impl Harness {
             ctx.add(dot);
             let mut arrivals = vec![None; g.slots.len()];
             arrivals[slot] = Some(0);
+            let up_at_ack: Vec<bool> = (0..g.slots.len()).map(|i| g.up(i)).collect();
+            let reached_up_ms = if up_at_ack.iter().filter(|u| **u).count() <= 1 {
+                Some(0)
+            } else {
+                None
+            };
+            let during_fault = !g.cuts.is_empty()
+                || !g.paused.is_empty()
+                || g.slots.iter().any(|s| s.state == SlotState::Down);
             g.ledger.push(AckedWrite {
                 op,
                 key: key.clone(),
@@ -1083,6 +1120,9 @@ impl Harness {
                 ctx,
                 arrivals,
                 orphaned: false,
+                during_fault,
+                up_at_ack,
+                reached_up_ms,
             })
         };
         // Nodes may have it already (gossip can beat the reply here).
@@ -1501,7 +1541,6 @@ impl Harness {
         let Some((h, _)) = self.lock().handle(n) else {
             return;
         };
-        let _ = h.stop_without_leave().await;
         let t = self.now_ms();
         {
             let mut g = self.lock();
@@ -1518,6 +1557,7 @@ impl Harness {
                 dead_at: BTreeMap::new(),
             });
         }
+        let _ = h.stop_without_leave().await;
         self.event("crash", serde_json::json!({"node": n}));
     }
 
@@ -1581,7 +1621,10 @@ impl Harness {
                 w.arrivals[n] = None;
             }
         }
-        match self.start_slot(n, lost).await {
+        let started = self.start_slot(n, lost).await;
+        // Suspicions of it are expected until it has been back a while.
+        self.disturb(&[n], 0);
+        match started {
             Ok(()) => self.event(
                 "restart",
                 serde_json::json!({"node": n, "state": if lost { "lost" } else { "kept" }}),
@@ -1602,6 +1645,10 @@ impl Harness {
         );
         let slots = self.sc.slots();
         let all = self.all_slots();
+        if f.kind != "join" {
+            let t = self.now_ms();
+            self.lock().fault_starts.push(t);
+        }
         match f.kind.as_str() {
             "partition" => {
                 self.lock().cuts.insert(fi, RealCut::groups(slots, &f.groups));
@@ -2031,6 +2078,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             services,
             samples: Vec::new(),
             fault_periods: Vec::new(),
+            fault_starts: Vec::new(),
             inflight: BTreeMap::new(),
         }),
         track_tx,
@@ -2149,7 +2197,8 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
                 let held = n.held.get(&key).map(Vec::as_slice).unwrap_or(&[]);
                 if g.ledger.accounted(wi, held, fin.t_ms, h.tombstone_ttl_ms) {
                     let w = &mut g.ledger.writes[wi];
-                    w.arrivals[n.slot] = Some(fin.t_ms.saturating_sub(w.ack_ms));
+                    let after = fin.t_ms.saturating_sub(w.ack_ms);
+                    w.arrived(n.slot, after);
                     bounded += 1;
                 }
             }
@@ -2323,6 +2372,7 @@ fn judge(
     // Metrics (real ms).
     let mut m: BTreeMap<String, f64> = BTreeMap::new();
     let mut reach = Vec::new();
+    let mut reach_calm = Vec::new();
     let mut unreached = 0u64;
     for w in &g.ledger.writes {
         let arr: Option<Vec<u64>> = core.iter().map(|&s| w.arrivals[s]).collect();
@@ -2330,8 +2380,16 @@ fn judge(
             Some(a) => reach.push(a.into_iter().max().unwrap_or(0)),
             None => unreached += 1,
         }
+        // Calm: no fault in force at the ack, none starting before it had
+        // reached every node running at the ack.
+        if let Some(r) = w.reached_up_ms.filter(|_| !w.during_fault) {
+            if !g.fault_starts.iter().any(|&f| f >= w.ack_ms && f <= w.ack_ms + r) {
+                reach_calm.push(r);
+            }
+        }
     }
     reach.sort_unstable();
+    reach_calm.sort_unstable();
     m.insert("nodes".into(), h.sc.cluster.size as f64);
     m.insert("core_nodes".into(), core.len() as f64);
     m.insert("time_scale".into(), h.scale);
@@ -2341,6 +2399,13 @@ fn judge(
     m.insert(
         "write_reach_max_ms".into(),
         reach.last().copied().unwrap_or(0) as f64,
+    );
+    m.insert("writes_no_fault".into(), reach_calm.len() as f64);
+    m.insert("write_reach_no_fault_p50_ms".into(), quantile(&reach_calm, 0.5));
+    m.insert("write_reach_no_fault_p99_ms".into(), quantile(&reach_calm, 0.99));
+    m.insert(
+        "write_reach_no_fault_max_ms".into(),
+        reach_calm.last().copied().unwrap_or(0) as f64,
     );
     m.insert("writes_unreached_at_end".into(), unreached as f64);
     m.insert("arrivals_bounded_by_final_read".into(), bounded as f64);
@@ -2553,6 +2618,16 @@ pub fn summary_md(r: &RealResult, p: &Provenance) -> String {
         ("… p99 (ms)", "write_reach_p99_ms"),
         ("… max (ms)", "write_reach_max_ms"),
         (
+            "acknowledged and spread with no fault in force (cut, pause, crash, leave)",
+            "writes_no_fault",
+        ),
+        (
+            "… reach every node running at the ack, p50 (ms)",
+            "write_reach_no_fault_p50_ms",
+        ),
+        ("… p99 (ms)", "write_reach_no_fault_p99_ms"),
+        ("… max (ms)", "write_reach_no_fault_max_ms"),
+        (
             "writes not seen on every node at the end",
             "writes_unreached_at_end",
         ),
@@ -2664,6 +2739,9 @@ mod tests {
             ctx: c,
             arrivals: vec![None; 4],
             orphaned: false,
+            during_fault: false,
+            up_at_ack: vec![true; 4],
+            reached_up_ms: None,
         })
     }
 

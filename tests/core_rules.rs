@@ -375,7 +375,10 @@ fn a_collected_tombstone_never_lets_a_stale_node_resurrect_the_key() {
     net.run_for(5_000, 100);
     for i in 0..2 {
         assert!(
-            net.engines[i].state().get(&sk("k")).is_none(),
+            net.engines[i]
+                .state()
+                .get(&sk("k"))
+                .is_none_or(|ks| ks.is_grave_only()),
             "node {i} collected the key"
         );
         assert!(net.engines[i].counters().tombstones_collected >= 1);
@@ -386,6 +389,61 @@ fn a_collected_tombstone_never_lets_a_stale_node_resurrect_the_key() {
     net.run_for(3_000, 100);
     for i in 0..3 {
         assert_eq!(read(&net, i, "k"), None, "node {i}: key stays deleted");
+    }
+    assert_converged(&net);
+}
+
+#[test]
+fn a_write_that_lost_to_a_delete_stays_lost_when_it_arrives_after_collection() {
+    // The shrunk case of simulations/regressions/tombstone-gc-loses-concurrent-delete.toml.
+    let mut net = Net::new(3, gc_config(), T0);
+    written(net.cmd(0, put("k", "v0")));
+    net.run();
+    net.isolate(&[2]);
+    // Node 2 overwrites (concurrently with the delete, and earlier by HLC),
+    // node 0 deletes; the delete wins the key on the majority side and is
+    // collected there long before the partition heals.
+    net.now += 10;
+    written(net.cmd(2, put("k", "stale-side")));
+    net.now += 10;
+    written(net.cmd(0, delete("k")));
+    net.run_for(5_000, 100);
+    assert!(net.engines[0].counters().tombstones_collected >= 1);
+    let grave = net.engines[0].state().get(&sk("k")).expect("a grave stays");
+    assert!(grave.is_grave_only());
+    net.heal();
+    net.sync_all(2);
+    net.run_for(3_000, 100);
+    for i in 0..3 {
+        assert_eq!(read(&net, i, "k"), None, "node {i}: the delete still wins");
+    }
+    assert_converged(&net);
+    // A write made after the delete (it saw the grave) wins as usual.
+    written(net.cmd(0, put("k", "after")));
+    net.run();
+    net.run_for(1_000, 100);
+    for i in 0..3 {
+        assert_eq!(read(&net, i, "k").as_deref(), Some("after"), "node {i}");
+    }
+    assert_converged(&net);
+}
+
+#[test]
+fn a_write_that_outranks_a_collected_delete_wins_as_it_would_have() {
+    let mut net = Net::new(3, gc_config(), T0);
+    written(net.cmd(0, put("k", "v0")));
+    net.run();
+    net.isolate(&[2]);
+    written(net.cmd(0, delete("k")));
+    net.now += 10;
+    written(net.cmd(2, put("k", "later")));
+    net.run_for(5_000, 100);
+    assert!(net.engines[0].counters().tombstones_collected >= 1);
+    net.heal();
+    net.sync_all(2);
+    net.run_for(3_000, 100);
+    for i in 0..3 {
+        assert_eq!(read(&net, i, "k").as_deref(), Some("later"), "node {i}");
     }
     assert_converged(&net);
 }

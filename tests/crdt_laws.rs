@@ -36,8 +36,10 @@ fn sk(k: usize) -> StateKey {
 /// history dots in order.
 type Contents = BTreeMap<StateKey, (Vec<Dot>, Vec<Dot>)>;
 
+/// The versions held per key (graves hold none and are node-local).
 fn contents(s: &ReplicatedState) -> Contents {
     s.iter()
+        .filter(|(_, ks)| !ks.is_grave_only())
         .map(|(k, ks)| {
             (
                 k.clone(),
@@ -152,7 +154,7 @@ impl World {
                 self.replicas[a].join(&other);
             }
             Step::Collect { r } => {
-                self.replicas[r].collect_tombstones(self.clock + 1);
+                self.replicas[r].collect_tombstones(self.clock + 1, 0);
             }
         }
     }

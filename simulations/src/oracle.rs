@@ -303,7 +303,8 @@ impl Oracle {
     /// delete that superseded it.
     pub fn accounted(&self, engine: &starling::core::Engine, idx: usize) -> bool {
         let w = &self.writes[idx];
-        let held = |dot: &Dot| match engine.state().get(&w.key) {
+        // A key reduced to a grave counts as collected, like an absent one.
+        let held = |dot: &Dot| match engine.state().get(&w.key).filter(|ks| ks.all().next().is_some()) {
             Some(ks) => ks.all().any(|v| v.dot == *dot) || ks.live.iter().any(|v| v.ctx.covers(dot)),
             None => engine.state().knowledge().contains(dot),
         };
@@ -320,6 +321,19 @@ impl Oracle {
         if self.by_key[&w.key].iter().any(|&j| {
             let o = &self.writes[j];
             j != idx && o.ctx.covers(&w.dot) && (held(&o.dot) || (o.tombstone && collected(&o.dot)))
+        }) {
+            return true;
+        }
+        // Lost to a concurrent delete that outranks it (kept or collected):
+        // with the tombstone kept it would be a losing sibling, and the key
+        // reads as deleted either way.
+        if self.by_key[&w.key].iter().any(|&j| {
+            let o = &self.writes[j];
+            j != idx
+                && o.tombstone
+                && !w.ctx.covers(&o.dot)
+                && (o.hlc, o.dot.node) > (w.hlc, w.dot.node)
+                && engine.state().knowledge().contains(&o.dot)
         }) {
             return true;
         }

@@ -133,8 +133,11 @@ fn swarm_scenarios_run_to_a_verdict() {
     }
 }
 
+/// Found by the harness (seed 28 of tombstone-gc-during-partition): a
+/// delete collected while a concurrent, lower-ranked write sat across a
+/// partition longer than the tombstone TTL came back after the heal. Fixed
+/// by graves (see `Grave` in the core).
 #[test]
-#[ignore = "known open bug in the core: TTL tombstone GC loses a concurrent delete when a partition outlasts the TTL"]
 fn regression_tombstone_gc_loses_concurrent_delete() {
     let path =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/tombstone-gc-loses-concurrent-delete.toml");

@@ -32,6 +32,12 @@ pub struct Config {
     pub history_limit: usize,
     /// Deleted keys are collected this long after their deletion.
     pub tombstone_ttl_ms: u64,
+    /// After collection a deleted key keeps a small grave (the delete's dot
+    /// and stamp) this long, so a write that lost to the delete and arrives
+    /// late — from across a partition longer than `tombstone_ttl_ms` —
+    /// stays lost. A node cut off for longer than this can bring such a
+    /// write back.
+    pub grave_ttl_ms: u64,
     /// How often tombstone collection runs.
     pub gc_interval_ms: u64,
     /// Anti-entropy with a random peer at least this often.
@@ -63,6 +69,7 @@ impl Default for Config {
             max_value_bytes: 1 << 20,
             history_limit: 16,
             tombstone_ttl_ms: 24 * 3600 * 1000,
+            grave_ttl_ms: 30 * 24 * 3600 * 1000,
             gc_interval_ms: 60_000,
             sync_interval_ms: 15_000,
             sync_min_interval_ms: 1_000,
@@ -137,6 +144,11 @@ impl Config {
         )?;
         check(c.history_limit <= 1024, "history_limit", "0..=1024")?;
         check(c.tombstone_ttl_ms >= 1_000, "tombstone_ttl_ms", "at least 1000")?;
+        check(
+            c.grave_ttl_ms >= c.tombstone_ttl_ms,
+            "grave_ttl_ms",
+            "at least tombstone_ttl_ms",
+        )?;
         check(c.gc_interval_ms >= 100, "gc_interval_ms", "at least 100")?;
         check(c.sync_interval_ms >= 100, "sync_interval_ms", "at least 100")?;
         check(c.sync_timeout_ms >= 100, "sync_timeout_ms", "at least 100")?;

@@ -1120,7 +1120,8 @@ impl Engine {
         self.try_digest_sync();
         if now >= self.next_gc_ms {
             let horizon = now.saturating_sub(self.cfg.tombstone_ttl_ms);
-            let collected = self.state.collect_tombstones(horizon);
+            let graves = now.saturating_sub(self.cfg.grave_ttl_ms);
+            let collected = self.state.collect_tombstones(horizon, graves);
             self.counters.tombstones_collected += collected.len() as u64;
             for k in collected {
                 self.owned_heartbeats.remove(&k);

@@ -174,6 +174,22 @@ impl std::fmt::Display for VersionId {
     }
 }
 
+/// What stays of a deleted key once its tombstone is collected: the
+/// tombstone's dot and stamp, and nothing else (no value, no context).
+///
+/// A version arriving later that never saw the delete (its context misses
+/// the grave's dot) and ranks below it lost to the delete while the
+/// tombstone existed, so it is dropped as superseded instead of bringing
+/// the key back; one that ranks above it wins, as it would have. Graves are
+/// node-local (not in digests or syncs) and expire after `grave_ttl_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Grave {
+    /// The collected tombstone's dot.
+    pub dot: Dot,
+    /// Its stamp.
+    pub hlc: Hlc,
+}
+
 /// All versions of one key: live ones (not superseded) and bounded history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeyState {
@@ -181,6 +197,8 @@ pub struct KeyState {
     pub live: Vec<Version>,
     /// Superseded versions, highest rank first, at most the history limit.
     pub history: Vec<Version>,
+    /// The collected delete this key remembers, if any.
+    pub grave: Option<Grave>,
 }
 
 impl KeyState {
@@ -207,7 +225,17 @@ impl KeyState {
         for v in &self.live {
             ctx.join(&v.ctx);
         }
+        if let Some(g) = &self.grave {
+            ctx.add(g.dot);
+        }
         ctx
+    }
+
+    /// Whether `v` lost to this key's collected delete: it never saw the
+    /// delete and ranks below it.
+    pub fn buries(&self, v: &Version) -> bool {
+        self.grave
+            .is_some_and(|g| !v.ctx.covers(&g.dot) && v.rank() < (g.hlc, g.dot.node))
     }
 
     fn holds(&self, dot: &Dot) -> bool {
@@ -270,7 +298,12 @@ impl KeyState {
     }
 
     fn is_empty(&self) -> bool {
-        self.live.is_empty() && self.history.is_empty()
+        self.live.is_empty() && self.history.is_empty() && self.grave.is_none()
+    }
+
+    /// Whether only a grave is left: no version held.
+    pub fn is_grave_only(&self) -> bool {
+        self.live.is_empty() && self.history.is_empty() && self.grave.is_some()
     }
 }
 
@@ -309,6 +342,9 @@ pub struct ReplicatedState {
     dirty_keys: BTreeSet<StateKey>,
     dirty_live: BTreeSet<StateKey>,
     dirty_origins: BTreeSet<NodeId>,
+    /// Entries holding only a grave (no versions): node-local, so not
+    /// counted as keys in the digest.
+    graves_only: usize,
 }
 
 /// What changed since the last [`ReplicatedState::take_dirty`].
@@ -334,6 +370,7 @@ impl ReplicatedState {
             dirty_keys: BTreeSet::new(),
             dirty_live: BTreeSet::new(),
             dirty_origins: BTreeSet::new(),
+            graves_only: 0,
         }
     }
 
@@ -370,21 +407,22 @@ impl ReplicatedState {
         self.entries.iter()
     }
 
-    /// Number of keys held (including deleted ones not yet collected).
+    /// Number of keys held (including deleted ones not yet collected, not
+    /// counting graves of collected ones).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.graves_only
     }
 
     /// Whether no key is held.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.len() == 0
     }
 
     /// The digest.
     pub fn digest(&self) -> Digest {
         Digest {
             hash: self.buckets.iter().fold(0, |a, b| a ^ b),
-            keys: self.entries.len() as u64,
+            keys: self.len() as u64,
         }
     }
 
@@ -412,6 +450,10 @@ impl ReplicatedState {
         let bucket = (key_hash % BUCKETS as u64) as usize;
         self.knowledge.insert(v.dot);
         self.dirty_origins.insert(v.dot.node);
+        if self.entries.get(&key).is_some_and(|ks| ks.buries(&v)) {
+            // Superseded by a delete this node has already collected.
+            return MergeOutcome::Obsolete;
+        }
         let limit = match key {
             StateKey::Kv { .. } | StateKey::Canary { .. } => self.history_limit,
             StateKey::Service { .. } => 0,
@@ -419,6 +461,9 @@ impl ReplicatedState {
         self.buckets[bucket] ^= v.digest_hash(key_hash);
         let dot = v.dot;
         let ks = self.entries.entry(key.clone()).or_default();
+        if ks.is_grave_only() {
+            self.graves_only -= 1;
+        }
         for dropped in ks.add(v, limit) {
             self.buckets[bucket] ^= dropped.digest_hash(key_hash);
         }
@@ -455,6 +500,8 @@ impl ReplicatedState {
         self.buckets[(key_hash % BUCKETS as u64) as usize] ^= v.digest_hash(key_hash);
         if ks.is_empty() {
             self.entries.remove(key);
+        } else if ks.is_grave_only() {
+            self.graves_only += 1;
         }
         self.dirty_keys.insert(key.clone());
         true
@@ -526,6 +573,38 @@ impl ReplicatedState {
         n
     }
 
+    /// Take over another replica's grave for `key` (full-state join): keep
+    /// the higher-ranked grave and drop every version it buries.
+    fn adopt_grave(&mut self, key: &StateKey, g: Grave) {
+        let ks = self.entries.entry(key.clone()).or_default();
+        let before = ks.is_grave_only();
+        if ks
+            .grave
+            .is_none_or(|old| (old.hlc, old.dot.node) < (g.hlc, g.dot.node))
+        {
+            ks.grave = Some(g);
+        }
+        let buried: Vec<Dot> = ks.all().filter(|v| ks.buries(v)).map(|v| v.dot).collect();
+        let key_hash = key.stable_hash();
+        let b = (key_hash % BUCKETS as u64) as usize;
+        for dot in buried {
+            let was_live = ks.live.iter().any(|l| l.dot == dot);
+            if let Some(v) = ks.remove(&dot) {
+                self.buckets[b] ^= v.digest_hash(key_hash);
+                if was_live {
+                    self.dirty_live.insert(key.clone());
+                }
+            }
+        }
+        let after = ks.is_grave_only();
+        match (before, after) {
+            (false, true) => self.graves_only += 1,
+            (true, false) => self.graves_only -= 1,
+            _ => {}
+        }
+        self.dirty_keys.insert(key.clone());
+    }
+
     /// Adopt another node's knowledge (after a complete exchange with it).
     pub fn union_knowledge(&mut self, other: &Knowledge) {
         let changed = self.knowledge.union(other);
@@ -540,6 +619,9 @@ impl ReplicatedState {
         let theirs = other.manifest(&all_buckets);
         self.drop_obsolete(&theirs, &other.knowledge);
         for (key, ks) in &other.entries {
+            if let Some(g) = ks.grave {
+                self.adopt_grave(key, g);
+            }
             for v in ks.all() {
                 // Seen-and-dropped versions come back as `Obsolete`.
                 self.merge(key.clone(), v.clone());
@@ -548,21 +630,27 @@ impl ReplicatedState {
         self.union_knowledge(&other.knowledge);
     }
 
-    /// Collect deleted keys: every key whose live versions are all
-    /// tombstones stamped before `horizon_ms` is removed with its history.
-    /// Returns the keys collected.
+    /// Collect deleted keys: every key whose winner is a tombstone stamped
+    /// before `horizon_ms` is emptied — its history and any losing
+    /// concurrent siblings go with it — leaving a [`Grave`] that remembers
+    /// the delete until `grave_horizon_ms`. Graves stamped before that are
+    /// forgotten. Returns the keys collected.
     ///
-    /// The no-resurrection rule: after collection, knowledge is all that
-    /// stops a peer that missed the delete from handing the deleted value
-    /// back. So a key is collected only once knowledge holds *every* write
-    /// its tombstones supersede: for each `(origin, seq)` entry of their
-    /// contexts, every dot of that origin up to `seq` (the contiguous prefix,
-    /// since which of the lower seqs went to this key is not recorded). A
-    /// node that saw the tombstone but not the value it deletes keeps the
-    /// tombstone until anti-entropy fills that gap. The superseded values
-    /// then arrive as `Obsolete`, and a stale peer drops them at its next
-    /// sync because this node's knowledge lists them.
-    pub fn collect_tombstones(&mut self, horizon_ms: u64) -> Vec<StateKey> {
+    /// The no-resurrection rule: after collection, knowledge and the grave
+    /// are all that stop a peer that missed the delete from handing the
+    /// deleted value back. So a key is collected only once knowledge holds
+    /// *every* write its live versions supersede: for each `(origin, seq)`
+    /// entry of their contexts, every dot of that origin up to `seq` (the
+    /// contiguous prefix, since which of the lower seqs went to this key is
+    /// not recorded). A node that saw the tombstone but not the value it
+    /// deletes keeps the tombstone until anti-entropy fills that gap. The
+    /// superseded values then arrive as `Obsolete`, and a stale peer drops
+    /// them at its next sync because this node's knowledge lists them.
+    /// A write concurrent with the delete that arrives after collection
+    /// (from across a partition longer than the tombstone TTL) is judged
+    /// by the grave: below the delete's rank it is dropped, as it would have
+    /// lost while the tombstone existed.
+    pub fn collect_tombstones(&mut self, horizon_ms: u64, grave_horizon_ms: u64) -> Vec<StateKey> {
         let knowledge = &self.knowledge;
         let covers_all_superseded = |v: &Version| {
             v.ctx
@@ -574,22 +662,51 @@ impl ReplicatedState {
             .entries
             .iter()
             .filter(|(_, ks)| {
-                !ks.live.is_empty()
-                    && ks.live.iter().all(|v| {
-                        v.payload.is_tombstone() && v.hlc.wall_ms < horizon_ms && covers_all_superseded(v)
-                    })
+                ks.winner()
+                    .is_some_and(|w| w.payload.is_tombstone() && w.hlc.wall_ms < horizon_ms)
+                    && ks.live.iter().all(covers_all_superseded)
             })
             .map(|(k, _)| k.clone())
             .collect();
         for key in &doomed {
-            let ks = self.entries.remove(key).expect("key listed from the map");
+            let ks = self.entries.get_mut(key).expect("key listed from the map");
+            let winner = ks.winner().expect("a doomed key has a winner");
+            let grave = Grave {
+                dot: winner.dot,
+                hlc: winner.hlc,
+            };
+            if !ks.is_grave_only() {
+                self.graves_only += 1;
+            }
+            let gone = std::mem::replace(
+                ks,
+                KeyState {
+                    grave: Some(grave),
+                    ..KeyState::default()
+                },
+            );
             let key_hash = key.stable_hash();
             let b = (key_hash % BUCKETS as u64) as usize;
-            for v in ks.all() {
+            for v in gone.all() {
                 self.buckets[b] ^= v.digest_hash(key_hash);
             }
             self.dirty_keys.insert(key.clone());
             self.dirty_live.insert(key.clone());
+        }
+        let expired: Vec<StateKey> = self
+            .entries
+            .iter()
+            .filter(|(_, ks)| {
+                ks.live.is_empty()
+                    && ks.history.is_empty()
+                    && ks.grave.is_some_and(|g| g.hlc.wall_ms < grave_horizon_ms)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in expired {
+            self.entries.remove(&key);
+            self.graves_only -= 1;
+            self.dirty_keys.insert(key);
         }
         doomed
     }
@@ -617,6 +734,9 @@ impl ReplicatedState {
             for v in ks.all() {
                 self.buckets[b] ^= v.digest_hash(key_hash);
                 self.knowledge.insert(v.dot);
+            }
+            if ks.is_grave_only() {
+                self.graves_only += 1;
             }
             self.entries.insert(key, ks);
         }

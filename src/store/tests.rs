@@ -47,6 +47,7 @@ fn state(origin: u64, seq: u64, value: &[u8]) -> KeyState {
     KeyState {
         live: vec![version(origin, seq, Payload::Value(value.to_vec()))],
         history: vec![version(origin, seq.saturating_sub(1), Payload::Tombstone)],
+        grave: None,
     }
 }
 

@@ -299,6 +299,21 @@ impl Ledger {
         }) {
             return true;
         }
+        // A collected key (nothing held). The engine then judges by its
+        // knowledge, which the node API does not show: here, a delete old
+        // enough to be collected that is the write, covers it or outranks
+        // it (collection drops a winning tombstone's concurrent siblings)
+        // explains the absence. Reads see the same either way, and a node
+        // that never had the key would differ from the others' digest.
+        if held.is_empty()
+            && self.on_key(&w.key).iter().any(|&j| {
+                let o = &self.writes[j];
+                collectable(o)
+                    && (j == wi || o.ctx.covers(&w.dot) || (o.hlc, o.dot.node) > (w.hlc, w.dot.node))
+            })
+        {
+            return true;
+        }
         // The service API shows one version per instance (the winner): a
         // registration hidden behind a winner that outranks it is as much
         // as a reader can see.
@@ -607,6 +622,8 @@ pub struct RealResult {
     pub final_state: FinalState,
     /// Real tombstone TTL (ms), for re-checking [`lost_writes`].
     pub tombstone_ttl_ms: u64,
+    /// Acknowledged writes missing at the end (explained or not).
+    pub lost: Vec<LostWrite>,
     /// Wall time of the whole run, cluster formation included.
     pub wall_ms: u64,
 }
@@ -2524,6 +2541,7 @@ fn judge(
         ledger: g.ledger.clone(),
         final_state: fin,
         tombstone_ttl_ms: h.tombstone_ttl_ms,
+        lost: lost.clone(),
         wall_ms,
     }
 }
@@ -2560,6 +2578,11 @@ pub fn results_json(r: &RealResult, p: &Provenance) -> serde_json::Value {
         "skipped": r.skipped,
         "approximated": r.approximated,
         "fault_periods": r.fault_periods,
+        "lost_writes": r.lost.iter().map(|l| {
+            let w = &r.ledger.writes[l.write];
+            serde_json::json!({"op": l.op, "key": w.key.to_string(), "version": w.id.to_string(),
+                "origin": w.origin, "ack_ms": w.ack_ms, "missing_on": l.node, "explained": l.explained})
+        }).collect::<Vec<_>>(),
         "metrics": r.metrics,
         "repro": repro_line(r, p),
     })
@@ -2776,5 +2799,27 @@ mod tests {
         );
         assert!(!l.accounted(b, &[held(&l, a2, true)], 10, 1_000));
         assert!(!l.accounted(a, &[], 10, 1_000));
+    }
+
+    #[test]
+    fn a_collected_key_accounts_only_for_writes_an_old_enough_delete_explains() {
+        let mut l = Ledger::default();
+        let p = write(&mut l, 1, 1, 1, &[]);
+        let d = write(&mut l, 2, 2, 1, &[]); // concurrent delete, outranks p
+        l.writes[d].tombstone = true;
+        let late = write(&mut l, 5_000, 3, 1, &[]); // outranks the delete
+        assert!(
+            !l.accounted(p, &[], 100, 1_000),
+            "the delete is too young to be collected"
+        );
+        assert!(
+            l.accounted(p, &[], 2_000, 1_000),
+            "collected behind the winning delete"
+        );
+        assert!(l.accounted(d, &[], 2_000, 1_000), "the delete itself");
+        assert!(
+            !l.accounted(late, &[], 9_000, 1_000),
+            "nothing explains a later put's absence"
+        );
     }
 }

@@ -741,6 +741,8 @@ struct Inner {
     fault_periods: Vec<(u64, u64, String)>,
     /// When each fault that can delay a write started (real ms).
     fault_starts: Vec<u64>,
+    /// Acknowledged writes whose dot could not be found (not followed).
+    untracked: u64,
     /// (slot, key) reads in flight → re-read when done.
     inflight: BTreeMap<(usize, TrackedKey), bool>,
 }
@@ -1105,7 +1107,10 @@ impl Harness {
                 .chain(g.seq_hint.get(&origin).copied())
                 .max()
                 .unwrap_or(0);
-            let seq = find_seq(origin, version, hint)?;
+            let Some(seq) = find_seq(origin, version, hint) else {
+                g.untracked += 1;
+                return None;
+            };
             let e = g.seq_hint.entry(origin).or_default();
             *e = (*e).max(seq);
             let dot = Dot { node: origin, seq };
@@ -2096,6 +2101,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             samples: Vec::new(),
             fault_periods: Vec::new(),
             fault_starts: Vec::new(),
+            untracked: 0,
             inflight: BTreeMap::new(),
         }),
         track_tx,
@@ -2425,6 +2431,7 @@ fn judge(
         reach_calm.last().copied().unwrap_or(0) as f64,
     );
     m.insert("writes_unreached_at_end".into(), unreached as f64);
+    m.insert("writes_untracked".into(), g.untracked as f64);
     m.insert("arrivals_bounded_by_final_read".into(), bounded as f64);
     m.insert("lost_writes".into(), unexplained.len() as f64);
     m.insert("lost_writes_explained".into(), explained as f64);
@@ -2653,6 +2660,10 @@ pub fn summary_md(r: &RealResult, p: &Provenance) -> String {
         (
             "writes not seen on every node at the end",
             "writes_unreached_at_end",
+        ),
+        (
+            "acknowledged writes not followed (dot not found)",
+            "writes_untracked",
         ),
         ("lost acknowledged writes (unexplained)", "lost_writes"),
         (

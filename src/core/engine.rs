@@ -1350,7 +1350,11 @@ impl Engine {
             let n = req.member_buckets.len();
             if valid_member_bucket_count(n) {
                 let mine = self.members.bucket_hashes(n);
-                let differing: Vec<bool> = mine.iter().zip(&req.member_buckets).map(|(a, b)| a != b).collect();
+                let differing: Vec<bool> = mine
+                    .iter()
+                    .zip(&req.member_buckets)
+                    .map(|(a, b)| a != b)
+                    .collect();
                 (self.members.in_buckets(n, &differing), mine)
             } else {
                 (self.members(), Vec::new())
@@ -1914,7 +1918,9 @@ impl Engine {
             knowledge: self.state.knowledge().clone(),
             buckets: self.state.bucket_hashes().to_vec(),
             members_hash: self.members.hash(),
-            member_buckets: self.members.bucket_hashes(member_bucket_count(self.members.len())),
+            member_buckets: self
+                .members
+                .bucket_hashes(member_bucket_count(self.members.len())),
         };
         let bytes = self.encode(&Message::SyncRequest(req));
         let id = self.next_request_id;

@@ -218,7 +218,7 @@ impl Membership {
     }
 
     /// The view's hashes folded into `n` buckets (`n` a power of two up to
-    /// [`MEMBER_BUCKETS`]): a member in fine bucket `b` is in bucket `b % n`.
+    /// `MEMBER_BUCKETS`, 256): a member in fine bucket `b` is in bucket `b % n`.
     pub fn bucket_hashes(&self, n: usize) -> Vec<u64> {
         debug_assert!(valid_member_bucket_count(n));
         let mut out = vec![0u64; n];
@@ -244,7 +244,10 @@ impl Membership {
 
     /// Count by status.
     pub fn count(&self, status: MemberStatus) -> usize {
-        self.members.values().filter(|e| e.member.status == status).count()
+        self.members
+            .values()
+            .filter(|e| e.member.status == status)
+            .count()
     }
 }
 

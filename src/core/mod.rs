@@ -102,5 +102,7 @@ pub use membership::{Member, MemberStatus, Membership, NodeInfo};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
-pub use state::{Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS};
+pub use state::{
+    Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS,
+};
 pub use watch::{SnapshotRequired, WatchChange, WatchEvent, WatchLog};

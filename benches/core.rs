@@ -12,8 +12,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use starling::core::wire::{self, Delta, Heartbeat, Message};
 use starling::core::{
-    Command, Config, Context, Digest, Dot, Engine, Hlc, Input, Key, Knowledge, Member, MemberStatus,
-    Namespace, NodeId, NodeInfo, Payload, ReplicatedState, StateKey, Version,
+    Command, Config, Context, Digest, Dot, Engine, Hlc, Input, Key, Knowledge, MemberStatus, Namespace,
+    NodeId, NodeInfo, Payload, ReplicatedState, StateKey, Version,
 };
 
 /// Keys in the large state and delta.
@@ -75,19 +75,18 @@ fn heartbeat() -> Message {
     tags.insert("env".to_string(), "prod".to_string());
     Message::Heartbeat(Heartbeat {
         seq: 12_345,
-        member: Member {
-            node: NodeId::from_index(7),
-            info: NodeInfo {
-                name: "edge-node-07".to_string(),
-                addrs: vec![
-                    "/ip4/10.0.3.17/tcp/7946".to_string(),
-                    "/ip4/192.168.1.17/tcp/7946".to_string(),
-                ],
-                tags,
-            },
-            incarnation: 3,
-            status: MemberStatus::Alive,
-        },
+        node: NodeId::from_index(7),
+        incarnation: 3,
+        status: MemberStatus::Alive,
+        // An announcing heartbeat (the larger kind).
+        info: Some(NodeInfo {
+            name: "edge-node-07".to_string(),
+            addrs: vec![
+                "/ip4/10.0.3.17/tcp/7946".to_string(),
+                "/ip4/192.168.1.17/tcp/7946".to_string(),
+            ],
+            tags,
+        }),
         hlc: Hlc {
             wall_ms: T0_MS,
             logical: 2,

@@ -856,7 +856,14 @@ fn malformed_oversized_foreign_and_future_bytes_are_counted_and_never_panic() {
         ("bad_magic", b"GARBAGE GARBAGE GARBAGE".to_vec()),
         (
             "wrong_cluster",
-            wire::encode(&Message::SyncAck(1), wire::cluster_id("other")),
+            wire::encode(
+                &Message::SyncAck(wire::SyncAck {
+                    applied: 1,
+                    versions: Vec::new(),
+                    complete: true,
+                }),
+                wire::cluster_id("other"),
+            ),
         ),
     ];
     let mut future = good.clone();
@@ -913,7 +920,14 @@ fn malformed_oversized_foreign_and_future_bytes_are_counted_and_never_panic() {
         1,
         starling::core::Input::Gossip {
             from: node(0),
-            bytes: wire::encode(&Message::SyncAck(3), cluster),
+            bytes: wire::encode(
+                &Message::SyncAck(wire::SyncAck {
+                    applied: 3,
+                    versions: Vec::new(),
+                    complete: true,
+                }),
+                cluster,
+            ),
         },
     );
     net.input(

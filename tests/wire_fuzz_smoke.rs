@@ -13,7 +13,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use starling::core::wire::{
-    self, Delta, Heartbeat, Message, SyncPush, SyncRequest, SyncResponse, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
+    self, Delta, Hashes, Heartbeat, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse,
+    HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use starling::core::{
     Action, Command, Config, Context, Digest, Dot, DotRange, Engine, HealthStatus, Hlc, Input, InstanceId,
@@ -126,6 +127,16 @@ fn versions() -> Vec<(StateKey, Version)> {
     ]
 }
 
+/// A one-bucket knowledge summary shipping `knowledge()`.
+fn summary() -> KnowledgeSummary {
+    let k = knowledge();
+    KnowledgeSummary {
+        buckets: Hashes(k.bucket_hashes(1)),
+        shipped: vec![0],
+        ranges: k,
+    }
+}
+
 fn knowledge() -> Knowledge {
     Knowledge::from_ranges([
         (
@@ -164,7 +175,10 @@ fn seed_messages() -> Vec<Message> {
     vec![
         Message::Heartbeat(Heartbeat {
             seq: 9,
-            member: member(2, MemberStatus::Alive),
+            node: member(2, MemberStatus::Alive).node,
+            incarnation: 1,
+            status: MemberStatus::Alive,
+            info: Some(member(2, MemberStatus::Alive).info),
             hlc: Hlc {
                 wall_ms: NOW_MS,
                 logical: 1,
@@ -178,27 +192,33 @@ fn seed_messages() -> Vec<Message> {
             members: vec![member(3, MemberStatus::Suspect)],
         }),
         Message::SyncRequest(SyncRequest {
-            knowledge: knowledge(),
-            buckets: buckets.clone(),
+            knowledge: KnowledgeSummary {
+                buckets: Hashes(vec![0, 11]),
+                shipped: Vec::new(),
+                ranges: Knowledge::new(),
+            },
+            buckets: Hashes(buckets.clone()),
             members_hash: 5,
-            member_buckets: vec![1, 2, 3, 4],
+            member_buckets: Hashes(vec![1, 2, 3, 4]),
         }),
         Message::SyncResponse(SyncResponse {
-            versions: versions(),
-            complete: true,
-            knowledge: knowledge(),
-            buckets: buckets.clone(),
+            knowledge: summary(),
+            buckets: Hashes(buckets.clone()),
             manifest: manifest(),
             members: vec![member(2, MemberStatus::Alive), member(4, MemberStatus::Dead)],
-            member_buckets: vec![9, 8, 7, 6],
+            member_buckets: Hashes(vec![9, 8, 7, 6]),
         }),
         Message::SyncPush(SyncPush {
             versions: versions(),
-            knowledge: knowledge(),
+            knowledge: summary(),
             manifest: manifest(),
             members: vec![member(5, MemberStatus::Left)],
         }),
-        Message::SyncAck(3),
+        Message::SyncAck(SyncAck {
+            applied: 3,
+            versions: versions(),
+            complete: true,
+        }),
     ]
 }
 
@@ -476,13 +496,15 @@ fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
         )]);
         let bytes = wire::encode(
             &Message::SyncResponse(SyncResponse {
-                versions: Vec::new(),
-                complete: true,
-                knowledge,
-                buckets: vec![0; BUCKETS],
+                knowledge: KnowledgeSummary {
+                    buckets: Hashes(knowledge.bucket_hashes(1)),
+                    shipped: vec![0],
+                    ranges: knowledge,
+                },
+                buckets: Hashes(vec![0; BUCKETS]),
                 manifest: BTreeMap::new(),
                 members: Vec::new(),
-                member_buckets: Vec::new(),
+                member_buckets: Hashes(Vec::new()),
             }),
             cluster(),
         );

@@ -2,7 +2,56 @@
 //! it knows the truth. It checks safety as the run goes and collects the
 //! metrics the report is made of.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Hash maps of the oracle: it looks something up for every batch of every
+/// node, so they hash with a multiply-rotate hasher instead of SipHash. Only
+/// looked up, never iterated for output.
+type HashMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<FastHasher>>;
+
+/// A small non-cryptographic hasher (word at a time, multiply and rotate).
+#[derive(Default, Clone, Copy)]
+pub struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let mut w = [0u8; 8];
+            w.copy_from_slice(c);
+            self.add(u64::from_le_bytes(w));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut w = [0u8; 8];
+            w[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(w) ^ ((rest.len() as u64) << 59));
+        }
+    }
+
+    fn write_u8(&mut self, i: u8) {
+        self.add(u64::from(i));
+    }
+
+    fn write_u64(&mut self, i: u64) {
+        self.add(i);
+    }
+
+    fn write_usize(&mut self, i: usize) {
+        self.add(i as u64);
+    }
+}
+
+impl FastHasher {
+    #[inline]
+    fn add(&mut self, w: u64) {
+        self.0 = (self.0.rotate_left(26) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
 
 use starling::core::{CanarySpec, Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
 
@@ -167,6 +216,7 @@ pub struct Oracle {
     knowledge_base: Vec<HashMap<NodeId, u64>>,
     /// Put operation ids (values carry them).
     pub put_ops: BTreeSet<u64>,
+    checked: std::collections::HashSet<(Dot, u64), std::hash::BuildHasherDefault<FastHasher>>,
     /// Total (write, node) arrivals, for the divergence estimate.
     pub arrivals_total: u64,
     /// Reads served.
@@ -197,17 +247,18 @@ impl Oracle {
             slots,
             history_limit,
             violations: Vec::new(),
-            slot_of: HashMap::new(),
+            slot_of: HashMap::default(),
             identities: BTreeSet::new(),
             truth: vec![Truth::default(); slots],
             writes: Vec::new(),
-            by_origin: HashMap::new(),
+            by_origin: HashMap::default(),
             by_key: BTreeMap::new(),
-            cursor: vec![HashMap::new(); slots],
-            winners: vec![HashMap::new(); slots],
-            collected: vec![HashMap::new(); slots],
-            knowledge_base: vec![HashMap::new(); slots],
+            cursor: vec![HashMap::default(); slots],
+            winners: vec![HashMap::default(); slots],
+            collected: vec![HashMap::default(); slots],
+            knowledge_base: vec![HashMap::default(); slots],
             put_ops: BTreeSet::new(),
+            checked: Default::default(),
             arrivals_total: 0,
             reads: 0,
             stale_reads: 0,
@@ -378,8 +429,12 @@ impl Oracle {
 
     /// Check a persist batch of `slot` and follow writes into it.
     pub fn on_batch(&mut self, t_ms: u64, slot: usize, me: NodeId, batch: &PersistBatch) {
+        // Versions new to this node come from the origins whose knowledge
+        // the batch raises; every other version it holds was checked when
+        // it arrived.
+        let fresh: Vec<NodeId> = batch.knowledge.iter().map(|(n, _)| *n).collect();
         for (key, ks) in &batch.keys {
-            self.check_key(t_ms, slot, key, ks.as_ref());
+            self.check_key(t_ms, slot, key, ks.as_ref(), &fresh);
         }
         // Knowledge: it never shrinks, and it tells which writes arrived.
         for (origin, range) in &batch.knowledge {
@@ -426,7 +481,7 @@ impl Oracle {
         }
     }
 
-    fn check_key(&mut self, t_ms: u64, slot: usize, key: &StateKey, ks: Option<&KeyState>) {
+    fn check_key(&mut self, t_ms: u64, slot: usize, key: &StateKey, ks: Option<&KeyState>, fresh: &[NodeId]) {
         let Some(ks) = ks else {
             // Collected (tombstone GC) or emptied: remember what was dropped.
             if let Some((dot, _)) = self.winners[slot].remove(key) {
@@ -450,8 +505,12 @@ impl Oracle {
                 ),
             );
         }
-        // No value nobody wrote.
+        // No value nobody wrote (a version's content is checked once: it
+        // is the same on every node, the engine checks its checksum).
         for v in ks.all() {
+            if !fresh.contains(&v.dot.node) || !self.checked.insert((v.dot, v.checksum)) {
+                continue;
+            }
             match &v.payload {
                 Payload::Value(b) | Payload::Canary(CanarySpec { value: b, .. }) => {
                     if !self.value_was_written(b) {
@@ -510,7 +569,12 @@ impl Oracle {
                 }
             }
         }
-        self.winners[slot].insert(key.clone(), new);
+        match self.winners[slot].get_mut(key) {
+            Some(w) => *w = new,
+            None => {
+                self.winners[slot].insert(key.clone(), new);
+            }
+        }
     }
 
     fn value_was_written(&self, b: &[u8]) -> bool {

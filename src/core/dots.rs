@@ -88,10 +88,95 @@ impl DotRange {
     }
 }
 
-/// Everything a node has seen: per origin, a [`DotRange`].
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+/// Origins fall into this many fine buckets; anti-entropy compares
+/// knowledge bucket by bucket (folded to fewer buckets for small clusters)
+/// and ships only the ranges of buckets that differ.
+pub const KNOWLEDGE_BUCKETS: usize = 256;
+
+/// The fine knowledge bucket of an origin.
+#[inline]
+pub fn origin_bucket(node: &NodeId) -> usize {
+    let b = &node.0;
+    let mut x = 0u64;
+    for chunk in b.chunks_exact(8) {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        x = (x ^ u64::from_le_bytes(w)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    (x >> 56) as usize % KNOWLEDGE_BUCKETS
+}
+
+/// How many knowledge buckets to compare for `origins` origins: a power
+/// of two dividing [`KNOWLEDGE_BUCKETS`], about four origins a bucket.
+pub fn knowledge_bucket_count(origins: usize) -> usize {
+    origins
+        .div_ceil(4)
+        .next_power_of_two()
+        .clamp(1, KNOWLEDGE_BUCKETS)
+}
+
+/// Whether `n` is a valid coarse bucket count.
+pub fn valid_knowledge_bucket_count(n: usize) -> bool {
+    n.is_power_of_two() && n <= KNOWLEDGE_BUCKETS
+}
+
+/// One origin's share of its bucket hash; an empty range counts as absent.
+fn range_hash(node: &NodeId, r: &DotRange) -> u64 {
+    if r.base == 0 && r.extra.is_empty() {
+        return 0;
+    }
+    if r.extra.is_empty() {
+        // The common case, without a streaming hasher's setup.
+        let mut b = [0u8; 40];
+        b[..32].copy_from_slice(&node.0);
+        b[32..].copy_from_slice(&r.base.to_le_bytes());
+        return xxhash_rust::xxh3::xxh3_64(&b) | 1;
+    }
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&node.0);
+    h.update(&r.base.to_le_bytes());
+    for s in &r.extra {
+        h.update(&s.to_le_bytes());
+    }
+    // Never 0 for a non-empty range, so "absent" stays distinguishable.
+    h.digest() | 1
+}
+
+/// Everything a node has seen: per origin, a [`DotRange`]. Keeps a hash per
+/// origin bucket up to date, so two nodes can find where their knowledge
+/// differs without exchanging all of it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "KnowledgeRepr")]
 pub struct Knowledge {
     ranges: BTreeMap<NodeId, DotRange>,
+    #[serde(skip_serializing)]
+    buckets: Box<[u64; KNOWLEDGE_BUCKETS]>,
+}
+
+#[derive(Deserialize)]
+struct KnowledgeRepr {
+    ranges: BTreeMap<NodeId, DotRange>,
+}
+
+impl From<KnowledgeRepr> for Knowledge {
+    fn from(r: KnowledgeRepr) -> Self {
+        Knowledge::from_ranges(r.ranges)
+    }
+}
+
+impl Default for Knowledge {
+    fn default() -> Self {
+        Knowledge {
+            ranges: BTreeMap::new(),
+            buckets: Box::new([0; KNOWLEDGE_BUCKETS]),
+        }
+    }
+}
+
+impl std::fmt::Debug for Knowledge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Knowledge").field("ranges", &self.ranges).finish()
+    }
 }
 
 impl Knowledge {
@@ -107,13 +192,24 @@ impl Knowledge {
 
     /// Record `dot`; returns whether it was new.
     pub fn insert(&mut self, dot: Dot) -> bool {
-        self.ranges.entry(dot.node).or_default().insert(dot.seq)
+        let r = self.ranges.entry(dot.node).or_default();
+        if dot.seq == 0 || r.contains(dot.seq) {
+            return false;
+        }
+        let before = range_hash(&dot.node, r);
+        r.insert(dot.seq);
+        let after = range_hash(&dot.node, r);
+        self.buckets[origin_bucket(&dot.node)] ^= before ^ after;
+        true
     }
 
     /// Forget `dot`.
     pub fn remove(&mut self, dot: &Dot) {
         if let Some(r) = self.ranges.get_mut(&dot.node) {
+            let before = range_hash(&dot.node, r);
             r.remove(dot.seq);
+            let after = range_hash(&dot.node, r);
+            self.buckets[origin_bucket(&dot.node)] ^= before ^ after;
         }
     }
 
@@ -126,7 +222,10 @@ impl Knowledge {
             if mine.base >= range.base && range.extra.iter().all(|s| mine.contains(*s)) {
                 continue;
             }
+            let before = range_hash(node, mine);
             mine.union(range);
+            let after = range_hash(node, mine);
+            self.buckets[origin_bucket(node)] ^= before ^ after;
             changed.push(*node);
         }
         changed
@@ -159,9 +258,116 @@ impl Knowledge {
 
     /// Rebuild from stored ranges.
     pub fn from_ranges(ranges: impl IntoIterator<Item = (NodeId, DotRange)>) -> Self {
-        Knowledge {
+        let mut k = Knowledge {
             ranges: ranges.into_iter().collect(),
+            ..Knowledge::default()
+        };
+        for (node, r) in &k.ranges {
+            k.buckets[origin_bucket(node)] ^= range_hash(node, r);
         }
+        k
+    }
+
+    /// The bucket hashes folded into `n` buckets (`n` a valid count): an
+    /// origin in fine bucket `b` is in bucket `b % n`.
+    pub fn bucket_hashes(&self, n: usize) -> Vec<u64> {
+        debug_assert!(valid_knowledge_bucket_count(n));
+        let mut out = vec![0u64; n];
+        for (b, h) in self.buckets.iter().enumerate() {
+            out[b % n] ^= h;
+        }
+        out
+    }
+
+    /// The ranges of the origins in the marked buckets (of `marked.len()`).
+    pub fn restricted(&self, marked: &[bool]) -> Knowledge {
+        let n = marked.len();
+        if !marked.iter().any(|m| *m) {
+            return Knowledge::new();
+        }
+        Knowledge::from_ranges(
+            self.ranges
+                .iter()
+                .filter(|(node, _)| marked[origin_bucket(node) % n])
+                .map(|(node, r)| (*node, r.clone())),
+        )
+    }
+}
+
+/// What a peer has seen, as far as a node can tell from the peer's
+/// knowledge summary: bucket hashes of all of its knowledge, plus its full
+/// ranges for some buckets ("shipped"). A bucket whose hash equals this
+/// node's holds exactly what this node has seen; a shipped bucket holds
+/// the shipped ranges (an origin missing from them: nothing seen); any
+/// other bucket is unknown (it changed on one side since the summary was
+/// made), and nothing is concluded about it.
+#[derive(Clone, Debug)]
+pub struct PeerKnowledge {
+    /// Per bucket: 0 same as ours, 1 shipped, 2 unknown.
+    class: Vec<u8>,
+    shipped: Knowledge,
+}
+
+impl PeerKnowledge {
+    /// Judge a peer's summary against this node's knowledge `mine`.
+    /// Errors on a malformed summary (bad bucket count, a shipped bucket
+    /// out of range, a shipped origin outside the shipped buckets).
+    pub fn new(
+        mine: &Knowledge,
+        buckets: &[u64],
+        shipped: &[u16],
+        ranges: Knowledge,
+    ) -> Result<Self, &'static str> {
+        let n = buckets.len();
+        if !valid_knowledge_bucket_count(n) {
+            return Err("bad_knowledge_buckets");
+        }
+        let ours = mine.bucket_hashes(n);
+        let mut class: Vec<u8> = ours
+            .iter()
+            .zip(buckets)
+            .map(|(a, b)| if a == b { 0 } else { 2 })
+            .collect();
+        for &b in shipped {
+            let Some(c) = class.get_mut(b as usize) else {
+                return Err("bad_knowledge_buckets");
+            };
+            *c = 1;
+        }
+        if ranges.iter().any(|(node, _)| class[origin_bucket(node) % n] != 1) {
+            return Err("bad_knowledge_buckets");
+        }
+        Ok(PeerKnowledge {
+            class,
+            shipped: ranges,
+        })
+    }
+
+    /// Whether the peer has seen `dot`, a dot this node has seen (holds):
+    /// `None` when its bucket is unknown.
+    #[inline]
+    pub fn seen_of_ours(&self, dot: &Dot) -> Option<bool> {
+        match self.class[origin_bucket(&dot.node) % self.class.len()] {
+            0 => Some(true),
+            1 => Some(self.shipped.contains(dot)),
+            _ => None,
+        }
+    }
+
+    /// Buckets where the peer's knowledge may differ from ours (shipped or
+    /// unknown): ours should be shipped back for these.
+    pub fn differing(&self) -> Vec<bool> {
+        self.class.iter().map(|c| *c != 0).collect()
+    }
+
+    /// Whether every bucket equals ours.
+    pub fn all_same(&self) -> bool {
+        self.class.iter().all(|c| *c == 0)
+    }
+
+    /// The shipped ranges.
+    pub fn shipped(&self) -> &Knowledge {
+        &self.shipped
     }
 }
 
@@ -169,8 +375,12 @@ impl Knowledge {
 /// origin's writes *to this key* that a version's writer had seen. Sorted by
 /// node, one entry per node. Version `a` supersedes version `b` when `a`'s
 /// context covers `b`'s dot.
+///
+/// A context has an entry for every origin that ever wrote the key, so at
+/// a thousand writers it is kilobytes; versions are cloned whenever a key's
+/// state is persisted, so the entries are shared (copied on write only).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Context(Vec<Dot>);
+pub struct Context(std::sync::Arc<Vec<Dot>>);
 
 impl Context {
     /// Whether this context covers `dot`.
@@ -184,14 +394,19 @@ impl Context {
     /// Raise the entry for `dot.node` to at least `dot.seq`.
     pub fn add(&mut self, dot: Dot) {
         match self.0.binary_search_by(|d| d.node.cmp(&dot.node)) {
-            Ok(i) => self.0[i].seq = self.0[i].seq.max(dot.seq),
-            Err(i) => self.0.insert(i, dot),
+            Ok(i) if self.0[i].seq >= dot.seq => {}
+            Ok(i) => std::sync::Arc::make_mut(&mut self.0)[i].seq = dot.seq,
+            Err(i) => std::sync::Arc::make_mut(&mut self.0).insert(i, dot),
         }
     }
 
     /// Pointwise maximum.
     pub fn join(&mut self, other: &Context) {
-        for d in &other.0 {
+        if self.0.is_empty() {
+            self.0 = other.0.clone();
+            return;
+        }
+        for d in other.0.iter() {
             self.add(*d);
         }
     }
@@ -258,6 +473,56 @@ mod tests {
         for s in [1, 2, 4, 5] {
             assert!(k.contains(&dot(1, s)));
         }
+    }
+
+    #[test]
+    fn bucket_hashes_track_every_change_and_locate_differences() {
+        let mut a = Knowledge::new();
+        let mut b = Knowledge::new();
+        for n in 1..40 {
+            for s in 1..=3 {
+                a.insert(dot(n, s));
+                b.insert(dot(n, s));
+            }
+        }
+        assert_eq!(a.bucket_hashes(16), b.bucket_hashes(16));
+        b.insert(dot(7, 5));
+        b.insert(dot(41, 1));
+        let n = knowledge_bucket_count(b.origins());
+        let (ha, hb) = (a.bucket_hashes(n), b.bucket_hashes(n));
+        let differing: Vec<bool> = ha.iter().zip(&hb).map(|(x, y)| x != y).collect();
+        assert!(differing.iter().filter(|d| **d).count() <= 2);
+        // Shipping b's ranges for the differing buckets tells a exactly
+        // what b has seen.
+        let shipped: Vec<u16> = (0..n as u16).filter(|i| differing[*i as usize]).collect();
+        let view = PeerKnowledge::new(&a, &hb, &shipped, b.restricted(&differing)).unwrap();
+        assert_eq!(view.seen_of_ours(&dot(3, 2)), Some(true));
+        assert_eq!(view.seen_of_ours(&dot(7, 5)), Some(true));
+        assert_eq!(view.seen_of_ours(&dot(7, 6)), Some(false));
+        a.union(view.shipped());
+        assert_eq!(a.bucket_hashes(n), b.bucket_hashes(n));
+        // Removal and rebuild agree with incremental upkeep.
+        a.remove(&dot(7, 5));
+        let rebuilt = Knowledge::from_ranges(a.iter().map(|(n, r)| (*n, r.clone())));
+        assert_eq!(rebuilt.bucket_hashes(256), a.bucket_hashes(256));
+        // Decoding rebuilds the hashes too.
+        let bytes = bincode::serde::encode_to_vec(&a, bincode::config::standard()).unwrap();
+        let (back, _): (Knowledge, usize) =
+            bincode::serde::decode_from_slice(&bytes, bincode::config::standard()).unwrap();
+        assert_eq!(back, a);
+    }
+
+    #[test]
+    fn an_unknown_bucket_concludes_nothing() {
+        let mut a = Knowledge::new();
+        a.insert(dot(1, 1));
+        let b = Knowledge::new();
+        // b's summary says nothing was shipped, and differs from a.
+        let view = PeerKnowledge::new(&a, &b.bucket_hashes(1), &[], Knowledge::new()).unwrap();
+        assert_eq!(view.seen_of_ours(&dot(1, 1)), None);
+        assert!(PeerKnowledge::new(&a, &[0; 3], &[], Knowledge::new()).is_err());
+        assert!(PeerKnowledge::new(&a, &[0; 2], &[2], Knowledge::new()).is_err());
+        assert!(PeerKnowledge::new(&a, &[0; 1], &[], a.clone()).is_err());
     }
 
     #[test]

@@ -23,8 +23,9 @@ use serde::{Deserialize, Serialize};
 
 use super::canary::{CanarySpec, CanaryTarget};
 use super::config::{Config, ConfigError};
-use super::dots::Dot;
+use super::dots::{knowledge_bucket_count, valid_knowledge_bucket_count, Dot, Knowledge, PeerKnowledge};
 use super::hlc::{Hlc, HlcClock};
+use super::ids::IdMap;
 use super::ids::{InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
 use super::membership::{
     member_bucket_count, valid_member_bucket_count, Member, MemberStatus, Membership, NodeInfo,
@@ -34,7 +35,10 @@ use super::phi::PhiDetector;
 use super::registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
 use super::state::{Digest, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS};
 use super::watch::{SnapshotRequired, WatchChange, WatchEvent, WatchLog};
-use super::wire::{self, Delta, Heartbeat, Message, SyncPush, SyncRequest, SyncResponse, WireError};
+use super::wire::{
+    self, Delta, Hashes, Heartbeat, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse,
+    WireError, ANNOUNCE_HEARTBEATS,
+};
 
 /// Highest dot sequence accepted from a peer (in a version or in knowledge
 /// we adopt). No node writes 2^63 times; a larger seq is junk, and adopting
@@ -460,10 +464,10 @@ pub struct Counters {
     pub rejected: BTreeMap<String, u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 enum SyncPhase {
     Pull,
-    Push,
+    Push(Box<AfterAck>),
 }
 
 #[derive(Clone, Debug)]
@@ -471,6 +475,27 @@ struct InflightSync {
     peer: NodeId,
     started_ms: u64,
     phase: SyncPhase,
+}
+
+/// What a requester does once the responder acknowledges its push (and
+/// sends what the requester lacks).
+#[derive(Clone, Debug)]
+struct AfterAck {
+    /// Versions the responder had seen and dropped, as of its response.
+    doomed: Vec<(StateKey, Dot)>,
+    /// The responder's shipped knowledge, adopted when the exchange is complete.
+    adopt: Knowledge,
+}
+
+#[derive(Clone, Debug)]
+struct Peer {
+    detector: PhiDetector,
+    /// When phi crosses the threshold if no heartbeat arrives: recomputed
+    /// whenever the detector changes, so the periodic failure check over
+    /// every member is a comparison per member.
+    deadline: Option<u64>,
+    /// `(incarnation, status)` of the record held for it, once one is.
+    held: Option<(u64, MemberStatus)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -497,7 +522,12 @@ pub struct Engine {
     rng: ChaCha8Rng,
     state: ReplicatedState,
     members: Membership,
-    detectors: BTreeMap<NodeId, PhiDetector>,
+    /// Per peer: its failure detector and the precedence of the record
+    /// held for it (so a heartbeat is judged with one lookup).
+    peers: IdMap<Peer>,
+    /// `(incarnation, heartbeats left)`: the own incarnation last
+    /// announced in full in heartbeats, and how many more will carry it.
+    announced: (u64, u32),
     suspect_since: BTreeMap<NodeId, u64>,
     connected: BTreeSet<NodeId>,
     owned_heartbeats: BTreeMap<StateKey, u64>,
@@ -516,7 +546,7 @@ pub struct Engine {
     digest_sync: Option<NodeId>,
     /// When the last digest-triggered sync started.
     last_digest_sync_ms: Option<u64>,
-    last_converged: BTreeMap<NodeId, u64>,
+    last_converged: IdMap<u64>,
     next_request_id: u64,
     next_batch_id: u64,
     last_batch: Option<(u64, PendingBatch)>,
@@ -575,7 +605,8 @@ impl Engine {
             rng,
             state,
             members,
-            detectors: BTreeMap::new(),
+            peers: IdMap::default(),
+            announced: (0, 0),
             suspect_since: BTreeMap::new(),
             connected: BTreeSet::new(),
             owned_heartbeats: BTreeMap::new(),
@@ -585,7 +616,7 @@ impl Engine {
             sync_wanted: BTreeSet::new(),
             digest_sync: None,
             last_digest_sync_ms: None,
-            last_converged: BTreeMap::new(),
+            last_converged: IdMap::default(),
             next_request_id: 1,
             next_batch_id: 1,
             last_batch: None,
@@ -597,14 +628,14 @@ impl Engine {
         };
         let own = engine.own_record(MemberStatus::Alive);
         engine.members.merge(own);
-        let peers: Vec<NodeId> = engine
+        let peers: Vec<(NodeId, u64, MemberStatus)> = engine
             .members
             .iter()
-            .map(|m| m.node)
-            .filter(|n| *n != me)
+            .filter(|m| m.node != me)
+            .map(|m| (m.node, m.incarnation, m.status))
             .collect();
-        for p in peers {
-            engine.track(p, now_ms);
+        for (p, incarnation, status) in peers {
+            engine.track(p, now_ms).held = Some((incarnation, status));
         }
         // Owned instances with a TTL get one TTL of grace after a restart.
         let owned: Vec<StateKey> = engine
@@ -620,6 +651,15 @@ impl Engine {
             engine.owned_heartbeats.insert(k, now_ms);
         }
         Ok(engine)
+    }
+
+    /// [`Input::Gossip`] without handing over the bytes: a driver that
+    /// delivers one published message to many engines (the simulator)
+    /// need not copy it for each.
+    pub fn handle_gossip(&mut self, now_ms: u64, from: NodeId, bytes: &[u8]) -> Vec<Action> {
+        self.now_ms = now_ms.max(self.now_ms);
+        self.on_gossip(from, bytes);
+        self.flush()
     }
 
     /// Feed one input; returns the actions it caused, in execution order.
@@ -959,6 +999,11 @@ impl Engine {
         self.members.iter().cloned().collect()
     }
 
+    /// Every member this node knows, by id, without copying.
+    pub fn member_records(&self) -> impl Iterator<Item = &Member> {
+        self.members.iter()
+    }
+
     /// One member's record.
     pub fn member(&self, node: &NodeId) -> Option<&Member> {
         self.members.get(node)
@@ -1004,12 +1049,12 @@ impl Engine {
 
     /// Current phi of a peer, if tracked.
     pub fn phi(&self, node: &NodeId) -> Option<f64> {
-        self.detectors.get(node).map(|d| d.phi(self.now_ms))
+        self.peers.get(node).map(|p| p.detector.phi(self.now_ms))
     }
 
     /// When this node last saw equal state with each peer (after a sync).
-    pub fn last_converged(&self) -> &BTreeMap<NodeId, u64> {
-        &self.last_converged
+    pub fn last_converged(&self) -> BTreeMap<NodeId, u64> {
+        self.last_converged.iter().map(|(n, t)| (*n, *t)).collect()
     }
 
     /// The heartbeat interval in force (grows with cluster size).
@@ -1058,7 +1103,13 @@ impl Engine {
         self.next_heartbeat_ms = self
             .next_heartbeat_ms
             .min(self.now_ms + cfg.heartbeat_interval_ms);
+        let threshold_changed = cfg.phi_threshold != self.cfg.phi_threshold;
         self.cfg = cfg;
+        if threshold_changed {
+            for p in self.peers.values_mut() {
+                p.deadline = p.detector.suspect_deadline_ms(self.cfg.phi_threshold);
+            }
+        }
         Ok(())
     }
 
@@ -1152,7 +1203,7 @@ impl Engine {
     }
 
     fn on_heartbeat(&mut self, from: NodeId, hb: Heartbeat) {
-        if hb.member.node != from {
+        if hb.node != from {
             self.reject("heartbeat_spoofed");
             return;
         }
@@ -1163,19 +1214,34 @@ impl Engine {
         self.counters.heartbeats_received += 1;
         let now = self.now_ms;
         let interval = hb.interval_ms.clamp(10, 3_600_000);
-        let det = self
-            .detectors
-            .entry(from)
-            .or_insert_with(|| PhiDetector::new(interval, 100));
+        let peer = self.peers.entry(from).or_insert_with(|| Peer {
+            detector: PhiDetector::new(interval, 100),
+            deadline: None,
+            held: None,
+        });
+        let det = &mut peer.detector;
         // The sender's interval changed (cluster grew or shrank): start over.
         let mean = det.mean_ms();
         if (mean - interval as f64).abs() > interval as f64 * 0.5 && det.last_arrival_ms().is_some() {
             *det = PhiDetector::new(interval, 100);
         }
         det.heartbeat(now);
-        self.merge_member(hb.member);
+        peer.deadline = det.suspect_deadline_ms(self.cfg.phi_threshold);
+        // The sender's record: merged when announced in full; a newer
+        // incarnation (or status) than ours without the info means we
+        // missed its announcement: anti-entropy brings the record.
+        let claimed = (hb.incarnation, hb.status);
+        let newer = peer.held.is_none_or(|h| claimed > h);
+        let mut behind = false;
+        if let Some(m) = hb.member() {
+            if peer.held.is_none_or(|h| claimed >= h) {
+                self.merge_member(m);
+            }
+        } else {
+            behind = newer;
+        }
         let mine = self.state.digest();
-        if hb.digest != mine || hb.members_hash != self.members.hash() {
+        if behind || hb.digest != mine || hb.members_hash != self.members.hash() {
             self.digest_sync = Some(from);
             self.try_digest_sync();
         } else {
@@ -1189,8 +1255,10 @@ impl Engine {
         };
         match msg {
             Message::SyncRequest(req) => {
+                let Some(resp) = self.build_response(&req) else {
+                    return;
+                };
                 self.counters.syncs_served += 1;
-                let resp = self.build_response(&req);
                 let bytes = self.encode(&Message::SyncResponse(resp));
                 self.out.push(Action::Respond { id, bytes });
             }
@@ -1204,9 +1272,26 @@ impl Engine {
                 for m in push.members {
                     self.merge_member(m);
                 }
-                self.counters.dropped_obsolete +=
-                    self.state.drop_obsolete(&push.manifest, &push.knowledge) as u64;
-                let bytes = self.encode(&Message::SyncAck(applied));
+                // Their knowledge, judged against ours now (their versions in).
+                let k = push.knowledge;
+                let theirs =
+                    match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
+                        Ok(t) => t,
+                        Err(reason) => {
+                            self.reject(reason);
+                            return;
+                        }
+                    };
+                let doomed = self.state.seen_and_dropped(&push.manifest, &theirs);
+                self.counters.dropped_obsolete += self.state.drop_versions(&doomed) as u64;
+                // Our half: what they have not seen.
+                let (versions, complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
+                let ack = SyncAck {
+                    applied,
+                    versions,
+                    complete,
+                };
+                let bytes = self.encode(&Message::SyncAck(ack));
                 self.out.push(Action::Respond { id, bytes });
                 self.last_converged.insert(from, self.now_ms);
             }
@@ -1229,10 +1314,7 @@ impl Engine {
         };
         match (sync.phase, msg) {
             (SyncPhase::Pull, Message::SyncResponse(resp)) => self.on_sync_response(from, resp),
-            (SyncPhase::Push, Message::SyncAck(_)) => {
-                self.counters.syncs_completed += 1;
-                self.last_converged.insert(from, self.now_ms);
-            }
+            (SyncPhase::Push(after), Message::SyncAck(ack)) => self.on_sync_ack(from, ack, *after),
             (_, other) => {
                 self.counters.syncs_failed += 1;
                 self.reject(&format!("unexpected_{}_as_response", other.kind().as_str()));
@@ -1241,43 +1323,52 @@ impl Engine {
     }
 
     fn on_sync_response(&mut self, from: NodeId, resp: SyncResponse) {
-        if resp.buckets.len() != BUCKETS {
+        if resp.buckets.0.len() != BUCKETS {
             self.counters.syncs_failed += 1;
             self.reject("bad_bucket_count");
             return;
         }
-        if resp.knowledge.iter().any(|(_, r)| r.max() > MAX_REMOTE_SEQ) {
+        if resp
+            .knowledge
+            .ranges
+            .iter()
+            .any(|(_, r)| r.max() > MAX_REMOTE_SEQ)
+        {
             self.counters.syncs_failed += 1;
             self.reject("knowledge_seq_out_of_range");
             return;
         }
-        let mut clean = true;
-        for (k, v) in resp.versions {
-            if !self.merge_remote(k, v) && !self.last_merge_ok {
-                clean = false;
-            }
-        }
         for m in resp.members {
             self.merge_member(m);
         }
-        if resp.complete && clean {
-            self.counters.dropped_obsolete +=
-                self.state.drop_obsolete(&resp.manifest, &resp.knowledge) as u64;
-            self.state.union_knowledge(&resp.knowledge);
-        } else {
-            // More to fetch: go again as soon as the rate limit allows.
-            self.last_sync_with.remove(&from);
-            self.sync_wanted.insert(from);
-        }
-        // Our half: what they have not seen, and what they should drop.
-        let (versions, _complete) = self
-            .state
-            .delta_since(&resp.knowledge, self.cfg.sync_budget_bytes);
+        let k = resp.knowledge;
+        let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.counters.syncs_failed += 1;
+                self.reject(reason);
+                return;
+            }
+        };
+        // What they have seen and dropped: dropped once their versions are
+        // in (in the ack), so a key never reads as missing in between.
+        let doomed = self.state.seen_and_dropped(&resp.manifest, &theirs);
+        // Our half: what they have not seen, our knowledge where it differs
+        // from theirs, and our manifest where the state still differs.
+        let (versions, _complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
+        let differing_k = theirs.differing();
+        let knowledge = KnowledgeSummary {
+            buckets: Hashes(self.state.knowledge().bucket_hashes(differing_k.len())),
+            shipped: (0..differing_k.len() as u16)
+                .filter(|b| differing_k[*b as usize])
+                .collect(),
+            ranges: self.state.knowledge().restricted(&differing_k),
+        };
         let differing: Vec<u16> = self
             .state
             .bucket_hashes()
             .iter()
-            .zip(resp.buckets.iter())
+            .zip(resp.buckets.0.iter())
             .enumerate()
             .filter(|(_, (a, b))| a != b)
             .map(|(i, _)| i as u16)
@@ -1286,13 +1377,13 @@ impl Engine {
         // Our records in the member buckets that still differ from theirs
         // (after taking theirs in, a bucket that differs holds something
         // they lack).
-        let n = resp.member_buckets.len();
+        let n = resp.member_buckets.0.len();
         let members = if valid_member_bucket_count(n) {
             let differing: Vec<bool> = self
                 .members
                 .bucket_hashes(n)
                 .iter()
-                .zip(&resp.member_buckets)
+                .zip(&resp.member_buckets.0)
                 .map(|(a, b)| a != b)
                 .collect();
             if differing.iter().any(|d| *d) {
@@ -1303,38 +1394,79 @@ impl Engine {
         } else {
             Vec::new()
         };
-        if versions.is_empty() && manifest.is_empty() && members.is_empty() {
+        if theirs.all_same() && manifest.is_empty() && members.is_empty() {
+            // Same knowledge and same state: nothing either way.
             self.counters.syncs_completed += 1;
             self.last_converged.insert(from, self.now_ms);
             return;
         }
         let push = SyncPush {
             versions,
-            knowledge: self.state.knowledge().clone(),
+            knowledge,
             manifest,
             members,
         };
         let bytes = self.encode(&Message::SyncPush(push));
         let id = self.next_request_id;
         self.next_request_id += 1;
+        let after = AfterAck {
+            doomed,
+            adopt: theirs.shipped().clone(),
+        };
         self.syncs.insert(
             id,
             InflightSync {
                 peer: from,
                 started_ms: self.now_ms,
-                phase: SyncPhase::Push,
+                phase: SyncPhase::Push(Box::new(after)),
             },
         );
         self.out.push(Action::SendRequest { to: from, id, bytes });
     }
 
-    fn build_response(&self, req: &SyncRequest) -> SyncResponse {
-        let (versions, complete) = self.state.delta_since(&req.knowledge, self.cfg.sync_budget_bytes);
+    fn on_sync_ack(&mut self, from: NodeId, ack: SyncAck, after: AfterAck) {
+        let mut clean = true;
+        for (k, v) in ack.versions {
+            if !self.merge_remote(k, v) && !self.last_merge_ok {
+                clean = false;
+            }
+        }
+        if ack.complete && clean && after.adopt.iter().all(|(_, r)| r.max() <= MAX_REMOTE_SEQ) {
+            self.counters.dropped_obsolete += self.state.drop_versions(&after.doomed) as u64;
+            self.state.union_knowledge(&after.adopt);
+        } else {
+            // More to fetch: go again as soon as the rate limit allows.
+            self.last_sync_with.remove(&from);
+            self.sync_wanted.insert(from);
+        }
+        self.counters.syncs_completed += 1;
+        self.last_converged.insert(from, self.now_ms);
+    }
+
+    /// The answer to a sync request; `None` (nothing sent) if malformed.
+    fn build_response(&mut self, req: &SyncRequest) -> Option<SyncResponse> {
+        let n = req.knowledge.buckets.0.len();
+        if !valid_knowledge_bucket_count(n) {
+            self.reject("bad_knowledge_buckets");
+            return None;
+        }
+        // Our knowledge: hashes, and ranges where they differ.
+        let mine = self.state.knowledge().bucket_hashes(n);
+        let differing_k: Vec<bool> = mine
+            .iter()
+            .zip(&req.knowledge.buckets.0)
+            .map(|(a, b)| a != b)
+            .collect();
+        let knowledge = KnowledgeSummary {
+            shipped: (0..n as u16).filter(|b| differing_k[*b as usize]).collect(),
+            ranges: self.state.knowledge().restricted(&differing_k),
+            buckets: Hashes(mine),
+        };
         let buckets = self.state.bucket_hashes().to_vec();
-        let differing: Vec<u16> = if req.buckets.len() == BUCKETS {
+        let differing: Vec<u16> = if req.buckets.0.len() == BUCKETS {
             buckets
                 .iter()
-                .zip(req.buckets.iter())
+                .zip(req.buckets.0.iter())
                 .enumerate()
                 .filter(|(_, (a, b))| a != b)
                 .map(|(i, _)| i as u16)
@@ -1347,12 +1479,12 @@ impl Engine {
         let (members, member_buckets) = if req.members_hash == self.members.hash() {
             (Vec::new(), Vec::new())
         } else {
-            let n = req.member_buckets.len();
+            let n = req.member_buckets.0.len();
             if valid_member_bucket_count(n) {
                 let mine = self.members.bucket_hashes(n);
                 let differing: Vec<bool> = mine
                     .iter()
-                    .zip(&req.member_buckets)
+                    .zip(&req.member_buckets.0)
                     .map(|(a, b)| a != b)
                     .collect();
                 (self.members.in_buckets(n, &differing), mine)
@@ -1360,15 +1492,13 @@ impl Engine {
                 (self.members(), Vec::new())
             }
         };
-        SyncResponse {
-            versions,
-            complete,
-            knowledge: self.state.knowledge().clone(),
+        Some(SyncResponse {
+            knowledge,
             manifest: self.state.manifest(&differing),
-            buckets,
+            buckets: Hashes(buckets),
             members,
-            member_buckets,
-        }
+            member_buckets: Hashes(member_buckets),
+        })
     }
 
     fn on_command(&mut self, id: u64, command: Command) {
@@ -1754,8 +1884,8 @@ impl Engine {
             return;
         }
         let now = self.now_ms;
-        let (node, status) = (m.node, m.status);
-        if let Some(prev) = self.members.merge(m) {
+        let (node, status, incarnation) = (m.node, m.status, m.incarnation);
+        if self.members.merge(m).is_some() {
             match status {
                 MemberStatus::Suspect => {
                     self.suspect_since.entry(node).or_insert(now);
@@ -1764,33 +1894,40 @@ impl Engine {
                     self.suspect_since.remove(&node);
                 }
             }
-            if prev.is_none() {
-                self.track(node, now);
-            }
+            self.track(node, now).held = Some((incarnation, status));
         }
     }
 
-    fn track(&mut self, node: NodeId, now: u64) {
+    /// The peer entry of a member, created (its detector starting now) the
+    /// first time.
+    fn track(&mut self, node: NodeId, now: u64) -> &mut Peer {
         let interval = self.cfg.heartbeat_interval_ms;
-        self.detectors.entry(node).or_insert_with(|| {
+        let threshold = self.cfg.phi_threshold;
+        self.peers.entry(node).or_insert_with(|| {
             let mut d = PhiDetector::new(interval, 100);
             d.reset(now);
-            d
-        });
+            Peer {
+                deadline: d.suspect_deadline_ms(threshold),
+                detector: d,
+                held: None,
+            }
+        })
     }
 
     fn check_failures(&mut self) {
         let now = self.now_ms;
-        let threshold = self.cfg.phi_threshold;
         let mut changed = Vec::new();
-        for m in self.members.iter() {
-            if m.node == self.me {
-                continue;
-            }
-            let Some(det) = self.detectors.get(&m.node) else {
+        for (node, peer) in &self.peers {
+            let Some((_, status)) = peer.held else {
                 continue;
             };
-            let silent = det.suspect_deadline_ms(threshold).is_some_and(|d| now >= d);
+            let silent = peer.deadline.is_some_and(|d| now >= d);
+            if !silent || !matches!(status, MemberStatus::Alive | MemberStatus::Suspect) || *node == self.me {
+                continue;
+            }
+            let (Some(m), det) = (self.members.get(node), &peer.detector) else {
+                continue;
+            };
             match m.status {
                 MemberStatus::Alive if silent => {
                     tracing::debug!(me = %self.me.short(), peer = %m.node.short(), last = ?det.last_arrival_ms().map(|l| now - l), mean = det.mean_ms(), "suspecting");
@@ -1811,6 +1948,8 @@ impl Engine {
                 _ => {}
             }
         }
+        // In id order, whatever the order of the peer table.
+        changed.sort_by_key(|m| m.node);
         for rec in &changed {
             debug_assert!(
                 rec.node != self.me,
@@ -1914,13 +2053,19 @@ impl Engine {
     }
 
     fn start_sync(&mut self, peer: NodeId) {
+        let knowledge = self.state.knowledge();
         let req = SyncRequest {
-            knowledge: self.state.knowledge().clone(),
-            buckets: self.state.bucket_hashes().to_vec(),
+            knowledge: KnowledgeSummary {
+                buckets: Hashes(knowledge.bucket_hashes(knowledge_bucket_count(knowledge.origins()))),
+                shipped: Vec::new(),
+                ranges: Knowledge::new(),
+            },
+            buckets: Hashes(self.state.bucket_hashes().to_vec()),
             members_hash: self.members.hash(),
-            member_buckets: self
-                .members
-                .bucket_hashes(member_bucket_count(self.members.len())),
+            member_buckets: Hashes(
+                self.members
+                    .bucket_hashes(member_bucket_count(self.members.len())),
+            ),
         };
         let bytes = self.encode(&Message::SyncRequest(req));
         let id = self.next_request_id;
@@ -1940,9 +2085,22 @@ impl Engine {
 
     fn send_heartbeat(&mut self) {
         self.heartbeat_seq += 1;
+        let me = self.local_member();
+        if self.announced.0 != me.incarnation {
+            self.announced = (me.incarnation, ANNOUNCE_HEARTBEATS);
+        }
+        let info = if self.announced.1 > 0 {
+            self.announced.1 -= 1;
+            Some(me.info)
+        } else {
+            None
+        };
         let hb = Heartbeat {
             seq: self.heartbeat_seq,
-            member: self.local_member(),
+            node: me.node,
+            incarnation: me.incarnation,
+            status: me.status,
+            info,
             hlc: self.clock.last(),
             digest: self.state.digest(),
             members_hash: self.members.hash(),

@@ -19,27 +19,117 @@ pub const MAX_SERVICE_NAME_LEN: usize = 128;
 /// The libp2p driver maps it one-to-one to a `PeerId`; because it *is* the
 /// public key, a signature made by the origin of a version can be checked by
 /// any node that relays it.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Eq)]
 pub struct NodeId(pub [u8; 32]);
 
-impl NodeId {
-    /// The id as four big-endian words: ordering these is ordering the
-    /// bytes, without a `memcmp` call (ids are map keys everywhere).
-    #[inline]
-    fn words(&self) -> [u64; 4] {
-        let w = |i: usize| {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
-            u64::from_be_bytes(b)
-        };
-        [w(0), w(1), w(2), w(3)]
+impl std::hash::Hash for NodeId {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.0.hash(state)
     }
 }
+
+/// Encoded as a byte string (one length byte and the 32 bytes in bincode):
+/// ids are in every dot of every causal context, and decoding them byte by
+/// byte as a tuple was a tenth of the simulator's time at 1,000 nodes.
+impl Serialize for NodeId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for NodeId {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = NodeId;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("32 bytes of a node id")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<NodeId, E> {
+                <[u8; 32]>::try_from(b)
+                    .map(NodeId)
+                    .map_err(|_| E::invalid_length(b.len(), &self))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NodeId, A::Error> {
+                let mut out = [0u8; 32];
+                for (i, b) in out.iter_mut().enumerate() {
+                    *b = seq
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+                }
+                if seq.next_element::<u8>()?.is_some() {
+                    return Err(serde::de::Error::invalid_length(33, &self));
+                }
+                Ok(NodeId(out))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+impl PartialEq for NodeId {
+    #[inline]
+    fn eq(&self, other: &Self) -> bool {
+        // Word by word: no `memcmp` call (dots are compared in every merge).
+        let w = |id: &NodeId, i: usize| {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&id.0[i * 8..i * 8 + 8]);
+            u64::from_ne_bytes(b)
+        };
+        (w(self, 0) ^ w(other, 0))
+            | (w(self, 1) ^ w(other, 1))
+            | (w(self, 2) ^ w(other, 2))
+            | (w(self, 3) ^ w(other, 3))
+            == 0
+    }
+}
+
+impl NodeId {
+    /// Word `i` of the id, big-endian: ordering the words in turn is
+    /// ordering the bytes, without a `memcmp` call (ids are map keys
+    /// everywhere).
+    #[inline]
+    fn word(&self, i: usize) -> u64 {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&self.0[i * 8..i * 8 + 8]);
+        u64::from_be_bytes(b)
+    }
+}
+
+/// A hasher for maps keyed by [`NodeId`] (ids are public keys, hashing
+/// them again is wasted work; the fold below also spreads the synthetic
+/// ids of tests and simulations). Deterministic: no random seed.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(23) ^ u64::from_le_bytes(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+/// A hash map keyed by node id, iterated in an order that depends only on
+/// what was inserted (never use its order for anything observable).
+pub(crate) type IdMap<V> = std::collections::HashMap<NodeId, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 impl Ord for NodeId {
     #[inline]
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        self.words().cmp(&other.words())
+        for i in 0..4 {
+            let (a, b) = (self.word(i), other.word(i));
+            if a != b {
+                return a.cmp(&b);
+            }
+        }
+        std::cmp::Ordering::Equal
     }
 }
 
@@ -285,10 +375,74 @@ pub enum StateKey {
     },
 }
 
+trait HashBuf {
+    fn push(&mut self, b: u8);
+    fn extend_from_slice(&mut self, b: &[u8]);
+    fn len(&self) -> usize;
+}
+
+impl HashBuf for Vec<u8> {
+    fn push(&mut self, b: u8) {
+        Vec::push(self, b)
+    }
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        Vec::extend_from_slice(self, b)
+    }
+    fn len(&self) -> usize {
+        Vec::len(self)
+    }
+}
+
+struct StackBuf<'a> {
+    buf: &'a mut [u8; 256],
+    len: usize,
+}
+
+impl HashBuf for StackBuf<'_> {
+    fn push(&mut self, b: u8) {
+        self.buf[self.len] = b;
+        self.len += 1;
+    }
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        self.buf[self.len..self.len + b.len()].copy_from_slice(b);
+        self.len += b.len();
+    }
+    fn len(&self) -> usize {
+        self.len
+    }
+}
+
 impl StateKey {
     /// A stable 64-bit hash, the same on every node and platform.
     pub fn stable_hash(&self) -> u64 {
-        let mut buf = Vec::with_capacity(96);
+        // Hashed on every merge and sync: short keys are laid out on the
+        // stack, longer ones in a vector (same bytes, same hash).
+        let parts: [&str; 3] = match self {
+            StateKey::Kv { namespace, key } | StateKey::Canary { namespace, key } => {
+                [namespace.as_str(), key.as_str(), ""]
+            }
+            StateKey::Service {
+                namespace,
+                service,
+                instance,
+            } => [namespace.as_str(), service.as_str(), instance.as_str()],
+        };
+        let len = 3 + parts.iter().map(|p| p.len()).sum::<usize>();
+        if len <= 256 {
+            let mut stack = [0u8; 256];
+            let n = self.hash_bytes(&mut StackBuf {
+                buf: &mut stack,
+                len: 0,
+            });
+            return xxhash_rust::xxh3::xxh3_64(&stack[..n]);
+        }
+        let mut buf = Vec::with_capacity(len);
+        self.hash_bytes(&mut buf);
+        xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+
+    /// Lay out the bytes `stable_hash` hashes; returns their length.
+    fn hash_bytes(&self, buf: &mut impl HashBuf) -> usize {
         match self {
             StateKey::Kv { namespace, key } => {
                 buf.push(0);
@@ -315,7 +469,7 @@ impl StateKey {
                 buf.extend_from_slice(key.as_str().as_bytes());
             }
         }
-        xxhash_rust::xxh3::xxh3_64(&buf)
+        buf.len()
     }
 
     /// The namespace of either kind of key.
@@ -358,6 +512,49 @@ mod tests {
         let id = NodeId::from_index(42);
         assert_eq!(NodeId::parse_hex(&id.to_string()), Some(id));
         assert_eq!(NodeId::parse_hex("zz"), None);
+    }
+
+    #[test]
+    fn stable_hash_is_xxh3_of_the_tagged_parts() {
+        let ns = Namespace::new("app").unwrap();
+        let long = "k".repeat(300);
+        for (k, tag, parts) in [
+            (Key::new("a/b").unwrap(), 0u8, vec!["app", "a/b"]),
+            (Key::new(long.clone()).unwrap(), 0u8, vec!["app", long.as_str()]),
+        ] {
+            let mut want = vec![tag];
+            want.extend_from_slice(parts[0].as_bytes());
+            want.push(0xff);
+            want.extend_from_slice(parts[1].as_bytes());
+            let sk = StateKey::Kv {
+                namespace: ns.clone(),
+                key: k,
+            };
+            assert_eq!(sk.stable_hash(), xxhash_rust::xxh3::xxh3_64(&want));
+        }
+        let svc = StateKey::Service {
+            namespace: ns.clone(),
+            service: ServiceName::new("api").unwrap(),
+            instance: InstanceId::new("i1").unwrap(),
+        };
+        assert_eq!(
+            svc.stable_hash(),
+            xxhash_rust::xxh3::xxh3_64(b"\x01app\xffapi\xffi1")
+        );
+    }
+
+    #[test]
+    fn node_ids_encode_as_byte_strings() {
+        let id = NodeId::from_index(0x0102_0304);
+        let cfg = bincode::config::standard();
+        let bytes = bincode::serde::encode_to_vec(id, cfg).unwrap();
+        assert_eq!(bytes.len(), 33);
+        let (back, _): (NodeId, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+        assert_eq!(back, id);
+        let mut short = bytes.clone();
+        short[0] = 31;
+        short.pop();
+        assert!(bincode::serde::decode_from_slice::<NodeId, _>(&short, cfg).is_err());
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub mod wire;
 
 pub use canary::{cohort_bucket, CanarySpec, CanaryTarget};
 pub use config::{Config, ConfigError};
-pub use dots::{Context, Dot, DotRange, Knowledge};
+pub use dots::{Context, Dot, DotRange, Knowledge, PeerKnowledge};
 pub use engine::{
     Action, CanaryView, Command, CommandError, CommandOutput, Counters, Engine, Expect, Input, KvEntry,
     ServiceView, Topic, VersionInfo,

@@ -6,15 +6,17 @@
 //! under a normal distribution fitted to the window. A threshold of 8 means a
 //! false suspicion about once in 10^8 heartbeats of a healthy peer.
 
-use std::collections::VecDeque;
-
-/// Arrival history of one peer.
+/// Arrival history of one peer. Every node keeps one per member, so at a
+/// thousand members it is kept small: intervals are milliseconds as `u32`
+/// in a ring that grows only as heartbeats arrive (up to `capacity`).
 #[derive(Clone, Debug)]
 pub struct PhiDetector {
-    intervals: VecDeque<u64>,
+    intervals: Vec<u32>,
+    /// Index of the oldest interval once the ring is full.
+    head: u32,
+    capacity: u32,
     sum: f64,
     sum_sq: f64,
-    capacity: usize,
     last_arrival_ms: Option<u64>,
     min_std_dev_ms: f64,
     acceptable_pause_ms: f64,
@@ -24,10 +26,11 @@ impl PhiDetector {
     /// A detector that assumes `expected_interval_ms` until it has data.
     pub fn new(expected_interval_ms: u64, capacity: usize) -> Self {
         let mut d = PhiDetector {
-            intervals: VecDeque::with_capacity(capacity.max(2)),
+            intervals: Vec::new(),
+            head: 0,
+            capacity: capacity.clamp(2, u32::MAX as usize) as u32,
             sum: 0.0,
             sum_sq: 0.0,
-            capacity: capacity.max(2),
             last_arrival_ms: None,
             // Heartbeats on a loaded host (or a GC-paused peer) arrive in
             // bursts: never assume a spread tighter than half an interval,
@@ -52,15 +55,20 @@ impl PhiDetector {
     }
 
     fn push(&mut self, interval: u64) {
-        if self.intervals.len() == self.capacity {
-            if let Some(old) = self.intervals.pop_front() {
-                self.sum -= old as f64;
-                self.sum_sq -= (old as f64) * (old as f64);
-            }
+        let interval = interval.min(u64::from(u32::MAX)) as u32;
+        if self.intervals.len() < self.capacity as usize {
+            self.intervals.push(interval);
+        } else {
+            let slot = &mut self.intervals[self.head as usize];
+            let old = f64::from(*slot);
+            self.sum -= old;
+            self.sum_sq -= old * old;
+            *slot = interval;
+            self.head = (self.head + 1) % self.capacity;
         }
-        self.intervals.push_back(interval);
-        self.sum += interval as f64;
-        self.sum_sq += (interval as f64) * (interval as f64);
+        let v = f64::from(interval);
+        self.sum += v;
+        self.sum_sq += v * v;
     }
 
     fn mean_std(&self) -> (f64, f64) {
@@ -182,6 +190,17 @@ mod tests {
         let c = d.phi(last + 10_000);
         assert!(a < b && b < c, "{a} {b} {c}");
         assert!(c > 8.0);
+    }
+
+    #[test]
+    fn the_window_keeps_the_last_capacity_intervals() {
+        let mut d = PhiDetector::new(1000, 4);
+        for t in 0..10 {
+            d.heartbeat(t * 500);
+        }
+        assert_eq!(d.intervals.len(), 4);
+        assert!((d.mean_ms() - 500.0).abs() < 1e-9);
+        assert!(d.sum_sq - 4.0 * 500.0 * 500.0 < 1e-6);
     }
 
     #[test]

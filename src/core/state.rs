@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::canary::CanarySpec;
-use super::dots::{Context, Dot, Knowledge};
+use super::dots::{Context, Dot, Knowledge, PeerKnowledge};
 use super::hlc::Hlc;
 use super::ids::{NodeId, StateKey};
 use super::registry::ServiceInstance;
@@ -438,10 +438,12 @@ impl ReplicatedState {
 
     /// Merge one version of `key`.
     pub fn merge(&mut self, key: StateKey, v: Version) -> MergeOutcome {
-        if let Some(ks) = self.entries.get(&key) {
-            if ks.holds(&v.dot) {
-                return MergeOutcome::Duplicate;
-            }
+        let (held, buried) = match self.entries.get(&key) {
+            Some(ks) => (ks.holds(&v.dot), ks.buries(&v)),
+            None => (false, false),
+        };
+        if held {
+            return MergeOutcome::Duplicate;
         }
         if self.knowledge.contains(&v.dot) {
             return MergeOutcome::Obsolete;
@@ -450,7 +452,7 @@ impl ReplicatedState {
         let bucket = (key_hash % BUCKETS as u64) as usize;
         self.knowledge.insert(v.dot);
         self.dirty_origins.insert(v.dot.node);
-        if self.entries.get(&key).is_some_and(|ks| ks.buries(&v)) {
+        if buried {
             // Superseded by a delete this node has already collected.
             return MergeOutcome::Obsolete;
         }
@@ -554,6 +556,9 @@ impl ReplicatedState {
         manifest: &BTreeMap<u16, Vec<Dot>>,
         their_knowledge: &Knowledge,
     ) -> usize {
+        if manifest.is_empty() {
+            return 0;
+        }
         let mut doomed = Vec::new();
         for (key, ks) in &self.entries {
             let b = Self::bucket_of(key) as u16;
@@ -571,6 +576,67 @@ impl ReplicatedState {
             self.remove_version(&key, &dot);
         }
         n
+    }
+
+    /// Anti-entropy with a knowledge summary: every held version the peer
+    /// has not seen, or may not have (its origin's bucket is unknown), in
+    /// key order until about `budget_bytes`. Returns the versions and
+    /// whether that is all of them.
+    pub fn missing_for(&self, peer: &PeerKnowledge, budget_bytes: usize) -> (Vec<(StateKey, Version)>, bool) {
+        let mut out = Vec::new();
+        if peer.all_same() {
+            return (out, true);
+        }
+        let mut size = 0usize;
+        for (key, ks) in &self.entries {
+            for v in ks.all() {
+                if peer.seen_of_ours(&v.dot) == Some(true) {
+                    continue;
+                }
+                let s = v.approx_size() + 64;
+                if size + s > budget_bytes && !out.is_empty() {
+                    return (out, false);
+                }
+                size += s;
+                out.push((key.clone(), v.clone()));
+            }
+        }
+        (out, true)
+    }
+
+    /// The versions [`drop_obsolete`](Self::drop_obsolete) would drop,
+    /// judged against a knowledge summary: only those the peer has
+    /// certainly seen. Computed when the summary arrives and applied later
+    /// with [`drop_versions`](Self::drop_versions).
+    pub fn seen_and_dropped(
+        &self,
+        manifest: &BTreeMap<u16, Vec<Dot>>,
+        peer: &PeerKnowledge,
+    ) -> Vec<(StateKey, Dot)> {
+        let mut doomed = Vec::new();
+        if manifest.is_empty() {
+            return doomed;
+        }
+        for (key, ks) in &self.entries {
+            let b = Self::bucket_of(key) as u16;
+            let Some(held) = manifest.get(&b) else {
+                continue;
+            };
+            for v in ks.all() {
+                if peer.seen_of_ours(&v.dot) == Some(true) && !held.contains(&v.dot) {
+                    doomed.push((key.clone(), v.dot));
+                }
+            }
+        }
+        doomed
+    }
+
+    /// Drop these versions (those still held); returns how many were.
+    pub fn drop_versions(&mut self, doomed: &[(StateKey, Dot)]) -> usize {
+        doomed
+            .iter()
+            .filter(|(key, dot)| self.remove_version(key, dot))
+            .count()
     }
 
     /// Take over another replica's grave for `key` (full-state join): keep

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "STRL"
-//! 4       1     protocol version (currently 1)
+//! 4       1     protocol version (currently 2)
 //! 5       1     message kind
 //! 6       8     cluster id (xxh3 of the cluster name, little endian)
 //! 14      ..    bincode 2 (standard config) body
@@ -19,14 +19,19 @@ use serde::{Deserialize, Serialize};
 
 use super::dots::{Dot, Knowledge};
 use super::hlc::Hlc;
+use super::ids::NodeId;
 use super::ids::StateKey;
-use super::membership::Member;
+use super::membership::{Member, MemberStatus, NodeInfo};
 use super::state::{Digest, Version};
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"STRL";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u8 = 1;
+/// Version 2: compact heartbeats (record summary, info only when
+/// announcing) and anti-entropy by knowledge summaries (bucket hashes plus
+/// the ranges of differing buckets; the ack carries the requester's
+/// missing versions).
+pub const PROTOCOL_VERSION: u8 = 2;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.
@@ -46,7 +51,7 @@ pub enum MessageKind {
     SyncResponse = 4,
     /// Anti-entropy: the requester's half.
     SyncPush = 5,
-    /// Anti-entropy: push received.
+    /// Anti-entropy: push received, and what the requester lacks.
     SyncAck = 6,
 }
 
@@ -86,13 +91,29 @@ impl MessageKind {
     ];
 }
 
+/// How many heartbeats after each change of its incarnation a node sends
+/// with its full self-description ([`Heartbeat::info`]).
+pub const ANNOUNCE_HEARTBEATS: u32 = 3;
+
 /// Periodic liveness announcement.
+///
+/// Every node receives every other node's heartbeats, so they are kept
+/// small: the sender's record travels as `(node, incarnation, status)`,
+/// with its [`NodeInfo`] only in the first [`ANNOUNCE_HEARTBEATS`]
+/// heartbeats of each incarnation. A receiver that sees a newer incarnation
+/// than it holds without the info fetches the record by anti-entropy.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// Increases with every heartbeat (gossipsub dedups identical payloads).
     pub seq: u64,
-    /// The sender's own record.
-    pub member: Member,
+    /// The sender.
+    pub node: NodeId,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// The sender's status (as the sender holds it: alive).
+    pub status: MemberStatus,
+    /// The sender's self-description, in announcing heartbeats only.
+    pub info: Option<NodeInfo>,
     /// The sender's HLC.
     pub hlc: Hlc,
     /// Digest of the sender's replicated state.
@@ -101,6 +122,18 @@ pub struct Heartbeat {
     pub members_hash: u64,
     /// The sender's current heartbeat interval.
     pub interval_ms: u64,
+}
+
+impl Heartbeat {
+    /// The sender's full record, when this heartbeat carries its info.
+    pub fn member(&self) -> Option<Member> {
+        self.info.as_ref().map(|info| Member {
+            node: self.node,
+            info: info.clone(),
+            incarnation: self.incarnation,
+            status: self.status,
+        })
+    }
 }
 
 /// State changes pushed by gossip.
@@ -112,56 +145,156 @@ pub struct Delta {
     pub members: Vec<Member>,
 }
 
-/// Anti-entropy request: what the requester knows.
+/// A list of 64-bit hashes (bucket hashes), encoded compactly as one byte
+/// string: count (u16 LE), a bitmap of the non-zero entries, then those
+/// entries (u64 LE). Decoding is a copy, not a varint per entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Hashes(pub Vec<u64>);
+
+/// Most entries a [`Hashes`] may hold.
+pub const MAX_HASHES: usize = 4096;
+
+impl Serialize for Hashes {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> Result<S::Ok, S::Error> {
+        let n = self.0.len();
+        if n > MAX_HASHES {
+            return Err(serde::ser::Error::custom("too many hashes"));
+        }
+        let nonzero = self.0.iter().filter(|h| **h != 0).count();
+        let mut out = Vec::with_capacity(2 + n.div_ceil(8) + 8 * nonzero);
+        out.extend_from_slice(&(n as u16).to_le_bytes());
+        let mut bitmap = vec![0u8; n.div_ceil(8)];
+        for (i, h) in self.0.iter().enumerate() {
+            if *h != 0 {
+                bitmap[i / 8] |= 1 << (i % 8);
+            }
+        }
+        out.extend_from_slice(&bitmap);
+        for h in self.0.iter().filter(|h| **h != 0) {
+            out.extend_from_slice(&h.to_le_bytes());
+        }
+        ser.serialize_bytes(&out)
+    }
+}
+
+impl<'de> Deserialize<'de> for Hashes {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Hashes;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("packed hashes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Hashes, E> {
+                let bad = || E::custom("malformed hashes");
+                let n =
+                    u16::from_le_bytes(b.get(..2).ok_or_else(bad)?.try_into().map_err(|_| bad())?) as usize;
+                if n > MAX_HASHES {
+                    return Err(bad());
+                }
+                let bitmap = b.get(2..2 + n.div_ceil(8)).ok_or_else(bad)?;
+                let mut rest = &b[2 + n.div_ceil(8)..];
+                let mut out = Vec::with_capacity(n);
+                for i in 0..n {
+                    if bitmap[i / 8] & (1 << (i % 8)) != 0 {
+                        let (w, r) = rest.split_first_chunk::<8>().ok_or_else(bad)?;
+                        let h = u64::from_le_bytes(*w);
+                        if h == 0 {
+                            return Err(bad());
+                        }
+                        out.push(h);
+                        rest = r;
+                    } else {
+                        out.push(0);
+                    }
+                }
+                // Unused bitmap bits and trailing bytes are malformed.
+                if !rest.is_empty() || (!n.is_multiple_of(8) && bitmap.last().is_some_and(|l| l >> (n % 8) != 0)) {
+                    return Err(bad());
+                }
+                Ok(Hashes(out))
+            }
+        }
+        de.deserialize_bytes(V)
+    }
+}
+
+/// A node's knowledge as sent in anti-entropy: hashes of all of it,
+/// bucket by bucket, and its full ranges for some buckets only. See
+/// [`PeerKnowledge`](super::dots::PeerKnowledge) for how it is read.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct KnowledgeSummary {
+    /// Per bucket (a power of two of them, at most 256), the hash of the
+    /// sender's ranges of the origins in it.
+    pub buckets: Hashes,
+    /// The buckets whose ranges are in `ranges` (in full: an origin of such
+    /// a bucket missing from `ranges` has nothing seen).
+    pub shipped: Vec<u16>,
+    /// The sender's ranges for the shipped buckets.
+    pub ranges: Knowledge,
+}
+
+/// Anti-entropy request: a summary of what the requester knows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncRequest {
-    /// Dots the requester has seen.
-    pub knowledge: Knowledge,
-    /// The requester's per-bucket hashes (256).
-    pub buckets: Vec<u64>,
+    /// The requester's knowledge bucket hashes (nothing shipped).
+    pub knowledge: KnowledgeSummary,
+    /// The requester's per-bucket state hashes (256).
+    pub buckets: Hashes,
     /// The requester's membership digest.
     pub members_hash: u64,
     /// The requester's membership view folded into a power-of-two number
     /// of buckets (at most 256; see `Membership::bucket_hashes`): when the
     /// digests differ, the responder sends only the records of the buckets
     /// that differ.
-    pub member_buckets: Vec<u64>,
+    pub member_buckets: Hashes,
 }
 
-/// Anti-entropy response: what the requester lacks, and how to tell what
-/// it should drop.
+/// Anti-entropy response: where the responder differs from the requester.
+/// It carries no versions: the requester pushes what the responder lacks
+/// and gets what it lacks in the [`SyncAck`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncResponse {
-    /// Versions held here that the requester has not seen.
-    pub versions: Vec<(StateKey, Version)>,
-    /// Whether `versions` is everything (else the requester asks again).
-    pub complete: bool,
-    /// Dots the responder has seen.
-    pub knowledge: Knowledge,
-    /// The responder's per-bucket hashes.
-    pub buckets: Vec<u64>,
-    /// For each bucket that differed, the dots the responder holds in it.
+    /// The responder's knowledge: bucket hashes (as many as the
+    /// request's) and its ranges for the buckets that differed.
+    pub knowledge: KnowledgeSummary,
+    /// The responder's per-bucket state hashes.
+    pub buckets: Hashes,
+    /// For each state bucket that differed, the dots the responder holds in it.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
     /// The responder's records in the member buckets that differed from
     /// the request's.
     pub members: Vec<Member>,
     /// The responder's member bucket hashes (as many as the request's),
     /// when the membership digests differed; empty when they were equal.
-    pub member_buckets: Vec<u64>,
+    pub member_buckets: Hashes,
 }
 
 /// The requester's half of a sync.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SyncPush {
-    /// Versions the responder has not seen.
+    /// Versions the responder has not seen (or may not have).
     pub versions: Vec<(StateKey, Version)>,
-    /// Dots the requester has seen (after taking the response in).
-    pub knowledge: Knowledge,
-    /// For each bucket that still differs, the dots the requester holds.
+    /// The requester's knowledge after taking the response in: bucket
+    /// hashes, and its ranges for the buckets that differ from the
+    /// response's.
+    pub knowledge: KnowledgeSummary,
+    /// For each state bucket that still differs, the dots the requester holds.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
     /// The requester's records in the member buckets that still differ
     /// from the response's.
     pub members: Vec<Member>,
+}
+
+/// The responder's answer to a push: the versions the requester lacks.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SyncAck {
+    /// Versions of the push that were new here.
+    pub applied: u64,
+    /// Versions held here that the requester has not seen (or may not have).
+    pub versions: Vec<(StateKey, Version)>,
+    /// Whether `versions` is everything (else the requester asks again).
+    pub complete: bool,
 }
 
 /// A decoded message.
@@ -178,8 +311,8 @@ pub enum Message {
     SyncResponse(SyncResponse),
     /// See [`SyncPush`].
     SyncPush(SyncPush),
-    /// Push received; the count of versions applied.
-    SyncAck(u64),
+    /// See [`SyncAck`].
+    SyncAck(SyncAck),
 }
 
 impl Message {
@@ -341,18 +474,14 @@ pub fn decode(bytes: &[u8], cluster: u64, max_len: usize) -> Result<Message, Wir
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::ids::NodeId;
-    use crate::core::membership::{MemberStatus, NodeInfo};
 
     fn hb() -> Message {
         Message::Heartbeat(Heartbeat {
             seq: 7,
-            member: Member {
-                node: NodeId::from_index(1),
-                info: NodeInfo::default(),
-                incarnation: 2,
-                status: MemberStatus::Alive,
-            },
+            node: NodeId::from_index(1),
+            incarnation: 2,
+            status: MemberStatus::Alive,
+            info: Some(NodeInfo::default()),
             hlc: Hlc::default(),
             digest: Digest { hash: 9, keys: 1 },
             members_hash: 3,
@@ -382,13 +511,54 @@ mod tests {
         let mut bytes = encode(&hb(), 5);
         assert_eq!(decode(&bytes, 6, 1 << 20), Err(WireError::WrongCluster));
         assert!(matches!(decode(&bytes, 5, 10), Err(WireError::TooLarge { .. })));
-        bytes[4] = 2;
-        assert_eq!(decode(&bytes, 5, 1 << 20), Err(WireError::UnsupportedVersion(2)));
-        bytes[4] = 1;
+        bytes[4] = PROTOCOL_VERSION + 1;
+        assert_eq!(
+            decode(&bytes, 5, 1 << 20),
+            Err(WireError::UnsupportedVersion(PROTOCOL_VERSION + 1))
+        );
+        bytes[4] = PROTOCOL_VERSION;
         bytes[5] = 99;
         assert_eq!(decode(&bytes, 5, 1 << 20), Err(WireError::UnknownKind(99)));
         bytes[0] = b'X';
         assert_eq!(decode(&bytes, 5, 1 << 20), Err(WireError::BadMagic));
+    }
+
+    #[test]
+    fn hashes_pack_zeros_and_reject_junk() {
+        let cfg = bincode::config::standard();
+        for v in [
+            vec![],
+            vec![0; 256],
+            vec![1, 0, 0, u64::MAX, 0, 7, 0, 0, 9],
+            (1..300).collect(),
+        ] {
+            let h = Hashes(v);
+            let bytes = bincode::serde::encode_to_vec(&h, cfg).unwrap();
+            let (back, _): (Hashes, usize) = bincode::serde::decode_from_slice(&bytes, cfg).unwrap();
+            assert_eq!(back, h);
+        }
+        let zeros = bincode::serde::encode_to_vec(Hashes(vec![0; 256]), cfg).unwrap();
+        assert!(zeros.len() < 40, "{}", zeros.len());
+        // A set bitmap bit with no hash behind it, a stray bit past the
+        // count, trailing bytes: all malformed.
+        for junk in [vec![1u8, 0, 1], vec![1, 0, 2], vec![1, 0, 0, 5]] {
+            let bytes = bincode::serde::encode_to_vec(serde_bytes_of(&junk), cfg).unwrap();
+            assert!(
+                bincode::serde::decode_from_slice::<Hashes, _>(&bytes, cfg).is_err(),
+                "{junk:?}"
+            );
+        }
+    }
+
+    /// Raw bytes serialised the way `Hashes` serialises its blob.
+    fn serde_bytes_of(b: &[u8]) -> impl Serialize + '_ {
+        struct B<'a>(&'a [u8]);
+        impl Serialize for B<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(self.0)
+            }
+        }
+        B(b)
     }
 
     #[test]

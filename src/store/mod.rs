@@ -56,7 +56,7 @@ pub use error::StoreError;
 use error::{io_error, redb_error};
 
 /// The schema this build writes and understands.
-const SCHEMA_VERSION: u32 = 2; // v2: KeyState gained `grave`
+const SCHEMA_VERSION: u32 = 3; // v2: KeyState gained `grave`; v3: node ids encode as byte strings
 /// The database file's name inside the data directory.
 const DB_FILE: &str = "starling.redb";
 /// The advisory lock file's name inside the data directory.

@@ -209,7 +209,9 @@ impl<'de> Deserialize<'de> for Hashes {
                     }
                 }
                 // Unused bitmap bits and trailing bytes are malformed.
-                if !rest.is_empty() || (!n.is_multiple_of(8) && bitmap.last().is_some_and(|l| l >> (n % 8) != 0)) {
+                if !rest.is_empty()
+                    || (!n.is_multiple_of(8) && bitmap.last().is_some_and(|l| l >> (n % 8) != 0))
+                {
                     return Err(bad());
                 }
                 Ok(Hashes(out))

@@ -66,10 +66,19 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use crate::oracle::{parse_value_op, value_for, Violation};
-use crate::report::Provenance;
+use crate::report::{convergence_cdf_svg, timeline_svg, Provenance};
 use crate::rng::stream;
 use crate::scenario::{FaultSpec, Scenario};
 use crate::sim::Verdict;
+
+/// libp2p gossipsub's default mesh degree (`mesh_n`), which the node keeps:
+/// the fanout of the analytic curve behind the real convergence plot.
+const GOSSIPSUB_MESH_DEGREE: usize = 6;
+
+/// One gossip hop between nodes of one process on loopback, for the
+/// analytic curve: the cluster benchmark's write→all p50 at five nodes
+/// (5 ms, docs/PERFORMANCE.md) over the curve's two rounds at that size.
+const LOOPBACK_HOP_MS: f64 = 2.5;
 
 /// The most nodes (initial plus spare) real mode runs.
 pub const MAX_NODES: usize = 20;
@@ -442,6 +451,141 @@ fn state_differences(fin: &FinalState) -> (usize, usize, String) {
     (digests.len(), differing, example)
 }
 
+// ----- safety as the run goes ---------------------------------------------------
+
+/// What one node (in one life) was last seen holding for one key.
+#[derive(Clone, Debug, Default)]
+struct KeySeen {
+    /// Dots held at the last read.
+    held: BTreeSet<Dot>,
+    /// The highest HLC held at the last read (config keys).
+    max_hlc: Option<Hlc>,
+    /// Dots once seen superseded (not live).
+    superseded: BTreeSet<Dot>,
+    /// Dots dropped when the whole key was collected.
+    collected: BTreeSet<Dot>,
+}
+
+/// Safety checks on every read of a tracked key while the run goes, the
+/// real-node counterpart of the simulator's per-batch checks. A node's
+/// reads are compared with its own earlier reads (in the same life: a
+/// restart starts afresh):
+/// * **no-phantom-values**: every value held was written by a client;
+/// * **winner-monotonic**: a version once superseded is never live again;
+/// * **versions-monotonic**: the newest version of a config key never
+///   disappears while the key is held (trimming drops the oldest,
+///   collection drops all);
+/// * **no-resurrection**: a version dropped with its collected key never
+///   comes back;
+/// * **limits**: a key keeps at most `history_limit` superseded versions;
+/// * **never-self-dead** (from the membership sampler): a node never holds
+///   itself suspect or dead.
+#[derive(Debug, Default)]
+pub struct Watchdog {
+    /// Superseded versions a config key may keep (`Config::history_limit`).
+    pub history_limit: usize,
+    seen: HashMap<(usize, u32, TrackedKey), KeySeen>,
+    checked_values: BTreeSet<Dot>,
+    /// Reads checked.
+    pub reads: u64,
+    /// Violations found, in order.
+    pub violations: Vec<Violation>,
+}
+
+impl Watchdog {
+    /// Check one read of `key` on node `slot` (in life `life`) at `t_ms`.
+    pub fn on_read(
+        &mut self,
+        t_ms: u64,
+        slot: usize,
+        life: u32,
+        key: &TrackedKey,
+        held: &[Held],
+        issued_puts: &BTreeSet<u64>,
+    ) {
+        let history_limit = self.history_limit;
+        self.reads += 1;
+        let mut found: Vec<(&'static str, String)> = Vec::new();
+        for h in held {
+            let Some(b) = &h.value else { continue };
+            if !self.checked_values.insert(h.dot) {
+                continue;
+            }
+            let ok =
+                parse_value_op(b).is_some_and(|op| issued_puts.contains(&op) && value_for(op, b.len()) == *b);
+            if !ok {
+                found.push((
+                    "no-phantom-values",
+                    format!(
+                        "{key} holds a value no client wrote: {:?}",
+                        String::from_utf8_lossy(b)
+                    ),
+                ));
+            }
+        }
+        let seen = self.seen.entry((slot, life, key.clone())).or_default();
+        for h in held {
+            if h.live && seen.superseded.contains(&h.dot) {
+                found.push((
+                    "winner-monotonic",
+                    format!("{key}: version {:?} was superseded and is live again", h.dot),
+                ));
+            }
+            if seen.collected.contains(&h.dot) {
+                found.push((
+                    "no-resurrection",
+                    format!("{key}: version {:?} came back after the key was collected", h.dot),
+                ));
+            }
+        }
+        if let TrackedKey::Kv(_) = key {
+            let old = held.iter().filter(|h| !h.live).count();
+            if old > history_limit {
+                found.push((
+                    "limits",
+                    format!("{key} keeps {old} superseded versions (limit {history_limit})"),
+                ));
+            }
+            let max = held.iter().map(|h| h.hlc).max();
+            match (seen.max_hlc, max) {
+                (Some(before), Some(now)) if now < before => found.push((
+                    "versions-monotonic",
+                    format!("{key}: the newest version went back from {before:?} to {now:?}"),
+                )),
+                (Some(_), None) => {
+                    let dropped = std::mem::take(&mut seen.held);
+                    seen.collected.extend(dropped);
+                }
+                _ => {}
+            }
+            seen.max_hlc = max;
+        }
+        seen.superseded
+            .extend(held.iter().filter(|h| !h.live).map(|h| h.dot));
+        seen.held = held.iter().map(|h| h.dot).collect();
+        for (invariant, detail) in found {
+            self.violations.push(Violation {
+                t_ms,
+                invariant,
+                node: Some(slot),
+                detail,
+            });
+        }
+    }
+
+    /// Check a node's view of itself.
+    pub fn on_self_view(&mut self, t_ms: u64, slot: usize, status: MemberStatus) {
+        if matches!(status, MemberStatus::Suspect | MemberStatus::Dead) {
+            self.violations.push(Violation {
+                t_ms,
+                invariant: "never-self-dead",
+                node: Some(slot),
+                detail: format!("the node holds itself {}", status.as_str()),
+            });
+        }
+    }
+}
+
 // ----- preparing a scenario ----------------------------------------------------
 
 /// A scenario made ready for real nodes.
@@ -608,6 +752,9 @@ pub struct RealResult {
     pub metrics: BTreeMap<String, f64>,
     /// Per-write time to reach every running node (real ms), sorted.
     pub write_reach_ms: Vec<u64>,
+    /// The same for writes acknowledged and spread with no fault in force,
+    /// sorted.
+    pub write_reach_calm_ms: Vec<u64>,
     /// Faults as applied: (start, end real ms, label).
     pub fault_periods: Vec<(u64, u64, String)>,
     /// history.jsonl lines.
@@ -745,6 +892,8 @@ struct Inner {
     untracked: u64,
     /// (slot, key) reads in flight → re-read when done.
     inflight: BTreeMap<(usize, TrackedKey), bool>,
+    /// Safety checks on every read.
+    watchdog: Watchdog,
 }
 
 impl Inner {
@@ -1009,6 +1158,8 @@ impl Harness {
             let mut g = self.lock();
             if let Ok(held) = held {
                 if g.slots[slot].life == life {
+                    let Inner { watchdog, ledger, .. } = &mut *g;
+                    watchdog.on_read(t, slot, life, &key, &held, &ledger.issued_puts);
                     let idx: Vec<usize> = g.ledger.on_key(&key).to_vec();
                     for wi in idx {
                         if g.ledger.writes[wi].arrivals[slot].is_some() {
@@ -1463,6 +1614,7 @@ impl Harness {
                 let Some(members) = members else { continue };
                 for m in members {
                     if m.node_id == g.slots[o].peer {
+                        g.watchdog.on_self_view(t, o, m.status);
                         continue;
                     }
                     let subject = (0..g.slots.len()).find(|&j| g.slots[j].peer == m.node_id);
@@ -2076,6 +2228,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             registered: None,
         })
         .collect();
+    let history_limit = cfg.history_limit;
     let h = Arc::new(Harness {
         scale: p.scale,
         tombstone_ttl_ms: cfg.tombstone_ttl_ms,
@@ -2103,6 +2256,10 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             fault_starts: Vec::new(),
             untracked: 0,
             inflight: BTreeMap::new(),
+            watchdog: Watchdog {
+                history_limit,
+                ..Watchdog::default()
+            },
         }),
         track_tx,
         window_ms,
@@ -2382,7 +2539,8 @@ fn judge(
             "{bad_services} service views of dead owners still healthy"
         ));
     }
-    // Safety: no value nobody wrote.
+    // Safety as the run went, then: no value nobody wrote.
+    violations.append(&mut g.watchdog.violations);
     for (slot, key, value) in phantom_values(&g.ledger, &fin) {
         violations.push(Violation {
             t_ms: t_end,
@@ -2432,6 +2590,7 @@ fn judge(
     );
     m.insert("writes_unreached_at_end".into(), unreached as f64);
     m.insert("writes_untracked".into(), g.untracked as f64);
+    m.insert("safety_reads_checked".into(), g.watchdog.reads as f64);
     m.insert("arrivals_bounded_by_final_read".into(), bounded as f64);
     m.insert("lost_writes".into(), unexplained.len() as f64);
     m.insert("lost_writes_explained".into(), explained as f64);
@@ -2541,6 +2700,7 @@ fn judge(
         approximated: p.approximated,
         metrics: m,
         write_reach_ms: reach,
+        write_reach_calm_ms: reach_calm,
         fault_periods: std::mem::take(&mut g.fault_periods),
         history: std::mem::take(&mut g.history),
         event_log: events,
@@ -2679,6 +2839,7 @@ pub fn summary_md(r: &RealResult, p: &Provenance) -> String {
         ("detection, first observer (mean ms)", "detect_first_ms"),
         ("detection, all observers (max ms)", "detect_all_ms"),
         ("false suspicions / false deaths", "false_suspicions"),
+        ("reads checked for safety as the run went", "safety_reads_checked"),
     ];
     for (label, key) in rows {
         let v = match key {
@@ -2707,10 +2868,14 @@ pub fn summary_md(r: &RealResult, p: &Provenance) -> String {
     }
     let _ = writeln!(
         s,
-        "\nChecked after the deadline: equal digests, kv listings and service tables on every running node; \
-         accurate membership; no acknowledged write lost (present, or superseded by a write that certainly \
-         saw it); services of dead owners not healthy; no value nobody wrote. Not checked in real mode: the \
-         simulator's per-batch safety checks (winners never go back, no resurrection, limits), stale reads.\n\n\
+        "\nChecked on every read of a key while the run went (each node against its own earlier reads): no value \
+         nobody wrote, a superseded version never live again, the newest version never goes back, no version back \
+         after its key was collected, history within its limit; from the membership samples: a node never holds \
+         itself suspect or dead. Checked after the deadline: equal digests, kv listings and service tables on \
+         every running node; accurate membership; no acknowledged write lost (present, or superseded by a write \
+         that certainly saw it); services of dead owners not healthy; no value nobody wrote. Not checked in real \
+         mode: stale reads.\n\n\
+         Plots: [convergence](convergence.svg) · [latency](latency.svg) · [divergence](divergence.svg). \
          Data: `results.json`, `history.jsonl`, `events.jsonl`, `metrics.csv`; resolved scenario (scenario ms): \
          `scenario.resolved.toml`."
     );
@@ -2733,6 +2898,55 @@ pub fn write_run(dir: &Path, r: &RealResult, p: &Provenance) -> std::io::Result<
         let _ = writeln!(csv, "{t},{up},{d},{missing}");
     }
     std::fs::write(dir.join("metrics.csv"), csv)?;
+    std::fs::write(
+        dir.join("convergence.svg"),
+        convergence_cdf_svg(
+            &r.write_reach_calm_ms,
+            r.metrics.get("nodes").map_or(1, |n| *n as usize),
+            GOSSIPSUB_MESH_DEGREE,
+            0.0,
+            LOOPBACK_HOP_MS,
+            "Write → every running node, no fault in force (CDF, real ms)",
+        ),
+    )?;
+    let reach: Vec<(f64, f64)> = r
+        .ledger
+        .writes
+        .iter()
+        .filter_map(|w| Some((w.ack_ms as f64 / 1000.0, w.reached_up_ms? as f64)))
+        .collect();
+    std::fs::write(
+        dir.join("latency.svg"),
+        timeline_svg(
+            "Write reach by acknowledgement time",
+            "real time (s)",
+            "ms to reach every node running at the ack",
+            vec![("write reach".into(), reach, false, false)],
+            &r.fault_periods,
+        ),
+    )?;
+    let at = |f: fn(&(u64, usize, usize, u64)) -> f64| -> Vec<(f64, f64)> {
+        r.samples.iter().map(|s| (s.0 as f64 / 1000.0, f(s))).collect()
+    };
+    std::fs::write(
+        dir.join("divergence.svg"),
+        timeline_svg(
+            "Divergence over time",
+            "real time (s)",
+            "count",
+            vec![
+                ("distinct digests".into(), at(|s| s.2 as f64), false, true),
+                ("running nodes".into(), at(|s| s.1 as f64), true, true),
+                (
+                    "missing (write, node) / 10".into(),
+                    at(|s| s.3 as f64 / 10.0),
+                    true,
+                    false,
+                ),
+            ],
+            &r.fault_periods,
+        ),
+    )?;
     std::fs::write(dir.join("summary.md"), summary_md(r, p))?;
     Ok(())
 }
@@ -2789,6 +3003,90 @@ mod tests {
             live,
             value: None,
         }
+    }
+
+    fn version(origin: u64, seq: u64, wall_ms: u64, live: bool, value: Option<&[u8]>) -> Held {
+        let dot = Dot {
+            node: node(origin),
+            seq,
+        };
+        Held {
+            id: VersionId::of(&dot),
+            dot,
+            hlc: Hlc { wall_ms, logical: 0 },
+            deleted: value.is_none(),
+            live,
+            value: value.map(<[u8]>::to_vec),
+        }
+    }
+
+    #[test]
+    fn the_watchdog_flags_a_node_going_back_and_accepts_progress() {
+        let key = TrackedKey::Kv("k/0".into());
+        let issued: BTreeSet<u64> = [1, 2].into_iter().collect();
+        let (v1, v2) = (value_for(1, 16), value_for(2, 16));
+        let fresh = || Watchdog {
+            history_limit: 2,
+            ..Watchdog::default()
+        };
+        let mut w = fresh();
+        let read = |w: &mut Watchdog, t, held: &[Held]| w.on_read(t, 0, 1, &key, held, &issued);
+        // Progress: a write, then one superseding it, then a delete, then
+        // collection of the whole key.
+        read(&mut w, 1, &[version(1, 1, 10, true, Some(&v1))]);
+        read(
+            &mut w,
+            2,
+            &[
+                version(2, 1, 20, true, Some(&v2)),
+                version(1, 1, 10, false, Some(&v1)),
+            ],
+        );
+        read(
+            &mut w,
+            3,
+            &[version(3, 1, 30, true, None), version(2, 1, 20, false, Some(&v2))],
+        );
+        read(&mut w, 4, &[]);
+        assert!(w.violations.is_empty(), "{:?}", w.violations);
+        // The collected delete's versions come back.
+        read(&mut w, 5, &[version(2, 1, 20, true, Some(&v2))]);
+        let kinds: Vec<&str> = w.violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(kinds, ["winner-monotonic", "no-resurrection"]);
+
+        // Another node: the newest version disappears, a value nobody
+        // wrote, too much history.
+        let mut w = fresh();
+        let other = |w: &mut Watchdog, t, held: &[Held]| w.on_read(t, 1, 1, &key, held, &issued);
+        other(
+            &mut w,
+            1,
+            &[
+                version(2, 1, 20, true, Some(&v2)),
+                version(1, 1, 10, false, Some(&v1)),
+            ],
+        );
+        other(&mut w, 2, &[version(1, 1, 10, false, Some(&v1))]);
+        other(&mut w, 3, &[version(4, 1, 40, true, Some(b"w9:forged"))]);
+        other(
+            &mut w,
+            4,
+            &[
+                version(5, 1, 50, true, None),
+                version(4, 1, 40, false, None),
+                version(2, 1, 20, false, None),
+                version(1, 1, 10, false, None),
+            ],
+        );
+        let kinds: Vec<&str> = w.violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(kinds, ["versions-monotonic", "no-phantom-values", "limits"]);
+        // A restart (new life) starts afresh; a node never holds itself dead.
+        w.on_read(5, 1, 2, &key, &[version(1, 1, 10, true, Some(&v1))], &issued);
+        assert_eq!(w.violations.len(), 3);
+        w.on_self_view(6, 1, MemberStatus::Alive);
+        w.on_self_view(7, 1, MemberStatus::Suspect);
+        assert_eq!(w.violations.last().map(|v| v.invariant), Some("never-self-dead"));
+        assert_eq!(w.reads, 5);
     }
 
     #[test]

@@ -339,7 +339,7 @@ fn chart(
             .flat_map(|s| s.points.iter().map(|p| p.0))
             .fold(0.0, f64::max)
     });
-    let xmax = if xmax <= 0.0 { 1.0 } else { xmax };
+    let xmax = nice_max(xmax);
     let ymax = nice_max(
         series
             .iter()
@@ -487,17 +487,35 @@ fn shades(r: &RunResult) -> Vec<(f64, f64, String)> {
 }
 
 fn convergence_svg(r: &RunResult) -> String {
-    let n = r.write_reach_ms.len();
-    let measured: Vec<(f64, f64)> = r
-        .write_reach_ms
+    let sc = &r.scenario;
+    convergence_cdf_svg(
+        &r.write_reach_ms,
+        sc.cluster.size,
+        sc.cluster.mesh_degree,
+        sc.network.loss,
+        sc.network.latency.median_ms().max(0.1),
+        "Time for a write to reach every core node (CDF)",
+    )
+}
+
+/// The convergence CDF of `reach_ms` (sorted, ms from acknowledgement to
+/// every node) drawn over the analytic epidemic curve for `nodes` nodes,
+/// mesh degree `degree`, loss `loss` and one hop per `hop_ms`.
+pub(crate) fn convergence_cdf_svg(
+    reach_ms: &[u64],
+    nodes: usize,
+    degree: usize,
+    loss: f64,
+    hop_ms: f64,
+    title: &str,
+) -> String {
+    let n = reach_ms.len();
+    let measured: Vec<(f64, f64)> = reach_ms
         .iter()
         .enumerate()
         .map(|(i, v)| (*v as f64, (i + 1) as f64 / n.max(1) as f64))
         .collect();
-    let sc = &r.scenario;
-    let loss = sc.network.loss;
-    let hop_ms = sc.network.latency.median_ms().max(0.1);
-    let curve = epidemic_curve(sc.cluster.size, sc.cluster.mesh_degree, loss, 200);
+    let curve = epidemic_curve(nodes, degree, loss, 200);
     let analytic: Vec<(f64, f64)> = curve
         .iter()
         .enumerate()
@@ -511,10 +529,7 @@ fn convergence_svg(r: &RunResult) -> String {
         * 1.1;
     let series = vec![
         Series {
-            name: format!(
-                "analytic (N={}, D={}, p={loss})",
-                sc.cluster.size, sc.cluster.mesh_degree
-            ),
+            name: format!("analytic (N={nodes}, D={degree}, p={loss})"),
             color: "#999",
             points: analytic,
             dashed: true,
@@ -529,13 +544,42 @@ fn convergence_svg(r: &RunResult) -> String {
         },
     ];
     chart(
-        "Time for a write to reach every core node (CDF)",
+        title,
         "ms after acknowledgement (to p99)",
         "fraction of writes (analytic: of nodes)",
         &series,
         &[],
         Some(xmax),
     )
+}
+
+/// One line of [`timeline_svg`]: (name, points, dashed, drawn as steps).
+pub(crate) type Line = (String, Vec<(f64, f64)>, bool, bool);
+
+/// Lines over time (seconds on x), fault periods (ms) shaded.
+pub(crate) fn timeline_svg(
+    title: &str,
+    xl: &str,
+    yl: &str,
+    lines: Vec<Line>,
+    faults: &[(u64, u64, String)],
+) -> String {
+    let series: Vec<Series> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, (name, points, dashed, step))| Series {
+            name,
+            color: COLORS[i % COLORS.len()],
+            points,
+            dashed,
+            step,
+        })
+        .collect();
+    let shade: Vec<(f64, f64, String)> = faults
+        .iter()
+        .map(|(a, b, l)| (*a as f64 / 1000.0, *b as f64 / 1000.0, l.clone()))
+        .collect();
+    chart(title, xl, yl, &series, &shade, None)
 }
 
 fn bandwidth_svg(r: &RunResult) -> String {
@@ -585,83 +629,55 @@ fn bandwidth_svg(r: &RunResult) -> String {
 }
 
 fn latency_svg(r: &RunResult) -> String {
-    let series = vec![
-        Series {
-            name: "gossip delivery p50".into(),
-            color: COLORS[0],
-            points: r
-                .samples
-                .iter()
-                .map(|s| (s.t_ms as f64 / 1000.0, s.gossip_p50_ms))
-                .collect(),
-            dashed: false,
-            step: false,
-        },
-        Series {
-            name: "gossip delivery p99".into(),
-            color: COLORS[1],
-            points: r
-                .samples
-                .iter()
-                .map(|s| (s.t_ms as f64 / 1000.0, s.gossip_p99_ms))
-                .collect(),
-            dashed: false,
-            step: false,
-        },
-    ];
-    chart(
+    let at = |f: fn(&crate::sim::Sample) -> f64| -> Vec<(f64, f64)> {
+        r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, f(s))).collect()
+    };
+    timeline_svg(
         "Gossip delivery latency (publish → engine)",
         "simulated time (s)",
         "ms",
-        &series,
-        &shades(r),
-        None,
+        vec![
+            (
+                "gossip delivery p50".into(),
+                at(|s| s.gossip_p50_ms),
+                false,
+                false,
+            ),
+            (
+                "gossip delivery p99".into(),
+                at(|s| s.gossip_p99_ms),
+                false,
+                false,
+            ),
+        ],
+        &r.fault_periods,
     )
 }
 
 fn divergence_svg(r: &RunResult) -> String {
-    let series = vec![
-        Series {
-            name: "nodes off the modal digest".into(),
-            color: COLORS[1],
-            points: r
-                .samples
-                .iter()
-                .map(|s| (s.t_ms as f64 / 1000.0, s.off_mode as f64))
-                .collect(),
-            dashed: false,
-            step: true,
-        },
-        Series {
-            name: "distinct digests".into(),
-            color: COLORS[0],
-            points: r
-                .samples
-                .iter()
-                .map(|s| (s.t_ms as f64 / 1000.0, s.digests as f64))
-                .collect(),
-            dashed: false,
-            step: true,
-        },
-        Series {
-            name: "missing (write, node) / 10".into(),
-            color: COLORS[2],
-            points: r
-                .samples
-                .iter()
-                .map(|s| (s.t_ms as f64 / 1000.0, s.missing as f64 / 10.0))
-                .collect(),
-            dashed: true,
-            step: false,
-        },
-    ];
-    chart(
+    let at = |f: fn(&crate::sim::Sample) -> f64| -> Vec<(f64, f64)> {
+        r.samples.iter().map(|s| (s.t_ms as f64 / 1000.0, f(s))).collect()
+    };
+    timeline_svg(
         "Divergence over time",
         "simulated time (s)",
         "count",
-        &series,
-        &shades(r),
-        None,
+        vec![
+            ("distinct digests".into(), at(|s| s.digests as f64), false, true),
+            (
+                "nodes off the modal digest".into(),
+                at(|s| s.off_mode as f64),
+                false,
+                true,
+            ),
+            (
+                "missing (write, node) / 10".into(),
+                at(|s| s.missing as f64 / 10.0),
+                true,
+                false,
+            ),
+        ],
+        &r.fault_periods,
     )
 }
 

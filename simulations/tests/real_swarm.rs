@@ -70,6 +70,41 @@ fn a_partitioned_real_cluster_converges_and_the_checker_catches_a_lost_write() {
     );
     assert!(m["converge_after_heal_ms"] >= 0.0, "converged after the heal");
     assert!(
+        m["safety_reads_checked"] >= m["writes_acked"],
+        "every arrival read was checked for safety as the run went: {m:?}"
+    );
+
+    // Every output is written, plots included.
+    let out = tempfile::tempdir().unwrap();
+    let prov = starling_sim::report::Provenance {
+        scenario_path: "real-partition-heal.toml".into(),
+        git_rev: None,
+        wall_ms: r.wall_ms,
+    };
+    real::write_run(out.path(), &r, &prov).unwrap();
+    for f in [
+        "summary.md",
+        "results.json",
+        "history.jsonl",
+        "metrics.csv",
+        "scenario.resolved.toml",
+    ] {
+        assert!(out.path().join(f).is_file(), "{f} written");
+    }
+    for f in ["convergence.svg", "latency.svg", "divergence.svg"] {
+        let svg = std::fs::read_to_string(out.path().join(f)).unwrap();
+        assert!(
+            svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{f} is an SVG"
+        );
+        assert!(
+            svg.contains("<path") || svg.contains("<polyline"),
+            "{f} draws a line"
+        );
+    }
+    let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
+    assert!(summary.contains("**Verdict: Valid**"), "{summary}");
+    assert!(
         r.fault_periods.len() == 1 && r.skipped.is_empty(),
         "{:?}",
         r.skipped

@@ -2281,16 +2281,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
                     (
                         h.real(f.at_ms),
                         h.real(end.min(h.sc.phases.deadline_ms)),
-                        format!(
-                            "{} {:?}{}",
-                            f.kind,
-                            f.nodes,
-                            if f.groups.is_empty() {
-                                String::new()
-                            } else {
-                                format!(" groups {:?}", f.groups)
-                            }
-                        ),
+                        f.label(),
                     )
                 })
                 .collect();

@@ -343,6 +343,30 @@ pub struct FaultSpec {
     pub permanent: bool,
 }
 
+impl FaultSpec {
+    /// A short label for reports: kind, mode, nodes and groups (group
+    /// sizes only when they hold more than 20 nodes in all).
+    pub fn label(&self) -> String {
+        let mut s = self.kind.clone();
+        if let Some(m) = &self.mode {
+            s.push_str(&format!(" ({m})"));
+        }
+        if !self.nodes.is_empty() {
+            s.push_str(&format!(" nodes {:?}", self.nodes));
+        }
+        if !self.groups.is_empty() {
+            let total: usize = self.groups.iter().map(Vec::len).sum();
+            if total <= 20 {
+                s.push_str(&format!(" groups {:?}", self.groups));
+            } else {
+                let sizes: Vec<String> = self.groups.iter().map(|g| g.len().to_string()).collect();
+                s.push_str(&format!(" groups of {}", sizes.join(" + ")));
+            }
+        }
+        s
+    }
+}
+
 /// `[nemesis]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]

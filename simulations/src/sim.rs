@@ -470,7 +470,7 @@ impl Sim {
             }
             let label = match &f.kind[..] {
                 "clock-jump" | "join" | "leave" => continue,
-                k => format!("{k} {:?}", f.nodes),
+                _ => f.label(),
             };
             let end = self.fault_end(f).unwrap_or(self.end_ms);
             self.fault_periods.push((f.at_ms, end.min(self.end_ms), label));

@@ -38,6 +38,14 @@
 //! cluster's formation before the timeline starts is not counted. Figures
 //! are reported in real milliseconds; `[expect]` thresholds are scaled.
 //!
+//! # Checks while the run goes
+//! Every read that a watch event triggers is checked against the same
+//! node's earlier reads (see [`Watchdog`]): no value nobody wrote, a
+//! superseded version never live again, the newest version never goes
+//! back, nothing back after its key was collected, history within its
+//! limit; the membership sampler checks that no node holds itself suspect
+//! or dead.
+//!
 //! # Checks (after the deadline)
 //! A settle window of at most one (scaled) sync interval lets in-flight
 //! messages land (the workload stops at the deadline), then: equal state

@@ -1059,11 +1059,18 @@ impl Engine {
 
     /// The heartbeat interval in force (grows with cluster size).
     pub fn heartbeat_interval_ms(&self) -> u64 {
-        let alive = self
-            .members
+        self.interval_for(self.members_not_gone())
+    }
+
+    fn members_not_gone(&self) -> u64 {
+        self.members
             .iter()
             .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
-            .count() as u64;
+            .count() as u64
+    }
+
+    /// The effective heartbeat interval with `alive` members.
+    fn interval_for(&self, alive: u64) -> u64 {
         let fanin = u64::from(self.cfg.heartbeat_fanin);
         self.cfg.heartbeat_interval_ms * alive.div_ceil(fanin).max(1)
     }
@@ -1137,7 +1144,10 @@ impl Engine {
                 // precise as checking every base quarter, and keeps the
                 // O(members) scan flat per node as the cluster grows (the
                 // simulator measured it dominating at 1,000 nodes).
-                self.next_failure_check_ms = now + (self.heartbeat_interval_ms() / 4).max(10);
+                // Jittered (half to one and a half quarters) so that the
+                // scans of nodes started together drift apart.
+                let quarter = (self.heartbeat_interval_ms() / 4).max(10);
+                self.next_failure_check_ms = now + quarter / 2 + self.rng.gen_range(0..=quarter);
             }
             self.check_ttls();
             self.expire_syncs();
@@ -1894,7 +1904,17 @@ impl Engine {
                     self.suspect_since.remove(&node);
                 }
             }
-            self.track(node, now).held = Some((incarnation, status));
+            let threshold = self.cfg.phi_threshold;
+            let peer = self.track(node, now);
+            // Only a node raises its own incarnation as alive (a refutation,
+            // a restart, new info): word from it, as good as a heartbeat.
+            // Without this, observers still waiting for its next heartbeat
+            // suspect the new incarnation too, and it refutes again.
+            if status == MemberStatus::Alive && peer.held.is_some_and(|(i, _)| incarnation > i) {
+                peer.detector.reset(now);
+                peer.deadline = peer.detector.suspect_deadline_ms(threshold);
+            }
+            peer.held = Some((incarnation, status));
         }
     }
 
@@ -1914,14 +1934,35 @@ impl Engine {
         })
     }
 
+    /// How long past its own deadline this node waits before declaring
+    /// `node` suspect (or dead): a share, fixed per pair of ids, of a
+    /// spread that grows with the cluster up to half a heartbeat interval.
+    /// Every observer of a silent node reaches its deadline at about the
+    /// same time; staggered, the first declarations reach the others
+    /// before most of them declare, and they adopt those instead of each
+    /// gossiping their own. The first observer's detection time barely
+    /// moves (the least of many shares is small).
+    fn declaration_delay_ms(&self, node: &NodeId, spread_ms: u64) -> u64 {
+        if spread_ms == 0 {
+            return 0;
+        }
+        let mut pair = [0u8; 64];
+        pair[..32].copy_from_slice(self.me.as_bytes());
+        pair[32..].copy_from_slice(node.as_bytes());
+        xxhash_rust::xxh3::xxh3_64(&pair) % spread_ms
+    }
+
     fn check_failures(&mut self) {
         let now = self.now_ms;
         let mut changed = Vec::new();
+        let alive = self.members_not_gone();
+        let spread = self.interval_for(alive) / 2 * alive.min(16) / 16;
         for (node, peer) in &self.peers {
             let Some((_, status)) = peer.held else {
                 continue;
             };
-            let silent = peer.deadline.is_some_and(|d| now >= d);
+            let delay = self.declaration_delay_ms(node, spread);
+            let silent = peer.deadline.is_some_and(|d| now >= d.saturating_add(delay));
             if !silent || !matches!(status, MemberStatus::Alive | MemberStatus::Suspect) || *node == self.me {
                 continue;
             }
@@ -1938,7 +1979,7 @@ impl Engine {
                 }
                 MemberStatus::Suspect if silent => {
                     let since = self.suspect_since.get(&m.node).copied().unwrap_or(now);
-                    if now.saturating_sub(since) >= self.cfg.suspect_timeout_ms {
+                    if now.saturating_sub(since) >= self.cfg.suspect_timeout_ms.saturating_add(delay) {
                         changed.push(Member {
                             status: MemberStatus::Dead,
                             ..m.clone()

@@ -272,11 +272,7 @@ impl Knowledge {
     /// origin in fine bucket `b` is in bucket `b % n`.
     pub fn bucket_hashes(&self, n: usize) -> Vec<u64> {
         debug_assert!(valid_knowledge_bucket_count(n));
-        let mut out = vec![0u64; n];
-        for (b, h) in self.buckets.iter().enumerate() {
-            out[b % n] ^= h;
-        }
-        out
+        fold_buckets(&self.buckets[..], n)
     }
 
     /// The ranges of the origins in the marked buckets (of `marked.len()`).
@@ -420,6 +416,16 @@ impl Context {
     pub fn is_well_formed(&self) -> bool {
         self.0.windows(2).all(|w| w[0].node < w[1].node)
     }
+}
+
+/// XOR-fold fine bucket hashes into `n` buckets: fine bucket `b` goes to
+/// `b % n` (knowledge and membership summaries alike).
+pub(crate) fn fold_buckets(fine: &[u64], n: usize) -> Vec<u64> {
+    let mut out = vec![0u64; n];
+    for (b, h) in fine.iter().enumerate() {
+        out[b % n] ^= h;
+    }
+    out
 }
 
 #[cfg(test)]

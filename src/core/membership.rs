@@ -221,11 +221,7 @@ impl Membership {
     /// `MEMBER_BUCKETS`, 256): a member in fine bucket `b` is in bucket `b % n`.
     pub fn bucket_hashes(&self, n: usize) -> Vec<u64> {
         debug_assert!(valid_member_bucket_count(n));
-        let mut out = vec![0u64; n];
-        for (b, h) in self.buckets.iter().enumerate() {
-            out[b % n] ^= h;
-        }
-        out
+        super::dots::fold_buckets(&self.buckets[..], n)
     }
 
     /// The records in the given buckets (of `n`), ordered by id.

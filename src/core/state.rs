@@ -513,11 +513,21 @@ impl ReplicatedState {
     /// about `budget_bytes` have been collected. Returns the versions and
     /// whether the delta is complete.
     pub fn delta_since(&self, theirs: &Knowledge, budget_bytes: usize) -> (Vec<(StateKey, Version)>, bool) {
+        self.versions_until(budget_bytes, |dot| theirs.contains(dot))
+    }
+
+    /// Every held version whose dot `skip` rejects, in key order, until
+    /// about `budget_bytes`; and whether that is all of them.
+    fn versions_until(
+        &self,
+        budget_bytes: usize,
+        skip: impl Fn(&Dot) -> bool,
+    ) -> (Vec<(StateKey, Version)>, bool) {
         let mut out = Vec::new();
         let mut size = 0usize;
         for (key, ks) in &self.entries {
             for v in ks.all() {
-                if theirs.contains(&v.dot) {
+                if skip(&v.dot) {
                     continue;
                 }
                 let s = v.approx_size() + 64;
@@ -583,25 +593,10 @@ impl ReplicatedState {
     /// key order until about `budget_bytes`. Returns the versions and
     /// whether that is all of them.
     pub fn missing_for(&self, peer: &PeerKnowledge, budget_bytes: usize) -> (Vec<(StateKey, Version)>, bool) {
-        let mut out = Vec::new();
         if peer.all_same() {
-            return (out, true);
+            return (Vec::new(), true);
         }
-        let mut size = 0usize;
-        for (key, ks) in &self.entries {
-            for v in ks.all() {
-                if peer.seen_of_ours(&v.dot) == Some(true) {
-                    continue;
-                }
-                let s = v.approx_size() + 64;
-                if size + s > budget_bytes && !out.is_empty() {
-                    return (out, false);
-                }
-                size += s;
-                out.push((key.clone(), v.clone()));
-            }
-        }
-        (out, true)
+        self.versions_until(budget_bytes, |dot| peer.seen_of_ours(dot) == Some(true))
     }
 
     /// The versions [`drop_obsolete`](Self::drop_obsolete) would drop,

@@ -85,6 +85,7 @@ mod membership;
 mod persist;
 mod phi;
 mod registry;
+mod runtime;
 mod state;
 mod watch;
 pub mod wire;
@@ -101,6 +102,7 @@ pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey
 pub use membership::{Member, MemberStatus, Membership, NodeInfo};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
+pub use runtime::{RequestRefused, Runtime};
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
 pub use state::{
     Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS,

@@ -13,7 +13,7 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughpu
 use starling::core::wire::{self, Delta, Heartbeat, Message};
 use starling::core::{
     Command, Config, Context, Digest, Dot, Engine, Hlc, Input, Key, Knowledge, MemberStatus, Namespace,
-    NodeId, NodeInfo, Payload, ReplicatedState, StateKey, Version,
+    NodeId, NodeInfo, Payload, PeerKnowledge, ReplicatedState, StateKey, Version,
 };
 
 /// Keys in the large state and delta.
@@ -163,17 +163,33 @@ fn bench_anti_entropy(c: &mut Criterion) {
         theirs.remove(&v.dot);
         missing += 1;
     }
-    let (delta, complete) = state.delta_since(&theirs, usize::MAX);
+    // What the engine does with a sync request: judge the peer's knowledge
+    // summary (bucket hashes, plus the full ranges of the buckets that
+    // differ, as a responder ships them) and walk the state for what the
+    // peer lacks.
+    let n = 256;
+    let hashes = theirs.bucket_hashes(n);
+    let ours = state.knowledge().bucket_hashes(n);
+    let differing: Vec<bool> = hashes.iter().zip(&ours).map(|(a, b)| a != b).collect();
+    let shipped: Vec<u16> = (0..n as u16).filter(|b| differing[*b as usize]).collect();
+    let ranges = theirs.restricted(&differing);
+    let peer = PeerKnowledge::new(state.knowledge(), &hashes, &shipped, ranges.clone())
+        .expect("well-formed summary");
+    let (delta, complete) = state.missing_for(&peer, usize::MAX);
     assert!(
         complete && delta.len() == missing,
-        "delta holds exactly the 1% missing"
+        "the walk returns exactly the 1% missing"
     );
 
     let mut g = c.benchmark_group("anti_entropy");
     g.bench_function("digest_10k_keys", |b| b.iter(|| black_box(&state).digest()));
     g.throughput(Throughput::Elements(KEYS));
-    g.bench_function("delta_since_10k_keys_1pct_missing", |b| {
-        b.iter(|| black_box(&state).delta_since(black_box(&theirs), usize::MAX))
+    g.bench_function("missing_for_10k_keys_1pct_missing", |b| {
+        b.iter(|| {
+            let peer = PeerKnowledge::new(state.knowledge(), &hashes, &shipped, ranges.clone())
+                .expect("well-formed summary");
+            black_box(&state).missing_for(black_box(&peer), usize::MAX)
+        })
     });
     g.finish();
 }

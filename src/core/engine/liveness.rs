@@ -352,3 +352,246 @@ impl Engine {
 fn detector(interval_ms: u64) -> PhiDetector {
     PhiDetector::new(interval_ms, PHI_WINDOW)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+    use crate::core::membership::NodeInfo;
+    use crate::core::wire;
+    use crate::core::Input;
+
+    const T0: u64 = 1_000_000;
+
+    fn engine(index: u64) -> Engine {
+        let info = NodeInfo {
+            name: format!("n{index}"),
+            ..NodeInfo::default()
+        };
+        Engine::new(
+            Config::default(),
+            NodeId::from_index(index),
+            info,
+            T0,
+            index,
+            None,
+        )
+        .expect("default config is valid")
+    }
+
+    /// A heartbeat of `e`, as published at `now`.
+    fn heartbeat(e: &mut Engine, now: u64) -> Vec<u8> {
+        e.now_ms = now;
+        e.send_heartbeat();
+        e.flush()
+            .into_iter()
+            .find_map(|act| match act {
+                Action::Publish {
+                    topic: Topic::Heartbeat,
+                    bytes,
+                } => Some(bytes),
+                _ => None,
+            })
+            .expect("a heartbeat is published")
+    }
+
+    fn delta_of(e: &Engine, members: Vec<Member>) -> Vec<u8> {
+        wire::encode(
+            &Message::Delta(Delta {
+                versions: Vec::new(),
+                members,
+            }),
+            e.cluster_id,
+        )
+    }
+
+    fn status(e: &Engine, of: &Engine) -> Option<MemberStatus> {
+        e.member(&of.node_id()).map(|m| m.status)
+    }
+
+    /// `a` hears a heartbeat of `b` every base interval for `beats` beats,
+    /// ticking in between; returns the time of the last one.
+    fn beat(a: &mut Engine, b: &mut Engine, beats: u64) -> u64 {
+        let interval = a.cfg.heartbeat_interval_ms;
+        let mut t = a.now_ms;
+        for _ in 0..beats {
+            t += interval;
+            let hb = heartbeat(b, t);
+            a.handle_gossip(t, b.node_id(), &hb);
+            a.handle(t, Input::Tick);
+        }
+        t
+    }
+
+    /// Tick `a` at each of its timeouts until `until`; the first times `b`
+    /// reads as suspect and as dead.
+    fn watch_silence(a: &mut Engine, b: &Engine, until: u64) -> (Option<u64>, Option<u64>) {
+        let (mut suspect, mut dead) = (None, None);
+        while a.now_ms < until {
+            let next = a.poll_timeout().max(a.now_ms + 1);
+            a.handle(next, Input::Tick);
+            match status(a, b) {
+                Some(MemberStatus::Suspect) if suspect.is_none() => suspect = Some(next),
+                Some(MemberStatus::Dead) if dead.is_none() => dead = Some(next),
+                _ => {}
+            }
+        }
+        (suspect, dead)
+    }
+
+    #[test]
+    fn a_peer_that_keeps_heartbeating_stays_alive() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        beat(&mut a, &mut b, 120);
+        assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
+        assert_eq!(a.counters.heartbeats_received, 120);
+        assert!(a.phi(&b.node_id()).expect("tracked") < a.cfg.phi_threshold);
+    }
+
+    #[test]
+    fn a_silent_peer_is_suspected_at_its_deadline_then_declared_dead_after_the_suspect_timeout() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        let last = beat(&mut a, &mut b, 20);
+        assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
+        let deadline = a.liveness.peers[&b.node_id()].deadline.expect("heard from");
+        let interval = a.cfg.heartbeat_interval_ms;
+        assert!(deadline > last + interval, "one missed heartbeat is tolerated");
+        let timeout = a.cfg.suspect_timeout_ms;
+        let until = deadline + timeout + 3 * interval;
+        let (suspect, dead) = watch_silence(&mut a, &b, until);
+        let suspect = suspect.expect("suspected");
+        let dead = dead.expect("declared dead");
+        // Declared at the first failure check past the deadline (and the
+        // pair's declaration delay): within an interval of it.
+        assert!(
+            (deadline..=deadline + interval).contains(&suspect),
+            "suspected at {} for a deadline at {}",
+            suspect - T0,
+            deadline - T0
+        );
+        assert!(
+            (suspect + timeout..=suspect + timeout + interval).contains(&dead),
+            "dead at {} after suspicion at {}",
+            dead - T0,
+            suspect - T0
+        );
+        assert!(!a.liveness.suspect_since.contains_key(&b.node_id()));
+    }
+
+    #[test]
+    fn a_higher_incarnation_alive_refutes_a_suspicion() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        beat(&mut a, &mut b, 10);
+        let deadline = a.liveness.peers[&b.node_id()].deadline.expect("heard from");
+        let until = deadline + a.cfg.heartbeat_interval_ms;
+        let (suspect, _) = watch_silence(&mut a, &b, until);
+        let suspect = suspect.expect("suspected");
+        assert!(a.liveness.suspect_since.contains_key(&b.node_id()));
+        // B hears it is suspect and refutes with a higher incarnation.
+        let held = a.member(&b.node_id()).cloned().expect("held");
+        let before = b.local_member().incarnation;
+        b.handle_gossip(suspect, a.node_id(), &delta_of(&a, vec![held]));
+        let refuted = b.local_member();
+        assert_eq!(refuted.incarnation, before + 1);
+        assert_eq!(refuted.status, MemberStatus::Alive);
+        // A takes the refutation: alive again, and the silence starts over.
+        a.handle_gossip(suspect + 1, b.node_id(), &delta_of(&b, vec![refuted.clone()]));
+        assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
+        assert_eq!(
+            a.member(&b.node_id()).map(|m| m.incarnation),
+            Some(refuted.incarnation)
+        );
+        assert!(!a.liveness.suspect_since.contains_key(&b.node_id()));
+        let rearmed = a.liveness.peers[&b.node_id()].deadline.expect("reset");
+        assert!(
+            rearmed > suspect + a.cfg.heartbeat_interval_ms,
+            "deadline {} after the refutation at {}",
+            rearmed - T0,
+            suspect - T0
+        );
+        // The same suspicion again, at the old incarnation, changes nothing.
+        let stale = Member {
+            status: MemberStatus::Suspect,
+            ..held_at(&refuted, before)
+        };
+        a.handle_gossip(suspect + 2, b.node_id(), &delta_of(&b, vec![stale]));
+        assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
+    }
+
+    fn held_at(m: &Member, incarnation: u64) -> Member {
+        Member {
+            incarnation,
+            ..m.clone()
+        }
+    }
+
+    #[test]
+    fn a_node_told_it_is_suspect_refutes_and_announces_the_new_incarnation() {
+        let (mut a, b) = (engine(1), engine(2));
+        let me = a.local_member();
+        let rumour = Member {
+            status: MemberStatus::Suspect,
+            ..me.clone()
+        };
+        let actions = a.handle_gossip(T0 + 5, b.node_id(), &delta_of(&b, vec![rumour]));
+        let mine = a.local_member();
+        assert_eq!(mine.incarnation, me.incarnation + 1);
+        assert_eq!(mine.status, MemberStatus::Alive);
+        let announced = actions
+            .iter()
+            .find_map(|act| match act {
+                Action::Publish {
+                    topic: Topic::Delta,
+                    bytes,
+                } => Some(bytes),
+                _ => None,
+            })
+            .expect("the refutation is published");
+        let Ok(Message::Delta(d)) = wire::decode(announced, a.cluster_id, a.cfg.max_message_bytes) else {
+            panic!("a delta");
+        };
+        assert_eq!(d.members, vec![mine]);
+    }
+
+    #[test]
+    fn a_heartbeat_relayed_under_another_authors_name_is_rejected() {
+        let (mut a, mut b, c) = (engine(1), engine(2), engine(3));
+        let hb = heartbeat(&mut b, T0 + 10);
+        a.handle_gossip(T0 + 10, c.node_id(), &hb);
+        assert_eq!(a.counters.rejected.get("heartbeat_spoofed"), Some(&1));
+        assert_eq!(a.counters.heartbeats_received, 0);
+        assert!(a.member(&b.node_id()).is_none());
+        assert!(a.phi(&b.node_id()).is_none());
+    }
+
+    #[test]
+    fn a_peer_whose_interval_changes_gets_a_fresh_detector() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        beat(&mut a, &mut b, 10);
+        let mean = a.liveness.peers[&b.node_id()].detector.mean_ms();
+        assert!((mean - 1_000.0).abs() < 1.0, "{mean}");
+        // B's cluster grew: it now announces (and keeps) a 3 s interval.
+        let mut t = a.now_ms;
+        let hb = Heartbeat {
+            seq: 1_000,
+            node: b.node_id(),
+            incarnation: b.incarnation,
+            status: MemberStatus::Alive,
+            info: None,
+            hlc: b.clock.last(),
+            digest: b.state.digest(),
+            members_hash: b.members.hash(),
+            interval_ms: 3_000,
+        };
+        let bytes = wire::encode(&Message::Heartbeat(hb), b.cluster_id);
+        t += 3_000;
+        a.handle_gossip(t, b.node_id(), &bytes);
+        let d = &a.liveness.peers[&b.node_id()].detector;
+        assert!(
+            (d.mean_ms() - 3_000.0).abs() < 1.0,
+            "started over: {}",
+            d.mean_ms()
+        );
+        assert_eq!(d.last_arrival_ms(), Some(t));
+    }
+}

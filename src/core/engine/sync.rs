@@ -527,3 +527,319 @@ fn knowledge_rejection(reason: &'static str) -> RejectReason {
     debug_assert_eq!(reason, RejectReason::BadKnowledgeBuckets.as_str());
     RejectReason::BadKnowledgeBuckets
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+    use crate::core::ids::{Key, Namespace};
+    use crate::core::membership::NodeInfo;
+    use crate::core::wire;
+    use crate::core::Command;
+    use crate::core::Input;
+
+    const T0: u64 = 1_000_000;
+
+    fn engine(index: u64) -> Engine {
+        Engine::new(
+            Config::default(),
+            NodeId::from_index(index),
+            NodeInfo::default(),
+            T0,
+            index,
+            None,
+        )
+        .expect("default config is valid")
+    }
+
+    fn put(e: &mut Engine, now: u64, key: &str, value: &str) {
+        let actions = e.handle(
+            now,
+            Input::Command {
+                id: 1,
+                command: Command::Put {
+                    namespace: Namespace::new("app").expect("valid namespace"),
+                    key: Key::new(key).expect("valid key"),
+                    value: value.as_bytes().to_vec(),
+                    expect: None,
+                },
+            },
+        );
+        assert!(matches!(actions.first(), Some(Action::Persist(_))));
+    }
+
+    fn read(e: &Engine, key: &str) -> Option<Vec<u8>> {
+        e.kv_get(
+            &Namespace::new("app").expect("valid namespace"),
+            &Key::new(key).expect("valid key"),
+        )
+        .map(|entry| entry.value)
+    }
+
+    /// The one request among `actions`: `(to, id, bytes)`.
+    fn request(actions: Vec<Action>) -> (NodeId, u64, Vec<u8>) {
+        let mut requests: Vec<_> = actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::SendRequest { to, id, bytes } => Some((to, id, bytes)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requests.len(), 1, "exactly one request");
+        requests.pop().expect("one request")
+    }
+
+    /// The one response among `actions`.
+    fn response(actions: Vec<Action>) -> Vec<u8> {
+        let mut responses: Vec<_> = actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Respond { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(responses.len(), 1, "exactly one response");
+        responses.pop().expect("one response")
+    }
+
+    fn decode(e: &Engine, bytes: &[u8]) -> Message {
+        wire::decode(bytes, e.cluster_id, e.cfg.max_message_bytes).expect("the engine encodes valid messages")
+    }
+
+    /// Carry one sync round trip from `requester` to `responder` and back;
+    /// returns the requester's actions.
+    fn round_trip(
+        requester: &mut Engine,
+        responder: &mut Engine,
+        now: u64,
+        req: (NodeId, u64, Vec<u8>),
+    ) -> Vec<Action> {
+        let (to, id, bytes) = req;
+        assert_eq!(to, responder.node_id());
+        let from = requester.node_id();
+        let answer = response(responder.handle(now, Input::Request { from, id: 77, bytes }));
+        requester.handle(
+            now,
+            Input::Response {
+                from: to,
+                id,
+                bytes: answer,
+            },
+        )
+    }
+
+    #[test]
+    fn a_sync_with_a_peer_that_holds_more_brings_back_the_missing_versions() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        put(&mut a, T0, "k", "v");
+        assert_ne!(a.digest(), b.digest());
+        b.want_sync(a.node_id());
+        let (to, id, bytes) = request(b.flush());
+        assert_eq!(b.inflight_syncs(), 1);
+        // Pull: A's answer lists the dot B lacks in the bucket that differs.
+        let answer = response(a.handle(
+            T0 + 1,
+            Input::Request {
+                from: b.node_id(),
+                id: 5,
+                bytes,
+            },
+        ));
+        let Message::SyncResponse(resp) = decode(&a, &answer) else {
+            panic!("a sync request is answered by a sync response");
+        };
+        let listed: Vec<Dot> = resp.manifest.values().flatten().copied().collect();
+        let (_, written) = a.state().iter().next().expect("A holds its write");
+        assert_eq!(listed, vec![written.winner().expect("live").dot]);
+        // Push: B answers with its half; A's ack carries the missing version.
+        let push = request(b.handle(
+            T0 + 2,
+            Input::Response {
+                from: to,
+                id,
+                bytes: answer,
+            },
+        ));
+        let ack = response(a.handle(
+            T0 + 3,
+            Input::Request {
+                from: b.node_id(),
+                id: 6,
+                bytes: push.2,
+            },
+        ));
+        let Message::SyncAck(ack_msg) = decode(&a, &ack) else {
+            panic!("a push is answered by an ack");
+        };
+        assert_eq!(ack_msg.versions.len(), 1);
+        assert!(ack_msg.complete);
+        let after = b.handle(
+            T0 + 4,
+            Input::Response {
+                from: a.node_id(),
+                id: push.1,
+                bytes: ack,
+            },
+        );
+        assert!(after.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
+        assert_eq!(read(&b, "k").as_deref(), Some(&b"v"[..]));
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(b.inflight_syncs(), 0);
+        assert_eq!(b.counters.syncs_completed, 1);
+        assert_eq!(b.last_converged().get(&a.node_id()), Some(&(T0 + 4)));
+    }
+
+    #[test]
+    fn a_sync_between_equal_nodes_ends_after_the_pull() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        put(&mut a, T0, "k", "v");
+        // A first exchange brings B the write and each the other's record.
+        b.want_sync(a.node_id());
+        let req = request(b.flush());
+        let push = request(round_trip(&mut b, &mut a, T0 + 1, req));
+        round_trip(&mut b, &mut a, T0 + 2, push);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.members_hash(), b.members_hash());
+        // The next one finds nothing to push.
+        let later = T0 + 2 + a.cfg.sync_min_interval_ms;
+        b.now_ms = later;
+        b.want_sync(a.node_id());
+        let req = request(b.flush());
+        let after = round_trip(&mut b, &mut a, later, req);
+        assert!(
+            after.iter().all(|act| !matches!(act, Action::SendRequest { .. })),
+            "no push: {after:?}"
+        );
+        assert_eq!(b.counters.syncs_completed, 2);
+        assert_eq!(b.inflight_syncs(), 0);
+    }
+
+    #[test]
+    fn a_response_to_no_sync_in_flight_is_rejected_and_counted() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        b.want_sync(a.node_id());
+        let (_, _, bytes) = request(b.flush());
+        let answer = response(a.handle(
+            T0,
+            Input::Request {
+                from: b.node_id(),
+                id: 1,
+                bytes,
+            },
+        ));
+        let digest = b.digest();
+        let actions = b.handle(
+            T0 + 1,
+            Input::Response {
+                from: a.node_id(),
+                id: 999,
+                bytes: answer,
+            },
+        );
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(
+            b.counters.rejected.get(&RejectReason::UnexpectedResponse),
+            Some(&1)
+        );
+        assert_eq!(b.digest(), digest);
+        assert_eq!(b.inflight_syncs(), 1, "the real sync still waits for its answer");
+    }
+
+    #[test]
+    fn a_response_from_another_peer_than_the_one_asked_is_rejected() {
+        let (mut a, mut b, c) = (engine(1), engine(2), engine(3));
+        b.want_sync(a.node_id());
+        let (_, id, bytes) = request(b.flush());
+        let answer = response(a.handle(
+            T0,
+            Input::Request {
+                from: b.node_id(),
+                id: 1,
+                bytes,
+            },
+        ));
+        let actions = b.handle(
+            T0 + 1,
+            Input::Response {
+                from: c.node_id(),
+                id,
+                bytes: answer,
+            },
+        );
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(b.counters.rejected.get("response_from_wrong_peer"), Some(&1));
+        assert!(
+            b.members().iter().all(|m| m.node != a.node_id()),
+            "nothing of it merged"
+        );
+    }
+
+    #[test]
+    fn a_sync_without_an_answer_fails_once_the_sync_timeout_has_passed() {
+        let (a, mut b) = (engine(1), engine(2));
+        b.want_sync(a.node_id());
+        request(b.flush());
+        let timeout = b.cfg.sync_timeout_ms;
+        let mut now = T0;
+        while now <= T0 + timeout {
+            b.handle(now, Input::Tick);
+            assert_eq!(b.inflight_syncs(), 1, "still waiting at {}", now - T0);
+            now += 100;
+        }
+        // The next housekeeping check after the timeout gives up.
+        let check = b.timers.get(Timer::Check).expect("armed");
+        b.handle(check.max(now), Input::Tick);
+        assert_eq!(b.inflight_syncs(), 0);
+        assert_eq!(b.counters.syncs_failed, 1);
+    }
+
+    #[test]
+    fn a_failed_request_fails_the_sync_and_retries_the_peer_after_the_interval() {
+        let (a, mut b) = (engine(1), engine(2));
+        b.want_sync(a.node_id());
+        let (_, id, _) = request(b.flush());
+        b.handle(T0 + 1, Input::RequestFailed { id });
+        assert_eq!(b.counters.syncs_failed, 1);
+        assert_eq!(b.inflight_syncs(), 0);
+        // Not again before the per-peer interval...
+        let quick = b.handle(T0 + 2, Input::Tick);
+        assert!(quick.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
+        // ...then at once.
+        let later = b.handle(T0 + b.cfg.sync_min_interval_ms, Input::Tick);
+        let (to, _, bytes) = request(later);
+        assert_eq!(to, a.node_id());
+        assert!(matches!(decode(&b, &bytes), Message::SyncRequest(_)));
+    }
+
+    #[test]
+    fn heartbeat_mismatches_start_at_most_one_sync_per_interval_for_the_whole_node() {
+        let (mut a, mut c, mut b) = (engine(1), engine(3), engine(2));
+        put(&mut a, T0, "a", "1");
+        put(&mut c, T0, "c", "1");
+        let heartbeat = |e: &mut Engine| {
+            let at = e.timers.get(Timer::Heartbeat).expect("armed");
+            e.handle(at, Input::Tick)
+                .into_iter()
+                .find_map(|act| match act {
+                    Action::Publish { bytes, .. } => Some(bytes),
+                    _ => None,
+                })
+                .expect("a heartbeat is published")
+        };
+        let (hb_a, hb_c) = (heartbeat(&mut a), heartbeat(&mut c));
+        let first = b.handle_gossip(T0 + 300, a.node_id(), &hb_a);
+        assert_eq!(request(first).0, a.node_id());
+        let second = b.handle_gossip(T0 + 310, c.node_id(), &hb_c);
+        assert!(
+            second
+                .iter()
+                .all(|act| !matches!(act, Action::SendRequest { .. })),
+            "a second digest sync waits for the interval"
+        );
+        assert_eq!(b.sync.digest_sync, Some(c.node_id()), "remembered for later");
+        let early = b.handle(T0 + 299 + b.cfg.sync_min_interval_ms, Input::Tick);
+        assert!(early.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
+        let later = b.handle(T0 + 300 + b.cfg.sync_min_interval_ms, Input::Tick);
+        assert_eq!(request(later).0, c.node_id());
+    }
+}

@@ -95,15 +95,15 @@ pub use config::{Config, ConfigError};
 pub use dots::{Context, Dot, DotRange, Knowledge, PeerKnowledge};
 pub use engine::{
     Action, CanaryView, Command, CommandError, CommandOutput, Counters, Engine, Expect, Input, KvEntry,
-    ServiceView, Topic, VersionInfo,
+    RejectReason, ServiceView, Topic, VersionInfo,
 };
 pub use hlc::{Hlc, HlcClock, HlcError};
 pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
 pub use membership::{Member, MemberStatus, Membership, NodeInfo};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
-pub use runtime::{RequestRefused, Runtime};
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
+pub use runtime::{RequestRefused, Runtime};
 pub use state::{
     Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS,
 };

@@ -152,7 +152,8 @@ mod tests {
             name: "a".into(),
             ..NodeInfo::default()
         };
-        Engine::new(Config::default(), NodeId::from_index(1), info, 1_000, 7, None).expect("default config is valid")
+        Engine::new(Config::default(), NodeId::from_index(1), info, 1_000, 7, None)
+            .expect("default config is valid")
     }
 
     fn put(value: &str) -> Input {
@@ -175,7 +176,9 @@ mod tests {
         assert_eq!(rt.calls.first(), Some(&"persist"));
         assert!(rt.calls.contains(&"publish"));
         assert!(matches!(rt.replies.as_slice(), [Ok(_)]));
-        assert!(e.kv_get(&Namespace::new("app").unwrap(), &Key::new("k").unwrap()).is_some());
+        assert!(e
+            .kv_get(&Namespace::new("app").unwrap(), &Key::new("k").unwrap())
+            .is_some());
     }
 
     #[test]
@@ -186,13 +189,18 @@ mod tests {
             ..Recorder::default()
         };
         e.drive(1_000, put("v"), &mut rt);
-        assert!(rt.skipped > 0, "the publish and the reply after the failed persist are skipped");
+        assert!(
+            rt.skipped > 0,
+            "the publish and the reply after the failed persist are skipped"
+        );
         assert!(!rt.calls.contains(&"publish"), "nothing unpersisted is published");
         assert!(
             matches!(rt.replies.as_slice(), [Err(CommandError::NotDurable(r))] if r == "disk full"),
             "the command fails with the runtime's reason: {:?}",
             rt.replies
         );
-        assert!(e.kv_get(&Namespace::new("app").unwrap(), &Key::new("k").unwrap()).is_none());
+        assert!(e
+            .kv_get(&Namespace::new("app").unwrap(), &Key::new("k").unwrap())
+            .is_none());
     }
 }

@@ -1,0 +1,336 @@
+//! Local commands: client writes (config keys, services, canaries), node
+//! info and leaving, the TTL of owned service instances, and undoing a
+//! batch that could not be made durable.
+
+use super::{Action, Command, CommandError, CommandOutput, Engine, Expect, Topic};
+use crate::core::canary::CanarySpec;
+use crate::core::dots::Dot;
+use crate::core::ids::{NodeId, StateKey};
+use crate::core::membership::{Member, MemberStatus};
+use crate::core::registry::{HealthStatus, ServiceInstance};
+use crate::core::state::{KeyState, MergeOutcome, Payload, Version, VersionId};
+use crate::core::wire::{Delta, Message};
+
+impl Engine {
+    pub(super) fn on_command(&mut self, id: u64, command: Command) {
+        let result = self.run_command(command);
+        if result.is_ok() {
+            self.pending.commands.push(id);
+        }
+        self.out.push(Action::Reply { id, result });
+    }
+
+    /// Apply one command; `Err` leaves state unchanged.
+    fn run_command(&mut self, command: Command) -> Result<CommandOutput, CommandError> {
+        if self.left {
+            return Err(CommandError::Left);
+        }
+        match command {
+            Command::Put {
+                namespace,
+                key,
+                value,
+                expect,
+            } => {
+                if value.len() > self.cfg.max_value_bytes {
+                    return Err(CommandError::TooLarge {
+                        size: value.len(),
+                        max: self.cfg.max_value_bytes,
+                    });
+                }
+                let sk = StateKey::Kv { namespace, key };
+                self.check_expect(&sk, expect.as_ref())?;
+                Ok(self.write_local(sk, Payload::Value(value)))
+            }
+            Command::Delete {
+                namespace,
+                key,
+                expect,
+            } => {
+                let sk = StateKey::Kv { namespace, key };
+                if self.state.get(&sk).is_none_or(|ks| ks.is_deleted()) && expect != Some(Expect::Absent) {
+                    return Err(CommandError::NotFound);
+                }
+                self.check_expect(&sk, expect.as_ref())?;
+                Ok(self.write_local(sk, Payload::Tombstone))
+            }
+            Command::Rollback { namespace, key, to } => {
+                let sk = StateKey::Kv { namespace, key };
+                let payload = self
+                    .state
+                    .get(&sk)
+                    .and_then(|ks| ks.all().find(|v| v.id() == to))
+                    .map(|v| v.payload.clone())
+                    .ok_or(CommandError::NotFound)?;
+                Ok(self.write_local(sk, payload))
+            }
+            Command::Resolve { namespace, key, keep } => {
+                let sk = StateKey::Kv { namespace, key };
+                let payload = self
+                    .state
+                    .get(&sk)
+                    .and_then(|ks| ks.live.iter().find(|v| v.id() == keep))
+                    .map(|v| v.payload.clone())
+                    .ok_or(CommandError::NotFound)?;
+                Ok(self.write_local(sk, payload))
+            }
+            Command::RegisterService {
+                namespace,
+                service,
+                instance,
+                spec,
+            } => {
+                spec.validate().map_err(CommandError::Invalid)?;
+                let sk = StateKey::Service {
+                    namespace,
+                    service,
+                    instance,
+                };
+                if let Some(Payload::Instance(cur)) =
+                    self.state.get(&sk).and_then(|ks| ks.winner()).map(|v| &v.payload)
+                {
+                    if cur.owner != self.me && !self.owner_gone(&cur.owner) {
+                        return Err(CommandError::NotOwner(cur.owner.to_string()));
+                    }
+                }
+                let inst = ServiceInstance {
+                    spec,
+                    owner: self.me,
+                    health: HealthStatus::Passing,
+                };
+                self.owned_heartbeats.insert(sk.clone(), self.now_ms);
+                Ok(self.write_local(sk, Payload::Instance(inst)))
+            }
+            Command::HeartbeatService {
+                namespace,
+                service,
+                instance,
+                health,
+            } => {
+                let sk = StateKey::Service {
+                    namespace,
+                    service,
+                    instance,
+                };
+                let cur = match self.state.get(&sk).and_then(|ks| ks.winner()).map(|v| &v.payload) {
+                    Some(Payload::Instance(i)) => i.clone(),
+                    _ => return Err(CommandError::NotFound),
+                };
+                if cur.owner != self.me {
+                    return Err(CommandError::NotOwner(cur.owner.to_string()));
+                }
+                self.owned_heartbeats.insert(sk.clone(), self.now_ms);
+                let want = health.unwrap_or(HealthStatus::Passing);
+                if cur.health == want {
+                    return Ok(CommandOutput::Done);
+                }
+                let inst = ServiceInstance { health: want, ..cur };
+                Ok(self.write_local(sk, Payload::Instance(inst)))
+            }
+            Command::DeregisterService {
+                namespace,
+                service,
+                instance,
+            } => {
+                let sk = StateKey::Service {
+                    namespace,
+                    service,
+                    instance,
+                };
+                if self.state.get(&sk).is_none_or(|ks| ks.is_deleted()) {
+                    return Err(CommandError::NotFound);
+                }
+                self.owned_heartbeats.remove(&sk);
+                Ok(self.write_local(sk, Payload::Tombstone))
+            }
+            Command::SetCanary {
+                namespace,
+                key,
+                value,
+                target,
+            } => {
+                if value.len() > self.cfg.max_value_bytes {
+                    return Err(CommandError::TooLarge {
+                        size: value.len(),
+                        max: self.cfg.max_value_bytes,
+                    });
+                }
+                target.validate().map_err(CommandError::Invalid)?;
+                let sk = StateKey::Canary { namespace, key };
+                Ok(self.write_local(sk, Payload::Canary(CanarySpec { value, target })))
+            }
+            Command::PromoteCanary { namespace, key } => {
+                let canary = self.kv_canary(&namespace, &key).ok_or(CommandError::NotFound)?;
+                let out = self.write_local(
+                    StateKey::Kv {
+                        namespace: namespace.clone(),
+                        key: key.clone(),
+                    },
+                    Payload::Value(canary.value),
+                );
+                self.write_local(StateKey::Canary { namespace, key }, Payload::Tombstone);
+                Ok(out)
+            }
+            Command::AbortCanary { namespace, key } => {
+                if self.kv_canary(&namespace, &key).is_none() {
+                    return Err(CommandError::NotFound);
+                }
+                Ok(self.write_local(StateKey::Canary { namespace, key }, Payload::Tombstone))
+            }
+            Command::SetInfo(info) => {
+                if info.tags != self.info.tags {
+                    // Which canaries target this node may change: readers of
+                    // those keys hear about it like any other change.
+                    self.retargeted = self
+                        .state
+                        .iter()
+                        .filter(|(k, _)| matches!(k, StateKey::Canary { .. }))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                }
+                self.info = info;
+                self.incarnation += 1;
+                let rec = self.own_record(MemberStatus::Alive);
+                self.members.merge(rec.clone());
+                self.publish_members(vec![rec]);
+                Ok(CommandOutput::Done)
+            }
+            Command::Leave => {
+                let rec = self.own_record(MemberStatus::Left);
+                self.members.merge(rec.clone());
+                self.publish_members(vec![rec]);
+                self.left = true;
+                Ok(CommandOutput::Done)
+            }
+        }
+    }
+
+    /// The driver could not make `batch` durable: undo its new versions and
+    /// fail its commands with `reason`.
+    pub(super) fn on_persist_failed(&mut self, batch: u64, reason: String) {
+        let Some((id, pending)) = self.last_batch.take() else {
+            return;
+        };
+        if id != batch {
+            self.last_batch = Some((id, pending));
+            return;
+        }
+        self.counters.persist_failures += 1;
+        for (k, dot) in pending.applied.iter().rev() {
+            self.state.unapply(k, dot);
+        }
+        for cmd in pending.commands {
+            self.out.push(Action::Reply {
+                id: cmd,
+                result: Err(CommandError::NotDurable(reason.clone())),
+            });
+        }
+    }
+
+    /// Mark critical every owned instance whose TTL lapsed without a
+    /// heartbeat from its client.
+    pub(super) fn check_ttls(&mut self) {
+        let now = self.now_ms;
+        let mut lapsed = Vec::new();
+        for (sk, last) in &self.owned_heartbeats {
+            let Some(Payload::Instance(i)) =
+                self.state.get(sk).and_then(|ks| ks.winner()).map(|v| &v.payload)
+            else {
+                continue;
+            };
+            if i.owner != self.me || i.health == HealthStatus::Critical {
+                continue;
+            }
+            if let Some(ttl) = i.spec.ttl_ms {
+                if now.saturating_sub(*last) > ttl {
+                    lapsed.push((sk.clone(), i.clone()));
+                }
+            }
+        }
+        for (sk, inst) in lapsed {
+            let inst = ServiceInstance {
+                health: HealthStatus::Critical,
+                ..inst
+            };
+            self.write_local(sk, Payload::Instance(inst));
+        }
+    }
+
+    pub(super) fn own_record(&self, status: MemberStatus) -> Member {
+        Member {
+            node: self.me,
+            info: self.info.clone(),
+            incarnation: self.incarnation,
+            status,
+        }
+    }
+
+    fn owner_gone(&self, owner: &NodeId) -> bool {
+        self.members
+            .get(owner)
+            .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left))
+    }
+
+    fn check_expect(&self, sk: &StateKey, expect: Option<&Expect>) -> Result<(), CommandError> {
+        let ks = self.state.get(sk);
+        let winner = ks.and_then(|ks| ks.winner());
+        let current = winner.filter(|v| !v.payload.is_tombstone()).map(|v| v.id());
+        match expect {
+            None => Ok(()),
+            Some(Expect::Absent) if current.is_none() => Ok(()),
+            Some(Expect::Version(id)) if winner.is_some_and(|w| w.id() == *id) => Ok(()),
+            Some(_) => Err(CommandError::Conflict { current }),
+        }
+    }
+
+    /// Write `payload` to `sk` as a new local version superseding every
+    /// live one, and publish it as a delta.
+    fn write_local(&mut self, sk: StateKey, payload: Payload) -> CommandOutput {
+        let mut ctx = self.state.get(&sk).map(KeyState::context).unwrap_or_default();
+        let dot = Dot {
+            node: self.me,
+            seq: self.state.next_seq(&self.me),
+        };
+        ctx.add(dot);
+        let hlc = self.clock.tick(self.now_ms);
+        let checksum = payload.checksum();
+        let v = Version {
+            dot,
+            ctx,
+            hlc,
+            payload,
+            checksum,
+            signature: None,
+        };
+        let outcome = self.state.merge(sk.clone(), v.clone());
+        debug_assert_eq!(outcome, MergeOutcome::Applied, "a fresh local dot is always new");
+        debug_assert!(
+            self.state
+                .get(&sk)
+                .and_then(|ks| ks.winner())
+                .is_some_and(|w| w.dot == dot),
+            "a local write supersedes every live version, so it is the winner"
+        );
+        self.counters.writes += 1;
+        self.pending.applied.push((sk.clone(), dot));
+        self.pending.local_keys.insert(sk.clone());
+        let delta = Delta {
+            versions: vec![(sk, v)],
+            members: Vec::new(),
+        };
+        let bytes = self.encode(&Message::Delta(delta));
+        self.counters.deltas_sent += 1;
+        self.out.push(Action::Publish {
+            topic: Topic::Delta,
+            bytes,
+        });
+        CommandOutput::Written {
+            version: dot_id(&dot),
+            hlc,
+        }
+    }
+}
+
+fn dot_id(dot: &Dot) -> VersionId {
+    VersionId::of(dot)
+}

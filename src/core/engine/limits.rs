@@ -1,0 +1,104 @@
+//! Named limits: what the engine accepts from peers and the fixed constants
+//! of its schedules, with [`validate_version`], the check every version from
+//! a peer passes before it is merged.
+
+use super::RejectReason;
+use crate::core::config::Config;
+use crate::core::hlc::HlcClock;
+use crate::core::ids::StateKey;
+use crate::core::state::{Payload, Version};
+
+/// Highest dot sequence accepted from a peer (in a version or in knowledge
+/// we adopt). No node writes 2^63 times; a larger seq is junk, and adopting
+/// it would overflow this node's own counter (`next_seq`).
+pub(super) const MAX_REMOTE_SEQ: u64 = u64::MAX / 2;
+
+/// Most dots a remote version's causal context may hold.
+pub(super) const MAX_CONTEXT_DOTS: usize = 4096;
+
+/// Largest signature a remote version may carry, in bytes.
+pub(super) const MAX_SIGNATURE_BYTES: usize = 256;
+
+/// The heartbeat interval a peer announces is clamped into this range
+/// before its failure detector is built on it.
+pub(super) const PEER_INTERVAL_RANGE_MS: (u64, u64) = (10, 3_600_000);
+
+/// A peer's detector starts over when the interval it announces is this
+/// share of an interval away from the mean it has measured (the cluster
+/// grew or shrank).
+pub(super) const INTERVAL_CHANGE_SHARE: f64 = 0.5;
+
+/// Heartbeat inter-arrival times each peer's failure detector keeps.
+pub(super) const PHI_WINDOW: usize = 100;
+
+/// Shortest period of the housekeeping and failure checks.
+pub(super) const MIN_CHECK_INTERVAL_MS: u64 = 10;
+
+/// Alive members at which the spread of suspicion declarations reaches
+/// its full width (half an effective heartbeat interval).
+pub(super) const FULL_SPREAD_MEMBERS: u64 = 16;
+
+/// Check a version from a peer against every rule a version must follow:
+/// its dot, context, payload (it must fit its key and the size limits),
+/// checksum, signature size, and an HLC stamp within the drift limit of
+/// `now_ms`.
+pub(super) fn validate_version(
+    cfg: &Config,
+    clock: &HlcClock,
+    now_ms: u64,
+    key: &StateKey,
+    v: &Version,
+) -> Result<(), RejectReason> {
+    if v.dot.seq == 0 {
+        return Err(RejectReason::VersionZeroSeq);
+    }
+    if v.dot.seq > MAX_REMOTE_SEQ {
+        return Err(RejectReason::VersionSeqOutOfRange);
+    }
+    if !v.ctx.is_well_formed() || v.ctx.dots().len() > MAX_CONTEXT_DOTS {
+        return Err(RejectReason::VersionBadContext);
+    }
+    if !v
+        .ctx
+        .dots()
+        .iter()
+        .any(|d| d.node == v.dot.node && d.seq == v.dot.seq)
+    {
+        return Err(RejectReason::VersionContextMissesOwnDot);
+    }
+    match (key, &v.payload) {
+        (StateKey::Kv { .. }, Payload::Value(b)) if b.len() > cfg.max_value_bytes => {
+            return Err(RejectReason::VersionValueTooLarge)
+        }
+        (StateKey::Kv { .. }, Payload::Value(_) | Payload::Tombstone) => {}
+        (StateKey::Service { .. }, Payload::Instance(i)) => {
+            if i.spec.validate().is_err() {
+                return Err(RejectReason::VersionBadInstance);
+            }
+        }
+        (StateKey::Service { .. }, Payload::Tombstone) => {}
+        (StateKey::Canary { .. }, Payload::Canary(c)) => {
+            if c.value.len() > cfg.max_value_bytes {
+                return Err(RejectReason::VersionValueTooLarge);
+            }
+            if c.target.validate().is_err() {
+                return Err(RejectReason::VersionBadCanary);
+            }
+        }
+        (StateKey::Canary { .. }, Payload::Tombstone) => {}
+        _ => return Err(RejectReason::VersionPayloadKindMismatch),
+    }
+    if v.payload.checksum() != v.checksum {
+        return Err(RejectReason::VersionChecksumMismatch);
+    }
+    if v.signature
+        .as_ref()
+        .is_some_and(|s| s.len() > MAX_SIGNATURE_BYTES)
+    {
+        return Err(RejectReason::VersionSignatureTooLarge);
+    }
+    if clock.check(v.hlc, now_ms).is_err() {
+        return Err(RejectReason::ClockDrift);
+    }
+    Ok(())
+}

@@ -1,0 +1,457 @@
+//! The protocol engine: one node's replicated state and every decision about
+//! what to send, as a pure state machine.
+//!
+//! # Driver contract
+//! `Engine::handle(now_ms, input)` returns every action the input caused, in
+//! order. The driver must execute them in that order, and:
+//! * a [`Action::Persist`] comes first whenever state changed; the driver
+//!   makes it durable before executing the actions after it. If it cannot,
+//!   it skips the rest and calls `handle(now, Input::PersistFailed { .. })`,
+//!   which undoes the batch's new versions and fails its commands;
+//! * after draining the actions, the driver sleeps at most until
+//!   [`Engine::poll_timeout`] and then sends [`Input::Tick`].
+//!
+//! The contract is executed once for every driver by
+//! [`Engine::drive`](crate::core::Runtime) (in `src/core/runtime.rs`): a
+//! driver implements [`Runtime`](crate::core::Runtime) (persist, publish,
+//! send_request, respond, notify, reply) and calls `drive`,
+//! `drive_gossip` or `execute`; `handle` stays as the low-level API for
+//! tests that inspect the actions.
+//!
+//! `now_ms` is milliseconds since the Unix epoch on the driver's clock (the
+//! simulator passes virtual time). The engine never reads a clock and draws
+//! randomness only from the seeded RNG it was built with.
+//!
+//! # Rooms
+//! * `io`: the inputs, commands and actions crossing the boundary;
+//! * `views`: read views and read-only accessors;
+//! * `commands`: local commands, owned instance TTLs, undoing a failed batch;
+//! * `merge`: validating and merging versions from peers;
+//! * `sync`: the anti-entropy exchange and its [`SyncState`](sync::SyncState);
+//! * `liveness`: heartbeats, member merge and failure detection;
+//! * `timers`: the timer table behind [`Engine::poll_timeout`];
+//! * `limits`: named limits and the validation of remote versions;
+//! * `counters`: [`Counters`] and the typed [`RejectReason`].
+//!
+//! This module holds the [`Engine`] itself: construction, dispatch of every
+//! input to its room, the timers' schedule, and the flush that turns one
+//! input's changes into a persist batch and watch events.
+
+mod commands;
+mod counters;
+mod io;
+mod limits;
+mod liveness;
+mod merge;
+mod sync;
+mod timers;
+mod views;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+pub use counters::{Counters, RejectReason};
+pub use io::{Action, Command, CommandError, CommandOutput, Expect, Input, Topic};
+pub use views::{CanaryView, KvEntry, ServiceView, VersionInfo};
+
+use super::config::{Config, ConfigError};
+use super::dots::Dot;
+use super::hlc::HlcClock;
+use super::ids::{NodeId, StateKey};
+use super::membership::{MemberStatus, Membership, NodeInfo};
+use super::persist::{PersistBatch, PersistedMeta, Snapshot};
+use super::state::{Payload, ReplicatedState};
+use super::watch::{WatchChange, WatchEvent, WatchLog};
+use super::wire::{self, Message, WireError};
+use liveness::Liveness;
+use sync::SyncState;
+use timers::{Timer, TimerTable};
+
+/// One node's protocol state machine. See the module docs for the driver
+/// contract and [`crate::core`] for the protocol.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Config,
+    cluster_id: u64,
+    me: NodeId,
+    info: NodeInfo,
+    /// Canary keys to re-announce to watchers after this node's tags
+    /// changed.
+    retargeted: Vec<StateKey>,
+    incarnation: u64,
+    left: bool,
+    clock: HlcClock,
+    rng: ChaCha8Rng,
+    state: ReplicatedState,
+    members: Membership,
+    /// Peers' failure detectors and this node's announcements.
+    liveness: Liveness,
+    /// Anti-entropy bookkeeping.
+    sync: SyncState,
+    timers: TimerTable,
+    connected: BTreeSet<NodeId>,
+    /// Owned service instances, with when their client last heartbeated.
+    owned_heartbeats: BTreeMap<StateKey, u64>,
+    watch: WatchLog,
+    next_batch_id: u64,
+    /// The last persist batch emitted, until the next input: what to undo
+    /// if the driver reports it failed.
+    last_batch: Option<(u64, PendingBatch)>,
+    /// What the current input did that a failed persist must undo.
+    pending: PendingBatch,
+    /// Actions of the current input, after its persist batch.
+    out: Vec<Action>,
+    counters: Counters,
+    now_ms: u64,
+}
+
+/// The undo record of one input: versions applied and commands to fail if
+/// its batch cannot be made durable, and the keys written locally.
+#[derive(Clone, Debug, Default)]
+struct PendingBatch {
+    applied: Vec<(StateKey, Dot)>,
+    commands: Vec<u64>,
+    local_keys: BTreeSet<StateKey>,
+}
+
+impl Engine {
+    /// A node with identity `me` starting at `now_ms`, restoring `snapshot`
+    /// if it has one. Every start raises the incarnation, so a restarted node
+    /// refutes whatever the cluster concluded while it was down.
+    pub fn new(
+        config: Config,
+        me: NodeId,
+        info: NodeInfo,
+        now_ms: u64,
+        seed: u64,
+        snapshot: Option<Snapshot>,
+    ) -> Result<Engine, ConfigError> {
+        let cfg = config.validated()?;
+        let snapshot = snapshot.unwrap_or_default();
+        let mut clock = HlcClock::new(cfg.max_clock_drift_ms);
+        clock.restore(snapshot.meta.hlc);
+        let mut state = ReplicatedState::new(cfg.history_limit);
+        let knowledge = snapshot.knowledge_set();
+        state.restore(snapshot.keys, knowledge);
+        let mut members = Membership::new();
+        let mut incarnation = snapshot.meta.incarnation;
+        for m in snapshot.members {
+            if m.node == me {
+                incarnation = incarnation.max(m.incarnation);
+            }
+            members.merge(m);
+        }
+        incarnation += 1;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let first_hb = now_ms + rng.gen_range(0..=cfg.heartbeat_interval_ms / 4);
+        let mut timers = TimerTable::default();
+        timers.set(Timer::Heartbeat, first_hb);
+        timers.set(Timer::Sync, now_ms + cfg.sync_interval_ms);
+        timers.set(Timer::Gc, now_ms + cfg.gc_interval_ms);
+        timers.set(Timer::Check, now_ms);
+        timers.set(Timer::FailureCheck, now_ms);
+        let mut engine = Engine {
+            cluster_id: wire::cluster_id(&cfg.cluster),
+            watch: WatchLog::new(cfg.watch_log_capacity, snapshot.meta.revision),
+            timers,
+            cfg,
+            me,
+            info,
+            retargeted: Vec::new(),
+            incarnation,
+            left: false,
+            clock,
+            rng,
+            state,
+            members,
+            liveness: Liveness::default(),
+            sync: SyncState::new(),
+            connected: BTreeSet::new(),
+            owned_heartbeats: BTreeMap::new(),
+            next_batch_id: 1,
+            last_batch: None,
+            pending: PendingBatch::default(),
+            out: Vec::new(),
+            counters: Counters::default(),
+            now_ms,
+        };
+        let own = engine.own_record(MemberStatus::Alive);
+        engine.members.merge(own);
+        let peers: Vec<(NodeId, u64, MemberStatus)> = engine
+            .members
+            .iter()
+            .filter(|m| m.node != me)
+            .map(|m| (m.node, m.incarnation, m.status))
+            .collect();
+        for (p, incarnation, status) in peers {
+            engine.hold_peer(p, (incarnation, status), now_ms);
+        }
+        // Owned instances with a TTL get one TTL of grace after a restart.
+        let owned: Vec<StateKey> = engine
+            .state
+            .iter()
+            .filter(|(k, ks)| {
+                matches!(k, StateKey::Service { .. })
+                    && matches!(ks.winner().map(|v| &v.payload), Some(Payload::Instance(i)) if i.owner == me)
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in owned {
+            engine.owned_heartbeats.insert(k, now_ms);
+        }
+        Ok(engine)
+    }
+
+    /// [`Input::Gossip`] without handing over the bytes: a driver that
+    /// delivers one published message to many engines (the simulator)
+    /// need not copy it for each.
+    pub fn handle_gossip(&mut self, now_ms: u64, from: NodeId, bytes: &[u8]) -> Vec<Action> {
+        self.now_ms = now_ms.max(self.now_ms);
+        self.on_gossip(from, bytes);
+        self.flush()
+    }
+
+    /// Feed one input; returns the actions it caused, in execution order.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Action> {
+        self.now_ms = now_ms.max(self.now_ms);
+        match input {
+            Input::Tick => self.on_tick(),
+            Input::Gossip { from, bytes } => self.on_gossip(from, &bytes),
+            Input::Request { from, id, bytes } => self.on_request(from, id, &bytes),
+            Input::Response { from, id, bytes } => self.on_response(from, id, &bytes),
+            Input::RequestFailed { id } => self.on_request_failed(id),
+            Input::PeerConnected(peer) => {
+                self.connected.insert(peer);
+                self.want_sync(peer);
+            }
+            Input::PeerDisconnected(peer) => {
+                self.connected.remove(&peer);
+            }
+            Input::Command { id, command } => self.on_command(id, command),
+            Input::PersistFailed { batch, reason } => self.on_persist_failed(batch, reason),
+        }
+        self.flush()
+    }
+
+    /// When the driver must send the next [`Input::Tick`] at the latest:
+    /// the earliest armed timer (the heartbeat, housekeeping check, sync and
+    /// tombstone collection timers; the failure check runs within the
+    /// housekeeping check and never sets this on its own). The collection
+    /// timer is always armed, even once the node has left.
+    pub fn poll_timeout(&self) -> u64 {
+        let next = self.timers.next_timeout();
+        debug_assert!(next.is_some(), "the gc timer is always armed");
+        next.unwrap_or(u64::MAX)
+    }
+
+    /// Apply reloadable settings: heartbeat interval, phi threshold, suspect
+    /// timeout, sync intervals, drift limit. Other fields must be unchanged.
+    pub fn reconfigure(&mut self, config: Config) -> Result<(), ConfigError> {
+        let cfg = config.validated()?;
+        let fixed = |field: &'static str, same: bool| {
+            if same {
+                Ok(())
+            } else {
+                Err(ConfigError {
+                    field,
+                    reason: "cannot change while running; restart the node".into(),
+                })
+            }
+        };
+        fixed("cluster", cfg.cluster == self.cfg.cluster)?;
+        fixed("max_value_bytes", cfg.max_value_bytes == self.cfg.max_value_bytes)?;
+        fixed(
+            "watch_log_capacity",
+            cfg.watch_log_capacity == self.cfg.watch_log_capacity,
+        )?;
+        self.clock.set_max_drift(cfg.max_clock_drift_ms);
+        self.state.set_history_limit(cfg.history_limit);
+        self.timers
+            .set_earlier(Timer::Heartbeat, self.now_ms + cfg.heartbeat_interval_ms);
+        let threshold_changed = cfg.phi_threshold != self.cfg.phi_threshold;
+        self.cfg = cfg;
+        if threshold_changed {
+            self.liveness.rearm_deadlines(self.cfg.phi_threshold);
+        }
+        Ok(())
+    }
+
+    /// Run the timers that are due, in a fixed order: heartbeat, check
+    /// (with the failure check when due too), sync, then the syncs waiting
+    /// for the limits, then tombstone collection. A node that has left
+    /// disarms its heartbeat, check and sync timers and runs nothing.
+    fn on_tick(&mut self) {
+        let now = self.now_ms;
+        if self.left {
+            self.timers.clear(Timer::Heartbeat);
+            self.timers.clear(Timer::Sync);
+            self.timers.clear(Timer::Check);
+            return;
+        }
+        // No handler re-arms another's timer: what is due is known up front.
+        let due = self.timers.expired(now);
+        if due.contains(Timer::Heartbeat) {
+            self.on_heartbeat_timer(now);
+        }
+        if due.contains(Timer::Check) {
+            if due.contains(Timer::FailureCheck) {
+                self.on_failure_check_timer(now);
+            }
+            self.check_ttls();
+            self.expire_syncs();
+            self.timers.set(
+                Timer::Check,
+                now + (self.cfg.heartbeat_interval_ms / 4).max(limits::MIN_CHECK_INTERVAL_MS),
+            );
+        }
+        if due.contains(Timer::Sync) {
+            self.on_sync_timer(now);
+        }
+        self.serve_wanted_syncs();
+        self.try_digest_sync();
+        if due.contains(Timer::Gc) {
+            self.collect_garbage(now);
+        }
+    }
+
+    fn on_gossip(&mut self, from: NodeId, bytes: &[u8]) {
+        if from == self.me {
+            return;
+        }
+        let Some(msg) = self.decode(bytes) else {
+            return;
+        };
+        match msg {
+            Message::Heartbeat(hb) => self.on_heartbeat(from, hb),
+            Message::Delta(d) => {
+                for (k, v) in d.versions {
+                    // Counted either way; a delta has no one to answer.
+                    let _ = self.merge_remote(k, v);
+                }
+                for m in d.members {
+                    self.merge_member(m);
+                }
+            }
+            other => self.reject(RejectReason::UnexpectedOnGossip(other.kind())),
+        }
+    }
+
+    /// Collect tombstones past their TTL (and graves past theirs), and
+    /// re-arm.
+    fn collect_garbage(&mut self, now: u64) {
+        let horizon = now.saturating_sub(self.cfg.tombstone_ttl_ms);
+        let graves = now.saturating_sub(self.cfg.grave_ttl_ms);
+        let collected = self.state.collect_tombstones(horizon, graves);
+        self.counters.tombstones_collected += collected.len() as u64;
+        for k in collected {
+            self.owned_heartbeats.remove(&k);
+        }
+        self.timers.set(Timer::Gc, now + self.cfg.gc_interval_ms);
+    }
+
+    fn encode(&mut self, msg: &Message) -> Vec<u8> {
+        let bytes = wire::encode(msg, self.cluster_id);
+        self.counters.count_out(msg.kind().as_str(), bytes.len());
+        bytes
+    }
+
+    fn decode(&mut self, bytes: &[u8]) -> Option<Message> {
+        let kind = wire::peek_kind(bytes).map_or("unknown", |k| k.as_str());
+        self.counters.count_in(kind, bytes.len());
+        match wire::decode(bytes, self.cluster_id, self.cfg.max_message_bytes) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                self.reject_wire(&e);
+                None
+            }
+        }
+    }
+
+    fn reject_wire(&mut self, e: &WireError) {
+        tracing::debug!(error = %e, "dropped message");
+        self.reject(RejectReason::from(e));
+    }
+
+    fn reject(&mut self, reason: RejectReason) {
+        self.counters.reject(reason);
+    }
+
+    /// Emit the persist batch (first) and watch events for this input.
+    fn flush(&mut self) -> Vec<Action> {
+        let dirty = self.state.take_dirty();
+        let member_dirty = self.members.take_dirty();
+        let pending = std::mem::take(&mut self.pending);
+        let mut head = Vec::new();
+        if !dirty.keys.is_empty() || !dirty.origins.is_empty() || !member_dirty.is_empty() {
+            let mut events = Vec::new();
+            for k in &dirty.live {
+                let ks = self.state.get(k);
+                let winner = ks.and_then(|ks| ks.winner());
+                events.push(WatchChange::Key {
+                    key: k.clone(),
+                    winner: winner.map(|w| w.id()),
+                    hlc: winner.map(|w| w.hlc),
+                    deleted: ks.is_none_or(|ks| ks.is_deleted()),
+                    siblings: ks.map_or(0, |ks| ks.live.len()),
+                    local: pending.local_keys.contains(k),
+                });
+            }
+            for k in std::mem::take(&mut self.retargeted) {
+                if !dirty.live.contains(&k) {
+                    let ks = self.state.get(&k);
+                    let winner = ks.and_then(|ks| ks.winner());
+                    events.push(WatchChange::Key {
+                        key: k,
+                        winner: winner.map(|w| w.id()),
+                        hlc: winner.map(|w| w.hlc),
+                        deleted: ks.is_none_or(|ks| ks.is_deleted()),
+                        siblings: ks.map_or(0, |ks| ks.live.len()),
+                        local: true,
+                    });
+                }
+            }
+            for n in &member_dirty {
+                if let Some(m) = self.members.get(n) {
+                    events.push(WatchChange::Member {
+                        node: *n,
+                        status: m.status,
+                        incarnation: m.incarnation,
+                    });
+                }
+            }
+            let events: Vec<WatchEvent> = events.into_iter().map(|c| self.watch.push(c)).collect();
+            let batch = PersistBatch {
+                id: self.next_batch_id,
+                keys: dirty
+                    .keys
+                    .iter()
+                    .map(|k| (k.clone(), self.state.get(k).cloned()))
+                    .collect(),
+                knowledge: dirty
+                    .origins
+                    .iter()
+                    .filter_map(|n| self.state.knowledge().range(n).map(|r| (*n, r.clone())))
+                    .collect(),
+                members: member_dirty
+                    .iter()
+                    .filter_map(|n| self.members.get(n).cloned())
+                    .collect(),
+                meta: PersistedMeta {
+                    incarnation: self.incarnation,
+                    revision: self.watch.revision(),
+                    hlc: self.clock.last(),
+                    left: self.left,
+                },
+            };
+            self.last_batch = Some((batch.id, pending));
+            self.next_batch_id += 1;
+            head.push(Action::Persist(batch));
+            // Events go out after the rest of the actions, once durable.
+            self.out.extend(events.into_iter().map(Action::Notify));
+        }
+        head.append(&mut self.out);
+        head
+    }
+}

@@ -1,0 +1,845 @@
+//! Anti-entropy: the pull-push sync exchange that makes the cluster
+//! converge whatever gossip lost.
+//!
+//! A sync runs in two round trips between a requester and a responder:
+//! 1. **Pull.** The requester sends a [`SyncRequest`]: hashes of its
+//!    knowledge (the dots it has seen), of its state buckets and of its
+//!    membership. The responder answers with a [`SyncResponse`]: its own
+//!    knowledge where it differs, the dots it holds in the state buckets that
+//!    differ (its manifest), and the member records of the buckets that
+//!    differ.
+//! 2. **Push.** The requester merges the members, works out what the
+//!    responder has not seen and sends it in a [`SyncPush`] with its own
+//!    knowledge and manifest where they still differ. The responder merges
+//!    it, drops what the requester has seen and superseded, and answers with
+//!    a [`SyncAck`] carrying what the requester lacks. Only then does the
+//!    requester drop what the responder superseded and adopt its knowledge,
+//!    so a key never reads as missing in between.
+//!
+//! Equal state ends the exchange after the pull. Syncs start on a digest
+//! mismatch in a heartbeat (at most one per `sync_min_interval_ms` for the
+//! whole node), on a new connection, and on a jittered periodic timer with a
+//! random alive peer; at most `max_inflight_syncs` run at once and at most
+//! one per peer per `sync_min_interval_ms`: the rest wait in
+//! [`SyncState`]'s wanted set.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand::Rng;
+
+use super::limits::MAX_REMOTE_SEQ;
+use super::timers::Timer;
+use super::{Action, Engine, RejectReason};
+use crate::core::dots::{
+    knowledge_bucket_count, valid_knowledge_bucket_count, Dot, Knowledge, PeerKnowledge,
+};
+use crate::core::ids::{IdMap, NodeId, StateKey};
+use crate::core::membership::{member_bucket_count, valid_member_bucket_count, MemberStatus};
+use crate::core::state::BUCKETS;
+use crate::core::wire::{Hashes, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse};
+
+/// The anti-entropy bookkeeping of one node.
+#[derive(Clone, Debug)]
+pub(super) struct SyncState {
+    /// Syncs in flight, by the id of the request awaiting an answer.
+    inflight: BTreeMap<u64, InflightSync>,
+    /// When the last sync with each peer started (rate limit per peer).
+    last_sync_with: BTreeMap<NodeId, u64>,
+    /// Peers to sync with as soon as the limits allow.
+    wanted: BTreeSet<NodeId>,
+    /// The latest peer whose heartbeat digest differed from ours, to sync
+    /// with once the node-wide limit allows (see `try_digest_sync`).
+    digest_sync: Option<NodeId>,
+    /// When the last digest-triggered sync started.
+    last_digest_sync_ms: Option<u64>,
+    /// When this node last saw equal state with each peer.
+    last_converged: IdMap<u64>,
+    /// The id of the next request this node sends.
+    next_request_id: u64,
+}
+
+#[derive(Clone, Debug)]
+struct InflightSync {
+    peer: NodeId,
+    started_ms: u64,
+    phase: SyncPhase,
+}
+
+/// Which answer a sync in flight awaits.
+#[derive(Clone, Debug)]
+enum SyncPhase {
+    /// The [`SyncResponse`] to our [`SyncRequest`].
+    Pull,
+    /// The [`SyncAck`] to our [`SyncPush`].
+    Push(Box<AfterAck>),
+}
+
+/// What a requester does once the responder acknowledges its push (and
+/// sends what the requester lacks).
+#[derive(Clone, Debug)]
+struct AfterAck {
+    /// Versions the responder had seen and dropped, as of its response.
+    doomed: Vec<(StateKey, Dot)>,
+    /// The responder's shipped knowledge, adopted when the exchange is complete.
+    adopt: Knowledge,
+}
+
+impl SyncState {
+    /// No sync yet; request ids start at 1.
+    pub(super) fn new() -> Self {
+        SyncState {
+            inflight: BTreeMap::new(),
+            last_sync_with: BTreeMap::new(),
+            wanted: BTreeSet::new(),
+            digest_sync: None,
+            last_digest_sync_ms: None,
+            last_converged: IdMap::default(),
+            next_request_id: 1,
+        }
+    }
+
+    /// Number of syncs in flight.
+    pub(super) fn inflight(&self) -> usize {
+        self.inflight.len()
+    }
+
+    /// When this node last saw equal state with each peer.
+    pub(super) fn last_converged(&self) -> BTreeMap<NodeId, u64> {
+        self.last_converged.iter().map(|(n, t)| (*n, *t)).collect()
+    }
+
+    /// Record that this node and `peer` held equal state at `now_ms`.
+    pub(super) fn converged_with(&mut self, peer: NodeId, now_ms: u64) {
+        self.last_converged.insert(peer, now_ms);
+    }
+
+    fn next_request_id(&mut self) -> u64 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+}
+
+impl Engine {
+    /// The sync timer fired: want a sync with a random alive peer, and
+    /// re-arm the timer (jittered).
+    pub(super) fn on_sync_timer(&mut self, now: u64) {
+        let candidates: Vec<NodeId> = self
+            .members
+            .iter()
+            .filter(|m| m.node != self.me && m.status == MemberStatus::Alive)
+            .map(|m| m.node)
+            .collect();
+        if !candidates.is_empty() {
+            let peer = candidates[self.rng.gen_range(0..candidates.len())];
+            self.want_sync(peer);
+        }
+        let jitter = self.rng.gen_range(0..=self.cfg.sync_interval_ms / 5);
+        self.timers.set(
+            Timer::Sync,
+            now + self.cfg.sync_interval_ms - self.cfg.sync_interval_ms / 10 + jitter,
+        );
+    }
+
+    /// Start the syncs that were wanted but rate-limited, as far as the
+    /// limits now allow.
+    pub(super) fn serve_wanted_syncs(&mut self) {
+        let wanted: Vec<NodeId> = self.sync.wanted.iter().copied().collect();
+        for peer in wanted {
+            if self.sync.inflight.len() >= self.cfg.max_inflight_syncs {
+                break;
+            }
+            if self.sync_allowed(peer) {
+                self.sync.wanted.remove(&peer);
+                self.start_sync(peer);
+            }
+        }
+    }
+
+    /// A heartbeat from `peer` showed state (or membership) that differs
+    /// from ours: sync with it when the node-wide limit allows.
+    pub(super) fn want_digest_sync(&mut self, peer: NodeId) {
+        self.sync.digest_sync = Some(peer);
+        self.try_digest_sync();
+    }
+
+    /// A request of ours failed: the sync it belonged to failed, and its
+    /// peer is wanted again.
+    pub(super) fn on_request_failed(&mut self, id: u64) {
+        if let Some(s) = self.sync.inflight.remove(&id) {
+            self.counters.syncs_failed += 1;
+            self.sync.wanted.insert(s.peer);
+        }
+    }
+
+    pub(super) fn on_request(&mut self, from: NodeId, id: u64, bytes: &[u8]) {
+        let Some(msg) = self.decode(bytes) else {
+            return;
+        };
+        match msg {
+            Message::SyncRequest(req) => {
+                let Some(resp) = self.build_response(&req) else {
+                    return;
+                };
+                self.counters.syncs_served += 1;
+                let bytes = self.encode(&Message::SyncResponse(resp));
+                self.out.push(Action::Respond { id, bytes });
+            }
+            Message::SyncPush(push) => self.on_sync_push(from, id, push),
+            other => self.reject(RejectReason::UnexpectedAsRequest(other.kind())),
+        }
+    }
+
+    /// Serve the requester's half of a sync: take in what it pushed, drop
+    /// what it has seen and superseded, and acknowledge with what it lacks.
+    fn on_sync_push(&mut self, from: NodeId, id: u64, push: SyncPush) {
+        let mut applied = 0;
+        for (k, v) in push.versions {
+            if self.merge_remote(k, v).is_new() {
+                applied += 1;
+            }
+        }
+        for m in push.members {
+            self.merge_member(m);
+        }
+        // Their knowledge, judged against ours now (their versions in).
+        let k = push.knowledge;
+        let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.reject(knowledge_rejection(reason));
+                return;
+            }
+        };
+        let doomed = self.state.seen_and_dropped(&push.manifest, &theirs);
+        self.counters.dropped_obsolete += self.state.drop_versions(&doomed) as u64;
+        // Our half: what they have not seen.
+        let (versions, complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
+        let ack = SyncAck {
+            applied,
+            versions,
+            complete,
+        };
+        let bytes = self.encode(&Message::SyncAck(ack));
+        self.out.push(Action::Respond { id, bytes });
+        self.sync.last_converged.insert(from, self.now_ms);
+    }
+
+    pub(super) fn on_response(&mut self, from: NodeId, id: u64, bytes: &[u8]) {
+        let Some(sync) = self.sync.inflight.remove(&id) else {
+            self.reject(RejectReason::UnexpectedResponse);
+            return;
+        };
+        if sync.peer != from {
+            self.reject(RejectReason::ResponseFromWrongPeer);
+            return;
+        }
+        let Some(msg) = self.decode(bytes) else {
+            self.counters.syncs_failed += 1;
+            return;
+        };
+        match (sync.phase, msg) {
+            (SyncPhase::Pull, Message::SyncResponse(resp)) => self.on_sync_response(from, resp),
+            (SyncPhase::Push(after), Message::SyncAck(ack)) => self.on_sync_ack(from, ack, *after),
+            (_, other) => {
+                self.counters.syncs_failed += 1;
+                self.reject(RejectReason::UnexpectedAsResponse(other.kind()));
+            }
+        }
+    }
+
+    fn on_sync_response(&mut self, from: NodeId, resp: SyncResponse) {
+        if resp.buckets.0.len() != BUCKETS {
+            self.counters.syncs_failed += 1;
+            self.reject(RejectReason::BadBucketCount);
+            return;
+        }
+        if resp
+            .knowledge
+            .ranges
+            .iter()
+            .any(|(_, r)| r.max() > MAX_REMOTE_SEQ)
+        {
+            self.counters.syncs_failed += 1;
+            self.reject(RejectReason::KnowledgeSeqOutOfRange);
+            return;
+        }
+        for m in resp.members {
+            self.merge_member(m);
+        }
+        let k = resp.knowledge;
+        let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
+            Ok(t) => t,
+            Err(reason) => {
+                self.counters.syncs_failed += 1;
+                self.reject(knowledge_rejection(reason));
+                return;
+            }
+        };
+        // What they have seen and dropped: dropped once their versions are
+        // in (in the ack), so a key never reads as missing in between.
+        let doomed = self.state.seen_and_dropped(&resp.manifest, &theirs);
+        // Our half: what they have not seen, our knowledge where it differs
+        // from theirs, and our manifest where the state still differs.
+        let (versions, _complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
+        let differing_k = theirs.differing();
+        let knowledge = KnowledgeSummary {
+            buckets: Hashes(self.state.knowledge().bucket_hashes(differing_k.len())),
+            shipped: (0..differing_k.len() as u16)
+                .filter(|b| differing_k[*b as usize])
+                .collect(),
+            ranges: self.state.knowledge().restricted(&differing_k),
+        };
+        let differing: Vec<u16> = self
+            .state
+            .bucket_hashes()
+            .iter()
+            .zip(resp.buckets.0.iter())
+            .enumerate()
+            .filter(|(_, (a, b))| a != b)
+            .map(|(i, _)| i as u16)
+            .collect();
+        let manifest = self.state.manifest(&differing);
+        // Our records in the member buckets that still differ from theirs
+        // (after taking theirs in, a bucket that differs holds something
+        // they lack).
+        let n = resp.member_buckets.0.len();
+        let members = if valid_member_bucket_count(n) {
+            let differing: Vec<bool> = self
+                .members
+                .bucket_hashes(n)
+                .iter()
+                .zip(&resp.member_buckets.0)
+                .map(|(a, b)| a != b)
+                .collect();
+            if differing.iter().any(|d| *d) {
+                self.members.in_buckets(n, &differing)
+            } else {
+                Vec::new()
+            }
+        } else {
+            Vec::new()
+        };
+        if theirs.all_same() && manifest.is_empty() && members.is_empty() {
+            // Same knowledge and same state: nothing either way.
+            self.counters.syncs_completed += 1;
+            self.sync.last_converged.insert(from, self.now_ms);
+            return;
+        }
+        let push = SyncPush {
+            versions,
+            knowledge,
+            manifest,
+            members,
+        };
+        let bytes = self.encode(&Message::SyncPush(push));
+        let id = self.sync.next_request_id();
+        let after = AfterAck {
+            doomed,
+            adopt: theirs.shipped().clone(),
+        };
+        self.sync.inflight.insert(
+            id,
+            InflightSync {
+                peer: from,
+                started_ms: self.now_ms,
+                phase: SyncPhase::Push(Box::new(after)),
+            },
+        );
+        self.out.push(Action::SendRequest { to: from, id, bytes });
+    }
+
+    fn on_sync_ack(&mut self, from: NodeId, ack: SyncAck, after: AfterAck) {
+        let mut clean = true;
+        for (k, v) in ack.versions {
+            if self.merge_remote(k, v).is_rejected() {
+                clean = false;
+            }
+        }
+        if ack.complete && clean && after.adopt.iter().all(|(_, r)| r.max() <= MAX_REMOTE_SEQ) {
+            self.counters.dropped_obsolete += self.state.drop_versions(&after.doomed) as u64;
+            self.state.union_knowledge(&after.adopt);
+        } else {
+            // More to fetch: go again as soon as the rate limit allows.
+            self.sync.last_sync_with.remove(&from);
+            self.sync.wanted.insert(from);
+        }
+        self.counters.syncs_completed += 1;
+        self.sync.last_converged.insert(from, self.now_ms);
+    }
+
+    /// The answer to a sync request; `None` (nothing sent) if malformed.
+    fn build_response(&mut self, req: &SyncRequest) -> Option<SyncResponse> {
+        let n = req.knowledge.buckets.0.len();
+        if !valid_knowledge_bucket_count(n) {
+            self.reject(RejectReason::BadKnowledgeBuckets);
+            return None;
+        }
+        // Our knowledge: hashes, and ranges where they differ.
+        let mine = self.state.knowledge().bucket_hashes(n);
+        let differing_k: Vec<bool> = mine
+            .iter()
+            .zip(&req.knowledge.buckets.0)
+            .map(|(a, b)| a != b)
+            .collect();
+        let knowledge = KnowledgeSummary {
+            shipped: (0..n as u16).filter(|b| differing_k[*b as usize]).collect(),
+            ranges: self.state.knowledge().restricted(&differing_k),
+            buckets: Hashes(mine),
+        };
+        let buckets = self.state.bucket_hashes().to_vec();
+        let differing: Vec<u16> = if req.buckets.0.len() == BUCKETS {
+            buckets
+                .iter()
+                .zip(req.buckets.0.iter())
+                .enumerate()
+                .filter(|(_, (a, b))| a != b)
+                .map(|(i, _)| i as u16)
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Members: only the records of the buckets that differ. A request
+        // without valid buckets gets every record.
+        let (members, member_buckets) = if req.members_hash == self.members.hash() {
+            (Vec::new(), Vec::new())
+        } else {
+            let n = req.member_buckets.0.len();
+            if valid_member_bucket_count(n) {
+                let mine = self.members.bucket_hashes(n);
+                let differing: Vec<bool> = mine
+                    .iter()
+                    .zip(&req.member_buckets.0)
+                    .map(|(a, b)| a != b)
+                    .collect();
+                (self.members.in_buckets(n, &differing), mine)
+            } else {
+                (self.members(), Vec::new())
+            }
+        };
+        Some(SyncResponse {
+            knowledge,
+            manifest: self.state.manifest(&differing),
+            buckets: Hashes(buckets),
+            members,
+            member_buckets: Hashes(member_buckets),
+        })
+    }
+    pub(super) fn expire_syncs(&mut self) {
+        let now = self.now_ms;
+        let timeout = self.cfg.sync_timeout_ms;
+        let expired: Vec<u64> = self
+            .sync
+            .inflight
+            .iter()
+            .filter(|(_, s)| now.saturating_sub(s.started_ms) > timeout)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.sync.inflight.remove(&id);
+            self.counters.syncs_failed += 1;
+        }
+    }
+
+    fn sync_allowed(&self, peer: NodeId) -> bool {
+        if self.sync.inflight.values().any(|s| s.peer == peer) {
+            return false;
+        }
+        match self.sync.last_sync_with.get(&peer) {
+            Some(t) => self.now_ms.saturating_sub(*t) >= self.cfg.sync_min_interval_ms,
+            None => true,
+        }
+    }
+
+    /// Start a sync with the latest peer whose heartbeat digest differed,
+    /// at most once per `sync_min_interval_ms` for the whole node. At
+    /// hundreds of nodes a node hears tens of heartbeats a second and, with
+    /// writes in flight, a good share of their digests differ for a few
+    /// milliseconds only: one sync per interval repairs real divergence as
+    /// fast (any peer that differs will do), while a sync per mismatching
+    /// peer kept every node syncing back to back (found by the simulator).
+    pub(super) fn try_digest_sync(&mut self) {
+        let Some(peer) = self.sync.digest_sync else {
+            return;
+        };
+        if self.left {
+            self.sync.digest_sync = None;
+            return;
+        }
+        let recent = self
+            .sync
+            .last_digest_sync_ms
+            .is_some_and(|t| self.now_ms.saturating_sub(t) < self.cfg.sync_min_interval_ms);
+        if recent || self.sync.inflight.len() >= self.cfg.max_inflight_syncs || !self.sync_allowed(peer) {
+            return;
+        }
+        self.sync.digest_sync = None;
+        self.sync.wanted.remove(&peer);
+        self.sync.last_digest_sync_ms = Some(self.now_ms);
+        self.start_sync(peer);
+    }
+
+    pub(super) fn want_sync(&mut self, peer: NodeId) {
+        if peer == self.me || self.left {
+            return;
+        }
+        if self.sync.inflight.len() >= self.cfg.max_inflight_syncs || !self.sync_allowed(peer) {
+            self.sync.wanted.insert(peer);
+            return;
+        }
+        self.start_sync(peer);
+    }
+
+    fn start_sync(&mut self, peer: NodeId) {
+        let knowledge = self.state.knowledge();
+        let req = SyncRequest {
+            knowledge: KnowledgeSummary {
+                buckets: Hashes(knowledge.bucket_hashes(knowledge_bucket_count(knowledge.origins()))),
+                shipped: Vec::new(),
+                ranges: Knowledge::new(),
+            },
+            buckets: Hashes(self.state.bucket_hashes().to_vec()),
+            members_hash: self.members.hash(),
+            member_buckets: Hashes(
+                self.members
+                    .bucket_hashes(member_bucket_count(self.members.len())),
+            ),
+        };
+        let bytes = self.encode(&Message::SyncRequest(req));
+        let id = self.sync.next_request_id();
+        self.sync.inflight.insert(
+            id,
+            InflightSync {
+                peer,
+                started_ms: self.now_ms,
+                phase: SyncPhase::Pull,
+            },
+        );
+        self.sync.last_sync_with.insert(peer, self.now_ms);
+        self.counters.syncs_started += 1;
+        self.out.push(Action::SendRequest { to: peer, id, bytes });
+    }
+}
+
+/// The rejection for a knowledge summary [`PeerKnowledge::new`] refused; it
+/// refuses only a bad bucket layout.
+fn knowledge_rejection(reason: &'static str) -> RejectReason {
+    debug_assert_eq!(reason, RejectReason::BadKnowledgeBuckets.as_str());
+    RejectReason::BadKnowledgeBuckets
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+    use crate::core::ids::{Key, Namespace};
+    use crate::core::membership::NodeInfo;
+    use crate::core::wire;
+    use crate::core::Command;
+    use crate::core::Input;
+
+    const T0: u64 = 1_000_000;
+
+    fn engine(index: u64) -> Engine {
+        Engine::new(
+            Config::default(),
+            NodeId::from_index(index),
+            NodeInfo::default(),
+            T0,
+            index,
+            None,
+        )
+        .expect("default config is valid")
+    }
+
+    fn put(e: &mut Engine, now: u64, key: &str, value: &str) {
+        let actions = e.handle(
+            now,
+            Input::Command {
+                id: 1,
+                command: Command::Put {
+                    namespace: Namespace::new("app").expect("valid namespace"),
+                    key: Key::new(key).expect("valid key"),
+                    value: value.as_bytes().to_vec(),
+                    expect: None,
+                },
+            },
+        );
+        assert!(matches!(actions.first(), Some(Action::Persist(_))));
+    }
+
+    fn read(e: &Engine, key: &str) -> Option<Vec<u8>> {
+        e.kv_get(
+            &Namespace::new("app").expect("valid namespace"),
+            &Key::new(key).expect("valid key"),
+        )
+        .map(|entry| entry.value)
+    }
+
+    /// The one request among `actions`: `(to, id, bytes)`.
+    fn request(actions: Vec<Action>) -> (NodeId, u64, Vec<u8>) {
+        let mut requests: Vec<_> = actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::SendRequest { to, id, bytes } => Some((to, id, bytes)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(requests.len(), 1, "exactly one request");
+        requests.pop().expect("one request")
+    }
+
+    /// The one response among `actions`.
+    fn response(actions: Vec<Action>) -> Vec<u8> {
+        let mut responses: Vec<_> = actions
+            .into_iter()
+            .filter_map(|a| match a {
+                Action::Respond { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(responses.len(), 1, "exactly one response");
+        responses.pop().expect("one response")
+    }
+
+    fn decode(e: &Engine, bytes: &[u8]) -> Message {
+        wire::decode(bytes, e.cluster_id, e.cfg.max_message_bytes).expect("the engine encodes valid messages")
+    }
+
+    /// Carry one sync round trip from `requester` to `responder` and back;
+    /// returns the requester's actions.
+    fn round_trip(
+        requester: &mut Engine,
+        responder: &mut Engine,
+        now: u64,
+        req: (NodeId, u64, Vec<u8>),
+    ) -> Vec<Action> {
+        let (to, id, bytes) = req;
+        assert_eq!(to, responder.node_id());
+        let from = requester.node_id();
+        let answer = response(responder.handle(now, Input::Request { from, id: 77, bytes }));
+        requester.handle(
+            now,
+            Input::Response {
+                from: to,
+                id,
+                bytes: answer,
+            },
+        )
+    }
+
+    #[test]
+    fn a_sync_with_a_peer_that_holds_more_brings_back_the_missing_versions() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        put(&mut a, T0, "k", "v");
+        assert_ne!(a.digest(), b.digest());
+        b.want_sync(a.node_id());
+        let (to, id, bytes) = request(b.flush());
+        assert_eq!(b.inflight_syncs(), 1);
+        // Pull: A's answer lists the dot B lacks in the bucket that differs.
+        let answer = response(a.handle(
+            T0 + 1,
+            Input::Request {
+                from: b.node_id(),
+                id: 5,
+                bytes,
+            },
+        ));
+        let Message::SyncResponse(resp) = decode(&a, &answer) else {
+            panic!("a sync request is answered by a sync response");
+        };
+        let listed: Vec<Dot> = resp.manifest.values().flatten().copied().collect();
+        let (_, written) = a.state().iter().next().expect("A holds its write");
+        assert_eq!(listed, vec![written.winner().expect("live").dot]);
+        // Push: B answers with its half; A's ack carries the missing version.
+        let push = request(b.handle(
+            T0 + 2,
+            Input::Response {
+                from: to,
+                id,
+                bytes: answer,
+            },
+        ));
+        let ack = response(a.handle(
+            T0 + 3,
+            Input::Request {
+                from: b.node_id(),
+                id: 6,
+                bytes: push.2,
+            },
+        ));
+        let Message::SyncAck(ack_msg) = decode(&a, &ack) else {
+            panic!("a push is answered by an ack");
+        };
+        assert_eq!(ack_msg.versions.len(), 1);
+        assert!(ack_msg.complete);
+        let after = b.handle(
+            T0 + 4,
+            Input::Response {
+                from: a.node_id(),
+                id: push.1,
+                bytes: ack,
+            },
+        );
+        assert!(after.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
+        assert_eq!(read(&b, "k").as_deref(), Some(&b"v"[..]));
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(b.inflight_syncs(), 0);
+        assert_eq!(b.counters.syncs_completed, 1);
+        assert_eq!(b.last_converged().get(&a.node_id()), Some(&(T0 + 4)));
+    }
+
+    #[test]
+    fn a_sync_between_equal_nodes_ends_after_the_pull() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        put(&mut a, T0, "k", "v");
+        // A first exchange brings B the write and each the other's record.
+        b.want_sync(a.node_id());
+        let req = request(b.flush());
+        let push = request(round_trip(&mut b, &mut a, T0 + 1, req));
+        round_trip(&mut b, &mut a, T0 + 2, push);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.members_hash(), b.members_hash());
+        // The next one finds nothing to push.
+        let later = T0 + 2 + a.cfg.sync_min_interval_ms;
+        b.now_ms = later;
+        b.want_sync(a.node_id());
+        let req = request(b.flush());
+        let after = round_trip(&mut b, &mut a, later, req);
+        assert!(
+            after.iter().all(|act| !matches!(act, Action::SendRequest { .. })),
+            "no push: {after:?}"
+        );
+        assert_eq!(b.counters.syncs_completed, 2);
+        assert_eq!(b.inflight_syncs(), 0);
+    }
+
+    #[test]
+    fn a_response_to_no_sync_in_flight_is_rejected_and_counted() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        b.want_sync(a.node_id());
+        let (_, _, bytes) = request(b.flush());
+        let answer = response(a.handle(
+            T0,
+            Input::Request {
+                from: b.node_id(),
+                id: 1,
+                bytes,
+            },
+        ));
+        let digest = b.digest();
+        let actions = b.handle(
+            T0 + 1,
+            Input::Response {
+                from: a.node_id(),
+                id: 999,
+                bytes: answer,
+            },
+        );
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(
+            b.counters.rejected.get(&RejectReason::UnexpectedResponse),
+            Some(&1)
+        );
+        assert_eq!(b.digest(), digest);
+        assert_eq!(b.inflight_syncs(), 1, "the real sync still waits for its answer");
+    }
+
+    #[test]
+    fn a_response_from_another_peer_than_the_one_asked_is_rejected() {
+        let (mut a, mut b, c) = (engine(1), engine(2), engine(3));
+        b.want_sync(a.node_id());
+        let (_, id, bytes) = request(b.flush());
+        let answer = response(a.handle(
+            T0,
+            Input::Request {
+                from: b.node_id(),
+                id: 1,
+                bytes,
+            },
+        ));
+        let actions = b.handle(
+            T0 + 1,
+            Input::Response {
+                from: c.node_id(),
+                id,
+                bytes: answer,
+            },
+        );
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(b.counters.rejected.get("response_from_wrong_peer"), Some(&1));
+        assert!(
+            b.members().iter().all(|m| m.node != a.node_id()),
+            "nothing of it merged"
+        );
+    }
+
+    #[test]
+    fn a_sync_without_an_answer_fails_once_the_sync_timeout_has_passed() {
+        let (a, mut b) = (engine(1), engine(2));
+        b.want_sync(a.node_id());
+        request(b.flush());
+        let timeout = b.cfg.sync_timeout_ms;
+        let mut now = T0;
+        while now <= T0 + timeout {
+            b.handle(now, Input::Tick);
+            assert_eq!(b.inflight_syncs(), 1, "still waiting at {}", now - T0);
+            now += 100;
+        }
+        // The next housekeeping check after the timeout gives up.
+        let check = b.timers.get(Timer::Check).expect("armed");
+        b.handle(check.max(now), Input::Tick);
+        assert_eq!(b.inflight_syncs(), 0);
+        assert_eq!(b.counters.syncs_failed, 1);
+    }
+
+    #[test]
+    fn a_failed_request_fails_the_sync_and_retries_the_peer_after_the_interval() {
+        let (a, mut b) = (engine(1), engine(2));
+        b.want_sync(a.node_id());
+        let (_, id, _) = request(b.flush());
+        b.handle(T0 + 1, Input::RequestFailed { id });
+        assert_eq!(b.counters.syncs_failed, 1);
+        assert_eq!(b.inflight_syncs(), 0);
+        // Not again before the per-peer interval...
+        let quick = b.handle(T0 + 2, Input::Tick);
+        assert!(quick.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
+        // ...then at once.
+        let later = b.handle(T0 + b.cfg.sync_min_interval_ms, Input::Tick);
+        let (to, _, bytes) = request(later);
+        assert_eq!(to, a.node_id());
+        assert!(matches!(decode(&b, &bytes), Message::SyncRequest(_)));
+    }
+
+    #[test]
+    fn heartbeat_mismatches_start_at_most_one_sync_per_interval_for_the_whole_node() {
+        let (mut a, mut c, mut b) = (engine(1), engine(3), engine(2));
+        put(&mut a, T0, "a", "1");
+        put(&mut c, T0, "c", "1");
+        let heartbeat = |e: &mut Engine| {
+            let at = e.timers.get(Timer::Heartbeat).expect("armed");
+            e.handle(at, Input::Tick)
+                .into_iter()
+                .find_map(|act| match act {
+                    Action::Publish { bytes, .. } => Some(bytes),
+                    _ => None,
+                })
+                .expect("a heartbeat is published")
+        };
+        let (hb_a, hb_c) = (heartbeat(&mut a), heartbeat(&mut c));
+        let first = b.handle_gossip(T0 + 300, a.node_id(), &hb_a);
+        assert_eq!(request(first).0, a.node_id());
+        let second = b.handle_gossip(T0 + 310, c.node_id(), &hb_c);
+        assert!(
+            second
+                .iter()
+                .all(|act| !matches!(act, Action::SendRequest { .. })),
+            "a second digest sync waits for the interval"
+        );
+        assert_eq!(b.sync.digest_sync, Some(c.node_id()), "remembered for later");
+        let early = b.handle(T0 + 299 + b.cfg.sync_min_interval_ms, Input::Tick);
+        assert!(early.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
+        let later = b.handle(T0 + 300 + b.cfg.sync_min_interval_ms, Input::Tick);
+        assert_eq!(request(later).0, c.node_id());
+    }
+}

@@ -3,13 +3,11 @@
 //! set on one node is read only by the matching nodes, and promote / abort
 //! converge everywhere.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, loopback_config, Cluster};
 use serde_json::Value;
 use starling::http::{self, HttpLimits, HttpServer};
+use starling::node::testing::{eventually, fast_protocol, loopback_config, Cluster};
 
 /// One blocking HTTP call from a tokio test: `(status, JSON body)`.
 async fn call(method: &'static str, url: String, body: Option<&'static str>) -> (u16, Value) {
@@ -75,7 +73,12 @@ async fn tagged_cluster(name: &str) -> (Cluster, Apis) {
         } else {
             vec![cluster.seed_addr.clone()]
         };
-        let mut cfg = loopback_config(cluster.dirs[i].path(), &format!("n{i}"), name, bootstrap);
+        let mut cfg = loopback_config(
+            cluster.dirs[i].path(),
+            &format!("n{i}"),
+            fast_protocol(name),
+            bootstrap,
+        );
         cfg.tags.insert("region".into(), region.into());
         cluster.node(i).reload(&cfg).await.expect("retag");
         let addr = "127.0.0.1:0".parse().unwrap();

@@ -4,14 +4,12 @@
 
 #![cfg(feature = "node")]
 
-mod common;
-
 use std::time::Duration;
 
-use common::{eventually, key, ns, Cluster};
 use starling::core::{
     HealthStatus, InstanceId, MemberStatus, Namespace, ServiceName, ServiceQuery, ServiceSpec,
 };
+use starling::node::testing::{eventually, fast_protocol, key, loopback_config, ns, Cluster};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -248,7 +246,12 @@ async fn a_killed_node_goes_suspect_then_dead_and_a_graceful_one_goes_left() {
 async fn nodes_of_different_clusters_never_merge_state() {
     let mut a = Cluster::start(2, "cluster-a").await;
     let d = tempfile::tempdir().unwrap();
-    let cfg = common::loopback_config(d.path(), "intruder", "cluster-b", vec![a.seed_addr.clone()]);
+    let cfg = loopback_config(
+        d.path(),
+        "intruder",
+        fast_protocol("cluster-b"),
+        vec![a.seed_addr.clone()],
+    );
     let b = starling::node::Node::start(cfg).await.unwrap();
     b.put(&ns("prod"), &key("x"), b"from b".to_vec()).await.unwrap();
     a.node(0)

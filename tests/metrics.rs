@@ -4,17 +4,14 @@
 //! `prometheus`; a missing promtool fails the test).
 #![allow(clippy::disallowed_methods)] // a test's timeouts read the wall clock
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use starling::http::{self, HttpLimits, HttpServer};
+use starling::node::testing::{fast_protocol, key, loopback_config, ns, Cluster};
 use starling::node::{Node, NodeHandle, WatchFilter};
-
-use common::{key, loopback_config, ns, Cluster};
 
 const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -238,9 +235,14 @@ fn metrics_of_one_node_count_its_writes_state_and_requests_and_pass_promtool() {
     let rt = runtime();
     let dir = tempfile::tempdir().expect("tempdir");
     let (node, server) = rt.block_on(async {
-        let node = Node::start(loopback_config(dir.path(), "solo", "metrics-solo", vec![]))
-            .await
-            .expect("node starts");
+        let node = Node::start(loopback_config(
+            dir.path(),
+            "solo",
+            fast_protocol("metrics-solo"),
+            vec![],
+        ))
+        .await
+        .expect("node starts");
         let server = serve(&node).await;
         (node, server)
     });

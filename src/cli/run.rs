@@ -215,7 +215,7 @@ impl Reloader {
         }
         let outcome = match self.args.to_config() {
             Ok(new) => self.running.reload_changes(&new).map(|changed| (new, changed)),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         let (new, changed) = match outcome {
             Ok(ok) => ok,

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::Config as ProtocolConfig;
+use crate::core::{Config as ProtocolConfig, ConfigError};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +114,29 @@ pub enum NodeConfigError {
     },
 }
 
+/// Why a hot reload was refused. Nothing was applied: the running config
+/// stays in force.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReloadError {
+    /// The new config changes a setting that only takes effect at start.
+    /// Restart the node to apply it, or change the setting back.
+    #[error("config field `{field}` cannot change while running; restart the node to apply it")]
+    RestartOnly {
+        /// The setting, as named in the config file (`listen`,
+        /// `protocol.cluster`...).
+        field: &'static str,
+    },
+    /// The new config cannot be read or is invalid (the error names the
+    /// file or field). Fix it and reload again.
+    #[error(transparent)]
+    Invalid(#[from] NodeConfigError),
+    /// The running engine refused the new protocol settings (the error
+    /// names the field).
+    #[error(transparent)]
+    Protocol(#[from] ConfigError),
+}
+
 impl NodeConfig {
     /// Parse a TOML file.
     pub fn from_file(path: &Path) -> Result<NodeConfig, NodeConfigError> {
@@ -192,13 +215,9 @@ impl NodeConfig {
     /// Reloadable: `log_level`, `name`, `tags`, `bootstrap`,
     /// `http_rate_limit` and the `[protocol]` settings other than
     /// `cluster`, `max_value_bytes` and `watch_log_capacity`.
-    pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, NodeConfigError> {
+    pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let restart = |field: &str| NodeConfigError::Field {
-            field: field.to_string(),
-            reason: "cannot change while running; restart the node to apply it".into(),
-        };
-        let fixed: [(&str, bool); 9] = [
+        let fixed: [(&'static str, bool); 9] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -219,7 +238,7 @@ impl NodeConfig {
             ),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
-            return Err(restart(field));
+            return Err(ReloadError::RestartOnly { field });
         }
         let changed = [
             ("log_level", self.log_level != new.log_level),
@@ -285,16 +304,32 @@ mod tests {
         assert_eq!(changed, ["log_level", "tags", "http_rate_limit", "protocol"]);
         let mut fixed = new.clone();
         fixed.listen = vec!["/ip4/127.0.0.1/tcp/4001".into()];
-        let err = running.reload_changes(&fixed).unwrap_err().to_string();
-        assert!(err.contains("`listen`") && err.contains("restart"), "{err}");
+        let err = running.reload_changes(&fixed).unwrap_err();
+        assert!(
+            matches!(err, ReloadError::RestartOnly { field: "listen" }),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains("`listen`") && text.contains("restart"), "{text}");
         let mut cluster = new.clone();
         cluster.protocol.cluster = "other".into();
-        let err = running.reload_changes(&cluster).unwrap_err().to_string();
-        assert!(err.contains("protocol.cluster"), "{err}");
+        let err = running.reload_changes(&cluster).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReloadError::RestartOnly {
+                    field: "protocol.cluster"
+                }
+            ),
+            "{err:?}"
+        );
         let mut invalid = new;
         invalid.protocol.phi_threshold = 0.0;
-        let err = running.reload_changes(&invalid).unwrap_err().to_string();
-        assert!(err.contains("protocol.phi_threshold"), "{err}");
+        let err = running.reload_changes(&invalid).unwrap_err();
+        assert!(
+            matches!(&err, ReloadError::Invalid(NodeConfigError::Field { field, .. }) if field == "protocol.phi_threshold"),
+            "{err:?}"
+        );
     }
 
     #[test]

@@ -1,81 +1,145 @@
 //! The node's single task: owns the Engine, the Swarm and the Store.
 //!
-//! It turns swarm events and handle requests into engine inputs, and engine
-//! actions into libp2p calls, disk writes and replies. It makes no protocol
-//! decisions. Contract (see `core::engine`): after every input, every action
-//! is executed in order — a `Persist` durably before anything after it — and
-//! the task then sleeps at most until `Engine::poll_timeout`.
+//! It turns swarm events and handle requests into engine inputs and makes
+//! no protocol decisions. The engine executes its own actions through the
+//! driver's [`Runtime`] (`Engine::drive`: persist first; on a failed persist
+//! skip the rest and undo), and the task then sleeps at most until
+//! `Engine::poll_timeout`.
+//!
+//! Imports the leaves `request`, `types`, `watch`, `metrics` and `clock`;
+//! nothing imports it but the module that starts nodes.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p::swarm::SwarmEvent;
 use libp2p::{
-    gossipsub, identify, identity, mdns, multiaddr::Protocol, ping, request_response, Multiaddr, PeerId,
-    Swarm,
+    gossipsub, identify, mdns, multiaddr::Protocol, ping, request_response, Multiaddr, PeerId, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{
-    Action, Command, CommandError, CommandOutput, Engine, Input, MemberStatus, NodeId, NodeInfo, StateKey,
-    Topic, WatchChange, WatchEvent,
+    Action, Command, CommandError, CommandOutput, Engine, Input, MemberStatus, NodeId, NodeInfo,
+    PersistBatch, RequestRefused, Runtime, Topic, WatchEvent,
 };
-use crate::net::{node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames};
+use crate::net::{advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames};
 use crate::store::Store;
 
-use super::handle::{MemberView, Request, WatchError, WatchFilter, WatchItem, WatchStream};
-use super::metrics::{count_watchers, LatencyProbe, NodeMetrics};
+use super::clock::wall_ms;
+use super::metrics::{LatencyProbe, NodeMetrics};
+use super::request::Request;
+use super::types::{DriverView, WatchError};
+use super::watch::{WatchHub, WATCH_QUEUE};
 
-/// Capacity of each watcher's queue; a watcher further behind is dropped.
-pub(crate) const WATCH_QUEUE: usize = 1024;
 /// How often the driver re-dials members it is not connected to.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Driver-side facts a read may need.
-#[derive(Clone, Debug, Default)]
-pub(crate) struct DriverView {
-    pub listen_addrs: Vec<String>,
-    pub connected_peers: usize,
-    /// Open watchers by kind (`kv`, `services`, `members`).
-    pub watchers: BTreeMap<&'static str, usize>,
-}
-
-struct Watcher {
-    filter: WatchFilter,
-    tx: mpsc::Sender<WatchItem>,
-    closed: Arc<Mutex<Option<WatchError>>>,
-}
+type ReplySender = oneshot::Sender<Result<CommandOutput, CommandError>>;
 
 pub(crate) struct Driver {
-    pub engine: Engine,
-    pub swarm: Swarm<Behaviour>,
-    pub store: Store,
-    pub names: ClusterNames,
-    pub rx: mpsc::Receiver<Request>,
-    pub bootstrap: Vec<Multiaddr>,
-    pub view: DriverView,
-    pub info: NodeInfo,
+    engine: Engine,
+    swarm: Swarm<Behaviour>,
+    store: Store,
+    names: ClusterNames,
+    rx: mpsc::Receiver<Request>,
+    bootstrap: Vec<Multiaddr>,
+    view: DriverView,
+    info: NodeInfo,
     next_command: u64,
-    replies: HashMap<u64, oneshot::Sender<Result<CommandOutput, CommandError>>>,
+    replies: HashMap<u64, ReplySender>,
     next_inbound: u64,
     inbound: HashMap<u64, request_response::ResponseChannel<Vec<u8>>>,
     outbound: HashMap<request_response::OutboundRequestId, u64>,
-    watchers: Vec<Watcher>,
+    hub: WatchHub,
     blocked: BTreeSet<PeerId>,
     listen_dirty: bool,
     stopping: Option<oneshot::Sender<()>>,
     latency: LatencyProbe,
+    /// Effects of the input being driven that need to read the engine; run
+    /// in order once it returns.
+    after: Vec<After>,
 }
 
-/// Milliseconds since the Unix epoch: the driver's one clock.
-#[allow(clippy::disallowed_methods)] // the driver is where the clock is read
-pub(crate) fn wall_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// An effect the runtime cannot complete while the engine is driving
+/// (borrowed mutably): a send needs the member's addresses and a watch
+/// event the values it shows, both read from the engine. Replies queue
+/// here too so that watchers and command callers hear in action order.
+enum After {
+    Send {
+        peer: PeerId,
+        to: NodeId,
+        id: u64,
+        bytes: Vec<u8>,
+    },
+    Notify(WatchEvent),
+    Reply {
+        id: u64,
+        result: Result<CommandOutput, CommandError>,
+    },
+}
+
+/// The driver's [`Runtime`]: every part of the driver but the engine.
+struct NodeRuntime<'a> {
+    swarm: &'a mut Swarm<Behaviour>,
+    store: &'a mut Store,
+    names: &'a ClusterNames,
+    inbound: &'a mut HashMap<u64, request_response::ResponseChannel<Vec<u8>>>,
+    blocked: &'a BTreeSet<PeerId>,
+    after: &'a mut Vec<After>,
+}
+
+impl Runtime for NodeRuntime<'_> {
+    fn persist(&mut self, batch: PersistBatch) -> Result<(), String> {
+        self.store.apply(&batch).map_err(|e| {
+            tracing::error!(error = %e, batch = batch.id, "could not persist; undoing the batch");
+            e.to_string()
+        })
+    }
+
+    fn publish(&mut self, topic: Topic, bytes: Vec<u8>) {
+        let t = match topic {
+            Topic::Heartbeat => self.names.heartbeat_topic.clone(),
+            Topic::Delta => self.names.delta_topic.clone(),
+        };
+        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(t, bytes) {
+            // Alone or partitioned: anti-entropy covers it.
+            tracing::debug!(error = %e, "publish not delivered");
+        }
+    }
+
+    fn send_request(&mut self, to: NodeId, id: u64, bytes: Vec<u8>) -> Result<(), RequestRefused> {
+        let Some(peer) = peer_id_of(&to) else {
+            return Err(RequestRefused);
+        };
+        if self.blocked.contains(&peer) {
+            return Err(RequestRefused);
+        }
+        self.after.push(After::Send { peer, to, id, bytes });
+        Ok(())
+    }
+
+    fn respond(&mut self, id: u64, bytes: Vec<u8>) {
+        if let Some(ch) = self.inbound.remove(&id) {
+            let _ = self.swarm.behaviour_mut().sync.send_response(ch, bytes);
+        }
+    }
+
+    fn notify(&mut self, event: WatchEvent) {
+        self.after.push(After::Notify(event));
+    }
+
+    fn reply(&mut self, id: u64, result: Result<CommandOutput, CommandError>) {
+        self.after.push(After::Reply { id, result });
+    }
+
+    fn skipped(&mut self, action: Action) {
+        // Never hold a response channel for an answer that will not come.
+        if let Action::Respond { id, .. } = action {
+            self.inbound.remove(&id);
+        }
+    }
 }
 
 impl Driver {
@@ -103,11 +167,12 @@ impl Driver {
             next_inbound: 1,
             inbound: HashMap::new(),
             outbound: HashMap::new(),
-            watchers: Vec::new(),
+            hub: WatchHub::new(WATCH_QUEUE),
             blocked: BTreeSet::new(),
             listen_dirty: false,
             stopping: None,
             latency,
+            after: Vec::new(),
         }
     }
 
@@ -150,7 +215,7 @@ impl Driver {
                         continue;
                     }
                 }
-                self.close_watchers(WatchError::Stopped);
+                self.hub.close_all(WatchError::Stopped);
                 // Release the data directory (its lock) before saying we
                 // stopped, so the caller can restart on it at once.
                 drop(self);
@@ -160,82 +225,39 @@ impl Driver {
         }
     }
 
-    /// Feed one input and execute its actions (the driver contract).
+    /// Drive one input through the engine (the driver contract), then run
+    /// the effects that needed the engine.
     fn feed(&mut self, input: Input) {
-        let actions = self.engine.handle(wall_ms(), input);
-        self.execute(actions);
-    }
-
-    fn execute(&mut self, actions: Vec<Action>) {
-        let mut iter = actions.into_iter();
-        while let Some(action) = iter.next() {
-            match action {
-                Action::Persist(batch) => {
-                    if let Err(e) = self.store.apply(&batch) {
-                        tracing::error!(error = %e, batch = batch.id, "could not persist; undoing the batch");
-                        // Nothing after an unpersisted batch may run.
-                        let skipped: Vec<Action> = iter.collect();
-                        for a in skipped {
-                            if let Action::Respond { id, .. } = a {
-                                self.inbound.remove(&id);
-                            }
-                        }
-                        let undo = self.engine.handle(
-                            wall_ms(),
-                            Input::PersistFailed {
-                                batch: batch.id,
-                                reason: e.to_string(),
-                            },
-                        );
-                        // The undo itself persists the restored state.
-                        self.execute(undo);
-                        return;
-                    }
+        let mut rt = NodeRuntime {
+            swarm: &mut self.swarm,
+            store: &mut self.store,
+            names: &self.names,
+            inbound: &mut self.inbound,
+            blocked: &self.blocked,
+            after: &mut self.after,
+        };
+        self.engine.drive(wall_ms(), input, &mut rt);
+        for effect in std::mem::take(&mut self.after) {
+            match effect {
+                After::Send { peer, to, id, bytes } => {
+                    let addrs = self.member_addrs(&to);
+                    let kind = crate::core::wire::peek_kind(&bytes);
+                    let rr = self
+                        .swarm
+                        .behaviour_mut()
+                        .sync
+                        .send_request_with_addresses(&peer, bytes, addrs);
+                    self.latency.request_sent(rr, kind);
+                    self.outbound.insert(rr, id);
                 }
-                Action::Publish { topic, bytes } => {
-                    let t = match topic {
-                        Topic::Heartbeat => self.names.heartbeat_topic.clone(),
-                        Topic::Delta => self.names.delta_topic.clone(),
-                    };
-                    if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(t, bytes) {
-                        // Alone or partitioned: anti-entropy covers it.
-                        tracing::debug!(error = %e, "publish not delivered");
-                    }
-                }
-                Action::SendRequest { to, id, bytes } => self.send_request(to, id, bytes),
-                Action::Respond { id, bytes } => {
-                    if let Some(ch) = self.inbound.remove(&id) {
-                        let _ = self.swarm.behaviour_mut().sync.send_response(ch, bytes);
-                    }
-                }
-                Action::Notify(ev) => self.notify(ev),
-                Action::Reply { id, result } => {
+                After::Notify(event) => self.hub.notify(&self.engine, &event),
+                After::Reply { id, result } => {
                     if let Some(tx) = self.replies.remove(&id) {
                         let _ = tx.send(result);
                     }
                 }
             }
         }
-    }
-
-    fn send_request(&mut self, to: NodeId, id: u64, bytes: Vec<u8>) {
-        let Some(peer) = peer_id_of(&to) else {
-            self.feed(Input::RequestFailed { id });
-            return;
-        };
-        if self.blocked.contains(&peer) {
-            self.feed(Input::RequestFailed { id });
-            return;
-        }
-        let addrs = self.member_addrs(&to);
-        let kind = crate::core::wire::peek_kind(&bytes);
-        let rr = self
-            .swarm
-            .behaviour_mut()
-            .sync
-            .send_request_with_addresses(&peer, bytes, addrs);
-        self.latency.request_sent(rr, kind);
-        self.outbound.insert(rr, id);
     }
 
     fn member_addrs(&self, node: &NodeId) -> Vec<Multiaddr> {
@@ -259,15 +281,14 @@ impl Driver {
             }
             Request::Read(job) => {
                 self.view.connected_peers = self.swarm.connected_peers().count();
-                let open = self.watchers.iter().filter(|w| !w.tx.is_closed());
-                self.view.watchers = count_watchers(open.map(|w| &w.filter));
+                self.view.watchers = self.hub.counts();
                 job(&self.engine, &self.view);
             }
             Request::Watch { filter, since, reply } => {
-                let _ = reply.send(self.subscribe(filter, since));
+                let _ = reply.send(self.hub.subscribe(&self.engine, filter, since));
             }
             Request::Reconfigure { config, reply } => {
-                let _ = reply.send(self.engine.reconfigure(config).map_err(|e| e.to_string()));
+                let _ = reply.send(self.engine.reconfigure(config));
             }
             Request::SetBlocked { peers, reply } => {
                 let new: BTreeSet<PeerId> = peers.iter().filter_map(peer_id_of).collect();
@@ -486,14 +507,7 @@ impl Driver {
 
     fn announce_addrs(&mut self) {
         let me = *self.swarm.local_peer_id();
-        let addrs: Vec<String> = self
-            .swarm
-            .listeners()
-            .flat_map(expand_unspecified)
-            .map(|a| a.with(Protocol::P2p(me)).to_string())
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .collect();
+        let addrs = advertised_addrs(self.swarm.listeners(), me);
         if addrs == self.view.listen_addrs {
             return;
         }
@@ -506,219 +520,4 @@ impl Driver {
             command: Command::SetInfo(self.info.clone()),
         });
     }
-
-    fn subscribe(
-        &mut self,
-        filter: WatchFilter,
-        since: Option<u64>,
-    ) -> Result<WatchStream, crate::core::SnapshotRequired> {
-        let start = since.unwrap_or_else(|| self.engine.revision());
-        let backlog = self.engine.watch_since(start)?;
-        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
-        let closed = Arc::new(Mutex::new(None));
-        let mut w = Watcher {
-            filter,
-            tx,
-            closed: closed.clone(),
-        };
-        let mut alive = true;
-        for ev in backlog {
-            if let Some(item) = self.item_for(&w.filter, &ev) {
-                if !deliver(&mut w, item) {
-                    alive = false;
-                    break;
-                }
-            }
-        }
-        if alive {
-            self.watchers.push(w);
-        }
-        Ok(WatchStream {
-            rx,
-            closed,
-            done: false,
-            start_revision: start,
-        })
-    }
-
-    fn notify(&mut self, ev: WatchEvent) {
-        if self.watchers.is_empty() {
-            return;
-        }
-        let mut watchers = std::mem::take(&mut self.watchers);
-        watchers.retain_mut(|w| match self.item_for(&w.filter, &ev) {
-            Some(item) => deliver(w, item),
-            None => !w.tx.is_closed(),
-        });
-        self.watchers = watchers;
-    }
-
-    fn item_for(&self, filter: &WatchFilter, ev: &WatchEvent) -> Option<WatchItem> {
-        match (&ev.change, filter) {
-            (
-                WatchChange::Key {
-                    key: StateKey::Kv { namespace, key },
-                    ..
-                }
-                | WatchChange::Key {
-                    key: StateKey::Canary { namespace, key },
-                    ..
-                },
-                WatchFilter::Kv {
-                    namespace: ns,
-                    prefix,
-                },
-            ) if namespace == ns
-                && key.as_str().starts_with(prefix.as_str())
-                && (matches!(
-                    ev.change,
-                    WatchChange::Key {
-                        key: StateKey::Kv { .. },
-                        ..
-                    }
-                ) || self.engine.canary_affects_me(namespace, key)) =>
-            {
-                let entry = self.engine.kv_get(namespace, key);
-                Some(WatchItem::Kv {
-                    revision: ev.revision,
-                    namespace: namespace.clone(),
-                    key: key.clone(),
-                    siblings: entry.as_ref().map_or(0, |e| e.siblings.len()),
-                    value: entry.as_ref().map(|e| e.value.clone()),
-                    version: entry.map(|e| e.version),
-                })
-            }
-            (
-                WatchChange::Key {
-                    key:
-                        StateKey::Service {
-                            namespace,
-                            service,
-                            instance,
-                        },
-                    ..
-                },
-                WatchFilter::Services {
-                    namespace: ns,
-                    service: svc,
-                },
-            ) if namespace == ns && svc.as_ref().is_none_or(|s| s == service) => {
-                let view = self
-                    .engine
-                    .services(namespace, service, &Default::default())
-                    .into_iter()
-                    .find(|v| &v.instance == instance);
-                Some(WatchItem::Service {
-                    revision: ev.revision,
-                    namespace: namespace.clone(),
-                    service: service.clone(),
-                    instance: instance.clone(),
-                    view,
-                })
-            }
-            (WatchChange::Member { node, .. }, WatchFilter::Members) => {
-                self.engine.member(node).map(|m| WatchItem::Member {
-                    revision: ev.revision,
-                    member: MemberView::of(m),
-                })
-            }
-            _ => None,
-        }
-    }
-
-    fn close_watchers(&mut self, reason: WatchError) {
-        for w in self.watchers.drain(..) {
-            *w.closed.lock().expect("watch close lock is never poisoned") = Some(reason.clone());
-        }
-    }
-}
-
-/// Queue an item; a full queue drops the watcher (with the reason).
-fn deliver(w: &mut Watcher, item: WatchItem) -> bool {
-    match w.tx.try_send(item) {
-        Ok(()) => true,
-        Err(mpsc::error::TrySendError::Full(_)) => {
-            *w.closed.lock().expect("watch close lock is never poisoned") =
-                Some(WatchError::TooSlow(WATCH_QUEUE));
-            tracing::warn!("dropping a slow watcher");
-            false
-        }
-        Err(mpsc::error::TrySendError::Closed(_)) => false,
-    }
-}
-
-/// A listener on 0.0.0.0 is reachable on every local interface address;
-/// advertise loopback too so local clusters work out of the box.
-fn expand_unspecified(addr: &Multiaddr) -> Vec<Multiaddr> {
-    let mut out = Vec::new();
-    let mut iter = addr.iter();
-    match iter.next() {
-        Some(Protocol::Ip4(ip)) if ip.is_unspecified() => {
-            let rest: Vec<Protocol> = iter.collect();
-            let mut ips = vec![std::net::Ipv4Addr::LOCALHOST];
-            ips.extend(local_ipv4s());
-            for ip in ips {
-                let mut a = Multiaddr::empty().with(Protocol::Ip4(ip));
-                for p in &rest {
-                    a.push(p.clone());
-                }
-                out.push(a);
-            }
-        }
-        _ => out.push(addr.clone()),
-    }
-    out
-}
-
-/// Non-loopback IPv4 addresses of this host, read from the routing table
-/// (no extra dependency; best effort).
-fn local_ipv4s() -> Vec<std::net::Ipv4Addr> {
-    let Ok(text) = std::fs::read_to_string("/proc/net/fib_trie") else {
-        return Vec::new();
-    };
-    let mut out = BTreeSet::new();
-    let lines: Vec<&str> = text.lines().collect();
-    for w in lines.windows(2) {
-        if w[1].contains("/32 host LOCAL") {
-            if let Some(ip) = w[0]
-                .split_whitespace()
-                .last()
-                .and_then(|s| s.parse::<std::net::Ipv4Addr>().ok())
-            {
-                if !ip.is_loopback() {
-                    out.insert(ip);
-                }
-            }
-        }
-    }
-    out.into_iter().collect()
-}
-
-/// Build the swarm for `key` with TCP (and QUIC with the `quic` feature).
-pub(crate) fn build_swarm(
-    key: identity::Keypair,
-    names: &ClusterNames,
-    mdns: bool,
-    max_message_bytes: usize,
-    sync_timeout: Duration,
-) -> Result<Swarm<Behaviour>, String> {
-    let builder = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .map_err(|e| format!("tcp transport: {e}"))?;
-    #[cfg(feature = "quic")]
-    let builder = builder.with_quic();
-    let swarm = builder
-        .with_behaviour(|key| {
-            Behaviour::new(key, names, mdns, max_message_bytes, sync_timeout)
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
-        })
-        .map_err(|e| format!("behaviour: {e}"))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(300)))
-        .build();
-    Ok(swarm)
 }

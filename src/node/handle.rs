@@ -1,255 +1,23 @@
-//! The embedding API: a cloneable handle to a running node.
+//! The embedding API: a cloneable handle to a running node. Every method is
+//! a [`Request`] to the driver task and a wait for its answer.
 
 use std::collections::BTreeMap;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{
-    CanaryTarget, CanaryView, Command, CommandError, CommandOutput, Config, Engine, Expect, HealthStatus,
-    Hlc, InstanceId, Key, KvEntry, Member, MemberStatus, Namespace, NodeId, ServiceName, ServiceQuery,
-    ServiceSpec, ServiceView, SnapshotRequired, VersionId, VersionInfo,
+    CanaryTarget, CanaryView, Command, CommandOutput, Config, Engine, Expect, HealthStatus, InstanceId, Key,
+    KvEntry, Namespace, NodeId, ServiceName, ServiceQuery, ServiceSpec, ServiceView, VersionId, VersionInfo,
 };
 use crate::net::display_id;
 
-/// Why a node operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum NodeError {
-    /// The command was refused or failed; see [`CommandError`].
-    #[error(transparent)]
-    Command(#[from] CommandError),
-    /// Resuming a watch from a revision no longer held.
-    #[error(transparent)]
-    SnapshotRequired(#[from] SnapshotRequired),
-    /// The node is shutting down or has stopped.
-    #[error("node stopped")]
-    Stopped,
-    /// Start-up failed (config, storage, network).
-    #[error("{0}")]
-    Startup(String),
-}
-
-/// A write that is now durable on this node.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WriteResult {
-    /// The new version's id.
-    pub version: VersionId,
-    /// Its HLC stamp.
-    pub hlc: Hlc,
-}
-
-/// A member as the API shows it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MemberView {
-    /// libp2p peer id.
-    pub node_id: String,
-    /// Name.
-    pub name: String,
-    /// alive / suspect / dead / left.
-    pub status: MemberStatus,
-    /// Advertised addresses.
-    pub addrs: Vec<String>,
-    /// Tags.
-    pub tags: BTreeMap<String, String>,
-    /// Incarnation.
-    pub incarnation: u64,
-}
-
-impl MemberView {
-    pub(crate) fn of(m: &Member) -> Self {
-        MemberView {
-            node_id: display_id(&m.node),
-            name: m.info.name.clone(),
-            status: m.status,
-            addrs: m.info.addrs.clone(),
-            tags: m.info.tags.clone(),
-            incarnation: m.incarnation,
-        }
-    }
-}
-
-/// The local node's status.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NodeStatus {
-    /// libp2p peer id.
-    pub node_id: String,
-    /// Name.
-    pub name: String,
-    /// Cluster name.
-    pub cluster: String,
-    /// Listen addresses, each ending in `/p2p/<node_id>`.
-    pub listen_addrs: Vec<String>,
-    /// Latest watch revision.
-    pub revision: u64,
-    /// Keys held (including deleted ones awaiting collection).
-    pub keys: u64,
-    /// State digest (equal on converged nodes).
-    pub digest: String,
-    /// Members by status.
-    pub members: BTreeMap<String, usize>,
-    /// Connected peers.
-    pub connected_peers: usize,
-}
-
-/// What a watch follows.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum WatchFilter {
-    /// Config keys of a namespace starting with a prefix.
-    Kv {
-        /// Namespace.
-        namespace: Namespace,
-        /// Key prefix ("" for all).
-        prefix: String,
-    },
-    /// Instances of one service (or every service if `None`).
-    Services {
-        /// Namespace.
-        namespace: Namespace,
-        /// Service.
-        service: Option<ServiceName>,
-    },
-    /// Membership changes.
-    Members,
-}
-
-/// One change delivered to a watcher. Values are read when the event is
-/// delivered, so a replayed event shows the key's value at that moment.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum WatchItem {
-    /// A config key changed.
-    Kv {
-        /// Node-local revision of the change.
-        revision: u64,
-        /// Namespace.
-        namespace: Namespace,
-        /// Key.
-        key: Key,
-        /// The value now (`None` if deleted).
-        value: Option<Vec<u8>>,
-        /// The winning version now.
-        version: Option<VersionInfo>,
-        /// Number of live siblings.
-        siblings: usize,
-    },
-    /// A service instance changed.
-    Service {
-        /// Node-local revision of the change.
-        revision: u64,
-        /// Namespace.
-        namespace: Namespace,
-        /// Service.
-        service: ServiceName,
-        /// Instance.
-        instance: InstanceId,
-        /// The instance now (`None` if deregistered).
-        view: Option<ServiceView>,
-    },
-    /// A member changed.
-    Member {
-        /// Node-local revision of the change.
-        revision: u64,
-        /// The member now.
-        member: MemberView,
-    },
-}
-
-impl WatchItem {
-    /// The revision of the change.
-    pub fn revision(&self) -> u64 {
-        match self {
-            WatchItem::Kv { revision, .. }
-            | WatchItem::Service { revision, .. }
-            | WatchItem::Member { revision, .. } => *revision,
-        }
-    }
-}
-
-/// Why a watch ended.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WatchError {
-    /// The watcher did not keep up; its queue filled and it was dropped.
-    #[error("watcher dropped: fell more than {0} events behind")]
-    TooSlow(usize),
-    /// The node stopped.
-    #[error("node stopped")]
-    Stopped,
-}
-
-/// A stream of [`WatchItem`]s; ends with an error item if the node dropped
-/// the watcher.
-pub struct WatchStream {
-    pub(crate) rx: mpsc::Receiver<WatchItem>,
-    pub(crate) closed: Arc<Mutex<Option<WatchError>>>,
-    pub(crate) done: bool,
-    /// The revision the watch started after.
-    pub start_revision: u64,
-}
-
-impl futures::Stream for WatchStream {
-    type Item = Result<WatchItem, WatchError>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.done {
-            return Poll::Ready(None);
-        }
-        match self.rx.poll_recv(cx) {
-            Poll::Ready(Some(item)) => Poll::Ready(Some(Ok(item))),
-            Poll::Ready(None) => {
-                self.done = true;
-                let reason = self
-                    .closed
-                    .lock()
-                    .expect("watch close lock is never poisoned")
-                    .clone()
-                    .unwrap_or(WatchError::Stopped);
-                Poll::Ready(Some(Err(reason)))
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-type ReadFn = Box<dyn FnOnce(&Engine, &super::driver::DriverView) + Send>;
-
-/// A request to the driver task.
-pub(crate) enum Request {
-    Command {
-        command: Command,
-        reply: oneshot::Sender<Result<CommandOutput, CommandError>>,
-    },
-    Read(ReadFn),
-    Watch {
-        filter: WatchFilter,
-        since: Option<u64>,
-        reply: oneshot::Sender<Result<WatchStream, SnapshotRequired>>,
-    },
-    Reconfigure {
-        config: Config,
-        reply: oneshot::Sender<Result<(), String>>,
-    },
-    SetBlocked {
-        peers: Vec<NodeId>,
-        reply: oneshot::Sender<()>,
-    },
-    Retune {
-        name: String,
-        tags: std::collections::BTreeMap<String, String>,
-        bootstrap: Vec<libp2p::Multiaddr>,
-        reply: oneshot::Sender<()>,
-    },
-    Shutdown {
-        leave: bool,
-        reply: oneshot::Sender<()>,
-    },
-}
+use super::config::{NodeConfig, ReloadError};
+use super::error::NodeError;
+use super::metrics::{MetricsSnapshot, NodeMetrics};
+use super::request::{ReadFn, Request};
+use super::types::{DriverView, MemberView, NodeStatus, WatchFilter, WriteResult};
+use super::watch::WatchStream;
 
 /// A handle to a running node. Cheap to clone; every method is a message to
 /// the node's task and its answer.
@@ -258,7 +26,7 @@ pub struct NodeHandle {
     pub(crate) tx: mpsc::Sender<Request>,
     pub(crate) node: NodeId,
     /// Latency histograms the node's task observes (for `GET /metrics`).
-    pub(crate) metrics: Arc<super::metrics::NodeMetrics>,
+    pub(crate) metrics: Arc<NodeMetrics>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -290,14 +58,14 @@ impl NodeHandle {
     async fn write(&self, command: Command) -> Result<WriteResult, NodeError> {
         match self.command(command).await? {
             CommandOutput::Written { version, hlc } => Ok(WriteResult { version, hlc }),
-            other => Err(NodeError::Startup(format!("unexpected command output {other:?}"))),
+            other => Err(NodeError::UnexpectedOutput(format!("{other:?}"))),
         }
     }
 
     /// Run a read-only closure against the engine on the node's task.
     pub(crate) async fn read<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&Engine, &super::driver::DriverView) -> T + Send + 'static,
+        f: impl FnOnce(&Engine, &DriverView) -> T + Send + 'static,
     ) -> Result<T, NodeError> {
         let (tx, rx) = oneshot::channel();
         let job: ReadFn = Box::new(move |e, v| {
@@ -328,7 +96,7 @@ impl NodeHandle {
     }
 
     /// Compare-and-set: write only if the key's winner is `expect` (or the
-    /// key is absent, for [`Expect::Absent`]); else [`CommandError::Conflict`].
+    /// key is absent, for [`Expect::Absent`]); else [`CommandError::Conflict`](crate::core::CommandError::Conflict).
     pub async fn put_if(
         &self,
         namespace: &Namespace,
@@ -416,7 +184,7 @@ impl NodeHandle {
 
     /// Settle concurrent writes: write the content of the live sibling
     /// `keep` as a new version that supersedes every sibling.
-    /// [`CommandError::NotFound`] if `keep` is not a live version.
+    /// [`CommandError::NotFound`](crate::core::CommandError::NotFound) if `keep` is not a live version.
     pub async fn resolve(
         &self,
         namespace: &Namespace,
@@ -605,17 +373,19 @@ impl NodeHandle {
             .map_err(|_| NodeError::Stopped)?;
         rx.await
             .map_err(|_| NodeError::Stopped)?
-            .map_err(NodeError::Startup)
+            .map_err(|e| NodeError::Reload(ReloadError::Protocol(e)))
     }
 
     /// Apply the reloadable settings of `config` to the running node: the
     /// protocol settings, name, tags and bootstrap peers. Check the change
-    /// first with [`NodeConfig::reload_changes`](super::NodeConfig::reload_changes):
+    /// first with [`NodeConfig::reload_changes`]:
     /// settings that need a restart are ignored here. Log level and HTTP
     /// rate limits belong to the process and the HTTP server; `starling run`
     /// applies those itself.
-    pub async fn reload(&self, config: &super::NodeConfig) -> Result<(), NodeError> {
-        config.validate().map_err(|e| NodeError::Startup(e.to_string()))?;
+    pub async fn reload(&self, config: &NodeConfig) -> Result<(), NodeError> {
+        config
+            .validate()
+            .map_err(|e| NodeError::Reload(ReloadError::Invalid(e)))?;
         self.reconfigure(config.protocol.clone()).await?;
         let (reply, rx) = oneshot::channel();
         let bootstrap = config.bootstrap.iter().filter_map(|a| a.parse().ok()).collect();
@@ -661,5 +431,15 @@ impl NodeHandle {
         }
         let _ = rx.await;
         Ok(())
+    }
+
+    /// Counters and state figures for a metrics scrape.
+    pub(crate) async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, NodeError> {
+        self.read(MetricsSnapshot::read).await
+    }
+
+    /// The latency histograms the node's task observes.
+    pub(crate) fn latency_metrics(&self) -> &Arc<NodeMetrics> {
+        &self.metrics
     }
 }

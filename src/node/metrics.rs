@@ -3,12 +3,12 @@
 //! Two kinds of figures:
 //! - latency histograms ([`NodeMetrics`]), observed on the driver task where
 //!   the events happen ([`LatencyProbe`]) and shared with the HTTP layer
-//!   through the [`NodeHandle`]'s `Arc`;
+//!   through the [`NodeHandle`](super::NodeHandle)'s `Arc`;
 //! - a [`MetricsSnapshot`] of the engine's counters and of the state,
 //!   read on the node's task when a scrape asks for it, like every other
 //!   read.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use libp2p::request_response::OutboundRequestId;
@@ -19,8 +19,8 @@ use crate::core::wire::{self, Message, MessageKind};
 use crate::core::{Counters, Engine, HealthStatus, MemberStatus, NodeId, StateKey};
 use crate::net::display_id;
 
-use super::driver::{wall_ms, DriverView};
-use super::handle::{NodeError, NodeHandle, WatchFilter};
+use super::clock::wall_ms;
+use super::types::DriverView;
 
 /// Most anti-entropy pulls timed at once; past it new ones go untimed.
 const MAX_TIMED_PULLS: usize = 4096;
@@ -156,7 +156,8 @@ pub(crate) struct MetricsSnapshot {
 }
 
 impl MetricsSnapshot {
-    fn read(engine: &Engine, view: &DriverView) -> Self {
+    /// Read the figures from the engine and the driver's facts.
+    pub(crate) fn read(engine: &Engine, view: &DriverView) -> Self {
         let members = engine.members();
         let member_counts = [
             MemberStatus::Alive,
@@ -210,38 +211,6 @@ impl MetricsSnapshot {
             watchers: watchers.to_vec(),
         }
     }
-}
-
-impl NodeHandle {
-    /// Counters and state figures for a metrics scrape.
-    pub(crate) async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, NodeError> {
-        self.read(MetricsSnapshot::read).await
-    }
-
-    /// The latency histograms the node's task observes.
-    pub(crate) fn latency_metrics(&self) -> &Arc<NodeMetrics> {
-        &self.metrics
-    }
-}
-
-/// The kind label of a watch filter.
-pub(crate) fn watch_kind(filter: &WatchFilter) -> &'static str {
-    match filter {
-        WatchFilter::Kv { .. } => "kv",
-        WatchFilter::Services { .. } => "services",
-        WatchFilter::Members => "members",
-    }
-}
-
-/// Open watchers by kind.
-pub(crate) fn count_watchers<'a>(
-    filters: impl Iterator<Item = &'a WatchFilter>,
-) -> BTreeMap<&'static str, usize> {
-    let mut counts = BTreeMap::new();
-    for f in filters {
-        *counts.entry(watch_kind(f)).or_insert(0) += 1;
-    }
-    counts
 }
 
 /// The tail of a node's peer id, for labels.

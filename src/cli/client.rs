@@ -5,11 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use base64::Engine as _;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::Value;
 
 use super::{parse_key_value, table, EXIT_FAILED, EXIT_USAGE};
+use crate::core::HealthStatus;
+use crate::http::api;
 
 /// Most bytes of one answer the client reads (lists can be large).
 const MAX_RESPONSE_BYTES: u64 = 512 << 20;
@@ -328,7 +331,8 @@ struct Answer {
 }
 
 impl Answer {
-    fn json(&self) -> Result<Value, Failure> {
+    /// The body as the API type `T`.
+    fn json<T: DeserializeOwned>(&self) -> Result<T, Failure> {
         serde_json::from_slice(&self.body)
             .map_err(|e| Failure::request(format!("the node answered with invalid JSON: {e}")))
     }
@@ -419,19 +423,14 @@ impl Api {
 
 /// `starling: 404 not_found: key prod/x not found`.
 fn server_error(answer: &Answer) -> Failure {
-    let parsed: Option<Value> = serde_json::from_slice(&answer.body).ok();
+    let parsed: Option<api::ErrorBody> = serde_json::from_slice(&answer.body).ok();
     let message = match parsed {
-        Some(v) if v.get("error").is_some() => {
-            let mut m = format!(
-                "{} {}: {}",
-                answer.status,
-                v["code"].as_str().unwrap_or("error"),
-                v["error"].as_str().unwrap_or("")
-            );
-            if let Some(current) = v.get("current_version") {
+        Some(e) => {
+            let mut m = format!("{} {}: {}", answer.status, e.code, e.error);
+            if let Some(current) = e.current_version {
                 m.push_str(&format!(
                     " (current version: {})",
-                    current.as_str().unwrap_or("none")
+                    current.map_or_else(|| "none".to_string(), |v| v.to_string())
                 ));
             }
             m
@@ -458,11 +457,17 @@ fn encode_path(s: &str) -> String {
     out
 }
 
-fn print_json(v: &Value) {
+/// Print an answer as indented JSON, keys in alphabetical order.
+fn print_json<T: Serialize>(v: &T) {
     println!(
         "{}",
-        serde_json::to_string_pretty(v).expect("a JSON value always serializes")
+        serde_json::to_string_pretty(&json_value(v)).expect("a JSON value always serializes")
     );
+}
+
+/// An API value as a JSON tree (objects sorted by key).
+fn json_value<T: Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).expect("API types are plain data and always serialize")
 }
 
 /// `starling kv ...`.
@@ -518,7 +523,11 @@ pub(crate) fn kv(args: KvArgs) -> ExitCode {
             opts,
         } => {
             let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
-            let body = json!({ "version": version }).to_string().into_bytes();
+            let body = api::VersionRequest {
+                version: Some(version),
+                value: None,
+            };
+            let body = serde_json::to_vec(&body).expect("a request body always serializes");
             api.send(
                 "POST",
                 &format!("{}/rollback", api.url(&["v1", "kv", &namespace, &key])),
@@ -557,35 +566,36 @@ fn canary(command: CanaryCommand) -> Outcome {
         }
         CanaryCommand::Show { namespace, key, opts } => {
             let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
-            let v = match &key {
-                Some(key) => api
-                    .get(&api.url(&["v1", "canary", &namespace, key]), &[])?
-                    .json()?,
-                None => api.get(&api.url(&["v1", "canary", &namespace]), &[])?.json()?,
-            };
-            if opts.json {
-                print_json(&v);
-                return Ok(());
-            }
-            let one = [v.clone()];
-            let list = match key {
-                Some(_) => &one[..],
-                None => v["canaries"].as_array().map_or(&[][..], Vec::as_slice),
+            let list: Vec<api::Canary> = match &key {
+                Some(key) => {
+                    let one: api::Canary = api
+                        .get(&api.url(&["v1", "canary", &namespace, key]), &[])?
+                        .json()?;
+                    if opts.json {
+                        print_json(&one);
+                        return Ok(());
+                    }
+                    vec![one]
+                }
+                None => {
+                    let all: api::CanaryList =
+                        api.get(&api.url(&["v1", "canary", &namespace]), &[])?.json()?;
+                    if opts.json {
+                        print_json(&all);
+                        return Ok(());
+                    }
+                    all.canaries
+                }
             };
             let rows: Vec<Vec<String>> = list
                 .iter()
                 .map(|c| {
                     vec![
-                        c["key"].as_str().unwrap_or("").to_string(),
-                        value_cell(c),
-                        c["target"].as_str().unwrap_or("").to_string(),
-                        if c["active_here"].as_bool() == Some(true) {
-                            "yes"
-                        } else {
-                            "no"
-                        }
-                        .to_string(),
-                        c["version"]["id"].as_str().unwrap_or("").to_string(),
+                        c.key.clone(),
+                        value_cell(&c.content),
+                        c.target.clone(),
+                        if c.active_here { "yes" } else { "no" }.to_string(),
+                        c.version.id.to_string(),
                     ]
                 })
                 .collect();
@@ -628,11 +638,11 @@ fn read_value(value: Option<String>, file: Option<PathBuf>) -> Result<Vec<u8>, F
     }
 }
 
-fn print_written(opts: &ClientOpts, what: &str, v: &Value) {
+fn print_written(opts: &ClientOpts, what: &str, w: &api::WriteResponse) {
     if opts.json {
-        print_json(v);
+        print_json(w);
     } else {
-        println!("{what} {}", v["version"].as_str().unwrap_or("?"));
+        println!("{what} {}", w.version);
     }
 }
 
@@ -650,29 +660,28 @@ fn kv_get(opts: &ClientOpts, ns: &str, key: &str, raw: bool) -> Outcome {
             .and_then(|()| out.flush())
             .map_err(|e| Failure::request(format!("writing the value: {e}")));
     }
-    let v = api.get(&url, &query)?.json()?;
+    let e: api::KvEntry = api.get(&url, &query)?.json()?;
     if opts.json {
-        print_json(&v);
+        print_json(&e);
         return Ok(());
     }
-    let siblings = v["siblings"].as_array().map_or(0, Vec::len);
+    let siblings = e.siblings.len();
     if siblings > 1 {
         eprintln!("starling: {siblings} concurrent versions; showing the winner (see --json)");
     }
-    if v["source"] == "canary" {
+    if e.source == api::Source::Canary {
         eprintln!(
             "starling: this node reads the canary value (target: {}); `kv canary show` for details",
-            v["canary"]["target"].as_str().unwrap_or("?")
+            e.canary.as_ref().map_or("?", |c| c.target.as_str())
         );
     }
     let mut out = std::io::stdout().lock();
-    let bytes = match v["value"].as_str() {
-        Some(text) => text.as_bytes().to_vec(),
-        None => base64::engine::general_purpose::STANDARD
-            .decode(v["value_base64"].as_str().unwrap_or(""))
-            .map_err(|e| Failure::request(format!("bad base64 from the node: {e}")))?,
-    };
-    let newline = !bytes.ends_with(b"\n") && v["value"].is_string();
+    let bytes = e
+        .content
+        .bytes()
+        .map_err(|e| Failure::request(format!("bad base64 from the node: {e}")))?
+        .unwrap_or_default();
+    let newline = !bytes.ends_with(b"\n") && e.content.value.is_some();
     out.write_all(&bytes)
         .and_then(|()| if newline { out.write_all(b"\n") } else { Ok(()) })
         .and_then(|()| out.flush())
@@ -682,7 +691,7 @@ fn kv_get(opts: &ClientOpts, ns: &str, key: &str, raw: bool) -> Outcome {
 fn kv_put(opts: &ClientOpts, ns: &str, key: &str, value: Vec<u8>, cas: Option<String>) -> Outcome {
     let api = Api::new(opts, Some(REQUEST_TIMEOUT));
     let query: Vec<(&str, String)> = cas.into_iter().map(|c| ("cas", c)).collect();
-    let v = api
+    let v: api::WriteResponse = api
         .send(
             "PUT",
             &api.url(&["v1", "kv", ns, key]),
@@ -695,11 +704,11 @@ fn kv_put(opts: &ClientOpts, ns: &str, key: &str, value: Vec<u8>, cas: Option<St
     Ok(())
 }
 
-fn value_cell(v: &Value) -> String {
-    match v["value"].as_str() {
-        Some(text) => table::clip(text, 40),
-        None if v["value_base64"].is_string() => "(binary)".into(),
-        None => "(deleted)".into(),
+fn value_cell(c: &api::Content) -> String {
+    match (&c.value, &c.value_base64) {
+        (Some(text), _) => table::clip(text, 40),
+        (None, Some(_)) => "(binary)".into(),
+        (None, None) => "(deleted)".into(),
     }
 }
 
@@ -707,27 +716,25 @@ fn kv_list(opts: &ClientOpts, ns: &str, prefix: &str, limit: Option<u64>) -> Out
     let api = Api::new(opts, Some(REQUEST_TIMEOUT));
     let mut query = vec![("prefix", prefix.to_string())];
     query.extend(limit.map(|l| ("limit", l.to_string())));
-    let v = api.get(&api.url(&["v1", "kv", ns]), &query)?.json()?;
+    let list: api::KvList = api.get(&api.url(&["v1", "kv", ns]), &query)?.json()?;
     if opts.json {
-        print_json(&v);
+        print_json(&list);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["entries"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = list
+        .entries
         .iter()
         .map(|e| {
             vec![
-                e["key"].as_str().unwrap_or("").to_string(),
-                e["version"]["id"].as_str().unwrap_or("").to_string(),
-                e["version"]["size"].to_string(),
-                value_cell(e),
+                e.key.clone(),
+                e.version.id.to_string(),
+                e.version.size.to_string(),
+                value_cell(&e.content),
             ]
         })
         .collect();
     table::print(&["KEY", "VERSION", "SIZE", "VALUE"], &rows);
-    if v["truncated"].as_bool() == Some(true) {
+    if list.truncated {
         eprintln!("starling: more keys match; raise --limit");
     }
     Ok(())
@@ -735,35 +742,28 @@ fn kv_list(opts: &ClientOpts, ns: &str, prefix: &str, limit: Option<u64>) -> Out
 
 fn kv_history(opts: &ClientOpts, ns: &str, key: &str) -> Outcome {
     let api = Api::new(opts, Some(REQUEST_TIMEOUT));
-    let v = api
+    let history: api::History = api
         .get(&format!("{}/history", api.url(&["v1", "kv", ns, key])), &[])?
         .json()?;
     if opts.json {
-        print_json(&v);
+        print_json(&history);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["versions"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = history
+        .versions
         .iter()
         .map(|e| {
-            let ver = &e["version"];
+            let ver = &e.version;
             vec![
-                ver["id"].as_str().unwrap_or("").to_string(),
-                if e["live"].as_bool() == Some(true) {
-                    "live"
-                } else {
-                    ""
-                }
-                .to_string(),
-                ver["hlc"]["wall_ms"].to_string(),
-                table::clip(ver["origin"].as_str().unwrap_or(""), 16),
-                ver["size"].to_string(),
-                if ver["deleted"].as_bool() == Some(true) {
+                ver.id.to_string(),
+                if e.live { "live" } else { "" }.to_string(),
+                ver.hlc.wall_ms.to_string(),
+                table::clip(&ver.origin, 16),
+                ver.size.to_string(),
+                if ver.deleted {
                     "(deleted)".into()
                 } else {
-                    value_cell(e)
+                    value_cell(&e.content)
                 },
             ]
         })
@@ -817,48 +817,59 @@ fn watch(opts: &ClientOpts, path: &[&str], query: &[(&str, String)]) -> Outcome 
 }
 
 fn print_event(opts: &ClientOpts, event: &str, data: &str) -> Outcome {
-    let v: Value =
-        serde_json::from_str(data).map_err(|e| Failure::request(format!("bad event from the node: {e}")))?;
     if event == "error" {
-        return Err(Failure::request(format!(
-            "watch ended: {}",
-            v["error"].as_str().unwrap_or(data)
-        )));
+        let error: api::ErrorBody = serde_json::from_str(data)
+            .map_err(|e| Failure::request(format!("bad event from the node: {e}")))?;
+        return Err(Failure::request(format!("watch ended: {}", error.error)));
     }
-    let mut out = std::io::stdout().lock();
-    let line = if opts.json {
-        v.to_string()
-    } else {
-        let rev = &v["revision"];
-        match v["type"].as_str() {
-            Some("kv") if v["deleted"].as_bool() == Some(true) => {
-                format!("{rev} delete {}", v["key"].as_str().unwrap_or(""))
-            }
-            Some("kv") => format!(
-                "{rev} put {} = {} ({})",
-                v["key"].as_str().unwrap_or(""),
-                value_cell(&v),
-                v["version"]["id"].as_str().unwrap_or("")
-            ),
-            Some("service") if v["deleted"].as_bool() == Some(true) => format!(
-                "{rev} deregister {}/{}",
-                v["service"].as_str().unwrap_or(""),
-                v["instance"].as_str().unwrap_or("")
-            ),
-            Some("service") => format!(
-                "{rev} {} {}/{} {}:{}",
-                v["view"]["health"].as_str().unwrap_or(""),
-                v["service"].as_str().unwrap_or(""),
-                v["instance"].as_str().unwrap_or(""),
-                v["view"]["address"].as_str().unwrap_or(""),
-                v["view"]["port"]
-            ),
-            _ => v.to_string(),
-        }
+    let line = match serde_json::from_str::<api::WatchEvent>(data) {
+        Ok(change) if opts.json => json_value(&change).to_string(),
+        Ok(change) => event_line(&change),
+        // A kind of change this client does not know: show it as it came.
+        Err(_) => serde_json::from_str::<Value>(data)
+            .map_err(|e| Failure::request(format!("bad event from the node: {e}")))?
+            .to_string(),
     };
+    let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")
         .and_then(|()| out.flush())
         .map_err(|e| Failure::request(format!("writing output: {e}")))
+}
+
+/// One watch event as a line of text.
+fn event_line(change: &api::WatchEvent) -> String {
+    let rev = change.revision();
+    match change {
+        api::WatchEvent::Kv {
+            deleted: true, key, ..
+        } => format!("{rev} delete {key}"),
+        api::WatchEvent::Kv {
+            key,
+            content,
+            version,
+            ..
+        } => format!(
+            "{rev} put {key} = {} ({})",
+            value_cell(content),
+            version.as_ref().map(|v| v.id.to_string()).unwrap_or_default()
+        ),
+        api::WatchEvent::Service {
+            service,
+            instance,
+            view: Some(view),
+            deleted: false,
+            ..
+        } => format!(
+            "{rev} {} {service}/{instance} {}:{}",
+            view.health.as_str(),
+            view.address,
+            view.port
+        ),
+        api::WatchEvent::Service {
+            service, instance, ..
+        } => format!("{rev} deregister {service}/{instance}"),
+        api::WatchEvent::Member { .. } => json_value(change).to_string(),
+    }
 }
 
 /// `starling services ...`.
@@ -877,19 +888,19 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
             opts,
         } => {
             let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
-            let spec = json!({
-                "address": address,
-                "port": port,
-                "tags": tags,
-                "metadata": metadata.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-                "weight": weight,
-                "ttl_ms": ttl_ms,
-            });
+            let spec = api::RegisterRequest {
+                address,
+                port,
+                tags: tags.into_iter().collect(),
+                metadata: metadata.into_iter().collect(),
+                weight,
+                ttl_ms,
+            };
             api.send(
                 "PUT",
                 &api.url(&["v1", "services", &namespace, &service, &instance]),
                 &[],
-                spec.to_string().into_bytes(),
+                serde_json::to_vec(&spec).expect("a request body always serializes"),
                 "application/json",
             )
             .and_then(|a| a.json())
@@ -902,22 +913,31 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
             health,
             opts,
         } => {
+            let health = HealthStatus::parse(&health).ok_or_else(|| {
+                Failure::usage(format!(
+                    "--health must be passing, warning or critical, got {health:?}"
+                ))
+            });
             let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
-            api.send(
-                "PUT",
-                &api.url(&["v1", "services", &namespace, &service, &instance, "heartbeat"]),
-                &[],
-                json!({ "health": health }).to_string().into_bytes(),
-                "application/json",
-            )
-            .and_then(|a| a.json())
-            .map(|v| {
-                if opts.json {
-                    print_json(&v);
-                } else {
-                    println!("{}", v["health"].as_str().unwrap_or("ok"));
-                }
-            })
+            health
+                .and_then(|health| {
+                    let body = api::HeartbeatRequest { health: Some(health) };
+                    api.send(
+                        "PUT",
+                        &api.url(&["v1", "services", &namespace, &service, &instance, "heartbeat"]),
+                        &[],
+                        serde_json::to_vec(&body).expect("a request body always serializes"),
+                        "application/json",
+                    )
+                })
+                .and_then(|a| a.json())
+                .map(|r: api::HeartbeatResponse| {
+                    if opts.json {
+                        print_json(&r);
+                    } else {
+                        println!("{}", r.health.as_str());
+                    }
+                })
         }
         ServicesCommand::List {
             namespace,
@@ -963,12 +983,12 @@ fn services_list(
 ) -> Outcome {
     let api = Api::new(opts, Some(REQUEST_TIMEOUT));
     let Some(service) = service else {
-        let v = api.get(&api.url(&["v1", "services", ns]), &[])?.json()?;
+        let names: api::ServiceNames = api.get(&api.url(&["v1", "services", ns]), &[])?.json()?;
         if opts.json {
-            print_json(&v);
+            print_json(&names);
         } else {
-            for name in v["services"].as_array().map(|a| a.as_slice()).unwrap_or_default() {
-                println!("{}", name.as_str().unwrap_or(""));
+            for name in &names.services {
+                println!("{name}");
             }
         }
         return Ok(());
@@ -977,33 +997,24 @@ fn services_list(
     if healthy {
         query.push(("healthy", "true".into()));
     }
-    let v = api
+    let list: api::ServiceList = api
         .get(&api.url(&["v1", "services", ns, service]), &query)?
         .json()?;
     if opts.json {
-        print_json(&v);
+        print_json(&list);
         return Ok(());
     }
-    let rows: Vec<Vec<String>> = v["instances"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+    let rows: Vec<Vec<String>> = list
+        .instances
         .iter()
         .map(|i| {
-            let tags: Vec<&str> = i["tags"]
-                .as_array()
-                .map(|a| a.as_slice())
-                .unwrap_or_default()
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
             vec![
-                i["instance"].as_str().unwrap_or("").to_string(),
-                format!("{}:{}", i["address"].as_str().unwrap_or(""), i["port"]),
-                i["health"].as_str().unwrap_or("").to_string(),
-                i["weight"].to_string(),
-                tags.join(","),
-                table::clip(i["owner"].as_str().unwrap_or(""), 16),
+                i.instance.clone(),
+                format!("{}:{}", i.address, i.port),
+                i.health.as_str().to_string(),
+                i.weight.to_string(),
+                i.tags.iter().map(String::as_str).collect::<Vec<_>>().join(","),
+                table::clip(&i.owner, 16),
             ]
         })
         .collect();
@@ -1018,30 +1029,20 @@ fn services_list(
 pub(crate) fn members(opts: ClientOpts) -> ExitCode {
     finish((|| {
         let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
-        let v = api.get(&api.url(&["v1", "members"]), &[])?.json()?;
+        let members: Vec<api::Member> = api.get(&api.url(&["v1", "members"]), &[])?.json()?;
         if opts.json {
-            print_json(&v);
+            print_json(&members);
             return Ok(());
         }
-        let rows: Vec<Vec<String>> = v
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
+        let rows: Vec<Vec<String>> = members
             .iter()
             .map(|m| {
-                let tags: Vec<String> = m["tags"]
-                    .as_object()
-                    .map(|o| {
-                        o.iter()
-                            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+                let tags: Vec<String> = m.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
                 vec![
-                    m["name"].as_str().unwrap_or("").to_string(),
-                    m["node_id"].as_str().unwrap_or("").to_string(),
-                    m["status"].as_str().unwrap_or("").to_string(),
-                    m["incarnation"].to_string(),
+                    m.name.clone(),
+                    m.node_id.clone(),
+                    m.status.as_str().to_string(),
+                    m.incarnation.to_string(),
                     tags.join(","),
                 ]
             })
@@ -1055,34 +1056,27 @@ pub(crate) fn members(opts: ClientOpts) -> ExitCode {
 pub(crate) fn status(opts: ClientOpts) -> ExitCode {
     finish((|| {
         let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
-        let v = api.get(&api.url(&["v1", "health"]), &[])?.json()?;
+        let s: api::Status = api.get(&api.url(&["v1", "health"]), &[])?.json()?;
         if opts.json {
-            print_json(&v);
+            print_json(&s);
             return Ok(());
         }
-        let members: Vec<String> = v["members"]
-            .as_object()
-            .map(|o| o.iter().map(|(k, n)| format!("{n} {k}")).collect())
-            .unwrap_or_default();
+        let members: Vec<String> = s.members.iter().map(|(k, n)| format!("{n} {k}")).collect();
         let rows = [
-            ("node id", v["node_id"].as_str().unwrap_or("").to_string()),
-            ("name", v["name"].as_str().unwrap_or("").to_string()),
-            ("cluster", v["cluster"].as_str().unwrap_or("").to_string()),
-            ("revision", v["revision"].to_string()),
-            ("keys", v["keys"].to_string()),
-            ("digest", v["digest"].as_str().unwrap_or("").to_string()),
+            ("node id", s.node_id.clone()),
+            ("name", s.name.clone()),
+            ("cluster", s.cluster.clone()),
+            ("revision", s.revision.to_string()),
+            ("keys", s.keys.to_string()),
+            ("digest", s.digest.clone()),
             ("members", members.join(", ")),
-            ("connected peers", v["connected_peers"].to_string()),
+            ("connected peers", s.connected_peers.to_string()),
         ];
         for (k, val) in rows {
             println!("{k:<16} {val}");
         }
-        for a in v["listen_addrs"]
-            .as_array()
-            .map(|a| a.as_slice())
-            .unwrap_or_default()
-        {
-            println!("{:<16} {}", "listen", a.as_str().unwrap_or(""));
+        for a in &s.listen_addrs {
+            println!("{:<16} {a}", "listen");
         }
         Ok(())
     })())

@@ -13,29 +13,29 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use serde_json::{json, Value};
 
-use super::{body_error, namespace, views, ApiError, App, PathParams, QueryPairs};
+use super::api::{self, WriteResponse};
+use super::{body_error, namespace, ApiError, App, PathParams, QueryPairs};
 use crate::core::{CanaryTarget, Key};
 
 /// `GET /v1/canary/{ns}`.
 pub(crate) async fn list(
     State(app): State<App>,
     PathParams(ns): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::CanaryList>, ApiError> {
     let ns = namespace(&ns)?;
     let canaries = app.node.canaries(&ns).await?;
-    Ok(Json(json!({
-        "namespace": ns.as_str(),
-        "canaries": canaries.iter().map(views::canary).collect::<Vec<_>>(),
-    })))
+    Ok(Json(api::CanaryList {
+        canaries: canaries.iter().map(api::Canary::from).collect(),
+        namespace: ns.as_str().to_string(),
+    }))
 }
 
 /// `GET /v1/canary/{ns}/{*key}`.
 pub(crate) async fn get(
     State(app): State<App>,
     PathParams((ns, key)): PathParams<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::Canary>, ApiError> {
     let ns = namespace(&ns)?;
     let key = Key::new(key)?;
     let canary = app
@@ -43,7 +43,7 @@ pub(crate) async fn get(
         .canary(&ns, &key)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("key {ns}/{key} has no canary")))?;
-    Ok(Json(views::canary(&canary)))
+    Ok(Json((&canary).into()))
 }
 
 /// Parse `?selector=` and `?percent=` into a target.
@@ -75,31 +75,31 @@ pub(crate) async fn put(
     PathParams((ns, key)): PathParams<(String, String)>,
     q: QueryPairs,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteResponse>, ApiError> {
     let ns = namespace(&ns)?;
     let key = Key::new(key)?;
     let target = target(&q)?;
     let value = body.map_err(body_error)?.to_vec();
     let written = app.node.set_canary(&ns, &key, value, target).await?;
-    Ok(Json(views::write_result(&written)))
+    Ok(Json((&written).into()))
 }
 
 /// `DELETE /v1/canary/{ns}/{*key}`: abort.
 pub(crate) async fn delete(
     State(app): State<App>,
     PathParams((ns, key)): PathParams<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteResponse>, ApiError> {
     let ns = namespace(&ns)?;
     let key = Key::new(key)?;
     let written = app.node.abort_canary(&ns, &key).await?;
-    Ok(Json(views::write_result(&written)))
+    Ok(Json((&written).into()))
 }
 
 /// `POST /v1/canary/{ns}/{*key}/promote` and `.../abort`.
 pub(crate) async fn post(
     State(app): State<App>,
     PathParams((ns, raw)): PathParams<(String, String)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteResponse>, ApiError> {
     let ns = namespace(&ns)?;
     let action = ["promote", "abort"].into_iter().find_map(|a| {
         raw.strip_suffix(a)
@@ -119,5 +119,5 @@ pub(crate) async fn post(
         "promote" => app.node.promote_canary(&ns, &key).await?,
         _ => app.node.abort_canary(&ns, &key).await?,
     };
-    Ok(Json(views::write_result(&written)))
+    Ok(Json((&written).into()))
 }

@@ -8,18 +8,18 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::{json, Map, Value};
 
+use super::api::ErrorBody;
 use crate::core::{CommandError, IdError, SnapshotRequired};
 use crate::node::NodeError;
 
-/// A request that failed, with the status and JSON body to answer with.
+/// A request that failed, with the status and JSON body ([`ErrorBody`]) to
+/// answer with.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     status: StatusCode,
-    code: &'static str,
-    message: String,
-    extra: Map<String, Value>,
+    /// Boxed: errors travel in every handler's `Result`.
+    body: Box<ErrorBody>,
 }
 
 impl ApiError {
@@ -27,9 +27,7 @@ impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
-            code,
-            message: message.into(),
-            extra: Map::new(),
+            body: Box::new(ErrorBody::new(code, message)),
         }
     }
 
@@ -43,10 +41,15 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
     }
 
-    /// Add a field to the JSON body.
-    pub fn with(mut self, field: &str, value: Value) -> Self {
-        self.extra.insert(field.to_string(), value);
-        self
+    /// 429: over the per-client rate limit.
+    pub fn rate_limited(limit_per_sec: u32) -> Self {
+        let mut e = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many requests from this address",
+        );
+        e.body.limit_per_sec = Some(limit_per_sec);
+        e
     }
 
     /// The HTTP status.
@@ -55,16 +58,22 @@ impl ApiError {
     }
 
     /// The machine-readable code.
-    pub fn code(&self) -> &'static str {
-        self.code
+    pub fn code(&self) -> &str {
+        &self.body.code
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> &ErrorBody {
+        &self.body
     }
 
     /// The 410 answer to a watch that resumes from a compacted revision.
     pub fn snapshot_required(s: &SnapshotRequired) -> Self {
-        Self::new(StatusCode::GONE, "snapshot_required", s.to_string())
-            .with("current_revision", json!(s.current))
-            .with("oldest_revision", json!(s.oldest))
-            .with("requested_revision", json!(s.requested))
+        let mut e = Self::new(StatusCode::GONE, "snapshot_required", s.to_string());
+        e.body.current_revision = Some(s.current);
+        e.body.oldest_revision = Some(s.oldest);
+        e.body.requested_revision = Some(s.requested);
+        e
     }
 }
 
@@ -83,17 +92,18 @@ impl From<CommandError> for ApiError {
     fn from(e: CommandError) -> Self {
         let message = e.to_string();
         match e {
-            CommandError::Conflict { current } => ApiError::new(StatusCode::CONFLICT, "conflict", message)
-                .with(
-                    "current_version",
-                    current.map_or(Value::Null, |v| json!(v.to_string())),
-                ),
+            CommandError::Conflict { current } => {
+                let mut e = ApiError::new(StatusCode::CONFLICT, "conflict", message);
+                e.body.current_version = Some(current);
+                e
+            }
             CommandError::NotFound => ApiError::not_found(message),
             CommandError::Invalid(_) => ApiError::bad_request("invalid", message),
             CommandError::TooLarge { size, max } => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
-                    .with("size", json!(size))
-                    .with("max", json!(max))
+                let mut e = ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message);
+                e.body.size = Some(u64::try_from(size).unwrap_or(u64::MAX));
+                e.body.max = Some(u64::try_from(max).unwrap_or(u64::MAX));
+                e
             }
             CommandError::NotOwner(_) => ApiError::new(StatusCode::FORBIDDEN, "not_owner", message),
             CommandError::Left => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "left", message),
@@ -126,17 +136,19 @@ impl From<IdError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("error".into(), Value::String(self.message));
-        body.insert("code".into(), Value::String(self.code.into()));
-        body.extend(self.extra);
-        (self.status, Json(Value::Object(body))).into_response()
+        (self.status, Json(*self.body)).into_response()
     }
 }
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.code, self.message)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.body.code,
+            self.body.error
+        )
     }
 }
 

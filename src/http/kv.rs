@@ -9,9 +9,8 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use futures::StreamExt;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
+use super::api::{self, INDEX_HEADER, VERSION_HEADER};
 use super::{body_error, json_body, namespace, views, ApiError, App, PathParams, QueryPairs};
 use crate::core::{Expect, Key, Namespace, VersionId};
 use crate::node::WatchFilter;
@@ -20,8 +19,6 @@ use crate::node::WatchFilter;
 const DEFAULT_LIST_LIMIT: usize = 1000;
 /// How long a blocking query waits when no `wait` is given.
 const DEFAULT_WAIT: Duration = Duration::from_secs(30);
-/// Header carrying the node's revision on lists (the next `index`).
-pub const INDEX_HEADER: &str = "x-starling-index";
 
 /// What a catch-all `/v1/kv/{ns}/{*key}` path addresses.
 enum Target {
@@ -72,13 +69,13 @@ pub(crate) async fn get(
             HeaderValue::from_static("application/octet-stream"),
         );
         headers.insert(
-            "x-starling-version",
+            VERSION_HEADER,
             HeaderValue::from_str(&entry.version.id.to_string())
                 .expect("16 hex digits are a valid header value"),
         );
         return Ok((headers, entry.value).into_response());
     }
-    Ok(Json(views::kv_entry(&entry)).into_response())
+    Ok(Json(api::KvEntry::from(&entry)).into_response())
 }
 
 async fn history(app: &App, ns: &Namespace, key: &Key) -> Result<Response, ApiError> {
@@ -86,15 +83,14 @@ async fn history(app: &App, ns: &Namespace, key: &Key) -> Result<Response, ApiEr
     if versions.is_empty() {
         return Err(ApiError::not_found(format!("key {ns}/{key} has no history")));
     }
-    let versions: Vec<Value> = versions
-        .iter()
-        .map(|(v, bytes, live)| views::history_entry(v, bytes.as_deref(), *live))
-        .collect();
-    Ok(Json(json!({
-        "namespace": ns.as_str(),
-        "key": key.as_str(),
-        "versions": versions,
-    }))
+    Ok(Json(api::History {
+        key: key.as_str().to_string(),
+        namespace: ns.as_str().to_string(),
+        versions: versions
+            .iter()
+            .map(|(v, bytes, live)| views::history_entry(v, bytes.as_deref(), *live))
+            .collect(),
+    })
     .into_response())
 }
 
@@ -121,7 +117,7 @@ pub(crate) async fn put(
     PathParams((ns, key)): PathParams<(String, String)>,
     q: QueryPairs,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::WriteResponse>, ApiError> {
     let ns = namespace(&ns)?;
     let key = Key::new(key)?;
     let expect = expect(&q)?;
@@ -130,7 +126,7 @@ pub(crate) async fn put(
         Some(e) => app.node.put_if(&ns, &key, value, e).await?,
         None => app.node.put(&ns, &key, value).await?,
     };
-    Ok(Json(views::write_result(&written)))
+    Ok(Json((&written).into()))
 }
 
 /// `DELETE /v1/kv/{ns}/{*key}` (`?cas=` as for `PUT`); 404 if absent.
@@ -138,7 +134,7 @@ pub(crate) async fn delete(
     State(app): State<App>,
     PathParams((ns, key)): PathParams<(String, String)>,
     q: QueryPairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::WriteResponse>, ApiError> {
     let ns = namespace(&ns)?;
     let key = Key::new(key)?;
     let written = match expect(&q)? {
@@ -146,17 +142,7 @@ pub(crate) async fn delete(
         // The engine answers NotFound (404) for an absent or deleted key.
         None => app.node.delete(&ns, &key).await?,
     };
-    Ok(Json(views::write_result(&written)))
-}
-
-/// Body of `POST .../rollback` and `POST .../resolve`.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct VersionBody {
-    /// The version to restore / keep.
-    version: Option<String>,
-    /// For `resolve`: a new value (UTF-8) instead of a sibling's.
-    value: Option<String>,
+    Ok(Json((&written).into()))
 }
 
 /// `POST /v1/kv/{ns}/{*key}/rollback` with `{"version": "<16 hex>"}`: write
@@ -166,7 +152,7 @@ pub(crate) async fn post(
     State(app): State<App>,
     PathParams((ns, key)): PathParams<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::WriteResponse>, ApiError> {
     let ns = namespace(&ns)?;
     let (key, action) = match target(&key, &["rollback", "resolve"], false)? {
         Target::Action(key, action) => (key, action),
@@ -178,7 +164,7 @@ pub(crate) async fn post(
             ))
         }
     };
-    let body: Option<VersionBody> = json_body(&body.map_err(body_error)?)?;
+    let body: Option<api::VersionRequest> = json_body(&body.map_err(body_error)?)?;
     let body = body.ok_or_else(|| {
         ApiError::bad_request("invalid_body", "expected a JSON body {\"version\": \"<16 hex>\"}")
     })?;
@@ -212,7 +198,7 @@ pub(crate) async fn post(
             ))
         }
     };
-    Ok(Json(views::write_result(&written)))
+    Ok(Json((&written).into()))
 }
 
 /// Parse a wait such as `30s`, `500ms`, `5m` or `10` (seconds).
@@ -277,13 +263,13 @@ pub(crate) async fn list(
     let mut entries = app.node.list(&ns, &prefix, limit.saturating_add(1)).await?;
     let truncated = entries.len() > limit;
     entries.truncate(limit);
-    let body = json!({
-        "namespace": ns.as_str(),
-        "prefix": prefix,
-        "index": revision,
-        "truncated": truncated,
-        "entries": entries.iter().map(views::kv_entry).collect::<Vec<_>>(),
-    });
+    let body = api::KvList {
+        entries: entries.iter().map(api::KvEntry::from).collect(),
+        index: revision,
+        namespace: ns.as_str().to_string(),
+        prefix,
+        truncated,
+    };
     let mut headers = HeaderMap::new();
     headers.insert(
         INDEX_HEADER,

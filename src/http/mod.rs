@@ -1,6 +1,6 @@
 //! The HTTP API: JSON over axum, server-sent events for watches.
 //!
-//! Every answer is JSON except `GET /v1/kv/{ns}/{key}?raw=true` (the stored
+//! Every answer is JSON (its types are in [`api`]) except `GET /v1/kv/{ns}/{key}?raw=true` (the stored
 //! bytes), the watch streams (`text/event-stream`) and `GET /metrics`
 //! (OpenMetrics text). Errors are
 //! `{"error": "...", "code": "..."}` with a 4xx status for every mistake a
@@ -29,12 +29,13 @@
 //! `/rollback`. To read a key whose last segment really is `history`, add
 //! `?literal=true`; `?history=true` asks for a key's history explicitly.
 
+pub mod api;
 mod canary;
 mod error;
 mod kv;
 mod metrics;
 mod services;
-pub mod views;
+mod views;
 mod watch;
 
 use std::collections::HashMap;
@@ -51,10 +52,9 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
 
 use crate::core::Namespace;
-use crate::node::{MemberView, NodeConfig, NodeHandle};
+use crate::node::{NodeConfig, NodeHandle};
 
 pub use error::ApiError;
 
@@ -219,13 +219,14 @@ pub async fn serve(node: NodeHandle, addr: SocketAddr, limits: HttpLimits) -> st
     })
 }
 
-async fn health(State(app): State<App>) -> Result<Json<Value>, ApiError> {
+async fn health(State(app): State<App>) -> Result<Json<api::Status>, ApiError> {
     let status = app.node.status().await?;
-    Ok(Json(views::status(&status)))
+    Ok(Json((&status).into()))
 }
 
-async fn members(State(app): State<App>) -> Result<Json<Vec<MemberView>>, ApiError> {
-    Ok(Json(app.node.members().await?))
+async fn members(State(app): State<App>) -> Result<Json<Vec<api::Member>>, ApiError> {
+    let members = app.node.members().await?;
+    Ok(Json(members.iter().map(api::Member::from).collect()))
 }
 
 async fn not_found() -> ApiError {
@@ -407,13 +408,7 @@ async fn rate_limit(rate: Arc<RateLimiter>, req: Request, next: Next) -> Respons
         .map(|c| c.0.ip());
     if let Some(ip) = ip {
         if !rate.allow(ip) {
-            return ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many requests from this address",
-            )
-            .with("limit_per_sec", json!(rate.limit()))
-            .into_response();
+            return ApiError::rate_limited(rate.limit()).into_response();
         }
     }
     next.run(req).await

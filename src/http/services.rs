@@ -6,11 +6,10 @@ use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
 use axum::Json;
-use serde::Deserialize;
-use serde_json::{json, Value};
 
-use super::{body_error, json_body, namespace, views, ApiError, App, PathParams, QueryPairs};
-use crate::core::{HealthStatus, InstanceId, ServiceName, ServiceQuery, ServiceSpec};
+use super::api::{self, WriteResponse};
+use super::{body_error, json_body, namespace, ApiError, App, PathParams, QueryPairs};
+use crate::core::{HealthStatus, InstanceId, ServiceName, ServiceQuery};
 
 type InstancePath = PathParams<(String, String, String)>;
 
@@ -28,13 +27,13 @@ fn parse_instance(
 pub(crate) async fn names(
     State(app): State<App>,
     PathParams(ns): PathParams<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::ServiceNames>, ApiError> {
     let ns = namespace(&ns)?;
     let names = app.node.service_names(&ns).await?;
-    Ok(Json(json!({
-        "namespace": ns.as_str(),
-        "services": names.iter().map(|n| n.as_str()).collect::<Vec<_>>(),
-    })))
+    Ok(Json(api::ServiceNames {
+        namespace: ns.as_str().to_string(),
+        services: names.iter().map(|n| n.as_str().to_string()).collect(),
+    }))
 }
 
 /// `GET /v1/services/{ns}/{service}?tag=T&tag=U&healthy=true`: instances
@@ -43,7 +42,7 @@ pub(crate) async fn list(
     State(app): State<App>,
     PathParams((ns, service)): PathParams<(String, String)>,
     q: QueryPairs,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::ServiceList>, ApiError> {
     let ns = namespace(&ns)?;
     let service = ServiceName::new(service)?;
     let query = ServiceQuery {
@@ -51,21 +50,22 @@ pub(crate) async fn list(
         healthy_only: q.flag("healthy")?,
     };
     let instances = app.node.services(&ns, &service, query).await?;
-    Ok(Json(json!({
-        "namespace": ns.as_str(),
-        "service": service.as_str(),
-        "instances": instances.iter().map(views::service).collect::<Vec<_>>(),
-    })))
+    Ok(Json(api::ServiceList {
+        instances: instances.iter().map(api::ServiceInstance::from).collect(),
+        namespace: ns.as_str().to_string(),
+        service: service.as_str().to_string(),
+    }))
 }
 
-/// `PUT /v1/services/{ns}/{service}/{instance}` with a JSON [`ServiceSpec`].
+/// `PUT /v1/services/{ns}/{service}/{instance}` with a JSON
+/// [`api::RegisterRequest`].
 pub(crate) async fn register(
     State(app): State<App>,
     PathParams(path): InstancePath,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteResponse>, ApiError> {
     let (ns, service, instance) = parse_instance(path)?;
-    let spec: Option<ServiceSpec> = json_body(&body.map_err(body_error)?)?;
+    let spec: Option<api::RegisterRequest> = json_body(&body.map_err(body_error)?)?;
     let spec = spec.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_body",
@@ -75,14 +75,7 @@ pub(crate) async fn register(
     spec.validate()
         .map_err(|e| ApiError::bad_request("invalid_spec", e))?;
     let written = app.node.register_service(&ns, &service, &instance, spec).await?;
-    Ok(Json(views::write_result(&written)))
-}
-
-/// Body of a heartbeat.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeartbeatBody {
-    health: Option<HealthStatus>,
+    Ok(Json((&written).into()))
 }
 
 /// `PUT /v1/services/{ns}/{service}/{instance}/heartbeat`, optionally with
@@ -91,28 +84,28 @@ pub(crate) async fn heartbeat(
     State(app): State<App>,
     PathParams(path): InstancePath,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<api::HeartbeatResponse>, ApiError> {
     let (ns, service, instance) = parse_instance(path)?;
-    let body: Option<HeartbeatBody> = json_body(&body.map_err(body_error)?)?;
+    let body: Option<api::HeartbeatRequest> = json_body(&body.map_err(body_error)?)?;
     let health = body.and_then(|b| b.health);
     app.node
         .heartbeat_service(&ns, &service, &instance, health)
         .await?;
-    Ok(Json(json!({
-        "namespace": ns.as_str(),
-        "service": service.as_str(),
-        "instance": instance.as_str(),
-        "health": health.unwrap_or(HealthStatus::Passing).as_str(),
-    })))
+    Ok(Json(api::HeartbeatResponse {
+        health: health.unwrap_or(HealthStatus::Passing),
+        instance: instance.as_str().to_string(),
+        namespace: ns.as_str().to_string(),
+        service: service.as_str().to_string(),
+    }))
 }
 
 /// `DELETE /v1/services/{ns}/{service}/{instance}`; 404 if not registered.
 pub(crate) async fn deregister(
     State(app): State<App>,
     PathParams(path): InstancePath,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<WriteResponse>, ApiError> {
     let (ns, service, instance) = parse_instance(path)?;
     // The engine answers NotFound (404) for an unknown instance.
     let written = app.node.deregister_service(&ns, &service, &instance).await?;
-    Ok(Json(views::write_result(&written)))
+    Ok(Json((&written).into()))
 }

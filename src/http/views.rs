@@ -1,178 +1,209 @@
-//! JSON shapes of the HTTP API.
+//! The server side of the schema: the node's values as [`api`] types.
 //!
-//! The core's types serialize for the wire (node ids as bytes, version ids as
-//! numbers); the API shows them the way people and scripts quote them back:
-//! version ids as 16 hex digits, origins as libp2p peer ids, values as a
-//! UTF-8 string when they are one and always as base64.
+//! The core's types serialize for the peer-to-peer wire (node ids as bytes,
+//! version ids as numbers); the API shows them the way people and scripts
+//! quote them back: version ids as 16 hex digits, origins as libp2p peer
+//! ids, values as a UTF-8 string when they are one and always as base64.
 
-use base64::Engine as _;
-use serde_json::{json, Value};
-
+use super::api;
 use crate::core::{CanaryView, Hlc, KvEntry, ServiceView, VersionInfo};
 use crate::net::display_id;
-use crate::node::{NodeStatus, WatchItem, WriteResult};
+use crate::node::{MemberView, NodeStatus, WatchItem, WriteResult};
 
-/// `{"wall_ms", "logical"}`.
-pub fn hlc(h: &Hlc) -> Value {
-    json!({ "wall_ms": h.wall_ms, "logical": h.logical })
+/// A count as it goes on the wire.
+fn count(n: usize) -> u64 {
+    u64::try_from(n).unwrap_or(u64::MAX)
 }
 
-/// A version as clients see it.
-pub fn version(v: &VersionInfo) -> Value {
-    json!({
-        "id": v.id.to_string(),
-        "hlc": hlc(&v.hlc),
-        "origin": display_id(&v.origin),
-        "seq": v.seq,
-        "checksum": format!("{:016x}", v.checksum),
-        "size": v.size,
-        "deleted": v.deleted,
-    })
-}
-
-/// The answer to a write: `{"version", "hlc"}`.
-pub fn write_result(w: &WriteResult) -> Value {
-    json!({ "version": w.version.to_string(), "hlc": hlc(&w.hlc) })
-}
-
-/// Put `value` (the UTF-8 text or null) and `value_base64` into `obj`.
-fn value_fields(obj: &mut serde_json::Map<String, Value>, value: Option<&[u8]>) {
-    let (text, b64) = match value {
-        Some(bytes) => (
-            std::str::from_utf8(bytes)
-                .ok()
-                .map_or(Value::Null, |s| Value::String(s.to_string())),
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
-        ),
-        None => (Value::Null, Value::Null),
-    };
-    obj.insert("value".into(), text);
-    obj.insert("value_base64".into(), b64);
-}
-
-/// A key as read: winner, version and every live sibling.
-pub fn kv_entry(e: &KvEntry) -> Value {
-    let mut obj = serde_json::Map::new();
-    obj.insert("namespace".into(), json!(e.namespace.as_str()));
-    obj.insert("key".into(), json!(e.key.as_str()));
-    value_fields(&mut obj, Some(&e.value));
-    obj.insert("version".into(), version(&e.version));
-    let siblings = e
-        .siblings
-        .iter()
-        .map(|(v, bytes)| {
-            let mut s = serde_json::Map::new();
-            s.insert("version".into(), version(v));
-            value_fields(&mut s, bytes.as_deref());
-            Value::Object(s)
-        })
-        .collect();
-    obj.insert("siblings".into(), Value::Array(siblings));
-    obj.insert(
-        "source".into(),
-        json!(if e.served_from_canary() {
-            "canary"
-        } else {
-            "stable"
-        }),
-    );
-    if let Some(c) = &e.canary {
-        obj.insert("canary".into(), canary(c));
-    }
-    Value::Object(obj)
-}
-
-/// A running canary as this node sees it.
-pub fn canary(c: &CanaryView) -> Value {
-    let mut obj = serde_json::Map::new();
-    obj.insert("namespace".into(), json!(c.namespace.as_str()));
-    obj.insert("key".into(), json!(c.key.as_str()));
-    value_fields(&mut obj, Some(&c.value));
-    obj.insert("version".into(), version(&c.version));
-    obj.insert("selector".into(), json!(c.target.tags));
-    obj.insert("percent".into(), json!(c.target.percent));
-    obj.insert("target".into(), json!(c.target.to_string()));
-    obj.insert("active_here".into(), json!(c.active));
-    Value::Object(obj)
-}
-
-/// One entry of a key's history.
-pub fn history_entry(v: &VersionInfo, bytes: Option<&[u8]>, live: bool) -> Value {
-    let mut obj = serde_json::Map::new();
-    obj.insert("version".into(), version(v));
-    obj.insert("live".into(), json!(live));
-    value_fields(&mut obj, bytes);
-    Value::Object(obj)
-}
-
-/// A service instance with its effective health.
-pub fn service(s: &ServiceView) -> Value {
-    json!({
-        "namespace": s.namespace.as_str(),
-        "service": s.service.as_str(),
-        "instance": s.instance.as_str(),
-        "address": s.spec.address,
-        "port": s.spec.port,
-        "tags": s.spec.tags,
-        "metadata": s.spec.metadata,
-        "weight": s.spec.weight,
-        "ttl_ms": s.spec.ttl_ms,
-        "owner": display_id(&s.owner),
-        "reported_health": s.reported_health.as_str(),
-        "health": s.health.as_str(),
-        "version": version(&s.version),
-    })
-}
-
-/// `GET /v1/health`.
-pub fn status(s: &NodeStatus) -> Value {
-    serde_json::to_value(s).expect("NodeStatus is plain data and always serializes")
-}
-
-/// One watch event, as the `data:` of a server-sent event. Tagged by
-/// `"type"`: `kv`, `service` or `member`.
-pub fn watch_item(item: &WatchItem) -> Value {
-    match item {
-        WatchItem::Kv {
-            revision,
-            namespace,
-            key,
-            value,
-            version: v,
-            siblings,
-        } => {
-            let mut obj = serde_json::Map::new();
-            obj.insert("type".into(), json!("kv"));
-            obj.insert("revision".into(), json!(revision));
-            obj.insert("namespace".into(), json!(namespace.as_str()));
-            obj.insert("key".into(), json!(key.as_str()));
-            obj.insert("deleted".into(), json!(value.is_none()));
-            value_fields(&mut obj, value.as_deref());
-            obj.insert("version".into(), v.as_ref().map_or(Value::Null, version));
-            obj.insert("siblings".into(), json!(siblings));
-            Value::Object(obj)
+impl From<Hlc> for api::Hlc {
+    fn from(h: Hlc) -> Self {
+        api::Hlc {
+            logical: h.logical,
+            wall_ms: h.wall_ms,
         }
-        WatchItem::Service {
+    }
+}
+
+impl From<&VersionInfo> for api::Version {
+    fn from(v: &VersionInfo) -> Self {
+        api::Version {
+            checksum: v.checksum,
+            deleted: v.deleted,
+            hlc: v.hlc.into(),
+            id: v.id,
+            origin: display_id(&v.origin),
+            seq: v.seq,
+            size: count(v.size),
+        }
+    }
+}
+
+impl From<&WriteResult> for api::WriteResponse {
+    fn from(w: &WriteResult) -> Self {
+        api::WriteResponse {
+            hlc: w.hlc.into(),
+            version: w.version,
+        }
+    }
+}
+
+impl From<&KvEntry> for api::KvEntry {
+    fn from(e: &KvEntry) -> Self {
+        api::KvEntry {
+            canary: e.canary.as_ref().map(api::Canary::from),
+            key: e.key.as_str().to_string(),
+            namespace: e.namespace.as_str().to_string(),
+            siblings: e
+                .siblings
+                .iter()
+                .map(|(v, bytes)| api::Sibling {
+                    content: api::Content::of(bytes.as_deref()),
+                    version: v.into(),
+                })
+                .collect(),
+            source: if e.served_from_canary() {
+                api::Source::Canary
+            } else {
+                api::Source::Stable
+            },
+            content: api::Content::of(Some(&e.value)),
+            version: (&e.version).into(),
+        }
+    }
+}
+
+impl From<&CanaryView> for api::Canary {
+    fn from(c: &CanaryView) -> Self {
+        api::Canary {
+            active_here: c.active,
+            key: c.key.as_str().to_string(),
+            namespace: c.namespace.as_str().to_string(),
+            percent: c.target.percent,
+            selector: c.target.tags.clone(),
+            target: c.target.to_string(),
+            content: api::Content::of(Some(&c.value)),
+            version: (&c.version).into(),
+        }
+    }
+}
+
+/// One entry of a key's history: a version, its bytes if still held, and
+/// whether it is live.
+pub(crate) fn history_entry(v: &VersionInfo, bytes: Option<&[u8]>, live: bool) -> api::HistoryEntry {
+    api::HistoryEntry {
+        live,
+        content: api::Content::of(bytes),
+        version: v.into(),
+    }
+}
+
+impl From<&ServiceView> for api::ServiceInstance {
+    fn from(s: &ServiceView) -> Self {
+        api::ServiceInstance {
+            address: s.spec.address.clone(),
+            health: s.health,
+            instance: s.instance.as_str().to_string(),
+            metadata: s.spec.metadata.clone(),
+            namespace: s.namespace.as_str().to_string(),
+            owner: display_id(&s.owner),
+            port: s.spec.port,
+            reported_health: s.reported_health,
+            service: s.service.as_str().to_string(),
+            tags: s.spec.tags.clone(),
+            ttl_ms: s.spec.ttl_ms,
+            version: (&s.version).into(),
+            weight: s.spec.weight,
+        }
+    }
+}
+
+// Destructured without `..`: a field added to the node's view must be
+// placed in the API (or left out) on purpose.
+impl From<&MemberView> for api::Member {
+    fn from(m: &MemberView) -> Self {
+        let MemberView {
+            node_id,
+            name,
+            status,
+            addrs,
+            tags,
+            incarnation,
+        } = m;
+        api::Member {
+            node_id: node_id.clone(),
+            name: name.clone(),
+            status: *status,
+            addrs: addrs.clone(),
+            tags: tags.clone(),
+            incarnation: *incarnation,
+        }
+    }
+}
+
+impl From<&NodeStatus> for api::Status {
+    fn from(s: &NodeStatus) -> Self {
+        let NodeStatus {
+            node_id,
+            name,
+            cluster,
+            listen_addrs,
             revision,
-            namespace,
-            service: name,
-            instance,
-            view,
-        } => json!({
-            "type": "service",
-            "revision": revision,
-            "namespace": namespace.as_str(),
-            "service": name.as_str(),
-            "instance": instance.as_str(),
-            "deleted": view.is_none(),
-            "view": view.as_ref().map_or(Value::Null, service),
-        }),
-        WatchItem::Member { revision, member } => json!({
-            "type": "member",
-            "revision": revision,
-            "member": member,
-        }),
-        #[allow(unreachable_patterns)]
-        other => json!({ "type": "unknown", "revision": other.revision() }),
+            keys,
+            digest,
+            members,
+            connected_peers,
+        } = s;
+        api::Status {
+            node_id: node_id.clone(),
+            name: name.clone(),
+            cluster: cluster.clone(),
+            listen_addrs: listen_addrs.clone(),
+            revision: *revision,
+            keys: *keys,
+            digest: digest.clone(),
+            members: members.iter().map(|(k, n)| (k.clone(), count(*n))).collect(),
+            connected_peers: count(*connected_peers),
+        }
+    }
+}
+
+impl From<&WatchItem> for api::WatchEvent {
+    fn from(item: &WatchItem) -> Self {
+        match item {
+            WatchItem::Kv {
+                revision,
+                namespace,
+                key,
+                value,
+                version,
+                siblings,
+            } => api::WatchEvent::Kv {
+                deleted: value.is_none(),
+                key: key.as_str().to_string(),
+                namespace: namespace.as_str().to_string(),
+                revision: *revision,
+                siblings: count(*siblings),
+                content: api::Content::of(value.as_deref()),
+                version: version.as_ref().map(api::Version::from),
+            },
+            WatchItem::Service {
+                revision,
+                namespace,
+                service,
+                instance,
+                view,
+            } => api::WatchEvent::Service {
+                deleted: view.is_none(),
+                instance: instance.as_str().to_string(),
+                namespace: namespace.as_str().to_string(),
+                revision: *revision,
+                service: service.as_str().to_string(),
+                view: view.as_ref().map(api::ServiceInstance::from),
+            },
+            WatchItem::Member { revision, member } => api::WatchEvent::Member {
+                member: member.into(),
+                revision: *revision,
+            },
+        }
     }
 }

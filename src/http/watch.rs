@@ -1,7 +1,7 @@
 //! `/v1/watch`: changes as server-sent events.
 //!
-//! Each event carries `id: <revision>` and, as `data:`, one JSON change (see
-//! [`views::watch_item`]). The stream opens with a comment naming the revision
+//! Each event carries `id: <revision>` and, as `data:`, one JSON change (an
+//! [`api::WatchEvent`]). The stream opens with a comment naming the revision
 //! it starts after. `?since=R` (or the `Last-Event-ID` header an
 //! `EventSource` sends when it reconnects) replays every matching change after
 //! `R` first; a revision the node no longer holds answers 410 with
@@ -15,9 +15,9 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
-use serde_json::json;
 
-use super::{namespace, views, ApiError, App, PathParams, QueryPairs};
+use super::api::{self, ErrorBody, INDEX_HEADER};
+use super::{namespace, ApiError, App, PathParams, QueryPairs};
 use crate::core::ServiceName;
 use crate::node::{WatchError, WatchFilter};
 
@@ -100,7 +100,7 @@ async fn stream(app: &App, filter: WatchFilter, since: Option<u64>) -> Result<Re
         Ok::<Event, Infallible>(match item {
             Ok(item) => Event::default()
                 .id(item.revision().to_string())
-                .data(views::watch_item(&item).to_string()),
+                .data(api::event_data(&api::WatchEvent::from(&item))),
             Err(e) => {
                 let code = match e {
                     WatchError::TooSlow(_) => "too_slow",
@@ -108,7 +108,7 @@ async fn stream(app: &App, filter: WatchFilter, since: Option<u64>) -> Result<Re
                 };
                 Event::default()
                     .event("error")
-                    .data(json!({ "error": e.to_string(), "code": code }).to_string())
+                    .data(api::event_data(&ErrorBody::new(code, e.to_string())))
             }
         })
     });
@@ -116,7 +116,7 @@ async fn stream(app: &App, filter: WatchFilter, since: Option<u64>) -> Result<Re
         .keep_alive(KeepAlive::default())
         .into_response();
     response.headers_mut().insert(
-        super::kv::INDEX_HEADER,
+        INDEX_HEADER,
         HeaderValue::from_str(&start.to_string()).expect("digits are a valid header value"),
     );
     Ok(response)

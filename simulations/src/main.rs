@@ -206,12 +206,12 @@ fn run_and_write(
         wall_ms: start.elapsed().as_millis() as u64,
     };
     report::write_run(dir, &r, &prov).map_err(|e| format!("writing {}: {e}", dir.display()))?;
-    let m = &r.metrics;
+    let m = &r.summary.metrics;
     println!(
         "{:<28} seed {:<6} {:<8} reach p99 {:>6} ms  lost {}  converge {:>6} ms  {} events in {:.2} s  → {}",
-        r.scenario.name,
+        r.summary.scenario.name,
         seed,
-        format!("{:?}", r.verdict).to_lowercase(),
+        format!("{:?}", r.summary.verdict).to_lowercase(),
         m["write_reach_p99_ms"],
         m["lost_writes"],
         m["converge_after_heal_ms"],
@@ -219,17 +219,17 @@ fn run_and_write(
         prov.wall_ms as f64 / 1000.0,
         dir.join("summary.md").display()
     );
-    if r.verdict != Verdict::Valid {
+    if r.summary.verdict != Verdict::Valid {
         println!(
             "FAIL {} seed {} ({:?}): {} | repro: {}",
-            r.scenario.name,
+            r.summary.scenario.name,
             seed,
-            r.verdict,
-            r.reasons.first().map(String::as_str).unwrap_or("?"),
+            r.summary.verdict,
+            r.summary.reasons.first().map(String::as_str).unwrap_or("?"),
             report::repro_line(&prov, seed)
         );
     }
-    Ok((r.verdict, report::results_json(&r, &prov).to_string()))
+    Ok((r.summary.verdict, report::results_json(&r, &prov).to_string()))
 }
 
 fn cmd_run(paths: &[PathBuf], seed: Option<u64>, seeds: Option<&str>, out: Option<&Path>) -> i32 {
@@ -304,20 +304,20 @@ fn cmd_replay(dir: &Path) -> i32 {
     println!(
         "replay {} seed {seed}: {:?}, trace {got} ({})",
         sc.name,
-        r.verdict,
+        r.summary.verdict,
         if want == got {
             "identical to the recording"
         } else {
             "DIFFERS from the recording"
         }
     );
-    for reason in &r.reasons {
+    for reason in &r.summary.reasons {
         println!("  {reason}");
     }
     if want != got {
         return harness_error(format!("trace hash {got} differs from the recorded {want}"));
     }
-    r.verdict.exit_code()
+    r.summary.verdict.exit_code()
 }
 
 fn cmd_determinism(path: &Path, seed: u64) -> i32 {
@@ -342,9 +342,9 @@ fn cmd_determinism(path: &Path, seed: u64) -> i32 {
         },
     );
     let same = a.trace_hash == b.trace_hash
-        && a.history == b.history
-        && a.event_log == b.event_log
-        && serde_json::to_string(&a.metrics).ok() == serde_json::to_string(&b.metrics).ok();
+        && a.summary.history == b.summary.history
+        && a.summary.event_log == b.summary.event_log
+        && serde_json::to_string(&a.summary.metrics).ok() == serde_json::to_string(&b.summary.metrics).ok();
     println!(
         "{} seed {seed}: trace {:016x} vs {:016x}, {} events: {}",
         sc.name,
@@ -495,13 +495,13 @@ fn cmd_swarm_real(
     if let Err(e) = real::write_run(&dir, &r, &prov) {
         return harness_error(format!("writing {}: {e}", dir.display()));
     }
-    let m = &r.metrics;
+    let m = &r.summary.metrics;
     println!(
         "{:<28} seed {:<6} {:<8} real, {} nodes, scale {:.3}: reach p50 {} / p99 {} / max {} ms \
          (no fault in force: {} / {} / {} ms)  lost {}  converge {} ms  in {:.1} s  → {}",
-        r.scenario.name,
+        r.summary.scenario.name,
         seed,
-        format!("{:?}", r.verdict).to_lowercase(),
+        format!("{:?}", r.summary.verdict).to_lowercase(),
         m["nodes"],
         r.time_scale,
         m["write_reach_p50_ms"],
@@ -518,17 +518,17 @@ fn cmd_swarm_real(
     for s in &r.skipped {
         println!("  skipped: {s}");
     }
-    if r.verdict != Verdict::Valid {
+    if r.summary.verdict != Verdict::Valid {
         println!(
             "FAIL {} seed {} real ({:?}): {} | repro: {}",
-            r.scenario.name,
+            r.summary.scenario.name,
             seed,
-            r.verdict,
-            r.reasons.first().map(String::as_str).unwrap_or("?"),
+            r.summary.verdict,
+            r.summary.reasons.first().map(String::as_str).unwrap_or("?"),
             real::repro_line(&r, &prov)
         );
     }
-    r.verdict.exit_code()
+    r.summary.verdict.exit_code()
 }
 
 #[cfg(not(feature = "real"))]

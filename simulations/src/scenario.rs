@@ -295,13 +295,72 @@ impl Default for WorkloadSpec {
     }
 }
 
-/// One scripted fault.
+/// What a fault does; written in scenario files as `partition`, `one-way`,
+/// `swizzle`, `crash`, `pause`, `clock-jump`, `join` or `leave`. Any other
+/// kind (in `[[fault]]` or `[nemesis] kinds`) is an error when the
+/// scenario is read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// Cut the cluster into groups.
+    Partition,
+    /// Drop the messages of some senders to some receivers.
+    OneWay,
+    /// Clog nodes one by one, restore them in another order.
+    Swizzle,
+    /// Stop nodes; restart them at the fault's end.
+    Crash,
+    /// Hold nodes' inputs and timers.
+    Pause,
+    /// Move nodes' clocks.
+    ClockJump,
+    /// Start spare nodes.
+    Join,
+    /// Leave gracefully and stop.
+    Leave,
+}
+
+impl FaultKind {
+    /// Every kind.
+    pub const ALL: [FaultKind; 8] = [
+        FaultKind::Partition,
+        FaultKind::OneWay,
+        FaultKind::Swizzle,
+        FaultKind::Crash,
+        FaultKind::Pause,
+        FaultKind::ClockJump,
+        FaultKind::Join,
+        FaultKind::Leave,
+    ];
+
+    /// The name scenario files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Partition => "partition",
+            FaultKind::OneWay => "one-way",
+            FaultKind::Swizzle => "swizzle",
+            FaultKind::Crash => "crash",
+            FaultKind::Pause => "pause",
+            FaultKind::ClockJump => "clock-jump",
+            FaultKind::Join => "join",
+            FaultKind::Leave => "leave",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One scripted fault, as written in the scenario file (see
+/// [`crate::plan::FaultPlan`] for the typed form the runs use).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct FaultSpec {
-    /// `partition`, `one-way`, `swizzle`, `crash`, `pause`, `clock-jump`,
-    /// `join`, `leave`.
-    pub kind: String,
+    /// What the fault does.
+    pub kind: FaultKind,
     /// Start time.
     pub at_ms: u64,
     /// How long it lasts (default: until `phases.heal_at_ms`). For a crash,
@@ -347,7 +406,7 @@ impl FaultSpec {
     /// A short label for reports: kind, mode, nodes and groups (group
     /// sizes only when they hold more than 20 nodes in all).
     pub fn label(&self) -> String {
-        let mut s = self.kind.clone();
+        let mut s = self.kind.as_str().to_string();
         if let Some(m) = &self.mode {
             s.push_str(&format!(" ({m})"));
         }
@@ -382,7 +441,7 @@ pub struct NemesisSpec {
     /// Mean fault duration.
     pub mean_duration_ms: u64,
     /// Kinds to draw from.
-    pub kinds: Vec<String>,
+    pub kinds: Vec<FaultKind>,
 }
 
 impl Default for NemesisSpec {
@@ -393,7 +452,7 @@ impl Default for NemesisSpec {
             end_ms: None,
             interval_ms: 10_000,
             mean_duration_ms: 8_000,
-            kinds: vec!["partition".into(), "crash".into(), "pause".into()],
+            kinds: vec![FaultKind::Partition, FaultKind::Crash, FaultKind::Pause],
         }
     }
 }
@@ -505,20 +564,7 @@ impl Scenario {
                 return err(format!("[[network.link]] node out of range (cluster has {n})"));
             }
         }
-        const KINDS: [&str; 8] = [
-            "partition",
-            "one-way",
-            "swizzle",
-            "crash",
-            "pause",
-            "clock-jump",
-            "join",
-            "leave",
-        ];
         for f in &self.faults {
-            if !KINDS.contains(&f.kind.as_str()) {
-                return err(format!("[[fault]] kind {:?}: use one of {KINDS:?}", f.kind));
-            }
             if f.nodes
                 .iter()
                 .chain(f.to.iter())
@@ -616,9 +662,9 @@ impl Scenario {
                 let dur = (exp_sample(&mut rng, s.nemesis.mean_duration_ms as f64) as u64)
                     .clamp(500, end - t)
                     .max(1);
-                let kind = kinds[rng.gen_range(0..kinds.len())].clone();
+                let kind = kinds[rng.gen_range(0..kinds.len())];
                 let mut f = FaultSpec {
-                    kind: kind.clone(),
+                    kind,
                     at_ms: t,
                     duration_ms: Some(dur),
                     mode: None,
@@ -632,23 +678,24 @@ impl Scenario {
                     restore_order: Vec::new(),
                     permanent: false,
                 };
-                match kind.as_str() {
-                    "partition" => {
+                match kind {
+                    FaultKind::Partition => {
                         let modes = ["one", "majority", "bridge", "ring", "halves"];
                         f.mode = Some(modes[rng.gen_range(0..modes.len())].to_string());
                     }
-                    "one-way" => f.pick = Some(1.max(n / 3)),
-                    "crash" => {
+                    FaultKind::OneWay => f.pick = Some(1.max(n / 3)),
+                    FaultKind::Crash => {
                         f.pick = Some(1);
                         f.state = Some(if rng.gen_bool(0.25) { "lost" } else { "kept" }.into());
                     }
-                    "pause" | "swizzle" => f.pick = Some(1.max(n / 3)),
-                    "clock-jump" => {
+                    FaultKind::Pause | FaultKind::Swizzle => f.pick = Some(1.max(n / 3)),
+                    FaultKind::ClockJump => {
                         f.pick = Some(1);
                         f.jump_ms = Some(rng.gen_range(-5_000..=5_000));
                         f.duration_ms = None;
                     }
-                    _ => {}
+                    // Drawn as is: nothing to choose.
+                    FaultKind::Join | FaultKind::Leave => {}
                 }
                 s.faults.push(f);
             }
@@ -669,7 +716,7 @@ impl Scenario {
                 let groups = partition_groups(&mode, &all);
                 f.groups = groups;
             }
-            if f.kind == "swizzle" {
+            if f.kind == FaultKind::Swizzle {
                 if f.nodes.is_empty() {
                     all.shuffle(&mut rng);
                     f.nodes = all[..(n / 2).max(1)].to_vec();
@@ -680,7 +727,7 @@ impl Scenario {
                     f.restore_order = order;
                 }
             }
-            if f.kind == "crash" && f.state.is_none() {
+            if f.kind == FaultKind::Crash && f.state.is_none() {
                 f.state = Some("kept".into());
             }
         }

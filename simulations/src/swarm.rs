@@ -5,7 +5,7 @@
 use rand::Rng;
 
 use crate::rng::stream;
-use crate::scenario::{BurstLoss, Latency, Scenario};
+use crate::scenario::{BurstLoss, FaultKind, Latency, Scenario};
 
 /// The scenario of swarm seed `seed`.
 pub fn scenario_for(seed: u64) -> Scenario {
@@ -63,11 +63,17 @@ pub fn scenario_for(seed: u64) -> Scenario {
     s.nemesis.start_ms = 5_000;
     s.nemesis.interval_ms = rng.gen_range(3_000..15_000);
     s.nemesis.mean_duration_ms = rng.gen_range(2_000..15_000);
-    s.nemesis.kinds = ["partition", "one-way", "crash", "pause", "clock-jump", "swizzle"]
-        .iter()
-        .filter(|_| rng.gen_bool(0.6))
-        .map(|k| k.to_string())
-        .collect();
+    s.nemesis.kinds = [
+        FaultKind::Partition,
+        FaultKind::OneWay,
+        FaultKind::Crash,
+        FaultKind::Pause,
+        FaultKind::ClockJump,
+        FaultKind::Swizzle,
+    ]
+    .into_iter()
+    .filter(|_| rng.gen_bool(0.6))
+    .collect();
     let heal = rng.gen_range(30_000..90_000);
     s.phases.heal_at_ms = Some(heal);
     s.phases.deadline_ms = heal + 60_000;

@@ -55,8 +55,8 @@ fn a_partitioned_real_cluster_converges_and_the_checker_catches_a_lost_write() {
         ..RealOptions::default()
     };
     let r = real::run(&sc, 1, &opts).expect("the harness runs");
-    assert_eq!(r.verdict, Verdict::Valid, "{:#?}", r.reasons);
-    let m = &r.metrics;
+    assert_eq!(r.summary.verdict, Verdict::Valid, "{:#?}", r.summary.reasons);
+    let m = &r.summary.metrics;
     assert_eq!(m["core_nodes"], 5.0);
     assert!(m["writes_acked"] >= 20.0, "the workload wrote: {m:?}");
     assert!(
@@ -105,7 +105,7 @@ fn a_partitioned_real_cluster_converges_and_the_checker_catches_a_lost_write() {
     let summary = std::fs::read_to_string(out.path().join("summary.md")).unwrap();
     assert!(summary.contains("**Verdict: Valid**"), "{summary}");
     assert!(
-        r.fault_periods.len() == 1 && r.skipped.is_empty(),
+        r.summary.fault_periods.len() == 1 && r.skipped.is_empty(),
         "{:?}",
         r.skipped
     );

@@ -19,13 +19,13 @@ fn assert_valid(name: &str, seeds: &[u64]) {
     for &seed in seeds {
         let r = starling_sim::run(&sc, seed, RunOptions::default());
         assert_eq!(
-            r.verdict,
+            r.summary.verdict,
             Verdict::Valid,
             "{name} seed {seed}: {:#?}\nreproduce: cargo run --release -p starling-sim -- run simulations/scenarios/{name}.toml --seed {seed}",
-            r.reasons
+            r.summary.reasons
         );
         assert!(
-            r.metrics["writes_acked"] > 0.0,
+            r.summary.metrics["writes_acked"] > 0.0,
             "{name} seed {seed}: the workload wrote nothing"
         );
     }
@@ -102,8 +102,8 @@ fn the_same_seed_replays_byte_for_byte() {
     let a = starling_sim::run(&sc, 11, opts.clone());
     let b = starling_sim::run(&sc, 11, opts.clone());
     assert_eq!(a.trace_hash, b.trace_hash);
-    assert_eq!(a.history, b.history);
-    assert_eq!(a.event_log, b.event_log);
+    assert_eq!(a.summary.history, b.summary.history);
+    assert_eq!(a.summary.event_log, b.summary.event_log);
     let c = starling_sim::run(&sc, 12, opts);
     assert_ne!(
         a.trace_hash, c.trace_hash,
@@ -115,7 +115,7 @@ fn the_same_seed_replays_byte_for_byte() {
 fn a_resolved_scenario_replays_the_original_run() {
     let sc = scenario("churn");
     let a = starling_sim::run(&sc, 4, RunOptions::default());
-    let resolved = Scenario::parse(&a.scenario.to_toml()).unwrap();
+    let resolved = Scenario::parse(&a.summary.scenario.to_toml()).unwrap();
     let b = starling_sim::run(&resolved, 4, RunOptions::default());
     assert_eq!(a.trace_hash, b.trace_hash);
 }
@@ -126,9 +126,9 @@ fn swarm_scenarios_run_to_a_verdict() {
         let sc = starling_sim::swarm::scenario_for(seed);
         let r = starling_sim::run(&sc, seed, RunOptions::default());
         assert!(
-            r.violations.is_empty(),
+            r.summary.violations.is_empty(),
             "swarm seed {seed}: safety violated: {:#?}",
-            r.violations
+            r.summary.violations
         );
     }
 }
@@ -142,8 +142,8 @@ fn regression_refutation_storm_after_heal() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/refutation-storm-after-heal.toml");
     let sc = Scenario::load(&path).unwrap();
     let r = starling_sim::run(&sc, 1, RunOptions::default());
-    assert_eq!(r.verdict, Verdict::Valid, "{:#?}", r.reasons);
-    let m = &r.metrics;
+    assert_eq!(r.summary.verdict, Verdict::Valid, "{:#?}", r.summary.reasons);
+    let m = &r.summary.metrics;
     // Deltas are writes plus member records: with the storm, member deltas
     // ran at 3.5x the writes (0.142 deltas per node per second against
     // 0.04 writes); fixed, they are a small share.
@@ -164,7 +164,7 @@ fn regression_tombstone_gc_loses_concurrent_delete() {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/tombstone-gc-loses-concurrent-delete.toml");
     let sc = Scenario::load(&path).unwrap();
     let r = starling_sim::run(&sc, 28, RunOptions::default());
-    assert_eq!(r.verdict, Verdict::Valid, "{:#?}", r.reasons);
+    assert_eq!(r.summary.verdict, Verdict::Valid, "{:#?}", r.summary.reasons);
 }
 
 #[test]

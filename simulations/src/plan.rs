@@ -1,0 +1,436 @@
+//! The fault plan: a resolved scenario's faults typed once, with the one
+//! rule for when each ends and the one timeline both modes follow.
+//!
+//! A scenario file writes faults as flat [`FaultSpec`] tables (that text is
+//! what `scenario.resolved.toml` keeps, so replays stay byte-identical);
+//! [`FaultPlan::new`] turns them into [`Fault`]s whose [`FaultAction`]
+//! carries only what that kind of fault uses. The simulator and real mode
+//! both run from the plan: the same end times, the same swizzle schedule,
+//! the same fault periods in their reports.
+
+use std::collections::BTreeSet;
+
+use crate::scenario::{FaultKind, FaultSpec, Scenario};
+
+/// Default time between swizzle steps.
+const SWIZZLE_STEP_MS: u64 = 2_000;
+
+/// What one fault does, with what that kind of fault needs.
+#[derive(Clone, Debug, PartialEq)]
+pub enum FaultAction {
+    /// Nodes reach each other only within a common group; nodes in no
+    /// group form one more.
+    Partition {
+        /// The groups (may overlap: bridge and ring modes).
+        groups: Vec<Vec<usize>>,
+    },
+    /// Messages from `from` to `to` are dropped.
+    OneWay {
+        /// Senders.
+        from: BTreeSet<usize>,
+        /// Receivers (everyone else when the scenario names none).
+        to: BTreeSet<usize>,
+    },
+    /// Clog `nodes` one by one, then restore them in `restore_order`.
+    Swizzle(Swizzle),
+    /// Stop nodes.
+    Crash {
+        /// The nodes.
+        nodes: Vec<usize>,
+        /// Restart them (at the fault's end or the heal); `false` for a
+        /// permanent crash.
+        restart: bool,
+        /// Restart on the same disk (same identity) rather than a blank one.
+        keep_state: bool,
+    },
+    /// Hold nodes' inputs and timers until the fault ends.
+    Pause {
+        /// The nodes.
+        nodes: Vec<usize>,
+    },
+    /// Move nodes' clocks by `jump_ms`.
+    ClockJump {
+        /// The nodes.
+        nodes: Vec<usize>,
+        /// The jump (may be negative).
+        jump_ms: i64,
+    },
+    /// Start spare nodes.
+    Join {
+        /// The nodes.
+        nodes: Vec<usize>,
+    },
+    /// Leave gracefully, then stop.
+    Leave {
+        /// The nodes.
+        nodes: Vec<usize>,
+    },
+}
+
+/// A swizzle: clog nodes one by one, restore them in another order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Swizzle {
+    /// Clogged in this order.
+    pub nodes: Vec<usize>,
+    /// Restored in this order.
+    pub restore_order: Vec<usize>,
+    /// Time between steps (scenario ms).
+    pub step_ms: u64,
+}
+
+impl Swizzle {
+    /// When the restores start, in any time unit: `n` steps before `end`,
+    /// but not before `earliest` (one step after the last clog).
+    pub fn restore_start(&self, end: u64, step: u64, earliest: u64) -> u64 {
+        end.saturating_sub(self.nodes.len() as u64 * step).max(earliest)
+    }
+}
+
+/// One fault of the plan.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fault {
+    /// What it does.
+    pub action: FaultAction,
+    /// Its kind.
+    pub kind: FaultKind,
+    /// When it starts (scenario ms).
+    pub at_ms: u64,
+    /// When it ends (scenario ms); `None`: it has no end (an instant
+    /// fault, a permanent crash, or no duration and no heal).
+    pub end_ms: Option<u64>,
+    /// A short label for reports.
+    pub label: String,
+    /// The scenario's text of it (for event logs).
+    pub spec: FaultSpec,
+}
+
+impl Fault {
+    /// Whether it lasts a period that reports shade (instant faults do not).
+    pub fn has_period(&self) -> bool {
+        !matches!(
+            self.kind,
+            FaultKind::ClockJump | FaultKind::Join | FaultKind::Leave
+        )
+    }
+
+    /// Whether it cuts links (and its end lifts the cut).
+    pub fn is_cut(&self) -> bool {
+        matches!(
+            self.kind,
+            FaultKind::Partition | FaultKind::OneWay | FaultKind::Swizzle
+        )
+    }
+}
+
+/// A fault's end (scenario ms), the one rule of both modes: instant faults
+/// and permanent crashes have none; anything else lasts its duration, or
+/// until the heal without one, and never past the heal.
+pub fn fault_end_ms(f: &FaultSpec, heal_ms: Option<u64>) -> Option<u64> {
+    match f.kind {
+        FaultKind::ClockJump | FaultKind::Join | FaultKind::Leave => None,
+        FaultKind::Crash if f.permanent => None,
+        _ => f
+            .duration_ms
+            .map(|d| f.at_ms + d)
+            .or(heal_ms)
+            .map(|e| e.min(heal_ms.unwrap_or(u64::MAX))),
+    }
+}
+
+/// Steps of the timeline.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Fault `i` starts.
+    FaultStart(usize),
+    /// Fault `i` ends.
+    FaultEnd(usize),
+    /// A swizzle clogs or restores one node.
+    Swizzle {
+        /// The fault.
+        fault: usize,
+        /// The node.
+        node: usize,
+        /// Clog (or restore).
+        clog: bool,
+    },
+    /// Every fault ends.
+    Heal,
+    /// Convergence is measured from here.
+    ConvergeRef,
+    /// The run ends.
+    Deadline,
+}
+
+impl Step {
+    /// Order of steps at one instant: ends before swizzle steps before
+    /// starts, the heal after them, then the reference and the deadline.
+    fn rank(&self) -> u8 {
+        match self {
+            Step::FaultEnd(_) => 0,
+            Step::Swizzle { .. } => 1,
+            Step::FaultStart(_) => 2,
+            Step::Heal => 3,
+            Step::ConvergeRef => 4,
+            Step::Deadline => 5,
+        }
+    }
+}
+
+/// A resolved scenario's faults and phases, typed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FaultPlan {
+    /// The faults, in scenario order (sorted by start).
+    pub faults: Vec<Fault>,
+    /// When every fault ends (scenario ms).
+    pub heal_ms: Option<u64>,
+    /// When the run ends.
+    pub deadline_ms: u64,
+    /// Convergence is measured from here: the heal, else the workload's
+    /// end, else the deadline.
+    pub converge_ref_ms: u64,
+}
+
+impl FaultPlan {
+    /// The plan of a resolved scenario (every pick and mode made explicit
+    /// by [`Scenario::resolve`]).
+    pub fn new(sc: &Scenario) -> FaultPlan {
+        let slots = sc.slots();
+        let heal_ms = sc.phases.heal_at_ms;
+        let faults = sc
+            .faults
+            .iter()
+            .map(|f| Fault {
+                action: action_of(f, slots),
+                kind: f.kind,
+                at_ms: f.at_ms,
+                end_ms: fault_end_ms(f, heal_ms),
+                label: f.label(),
+                spec: f.clone(),
+            })
+            .collect();
+        let deadline_ms = sc.phases.deadline_ms;
+        FaultPlan {
+            faults,
+            heal_ms,
+            deadline_ms,
+            converge_ref_ms: heal_ms
+                .or(sc.workload.stop_ms)
+                .unwrap_or(deadline_ms)
+                .min(deadline_ms),
+        }
+    }
+
+    /// Whether any fault crashes nodes.
+    pub fn has_crash(&self) -> bool {
+        self.faults.iter().any(|f| f.kind == FaultKind::Crash)
+    }
+
+    /// Fault periods for reports: (start, end, label) in scenario ms, ends
+    /// clamped to the deadline; instant faults have none.
+    pub fn periods(&self) -> Vec<(u64, u64, String)> {
+        self.faults
+            .iter()
+            .filter(|f| f.has_period())
+            .map(|f| {
+                let end = f.end_ms.unwrap_or(self.deadline_ms);
+                (f.at_ms, end.min(self.deadline_ms), f.label.clone())
+            })
+            .collect()
+    }
+
+    /// The fixed steps in plan order: each fault's start and end, then the
+    /// heal if it comes before the deadline. The simulator queues exactly
+    /// these at the start (swizzle steps it chains as they run).
+    pub fn schedule(&self) -> Vec<(u64, Step)> {
+        let mut v = Vec::new();
+        for (fi, f) in self.faults.iter().enumerate() {
+            v.push((f.at_ms, Step::FaultStart(fi)));
+            if let Some(end) = f.end_ms {
+                v.push((end, Step::FaultEnd(fi)));
+            }
+        }
+        if let Some(h) = self.heal_ms.filter(|h| *h < self.deadline_ms) {
+            v.push((h, Step::Heal));
+        }
+        v
+    }
+
+    /// The whole timeline up to the deadline, in time order: the fixed
+    /// steps (those at or after the deadline dropped), every swizzle step,
+    /// the convergence reference and the deadline.
+    pub fn timeline(&self) -> Vec<(u64, Step)> {
+        let deadline = self.deadline_ms;
+        let mut v: Vec<(u64, Step)> = Vec::new();
+        for (fi, f) in self.faults.iter().enumerate() {
+            if f.at_ms >= deadline {
+                continue;
+            }
+            v.push((f.at_ms, Step::FaultStart(fi)));
+            if let Some(e) = f.end_ms.filter(|e| *e < deadline) {
+                v.push((e, Step::FaultEnd(fi)));
+            }
+            let FaultAction::Swizzle(sw) = &f.action else {
+                continue;
+            };
+            let step = sw.step_ms;
+            let n = sw.nodes.len() as u64;
+            for (k, &node) in sw.nodes.iter().enumerate() {
+                v.push((
+                    f.at_ms + k as u64 * step,
+                    Step::Swizzle {
+                        fault: fi,
+                        node,
+                        clog: true,
+                    },
+                ));
+            }
+            if let Some(e) = f.end_ms {
+                let start = sw.restore_start(e, step, f.at_ms + n * step);
+                for (k, &node) in sw.restore_order.iter().enumerate() {
+                    let t = start + k as u64 * step;
+                    if t < e {
+                        v.push((
+                            t,
+                            Step::Swizzle {
+                                fault: fi,
+                                node,
+                                clog: false,
+                            },
+                        ));
+                    }
+                }
+            }
+        }
+        if let Some(h) = self.heal_ms.filter(|h| *h < deadline) {
+            v.push((h, Step::Heal));
+        }
+        if self.converge_ref_ms < deadline {
+            v.push((self.converge_ref_ms, Step::ConvergeRef));
+        }
+        v.push((deadline, Step::Deadline));
+        // Stable: at equal times by rank, then in plan order.
+        v.sort_by_key(|(t, s)| (*t, s.rank()));
+        v
+    }
+}
+
+fn action_of(f: &FaultSpec, slots: usize) -> FaultAction {
+    let nodes = f.nodes.clone();
+    match f.kind {
+        FaultKind::Partition => FaultAction::Partition {
+            groups: f.groups.clone(),
+        },
+        FaultKind::OneWay => {
+            let from: BTreeSet<usize> = nodes.into_iter().collect();
+            let to = if f.to.is_empty() {
+                (0..slots).filter(|i| !from.contains(i)).collect()
+            } else {
+                f.to.iter().copied().collect()
+            };
+            FaultAction::OneWay { from, to }
+        }
+        FaultKind::Swizzle => FaultAction::Swizzle(Swizzle {
+            nodes,
+            restore_order: f.restore_order.clone(),
+            step_ms: f.step_ms.unwrap_or(SWIZZLE_STEP_MS),
+        }),
+        FaultKind::Crash => FaultAction::Crash {
+            nodes,
+            restart: !f.permanent,
+            keep_state: f.state.as_deref() != Some("lost"),
+        },
+        FaultKind::Pause => FaultAction::Pause { nodes },
+        FaultKind::ClockJump => FaultAction::ClockJump {
+            nodes,
+            jump_ms: f.jump_ms.unwrap_or(0),
+        },
+        FaultKind::Join => FaultAction::Join { nodes },
+        FaultKind::Leave => FaultAction::Leave { nodes },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scenario(text: &str) -> Scenario {
+        Scenario::parse(text).expect("valid scenario").resolve(1)
+    }
+
+    #[test]
+    fn an_unknown_fault_kind_is_an_error_when_the_scenario_is_read() {
+        let e = Scenario::parse("[[fault]]\nkind = \"meteor\"\nat_ms = 1\n").unwrap_err();
+        assert!(e.0.contains("meteor"), "{}", e.0);
+        let e =
+            Scenario::parse("[nemesis]\nenabled = true\nkinds = [\"partition\", \"flood\"]\n").unwrap_err();
+        assert!(e.0.contains("flood"), "{}", e.0);
+    }
+
+    #[test]
+    fn faults_end_at_their_duration_or_the_heal_whichever_is_first() {
+        let sc = scenario(
+            "[phases]\nheal_at_ms = 10000\ndeadline_ms = 20000\n\
+             [[fault]]\nkind = \"partition\"\nat_ms = 1000\nduration_ms = 2000\nmode = \"halves\"\n\
+             [[fault]]\nkind = \"pause\"\nat_ms = 2000\nnodes = [1]\n\
+             [[fault]]\nkind = \"crash\"\nat_ms = 3000\nduration_ms = 50000\nnodes = [2]\nstate = \"lost\"\n\
+             [[fault]]\nkind = \"crash\"\nat_ms = 4000\nnodes = [3]\npermanent = true\n\
+             [[fault]]\nkind = \"clock-jump\"\nat_ms = 5000\nnodes = [0]\njump_ms = -300\n",
+        );
+        let plan = FaultPlan::new(&sc);
+        let ends: Vec<Option<u64>> = plan.faults.iter().map(|f| f.end_ms).collect();
+        assert_eq!(ends, [Some(3_000), Some(10_000), Some(10_000), None, None]);
+        assert!(matches!(
+            plan.faults[2].action,
+            FaultAction::Crash {
+                restart: true,
+                keep_state: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            plan.faults[3].action,
+            FaultAction::Crash { restart: false, .. }
+        ));
+        assert_eq!(
+            plan.faults[4].action,
+            FaultAction::ClockJump {
+                nodes: vec![0],
+                jump_ms: -300
+            }
+        );
+        // Instant faults have no period; a permanent crash lasts to the end.
+        let periods = plan.periods();
+        assert_eq!(periods.len(), 4);
+        assert_eq!((periods[3].0, periods[3].1), (4_000, 20_000));
+    }
+
+    #[test]
+    fn the_timeline_orders_steps_and_swizzles_within_the_fault() {
+        let sc = scenario(
+            "[cluster]\nsize = 5\n[phases]\nheal_at_ms = 20000\ndeadline_ms = 30000\n\
+             [[fault]]\nkind = \"swizzle\"\nat_ms = 1000\nduration_ms = 10000\nnodes = [0, 1]\nstep_ms = 1000\n",
+        );
+        let plan = FaultPlan::new(&sc);
+        let tl = plan.timeline();
+        let times: Vec<u64> = tl.iter().map(|(t, _)| *t).collect();
+        let mut sorted = times.clone();
+        sorted.sort_unstable();
+        assert_eq!(times, sorted);
+        let swizzles: Vec<(u64, bool)> = tl
+            .iter()
+            .filter_map(|(t, s)| match s {
+                Step::Swizzle { clog, .. } => Some((*t, *clog)),
+                _ => None,
+            })
+            .collect();
+        // Clogs one step apart from the start; restores in the last steps
+        // before the end.
+        assert_eq!(
+            swizzles,
+            [(1_000, true), (2_000, true), (9_000, false), (10_000, false)]
+        );
+        assert_eq!(tl.last(), Some(&(30_000, Step::Deadline)));
+        assert!(tl.contains(&(20_000, Step::Heal)));
+        assert!(tl.contains(&(20_000, Step::ConvergeRef)));
+    }
+}

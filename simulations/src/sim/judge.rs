@@ -1,0 +1,287 @@
+//! The end of a run: liveness checks on the core, metrics, and the
+//! verdict, filled into the [`RunSummary`] both modes share.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use starling::core::{MemberStatus, NodeId, ServiceQuery};
+
+use super::{NodeState, RunResult, Sim};
+use crate::summary::{check_expect, insert_detection, insert_reach, Detection, Mode, RunSummary, Verdict};
+use crate::workload::{api, ns_svc};
+
+impl Sim {
+    pub(super) fn finish(mut self) -> RunResult {
+        let t_end = self.now_ms();
+        let core: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.runnable(i) && !self.nodes[i].paused)
+            .filter(|&i| !self.nodes[i].engine.as_ref().is_some_and(|e| e.has_left()))
+            .collect();
+        let window = self.detection_window_ms();
+        let mut liveness: Vec<String> = Vec::new();
+        // 1. Equal digests on the core.
+        let digests: BTreeSet<(u64, u64)> = core
+            .iter()
+            .map(|&i| {
+                let d = self.nodes[i].engine.as_ref().expect("core").digest();
+                (d.hash, d.keys)
+            })
+            .collect();
+        if digests.len() > 1 {
+            liveness.push(format!(
+                "{} distinct state digests on the core of {} nodes",
+                digests.len(),
+                core.len()
+            ));
+        }
+        // 2. Membership accurate.
+        let mut wrong_views = 0usize;
+        let mut example = String::new();
+        for &o in &core {
+            let e = self.nodes[o].engine.as_ref().expect("core");
+            for (j, nj) in self.nodes.iter().enumerate() {
+                if j == o || nj.state == NodeState::NotStarted {
+                    continue;
+                }
+                let want = if core.contains(&j) {
+                    Some(MemberStatus::Alive)
+                } else if nj.state == NodeState::Gone {
+                    Some(MemberStatus::Left)
+                } else if t_end.saturating_sub(nj.down_since_ms) >= window {
+                    Some(MemberStatus::Dead)
+                } else {
+                    None
+                };
+                let got = e.member(&nj.id).map(|m| m.status);
+                let ok = match want {
+                    None => true,
+                    Some(MemberStatus::Dead) => matches!(got, Some(MemberStatus::Dead | MemberStatus::Left)),
+                    Some(w) => got == Some(w),
+                };
+                if !ok {
+                    wrong_views += 1;
+                    if example.is_empty() {
+                        example = format!("node {o} holds node {j} as {got:?}, expected {want:?}");
+                    }
+                }
+            }
+        }
+        if wrong_views > 0 {
+            liveness.push(format!(
+                "{wrong_views} inaccurate membership views (e.g. {example})"
+            ));
+        }
+        // 3. No acknowledged write lost.
+        let (mut lost, mut lost_explained) = (0u64, 0u64);
+        let mut lost_example = String::new();
+        for (wi, w) in self.oracle.writes.iter().enumerate() {
+            let mut missing_on = None;
+            for &i in &core {
+                let e = self.nodes[i].engine.as_ref().expect("core");
+                if !self.oracle.accounted(e, wi) {
+                    missing_on = Some(i);
+                    break;
+                }
+            }
+            if let Some(i) = missing_on {
+                if w.orphaned {
+                    lost_explained += 1;
+                } else {
+                    lost += 1;
+                    if lost_example.is_empty() {
+                        lost_example = format!("op {} ({:?} {:?}) missing on node {i}", w.op, w.key, w.dot);
+                    }
+                }
+            }
+        }
+        if lost > 0 {
+            liveness.push(format!("{lost} acknowledged writes lost (e.g. {lost_example})"));
+        }
+        // 4. Services of dead owners are unhealthy.
+        let mut bad_services = 0;
+        let ns = ns_svc();
+        let api = api();
+        let gone: BTreeSet<NodeId> = self
+            .oracle
+            .identities
+            .iter()
+            .copied()
+            .filter(|id| {
+                let slot = self.oracle.slot_of[id];
+                let n = &self.nodes[slot];
+                n.id != *id || (n.state != NodeState::Up && t_end.saturating_sub(n.down_since_ms) >= window)
+            })
+            .collect();
+        for &i in &core {
+            let e = self.nodes[i].engine.as_ref().expect("core");
+            for v in e.services(&ns, &api, &ServiceQuery::default()) {
+                if gone.contains(&v.owner) && v.health.is_healthy() {
+                    bad_services += 1;
+                }
+            }
+        }
+        if bad_services > 0 {
+            liveness.push(format!(
+                "{bad_services} service views of dead owners still healthy"
+            ));
+        }
+
+        // Metrics.
+        let mut m: BTreeMap<String, f64> = BTreeMap::new();
+        let mut reach = Vec::new();
+        let mut unreached = 0u64;
+        for w in &self.oracle.writes {
+            let mut worst = 0u64;
+            let mut all = true;
+            for &i in &core {
+                let a = w.arrivals[i];
+                if a == u32::MAX {
+                    all = false;
+                    break;
+                }
+                worst = worst.max(a as u64);
+            }
+            if all {
+                reach.push(worst);
+            } else {
+                unreached += 1;
+            }
+        }
+        reach.sort_unstable();
+        insert_reach(&mut m, "write_reach", &reach);
+        m.insert("writes_unreached_at_end".into(), unreached as f64);
+        m.insert("lost_writes".into(), lost as f64);
+        m.insert("lost_writes_explained".into(), lost_explained as f64);
+        m.insert("misses_unexplained".into(), lost as f64);
+        m.insert("misses_explained".into(), lost_explained as f64);
+        m.insert("reads".into(), self.oracle.reads as f64);
+        m.insert("stale_reads".into(), self.oracle.stale_reads as f64);
+        let heal_ref = self.converge_ref_ms.max(self.last_heal_ms);
+        if let Some(c) = self.converged_at {
+            m.insert("converge_after_heal_ms".into(), c.saturating_sub(heal_ref) as f64);
+        } else {
+            m.insert("converge_after_heal_ms".into(), -1.0);
+        }
+        m.insert(
+            "false_suspicions".into(),
+            self.oracle.false_suspicions.len() as f64,
+        );
+        m.insert("false_deaths".into(), self.oracle.false_deaths.len() as f64);
+        m.insert("refutations".into(), self.oracle.refutations as f64);
+        // Failure detection.
+        insert_detection(
+            &mut m,
+            self.oracle.crashes.iter().map(|ep| Detection {
+                slot: ep.slot,
+                down_ms: ep.down_ms,
+                dead_at: &ep.dead_at,
+            }),
+            &core,
+        );
+        // Traffic: whole-run averages per running node per second.
+        let mut per_node_bytes = Vec::new();
+        let secs = (t_end.max(1) as f64) / 1000.0;
+        let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+        let mut msg_totals: BTreeMap<String, u64> = BTreeMap::new();
+        let mut syncs = (0u64, 0u64, 0u64);
+        for n in &self.nodes {
+            let mut b = n.crashed_counters.clone();
+            if let Some(e) = &n.engine {
+                for (k, v) in &e.counters().bytes_out {
+                    *b.entry(k.clone()).or_default() += v;
+                }
+                for (k, v) in &e.counters().messages_out {
+                    *msg_totals.entry(k.clone()).or_default() += v;
+                }
+                let c = e.counters();
+                syncs.0 += c.syncs_started;
+                syncs.1 += c.syncs_completed;
+                syncs.2 += c.syncs_failed;
+            }
+            for (k, v) in &b {
+                *totals.entry(k.clone()).or_default() += v;
+            }
+            per_node_bytes.push(b);
+        }
+        let started = self
+            .nodes
+            .iter()
+            .filter(|n| n.state != NodeState::NotStarted)
+            .count()
+            .max(1) as f64;
+        for (k, v) in &totals {
+            m.insert(format!("bytes_out_per_node_s.{k}"), *v as f64 / started / secs);
+        }
+        for (k, v) in &msg_totals {
+            m.insert(format!("msgs_out_per_node_s.{k}"), *v as f64 / started / secs);
+        }
+        m.insert(
+            "wire_bytes_per_node_s".into(),
+            self.wire_bytes as f64 / started / secs,
+        );
+        m.insert("syncs_started".into(), syncs.0 as f64);
+        m.insert("syncs_completed".into(), syncs.1 as f64);
+        m.insert("syncs_failed".into(), syncs.2 as f64);
+        m.insert("events".into(), self.events as f64);
+
+        // Verdict.
+        let mut reasons = Vec::new();
+        for v in &self.oracle.violations {
+            reasons.push(format!(
+                "safety: {} at {} ms on node {:?}: {}",
+                v.invariant, v.t_ms, v.node, v.detail
+            ));
+        }
+        let could_recover = !self.net.any_cut()
+            && self.nodes.iter().all(|n| !n.paused)
+            && t_end.saturating_sub(self.last_heal_ms)
+                >= 2 * self.cfg.sync_interval_ms + self.sc.network.request_timeout_ms;
+        let safety_ok = self.oracle.violations.is_empty();
+        let thresholds_ok = check_expect(&self.sc.expect, &m, 1.0, true, &mut reasons);
+        for l in &liveness {
+            reasons.push(format!("liveness: {l}"));
+        }
+        let verdict = Verdict::of(safety_ok, liveness.is_empty(), could_recover, thresholds_ok);
+        for v in &self.oracle.violations {
+            if self.opts.logs {
+                self.event_log
+                    .push(serde_json::json!({"t_ms": v.t_ms, "event": "violation", "detail": v}).to_string());
+            }
+        }
+        if self.oracle.member_log.len() < 200_000 && self.opts.logs {
+            for (t, o, s, st) in &self.oracle.member_log {
+                self.event_log.push(
+                    serde_json::json!({"t_ms": t, "event": "member", "observer": o, "subject": s, "status": st.as_str()})
+                        .to_string(),
+                );
+            }
+        }
+        self.event_log.sort_by_key(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["t_ms"].as_u64())
+                .unwrap_or(0)
+        });
+        RunResult {
+            summary: RunSummary {
+                mode: Mode::Sim,
+                scenario: self.sc,
+                seed: self.seed,
+                verdict,
+                reasons,
+                violations: self.oracle.violations.clone(),
+                metrics: m,
+                write_reach_ms: reach,
+                fault_periods: self.fault_periods,
+                history: self.history,
+                event_log: self.event_log,
+            },
+            trace_hash: self.trace.digest(),
+            events: self.events,
+            sim_ms: t_end,
+            samples: self.samples,
+            heatmap: self.heatmap,
+            heatmap_subjects: self.heat_subjects,
+            per_node_bytes,
+        }
+    }
+}

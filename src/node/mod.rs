@@ -25,7 +25,7 @@
 //! `metrics`); `driver`, the node's task (uses `clock`, `types`, `watch`,
 //! `request`, `metrics`); `start` (uses `driver`, `handle`); and, with the
 //! `test-utils` feature, `testing` (uses `start`, `handle`, `config`,
-//! `error`, `types`).
+//! `error`).
 
 mod clock;
 mod config;

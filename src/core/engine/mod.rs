@@ -11,12 +11,11 @@
 //! * after draining the actions, the driver sleeps at most until
 //!   [`Engine::poll_timeout`] and then sends [`Input::Tick`].
 //!
-//! The contract is executed once for every driver by
-//! [`Engine::drive`](crate::core::Runtime) (in `src/core/runtime.rs`): a
-//! driver implements [`Runtime`](crate::core::Runtime) (persist, publish,
-//! send_request, respond, notify, reply) and calls `drive`,
-//! `drive_gossip` or `execute`; `handle` stays as the low-level API for
-//! tests that inspect the actions.
+//! The contract is executed once, for every driver, by [`Engine::drive`]
+//! (in `src/core/runtime.rs`): a driver implements
+//! [`Runtime`](crate::core::Runtime) (persist, publish, send_request,
+//! respond, notify, reply) and calls `drive`, `drive_gossip` or `execute`;
+//! `handle` stays as the low-level API for tests that inspect the actions.
 //!
 //! `now_ms` is milliseconds since the Unix epoch on the driver's clock (the
 //! simulator passes virtual time). The engine never reads a clock and draws
@@ -27,7 +26,7 @@
 //! * `views`: read views and read-only accessors;
 //! * `commands`: local commands, owned instance TTLs, undoing a failed batch;
 //! * `merge`: validating and merging versions from peers;
-//! * `sync`: the anti-entropy exchange and its [`SyncState`](sync::SyncState);
+//! * `sync`: the anti-entropy exchange and its `SyncState`;
 //! * `liveness`: heartbeats, member merge and failure detection;
 //! * `timers`: the timer table behind [`Engine::poll_timeout`];
 //! * `limits`: named limits and the validation of remote versions;

@@ -120,6 +120,10 @@ fn a_resolved_scenario_replays_the_original_run() {
     assert_eq!(a.trace_hash, b.trace_hash);
 }
 
+/// Swarm seeds 1–3 (random scenarios) end valid. Other seeds are known to
+/// fail for core bugs tracked in issue 14 (a nemesis duration clamp that
+/// panics, e.g. seed 50, and seven seeds that end invalid); they are not
+/// hidden here, just not part of this fixed set.
 #[test]
 fn swarm_scenarios_run_to_a_verdict() {
     for seed in 1..=3 {
@@ -129,6 +133,12 @@ fn swarm_scenarios_run_to_a_verdict() {
             r.summary.violations.is_empty(),
             "swarm seed {seed}: safety violated: {:#?}",
             r.summary.violations
+        );
+        assert_eq!(
+            r.summary.verdict,
+            Verdict::Valid,
+            "swarm seed {seed}: {:#?}",
+            r.summary.reasons
         );
     }
 }

@@ -54,7 +54,18 @@
 //! dead owners not healthy; no value nobody wrote. A write's causal context
 //! is not visible through the node API, so the harness keeps a lower bound
 //! of it (what the writer held for the key just before and after the
-//! write): a write counts as superseded only when that is certain.
+//! write): a write counts as superseded only when that is certain. A
+//! write's dot (origin and sequence number) is the one the writer's own
+//! version list shows for the acknowledged id.
+//!
+//! # Rooms
+//! This module holds the harness and the run's timeline (the shared
+//! [`crate::plan::FaultPlan`]); `cluster` launches nodes (kept alone so it
+//! can move to a shared launcher), `clients` issues the shared
+//! [`crate::workload`], `tracker` follows writes around the cluster,
+//! `faults` maps faults onto real nodes, `watchdog` and `ledger` hold the
+//! checks, `prepare` sizes and scales a scenario, and `judge` gives the
+//! verdict into the shared [`crate::summary::RunSummary`].
 
 mod clients;
 mod cluster;

@@ -147,6 +147,9 @@ impl Sim {
             }
         }
         reach.sort_unstable();
+        m.insert("nodes".into(), self.sc.cluster.size as f64);
+        m.insert("core_nodes".into(), core.len() as f64);
+        m.insert("writes_acked".into(), self.oracle.writes.len() as f64);
         insert_reach(&mut m, "write_reach", &reach);
         m.insert("writes_unreached_at_end".into(), unreached as f64);
         m.insert("lost_writes".into(), lost as f64);

@@ -14,11 +14,11 @@
 //! [`Engine::poll_timeout`].
 //!
 //! # Rooms
-//! This module holds the run (the event queue and its loop); [`nodes`]
-//! starts and stops engines, [`driver`] executes their actions, [`mesh`]
-//! models gossip, [`clients`] issues the workload, [`faults`] applies the
-//! [`FaultPlan`], [`sampling`] samples the cluster and [`judge`] checks the
-//! end and gives the verdict.
+//! This module holds the run (the event queue and its loop); `nodes`
+//! starts and stops engines, [`driver`] executes their actions, `mesh`
+//! models gossip, `clients` issues the workload, `faults` applies the
+//! [`FaultPlan`], `sampling` samples the cluster and `judge` checks the end
+//! and gives the verdict.
 //!
 //! # Model
 //! * **Gossip** (`Action::Publish`) floods a mesh of degree D: each hop has

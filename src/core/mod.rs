@@ -87,6 +87,8 @@ mod phi;
 mod registry;
 mod runtime;
 mod state;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod watch;
 pub mod wire;
 
@@ -102,8 +104,8 @@ pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey
 pub use membership::{Member, MemberStatus, Membership, NodeInfo};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
-pub use runtime::{RequestRefused, Runtime};
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
+pub use runtime::{RequestRefused, Runtime};
 pub use state::{
     Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS,
 };

@@ -6,11 +6,11 @@
 //!
 //! | law | production path (engines, `core::testing::Net`) | full-state `join` (test-only) |
 //! |---|---|---|
-//! | commutative | deltas delivered in any order; `sync(a,b)` vs `sync(b,a)` | `a⊔b = b⊔a` |
-//! | associative | `(a·b)·c` vs `a·(b·c)` by anti-entropy exchanges | `(a⊔b)⊔c = a⊔(b⊔c)` without GC or trimming |
+//! | commutative | deltas in any order; `a·b` vs `b·a` by exchange | `a⊔b = b⊔a` |
+//! | associative | `(a·b)·c = a·(b·c)` without tombstone collection; with it, **not** (ignored test), but every grouping converges once all have exchanged | without collection, or without trimming; **not** with both (ignored test) |
 //! | idempotent | duplicated deltas; a second exchange changes nothing | `a⊔a = a` |
-//! | live = maximal versions (MVReg oracle) | after random traffic with drops, then anti-entropy | on replica states |
-//! | no resurrection after GC | partition, delete, collect, heal | — |
+//! | live = maximal versions (MVReg oracle) | deltas received; random traffic with drops, then anti-entropy | replica states by hand |
+//! | no resurrection after collection | partition, delete, collect, heal | — |
 //!
 //! The production path is what nodes run: commands through `Engine::drive`,
 //! deltas published as gossip and merged by the receiver, and anti-entropy
@@ -517,8 +517,8 @@ proptest! {
 
     /// Production path, delta merge: two observers receive every delta the
     /// writers published, one in publish order, the other in an arbitrary
-    /// order with arbitrary duplicates. They end in the same state, and it
-    /// is the state a full anti-entropy exchange with every writer gives.
+    /// order with arbitrary duplicates. They end in the same state, whose
+    /// live versions are the maximal versions received (the MVReg oracle).
     #[test]
     fn delivering_deltas_in_any_order_with_duplicates_gives_the_same_state(
         w in law_world(false, 0..3),

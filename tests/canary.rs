@@ -1,12 +1,9 @@
 //! Gray (canary) rollout rules, driven through `Engine::handle` with fake
 //! time and the in-test network.
 
-#[path = "support/net.rs"]
-mod net;
-
 use std::collections::BTreeMap;
 
-use net::{node, Net};
+use starling::core::testing::{self, node, Net};
 use starling::core::{
     cohort_bucket, CanaryTarget, Command, CommandError, CommandOutput, Config, Key, Namespace, NodeInfo,
     StateKey, WatchChange,
@@ -23,24 +20,15 @@ fn key(k: &str) -> Key {
 }
 
 fn put(k: &str, v: &str) -> Command {
-    Command::Put {
-        namespace: ns(),
-        key: key(k),
-        value: v.as_bytes().to_vec(),
-        expect: None,
-    }
+    testing::put("prod", k, v)
 }
 
 fn set_canary(k: &str, v: &str, selector: &str, percent: Option<u8>) -> Command {
-    Command::SetCanary {
-        namespace: ns(),
-        key: key(k),
-        value: v.as_bytes().to_vec(),
-        target: CanaryTarget {
-            tags: CanaryTarget::parse_selector(selector).unwrap(),
-            percent,
-        },
-    }
+    let target = CanaryTarget {
+        tags: CanaryTarget::parse_selector(selector).unwrap(),
+        percent,
+    };
+    testing::set_canary("prod", k, v, target)
 }
 
 fn read(net: &Net, i: usize, k: &str) -> Option<String> {
@@ -114,26 +102,14 @@ fn promote_makes_the_canary_stable_everywhere_and_ends_it() {
     ok(net.cmd(0, set_canary("feature/x", "on", "region=eu", None)));
     net.run();
     assert_eq!(read(&net, 2, "feature/x").as_deref(), Some("off"));
-    ok(net.cmd(
-        2,
-        Command::PromoteCanary {
-            namespace: ns(),
-            key: key("feature/x"),
-        },
-    ));
+    ok(net.cmd(2, testing::promote_canary("prod", "feature/x")));
     net.run();
     assert_converged(&net);
     for i in 0..4 {
         assert_eq!(read(&net, i, "feature/x").as_deref(), Some("on"), "node {i}");
         assert!(net.engines[i].kv_canary(&ns(), &key("feature/x")).is_none());
     }
-    let again = net.cmd(
-        1,
-        Command::PromoteCanary {
-            namespace: ns(),
-            key: key("feature/x"),
-        },
-    );
+    let again = net.cmd(1, testing::promote_canary("prod", "feature/x"));
     assert_eq!(again, Err(CommandError::NotFound));
 }
 
@@ -144,25 +120,13 @@ fn abort_restores_the_stable_value_on_canary_nodes() {
     ok(net.cmd(0, set_canary("feature/x", "on", "role=gateway", None)));
     net.run();
     assert_eq!(read(&net, 2, "feature/x").as_deref(), Some("on"));
-    ok(net.cmd(
-        3,
-        Command::AbortCanary {
-            namespace: ns(),
-            key: key("feature/x"),
-        },
-    ));
+    ok(net.cmd(3, testing::abort_canary("prod", "feature/x")));
     net.run();
     assert_converged(&net);
     for i in 0..4 {
         assert_eq!(read(&net, i, "feature/x").as_deref(), Some("off"), "node {i}");
     }
-    let again = net.cmd(
-        3,
-        Command::AbortCanary {
-            namespace: ns(),
-            key: key("feature/x"),
-        },
-    );
+    let again = net.cmd(3, testing::abort_canary("prod", "feature/x"));
     assert_eq!(again, Err(CommandError::NotFound));
 }
 
@@ -229,15 +193,16 @@ fn bad_targets_and_oversized_values_are_refused() {
     assert!(matches!(none, Err(CommandError::Invalid(_))), "{none:?}");
     let zero = net.cmd(0, set_canary("k", "v", "", Some(0)));
     assert!(matches!(zero, Err(CommandError::Invalid(_))), "{zero:?}");
-    let big = Command::SetCanary {
-        namespace: ns(),
-        key: key("k"),
-        value: vec![0; Config::default().max_value_bytes + 1],
-        target: CanaryTarget {
-            tags: BTreeMap::new(),
-            percent: Some(10),
-        },
+    let target = CanaryTarget {
+        tags: BTreeMap::new(),
+        percent: Some(10),
     };
+    let big = testing::set_canary(
+        "prod",
+        "k",
+        vec![0; Config::default().max_value_bytes + 1],
+        target,
+    );
     assert!(matches!(net.cmd(0, big), Err(CommandError::TooLarge { .. })));
     assert!(net.engines[0].kv_canaries(&ns()).is_empty());
 }

@@ -1,12 +1,9 @@
 //! One test per rule of the protocol core, driven through
 //! `Engine::handle(now, Input)` with fake time and an in-test network.
 
-#[path = "support/net.rs"]
-mod net;
-
 use std::collections::BTreeSet;
 
-use net::{node, Net};
+use starling::core::testing::{self, node, Net};
 use starling::core::wire::{self, Delta, Message};
 use starling::core::{
     Command, CommandError, CommandOutput, Config, Dot, Expect, HealthStatus, Hlc, IdError, InstanceId, Key,
@@ -25,36 +22,19 @@ fn key(k: &str) -> Key {
 }
 
 fn sk(k: &str) -> StateKey {
-    StateKey::Kv {
-        namespace: ns(),
-        key: key(k),
-    }
+    testing::kv_key("prod", k)
 }
 
 fn put(k: &str, v: &str) -> Command {
-    Command::Put {
-        namespace: ns(),
-        key: key(k),
-        value: v.as_bytes().to_vec(),
-        expect: None,
-    }
+    testing::put("prod", k, v)
 }
 
 fn put_if(k: &str, v: &str, expect: Expect) -> Command {
-    Command::Put {
-        namespace: ns(),
-        key: key(k),
-        value: v.as_bytes().to_vec(),
-        expect: Some(expect),
-    }
+    testing::put_if("prod", k, v, expect)
 }
 
 fn delete(k: &str) -> Command {
-    Command::Delete {
-        namespace: ns(),
-        key: key(k),
-        expect: None,
-    }
+    testing::delete("prod", k)
 }
 
 fn written(r: Result<CommandOutput, CommandError>) -> VersionId {
@@ -115,11 +95,7 @@ fn resolve_keeps_the_chosen_sibling_everywhere_and_refuses_a_non_live_version() 
             .len(),
         2
     );
-    let keep = |to| Command::Resolve {
-        namespace: ns(),
-        key: key("db/url"),
-        keep: to,
-    };
+    let keep = |to| testing::resolve("prod", "db/url", to);
     // Keep the loser on purpose: the explicit choice wins over the HLC rule.
     let winner = net.engines[0].kv_get(&ns(), &key("db/url")).unwrap().version.id;
     let loser = if winner == a { b } else { a };
@@ -254,14 +230,7 @@ fn put_if_version_succeeds_on_the_current_winner_and_conflicts_on_a_stale_one() 
     ));
     // Delete with a stale expectation conflicts as well.
     assert!(matches!(
-        net.cmd(
-            1,
-            Command::Delete {
-                namespace: ns(),
-                key: key("k"),
-                expect: Some(Expect::Version(v2)),
-            }
-        ),
+        net.cmd(1, testing::delete_if("prod", "k", Expect::Version(v2))),
         Err(CommandError::Conflict { .. })
     ));
     assert_eq!(read(&net, 1, "k").as_deref(), Some("three"));
@@ -303,11 +272,7 @@ fn rollback_restores_an_old_value_as_a_new_version() {
     }
     net.run();
     // v0 was trimmed: it cannot be rolled back to.
-    let to = |id| Command::Rollback {
-        namespace: ns(),
-        key: key("k"),
-        to: id,
-    };
+    let to = |id| testing::rollback("prod", "k", id);
     assert_eq!(net.cmd(0, to(ids[0])), Err(CommandError::NotFound));
     net.now += 1;
     let r = written(net.cmd(0, to(ids[1])));
@@ -557,30 +522,17 @@ fn svc() -> (ServiceName, InstanceId) {
 }
 
 fn register(ttl_ms: Option<u64>) -> Command {
-    let (service, instance) = svc();
-    Command::RegisterService {
-        namespace: ns(),
-        service,
-        instance,
-        spec: ServiceSpec {
-            address: "10.0.0.1".into(),
-            port: 8080,
-            tags: BTreeSet::from(["v1".to_string()]),
-            metadata: Default::default(),
-            weight: 50,
-            ttl_ms,
-        },
-    }
+    let spec = ServiceSpec {
+        tags: BTreeSet::from(["v1".to_string()]),
+        weight: 50,
+        ttl_ms,
+        ..testing::instance_spec("10.0.0.1", 8080)
+    };
+    testing::register_instance("prod", "api", "api-1", spec)
 }
 
 fn svc_heartbeat() -> Command {
-    let (service, instance) = svc();
-    Command::HeartbeatService {
-        namespace: ns(),
-        service,
-        instance,
-        health: None,
-    }
+    testing::heartbeat_instance("prod", "api", "api-1", None)
 }
 
 fn view(net: &Net, i: usize) -> starling::core::ServiceView {
@@ -1008,15 +960,7 @@ fn crossing_a_limit_gives_a_typed_error_and_changes_nothing() {
     c.max_message_bytes = 70_000;
     c.sync_budget_bytes = 35_000;
     let mut net = Net::new(1, c, T0);
-    let r = net.cmd(
-        0,
-        Command::Put {
-            namespace: ns(),
-            key: key("k"),
-            value: vec![0; 1025],
-            expect: None,
-        },
-    );
+    let r = net.cmd(0, testing::put("prod", "k", vec![0; 1025]));
     assert_eq!(
         r,
         Err(CommandError::TooLarge {
@@ -1032,15 +976,7 @@ fn crossing_a_limit_gives_a_typed_error_and_changes_nothing() {
         "no write was persisted"
     );
     // Exactly at the limit is fine.
-    let r = net.cmd(
-        0,
-        Command::Put {
-            namespace: ns(),
-            key: key("k"),
-            value: vec![0; 1024],
-            expect: None,
-        },
-    );
+    let r = net.cmd(0, testing::put("prod", "k", vec![0; 1024]));
     written(r);
     // Keys, namespaces and service names are validated when parsed.
     assert!(matches!(
@@ -1054,23 +990,11 @@ fn crossing_a_limit_gives_a_typed_error_and_changes_nothing() {
         Err(IdError::Length { max: 64, .. })
     ));
     // A service spec out of range is refused.
-    let (service, instance) = svc();
-    let r = net.cmd(
-        0,
-        Command::RegisterService {
-            namespace: ns(),
-            service,
-            instance,
-            spec: ServiceSpec {
-                address: "h".into(),
-                port: 1,
-                tags: Default::default(),
-                metadata: Default::default(),
-                weight: 101,
-                ttl_ms: None,
-            },
-        },
-    );
+    let spec = ServiceSpec {
+        weight: 101,
+        ..testing::instance_spec("h", 1)
+    };
+    let r = net.cmd(0, testing::register_instance("prod", "api", "api-1", spec));
     assert!(matches!(r, Err(CommandError::Invalid(_))));
     assert_eq!(net.engines[0].state().len(), 1);
 }
@@ -1100,16 +1024,7 @@ fn listing_by_prefix_returns_live_keys_of_the_namespace_in_order_for_any_prefix(
     }
     written(net.cmd(0, delete("db/old")));
     let other = Namespace::new("staging").unwrap();
-    net.cmd(
-        0,
-        Command::Put {
-            namespace: other.clone(),
-            key: key("db/url"),
-            value: b"s".to_vec(),
-            expect: None,
-        },
-    )
-    .unwrap();
+    net.cmd(0, testing::put("staging", "db/url", "s")).unwrap();
     let list = |prefix: &str| -> Vec<String> {
         net.engines[0]
             .kv_list(&ns(), prefix, 100)

@@ -1,9 +1,23 @@
 //! Property tests of the replicated state's merge laws and of convergence,
 //! with the `crdts` crate as an independent oracle (version vectors and a
 //! multi-value register for sibling sets).
-
-#[path = "support/net.rs"]
-mod net;
+//!
+//! Which law is checked on which path:
+//!
+//! | law | production path (engines, `core::testing::Net`) | full-state `join` (test-only) |
+//! |---|---|---|
+//! | commutative | deltas in any order; `a·b` vs `b·a` by exchange | `a⊔b = b⊔a` |
+//! | associative | `(a·b)·c = a·(b·c)` without tombstone collection; with it, **not** (ignored test), but every grouping converges once all have exchanged | without collection, or without trimming; **not** with both (ignored test) |
+//! | idempotent | duplicated deltas; a second exchange changes nothing | `a⊔a = a` |
+//! | live = maximal versions (MVReg oracle) | deltas received; random traffic with drops, then anti-entropy | replica states by hand |
+//! | no resurrection after collection | partition, delete, collect, heal | — |
+//!
+//! The production path is what nodes run: commands through `Engine::drive`,
+//! deltas published as gossip and merged by the receiver, and anti-entropy
+//! as the real four-message exchange (request, response, push, ack).
+//! `ReplicatedState::join` is never called by the engine: it is the
+//! lattice's reference merge, kept here because it states the laws exactly
+//! (and shows where history trimming makes them lossy).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,9 +26,10 @@ use crdts::{CmRDT, CvRDT, MVReg, VClock};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as PtConfig, TestRunner};
 
-use net::{node, Net};
+use starling::core::testing::{self, node, Msg, Net};
+use starling::core::wire;
 use starling::core::{
-    Command, CommandOutput, Config, Context, Dot, Expect, Hlc, Key, Knowledge, Namespace, NodeId, Payload,
+    CommandError, CommandOutput, Config, Context, Dot, Expect, Hlc, Knowledge, Namespace, NodeId, Payload,
     ReplicatedState, StateKey, Version, VersionId,
 };
 
@@ -26,10 +41,7 @@ fn ns() -> Namespace {
 }
 
 fn sk(k: usize) -> StateKey {
-    StateKey::Kv {
-        namespace: ns(),
-        key: Key::new(KEYS[k % KEYS.len()]).unwrap(),
-    }
+    testing::kv_key("prod", KEYS[k % KEYS.len()])
 }
 
 /// Everything a state holds, for exact comparison: per key the live and
@@ -65,7 +77,12 @@ fn joined(a: &ReplicatedState, b: &ReplicatedState) -> ReplicatedState {
     out
 }
 
-// ----- generating replica states by hand -------------------------------
+// ----- the full-state join (test-only reference merge) -------------------
+//
+// Replica states built by hand (writes, single-version merges, joins,
+// collection) and combined with `ReplicatedState::join`, which the engine
+// never calls: these laws are those of the lattice itself. The laws on the
+// path nodes run are further down ("laws on the production path").
 
 #[derive(Clone, Debug)]
 enum Step {
@@ -186,24 +203,28 @@ fn vclock(ctx: &Context) -> VClock<NodeId> {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
+    /// Test-only path: `ReplicatedState::join`.
     #[test]
     fn join_is_commutative(w in world()) {
         let (a, b) = (&w.replicas[0], &w.replicas[1]);
         assert_same(&joined(a, b), &joined(b, a), "a⊔b vs b⊔a")?;
     }
 
+    /// Test-only path: `ReplicatedState::join`.
     #[test]
     fn join_is_associative_without_gc(w in world_with(false, 0..3)) {
         let (a, b, c) = (&w.replicas[0], &w.replicas[1], &w.replicas[2]);
         assert_same(&joined(&joined(a, b), c), &joined(a, &joined(b, c)), "(a⊔b)⊔c vs a⊔(b⊔c)")?;
     }
 
+    /// Test-only path: `ReplicatedState::join`.
     #[test]
     fn join_is_associative_without_trimming(w in world_with(true, 64..65)) {
         let (a, b, c) = (&w.replicas[0], &w.replicas[1], &w.replicas[2]);
         assert_same(&joined(&joined(a, b), c), &joined(a, &joined(b, c)), "(a⊔b)⊔c vs a⊔(b⊔c)")?;
     }
 
+    /// Test-only path: `ReplicatedState::join`.
     /// KNOWN FAILURE, left visible: with both history trimming and
     /// tombstone collection, `join` is not associative. Minimal case
     /// (history_limit 1): `a` holds `b/c` = v5 <- v7 (one origin); `b` holds
@@ -223,6 +244,7 @@ proptest! {
         assert_same(&joined(&joined(a, b), c), &joined(a, &joined(b, c)), "(a⊔b)⊔c vs a⊔(b⊔c)")?;
     }
 
+    /// Test-only path: `ReplicatedState::join`.
     /// Whatever order three states are joined in, the results agree once
     /// they have been joined with each other (what anti-entropy does).
     #[test]
@@ -242,6 +264,7 @@ proptest! {
         prop_assert_eq!(xy.digest(), yx.digest());
     }
 
+    /// Test-only path: `ReplicatedState::join`.
     #[test]
     fn join_is_idempotent(w in world()) {
         for r in &w.replicas {
@@ -251,6 +274,8 @@ proptest! {
         assert_same(&joined(&ab, &w.replicas[1]), &ab, "(a⊔b)⊔b vs a⊔b")?;
     }
 
+    /// Replica states built by hand (single-version `merge`, the function
+    /// the engine calls per remote version, and `join`).
     /// The live versions of every key are exactly the maximal elements (by
     /// causal context) of every version the replica has seen: what an
     /// MVReg from `crdts` fed the same versions reads. A collected key reads
@@ -339,6 +364,317 @@ proptest! {
     }
 }
 
+// ----- laws on the production path ----------------------------------------
+//
+// Engines in a `core::testing::Net`: writes are commands, deltas travel as
+// gossip and are merged by the receiving engine, and "merging two replicas"
+// is the real anti-entropy exchange. Every world is built twice from the
+// same ops (engines and the net are deterministic), and the two copies
+// merge in different orders.
+
+/// Writers in the law worlds.
+const WRITERS: usize = 3;
+
+#[derive(Clone, Debug)]
+enum LawOp {
+    /// Writer `n` writes key `k` (a delete if `tomb`) after `advance` ms.
+    Write {
+        n: usize,
+        k: usize,
+        tomb: bool,
+        advance: u64,
+    },
+    /// Deliver one in-flight message (in any order).
+    Deliver(usize),
+    /// Deliver one in-flight message and keep it queued.
+    Duplicate(usize),
+    /// Lose one in-flight message (a lost request fails at the requester).
+    Lose(usize),
+    /// Writer `a` runs anti-entropy with writer `b`.
+    Sync { a: usize, b: usize },
+    /// Writer `n` ticks past the tombstone TTL (collecting tombstones);
+    /// what the tick sends is lost.
+    Collect { n: usize },
+}
+
+fn law_op(gc: bool) -> impl Strategy<Value = LawOp> {
+    prop_oneof![
+        6 => (0..WRITERS, 0..3usize, prop::bool::weighted(if gc { 0.4 } else { 0.25 }), 0..3u64)
+            .prop_map(|(n, k, tomb, advance)| LawOp::Write { n, k, tomb, advance }),
+        5 => any::<usize>().prop_map(LawOp::Deliver),
+        1 => any::<usize>().prop_map(LawOp::Duplicate),
+        3 => any::<usize>().prop_map(LawOp::Lose),
+        1 => (0..WRITERS, 0..WRITERS).prop_map(|(a, b)| LawOp::Sync { a, b }),
+        (if gc { 3 } else { 0 }) => (0..WRITERS).prop_map(|n| LawOp::Collect { n }),
+    ]
+}
+
+#[derive(Clone, Debug)]
+struct LawWorld {
+    history_limit: usize,
+    ops: Vec<LawOp>,
+}
+
+fn law_world(gc: bool, limits: std::ops::Range<usize>) -> impl Strategy<Value = LawWorld> {
+    (limits, prop::collection::vec(law_op(gc), 0..40))
+        .prop_map(|(history_limit, ops)| LawWorld { history_limit, ops })
+}
+
+/// Build the world: `WRITERS` engines with divergent states and nothing in
+/// flight, plus `observers` engines that have received nothing. Returns
+/// the net and, per observer, the gossip addressed to it, in publish order.
+fn build(w: &LawWorld, observers: usize) -> (Net, Vec<Vec<Msg>>) {
+    let cfg = config(w.history_limit);
+    let ttl = cfg.tombstone_ttl_ms;
+    let mut net = Net::new(WRITERS + observers, cfg, T0);
+    let mut held = vec![Vec::new(); observers];
+    let mut set_aside = |net: &mut Net| {
+        for m in std::mem::take(&mut net.queue) {
+            if m.to() >= WRITERS {
+                held[m.to() - WRITERS].push(m);
+            } else {
+                net.queue.push(m);
+            }
+        }
+    };
+    for op in &w.ops {
+        match *op {
+            LawOp::Write { n, k, tomb, advance } => {
+                net.now += advance;
+                let key = KEYS[k];
+                let cmd = if tomb {
+                    testing::delete("prod", key)
+                } else {
+                    testing::put("prod", key, format!("{n}@{}", net.now))
+                };
+                match net.cmd(n, cmd) {
+                    Ok(_) => {}
+                    Err(CommandError::NotFound) if tomb => {} // nothing to delete
+                    Err(e) => panic!("an unconditional write failed: {e}"),
+                }
+            }
+            LawOp::Deliver(i) => {
+                net.deliver_nth(i);
+            }
+            LawOp::Duplicate(i) => {
+                net.duplicate_nth(i);
+            }
+            LawOp::Lose(i) => {
+                net.fail_nth(i);
+            }
+            LawOp::Sync { a, b } if a != b => exchange_one_way(&mut net, a, b),
+            LawOp::Sync { .. } => {}
+            LawOp::Collect { n } => {
+                net.now += ttl + 1;
+                let before = net.queue.len();
+                net.input(n, starling::core::Input::Tick);
+                while net.queue.len() > before {
+                    net.fail_nth(before);
+                }
+            }
+        }
+        set_aside(&mut net);
+    }
+    net.fail_all();
+    set_aside(&mut net);
+    for e in &net.engines {
+        assert_eq!(e.inflight_syncs(), 0, "the world is built with nothing in flight");
+    }
+    (net, held)
+}
+
+/// One anti-entropy run started by `a` with `b`, delivered to the end
+/// (request, response, push, ack), after the per-peer rate limit.
+fn exchange_one_way(net: &mut Net, a: usize, b: usize) {
+    net.now += net.engines[a].config().sync_min_interval_ms + 1;
+    let started = net.engines[a].counters().syncs_started;
+    let completed = net.engines[a].counters().syncs_completed;
+    net.sync(a, b);
+    assert_eq!(
+        net.engines[a].counters().syncs_started,
+        started + 1,
+        "{a} started a sync with {b}"
+    );
+    assert_eq!(
+        net.engines[a].counters().syncs_completed,
+        completed + 1,
+        "{a}'s sync with {b} completed"
+    );
+}
+
+/// Merge `a` and `b` the way nodes do: each runs anti-entropy with the other.
+fn exchange(net: &mut Net, a: usize, b: usize) {
+    exchange_one_way(net, a, b);
+    exchange_one_way(net, b, a);
+}
+
+fn same_engines(x: &Net, i: usize, y: &Net, j: usize, what: &str) -> Result<(), TestCaseError> {
+    assert_same(x.engines[i].state(), y.engines[j].state(), what)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Production path, delta merge: two observers receive every delta the
+    /// writers published, one in publish order, the other in an arbitrary
+    /// order with arbitrary duplicates. They end in the same state, whose
+    /// live versions are the maximal versions received (the MVReg oracle).
+    #[test]
+    fn delivering_deltas_in_any_order_with_duplicates_gives_the_same_state(
+        w in law_world(false, 0..3),
+        picks in prop::collection::vec(any::<usize>(), 0..60),
+        dups in prop::collection::vec(any::<usize>(), 0..10),
+    ) {
+        let (mut net, held) = build(&w, 2);
+        let (x, y) = (WRITERS, WRITERS + 1);
+        for m in held[0].clone() {
+            net.deliver(m);
+        }
+        let mut rest = held[1].clone();
+        for d in dups {
+            if !rest.is_empty() {
+                let copy = rest[d % rest.len()].clone();
+                rest.push(copy);
+            }
+        }
+        for p in picks {
+            if rest.is_empty() {
+                break;
+            }
+            let m = rest.remove(p % rest.len());
+            net.deliver(m);
+        }
+        for m in rest {
+            net.deliver(m);
+        }
+        prop_assert!(net.queue.is_empty(), "merging a delta sends nothing");
+        same_engines(&net, x, &net, y, "in order vs any order with duplicates")?;
+        // And it is the one the MVReg oracle gives for the versions
+        // received: the live versions are the maximal ones.
+        let cluster = wire::cluster_id(&net.engines[x].config().cluster);
+        let mut oracle: BTreeMap<StateKey, MVReg<Dot, NodeId>> = BTreeMap::new();
+        for m in &held[0] {
+            let Msg::Gossip { bytes, .. } = m else {
+                unreachable!("only gossip is addressed to an observer")
+            };
+            let Ok(wire::Message::Delta(d)) = wire::decode(bytes, cluster, usize::MAX) else {
+                panic!("a writer published something other than a delta")
+            };
+            for (k, v) in d.versions {
+                oracle.entry(k).or_default().apply(crdts::mvreg::Op::Put {
+                    clock: vclock(&v.ctx),
+                    val: v.dot,
+                });
+            }
+        }
+        let state = net.engines[x].state();
+        prop_assert_eq!(state.len(), oracle.len(), "keys held");
+        for (k, reg) in oracle {
+            let want: BTreeSet<Dot> = reg.read().val.into_iter().collect();
+            let got: BTreeSet<Dot> = state.get(&k).map(|ks| ks.live.iter().map(|v| v.dot).collect()).unwrap_or_default();
+            prop_assert_eq!(got, want, "live versions of {:?}", k);
+        }
+    }
+
+    /// Production path, anti-entropy: after `a` and `b` each run a sync
+    /// with the other, both hold the same state, whichever started; and
+    /// another exchange changes nothing.
+    #[test]
+    fn an_anti_entropy_exchange_agrees_is_commutative_and_idempotent(w in law_world(true, 0..3)) {
+        let (mut ab, _) = build(&w, 0);
+        let (mut ba, _) = build(&w, 0);
+        exchange(&mut ab, 0, 1);
+        exchange(&mut ba, 1, 0);
+        same_engines(&ab, 0, &ab, 1, "a and b after exchanging")?;
+        same_engines(&ab, 0, &ba, 0, "a·b vs b·a")?;
+        same_engines(&ab, 0, &ba, 1, "a·b vs b·a (at b)")?;
+        let before = contents(ab.engines[0].state());
+        let digest = ab.engines[0].digest();
+        exchange(&mut ab, 0, 1);
+        prop_assert_eq!(contents(ab.engines[0].state()), before, "a second exchange changed a");
+        prop_assert_eq!(ab.engines[0].digest(), digest);
+        same_engines(&ab, 0, &ab, 1, "a and b after a second exchange")?;
+        // The third replica took no part and is untouched in both copies.
+        same_engines(&ab, 2, &ba, 2, "c, not in the exchange")?;
+    }
+}
+
+static LAW_WORLDS_COLLECTED: AtomicUsize = AtomicUsize::new(0);
+
+/// `(a·b)·c` and `a·(b·c)` by anti-entropy exchanges, at `a`.
+fn both_groupings(w: &LawWorld) -> (Net, Net) {
+    let (mut left, _) = build(w, 0);
+    let (mut right, _) = build(w, 0);
+    exchange(&mut left, 0, 1);
+    exchange(&mut left, 0, 2);
+    exchange(&mut right, 1, 2);
+    exchange(&mut right, 0, 1);
+    (left, right)
+}
+
+/// Production path with tombstone collection: whichever grouping the
+/// exchanges took, every replica holds the same state once all three have
+/// exchanged with each other.
+fn groupings_agree_after_everyone_exchanged(w: LawWorld) -> Result<(), TestCaseError> {
+    let (mut left, mut right) = both_groupings(&w);
+    if left.engines.iter().any(|e| e.counters().tombstones_collected > 0) {
+        LAW_WORLDS_COLLECTED.fetch_add(1, Ordering::Relaxed);
+    }
+    for net in [&mut left, &mut right] {
+        exchange(net, 1, 2);
+        exchange(net, 0, 2);
+        exchange(net, 0, 1);
+    }
+    for i in 0..WRITERS {
+        same_engines(&left, i, &right, 0, "after everyone exchanged")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn with_tombstone_collection_exchange_groupings_agree_once_everyone_has_exchanged() {
+    let mut runner = TestRunner::new(PtConfig::with_cases(128));
+    runner
+        .run(&law_world(true, 0..3), groupings_agree_after_everyone_exchanged)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        LAW_WORLDS_COLLECTED.load(Ordering::Relaxed) >= 20,
+        "too few worlds collected tombstones to mean anything"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Production path without tombstone collection: `(a·b)·c` and
+    /// `a·(b·c)` hold exactly the same versions (history included),
+    /// knowledge and digest, with or without history trimming.
+    #[test]
+    fn without_tombstone_collection_anti_entropy_exchanges_are_associative(w in law_world(false, 0..3)) {
+        let (left, right) = both_groupings(&w);
+        same_engines(&left, 0, &right, 0, "(a·b)·c vs a·(b·c)")?;
+    }
+
+    /// KNOWN FAILURE on the production path, left visible: with tombstone
+    /// collection, exchanges are not associative, not even for live
+    /// versions. Minimal case: `b` writes `d` (v1), `c` sees v1 and
+    /// overwrites it (w1), `b` — not having seen w1 — deletes `d` (t2,
+    /// concurrent with w1, ranking above it) and collects t2, keeping a
+    /// grave. `a·(b·c)`: `b` judges w1 against its grave and drops it,
+    /// `c` drops it too, and `a` gets nothing. `(a·b)·c`: `a` learns no
+    /// grave from `b` (graves are node-local, never synced) and takes w1
+    /// from `c` as live. Both converge once `b` and `c` exchange (the test
+    /// above); this is the limit DESIGN.md states for a write that lost to
+    /// a collected delete. The full-state `join` does not show it because
+    /// it adopts graves.
+    #[test]
+    #[ignore = "known: with tombstone collection, which grouping meets the grave first decides the intermediate result"]
+    fn with_tombstone_collection_anti_entropy_exchanges_are_associative(w in law_world(true, 0..3)) {
+        let (left, right) = both_groupings(&w);
+        same_engines(&left, 0, &right, 0, "(a·b)·c vs a·(b·c)")?;
+    }
+}
+
 // ----- engines over a lossy network --------------------------------------
 
 #[derive(Clone, Debug)]
@@ -407,45 +743,27 @@ fn play(sc: &Scenario, net: &mut Net) -> Acked {
         match *op {
             NetOp::Put { n, k } | NetOp::PutIfAbsent { n, k } | NetOp::Delete { n, k } => {
                 let n = n % sc.nodes;
-                let StateKey::Kv { namespace, key } = sk(k) else {
-                    unreachable!()
-                };
-                let value = format!("{n}@{}", net.now).into_bytes();
+                let key = KEYS[k % KEYS.len()];
+                let value = format!("{n}@{}", net.now);
                 let command = match op {
-                    NetOp::Put { .. } => Command::Put {
-                        namespace,
-                        key,
-                        value,
-                        expect: None,
-                    },
-                    NetOp::PutIfAbsent { .. } => Command::Put {
-                        namespace,
-                        key,
-                        value,
-                        expect: Some(Expect::Absent),
-                    },
-                    _ => Command::Delete {
-                        namespace,
-                        key,
-                        expect: None,
-                    },
+                    NetOp::Put { .. } => testing::put("prod", key, value),
+                    NetOp::PutIfAbsent { .. } => testing::put_if("prod", key, value, Expect::Absent),
+                    _ => testing::delete("prod", key),
                 };
                 if let Ok(CommandOutput::Written { version, .. }) = net.cmd(n, command) {
                     acked.push((sk(k), held(net, n, &sk(k), version).expect("just written")));
                 }
             }
-            NetOp::Deliver(i) | NetOp::Duplicate(i) | NetOp::Drop(i) if !net.queue.is_empty() => {
-                let i = i % net.queue.len();
-                let msg = match op {
-                    NetOp::Duplicate(_) => net.queue[i].clone(),
-                    _ => net.queue.remove(i),
-                };
-                if !matches!(op, NetOp::Drop(_)) {
-                    net.deliver(msg);
-                }
+            NetOp::Deliver(i) => {
+                net.deliver_nth(i);
+            }
+            NetOp::Duplicate(i) => {
+                net.duplicate_nth(i);
+            }
+            NetOp::Drop(i) => {
+                net.drop_nth(i);
             }
             NetOp::Advance(ms) => net.now += ms,
-            _ => {}
         }
     }
     if sc.deliver_rest {
@@ -542,16 +860,8 @@ fn gc_never_resurrects(sc: Scenario) -> Result<(), TestCaseError> {
     check_converged(&net, &rest)?;
     let deleter = rest[0];
     let mut deleted = Vec::new();
-    for k in 0..KEYS.len() {
-        let StateKey::Kv { namespace, key } = sk(k) else {
-            unreachable!()
-        };
-        let cmd = Command::Delete {
-            namespace,
-            key,
-            expect: None,
-        };
-        if let Ok(CommandOutput::Written { version, .. }) = net.cmd(deleter, cmd) {
+    for (k, key) in KEYS.iter().enumerate() {
+        if let Ok(CommandOutput::Written { version, .. }) = net.cmd(deleter, testing::delete("prod", key)) {
             let tomb = held(&net, deleter, &sk(k), version).expect("just written");
             deleted.push((k, tomb));
         }

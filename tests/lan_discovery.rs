@@ -2,13 +2,17 @@
 //! three `starling run` processes on a private bridge (no route out), mDNS
 //! on, no bootstrap peers. They must find each other and replicate.
 //!
-//! Needs root and `ip netns`; without them the test prints why and returns.
+//! Needs root and `ip netns`. Without them it prints `SKIPPED: <why>` on
+//! stderr and returns; under CI (`CI=true`) it fails instead
+//! (`starling::core::testing::skip_or_fail`).
 
 #![cfg(feature = "node")]
 #![allow(clippy::disallowed_methods)] // a test driver: waits on real time
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use starling::core::testing::skip_or_fail;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 
@@ -162,11 +166,11 @@ fn three_nodes_in_private_namespaces_find_each_other_by_mdns_and_replicate() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false);
     if !root {
-        println!("SKIPPED: needs root to create network namespaces");
+        skip_or_fail("needs root to create network namespaces");
         return;
     }
     if sh(&["ip", "netns", "list"]).is_err() {
-        println!("SKIPPED: `ip netns` is not available (install iproute2)");
+        skip_or_fail("`ip netns` is not available (install iproute2)");
         return;
     }
     let mut lan = Lan::create(3).expect("create namespaces");

@@ -87,6 +87,8 @@ mod phi;
 mod registry;
 mod runtime;
 mod state;
+#[cfg(feature = "test-utils")]
+pub mod testing;
 mod watch;
 pub mod wire;
 

@@ -9,9 +9,10 @@
 //! 14      ..    bincode 2 (standard config) body
 //! ```
 //! Sizes are checked before anything is decoded: the whole message against
-//! the configured maximum, and bincode's own allocation limit against the
-//! same number. Every failure is a typed [`WireError`]; nothing here panics
-//! on input.
+//! the caller's maximum (the node passes `max_message_bytes`), capped at
+//! [`ABSOLUTE_MAX_MESSAGE`]. bincode's own limit on what a body may claim
+//! is the fixed [`ABSOLUTE_MAX_MESSAGE`], not the caller's maximum. Every
+//! failure is a typed [`WireError`]; nothing here panics on input.
 
 use std::collections::BTreeMap;
 

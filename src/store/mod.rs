@@ -29,7 +29,8 @@
 //! [`PersistedMeta`]), `identity` (the 32-byte ed25519 secret key). The
 //! `meta` table's type and its `schema_version` row never change, so any
 //! build can tell whether it understands a file. No savepoints and no table
-//! renames (see the redb field note in ARCHITECTURE.md).
+//! renames: the store needs neither, and plain tables and transactions are
+//! the part of redb's file format a later build is likeliest to read.
 //!
 //! [`MemoryStore::snapshot`]: crate::core::MemoryStore::snapshot
 //! [`StateKey`]: crate::core::StateKey

@@ -1,4 +1,4 @@
-//! The simulator as the engines' [`Runtime`]: [`Engine::drive`] executes
+//! The simulator as the engines' [`Runtime`]: [`starling::core::Engine::drive`] executes
 //! each input's actions in the contract's order through [`NodeRuntime`],
 //! which persists into the node's store and the oracle, floods publishes
 //! over the mesh and puts requests and responses on the network model.

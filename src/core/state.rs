@@ -264,9 +264,16 @@ impl KeyState {
         }
     }
 
-    fn remove(&mut self, dot: &Dot) -> Option<Version> {
+    /// Remove the version with `dot`. With `revive` (the undo of a write
+    /// that could not be made durable, and nothing else), history versions
+    /// that only it superseded become live again; otherwise removing a
+    /// version never changes what the others are.
+    fn remove(&mut self, dot: &Dot, revive: bool) -> Option<Version> {
         if let Some(i) = self.live.iter().position(|v| v.dot == *dot) {
             let v = self.live.remove(i);
+            if !revive {
+                return Some(v);
+            }
             // History versions that only `v` superseded become live again.
             let mut revived = Vec::new();
             self.history.retain(|h| {
@@ -479,7 +486,7 @@ impl ReplicatedState {
     /// Remove a held version and forget its dot (undo of a write that could
     /// not be made durable). Returns whether anything was removed.
     pub fn unapply(&mut self, key: &StateKey, dot: &Dot) -> bool {
-        let removed = self.remove_version(key, dot);
+        let removed = self.remove_version(key, dot, true);
         if removed {
             self.knowledge.remove(dot);
             self.dirty_origins.insert(dot.node);
@@ -487,12 +494,12 @@ impl ReplicatedState {
         removed
     }
 
-    fn remove_version(&mut self, key: &StateKey, dot: &Dot) -> bool {
+    fn remove_version(&mut self, key: &StateKey, dot: &Dot, revive: bool) -> bool {
         let Some(ks) = self.entries.get_mut(key) else {
             return false;
         };
         let was_live = ks.live.iter().any(|l| l.dot == *dot);
-        let Some(v) = ks.remove(dot) else {
+        let Some(v) = ks.remove(dot, revive) else {
             return false;
         };
         if was_live {
@@ -583,7 +590,7 @@ impl ReplicatedState {
         }
         let n = doomed.len();
         for (key, dot) in doomed {
-            self.remove_version(&key, &dot);
+            self.remove_version(&key, &dot, false);
         }
         n
     }
@@ -599,10 +606,15 @@ impl ReplicatedState {
         self.versions_until(budget_bytes, |dot| peer.seen_of_ours(dot) == Some(true))
     }
 
-    /// The versions [`drop_obsolete`](Self::drop_obsolete) would drop,
-    /// judged against a knowledge summary: only those the peer has
-    /// certainly seen. Computed when the summary arrives and applied later
-    /// with [`drop_versions`](Self::drop_versions).
+    /// The superseded versions a peer has certainly seen and no longer
+    /// holds (trimmed from its bounded history): for each bucket of the
+    /// peer's `manifest`, every *history* version of ours whose dot the
+    /// peer has seen and does not list. Live versions are never doomed on a
+    /// peer's word: a live version leaves only when a version that
+    /// supersedes it arrives, or with a collected key's grave
+    /// ([`adopt_grave`](Self::adopt_grave)), which takes the whole key at
+    /// once. Computed when the summary arrives and applied later with
+    /// [`drop_versions`](Self::drop_versions).
     pub fn seen_and_dropped(
         &self,
         manifest: &BTreeMap<u16, Vec<Dot>>,
@@ -617,7 +629,7 @@ impl ReplicatedState {
             let Some(held) = manifest.get(&b) else {
                 continue;
             };
-            for v in ks.all() {
+            for v in &ks.history {
                 if peer.seen_of_ours(&v.dot) == Some(true) && !held.contains(&v.dot) {
                     doomed.push((key.clone(), v.dot));
                 }
@@ -626,31 +638,65 @@ impl ReplicatedState {
         doomed
     }
 
-    /// Drop these versions (those still held); returns how many were.
+    /// Drop these superseded versions (those still held in history);
+    /// returns how many were.
     pub fn drop_versions(&mut self, doomed: &[(StateKey, Dot)]) -> usize {
         doomed
             .iter()
-            .filter(|(key, dot)| self.remove_version(key, dot))
+            .filter(|(key, dot)| {
+                self.entries
+                    .get(key)
+                    .is_some_and(|ks| ks.history.iter().any(|h| h.dot == *dot))
+                    && self.remove_version(key, dot, false)
+            })
             .count()
     }
 
-    /// Take over another replica's grave for `key` (full-state join): keep
-    /// the higher-ranked grave and drop every version it buries.
-    fn adopt_grave(&mut self, key: &StateKey, g: Grave) {
+    /// The graves held in the given buckets (they travel with manifests, so
+    /// a peer applies a collection to the whole key).
+    pub fn graves_in(&self, buckets: &[u16]) -> Vec<(StateKey, Grave)> {
+        let wanted: BTreeSet<u16> = buckets.iter().copied().collect();
+        if wanted.is_empty() {
+            return Vec::new();
+        }
+        self.entries
+            .iter()
+            .filter(|(key, _)| wanted.contains(&(Self::bucket_of(key) as u16)))
+            .filter_map(|(key, ks)| ks.grave.map(|g| (key.clone(), g)))
+            .collect()
+    }
+
+    /// Take over another replica's grave for `key`: keep the higher-ranked
+    /// grave, record the collected tombstone's dot as seen, and drop, all
+    /// at once, the tombstone itself and every version the grave buries
+    /// (everything the collection took: the tombstone's history and its
+    /// losing concurrent siblings). Versions written after the delete
+    /// (whose context covers the grave's dot) or ranking above it stay.
+    /// Returns how many versions were dropped.
+    pub fn adopt_grave(&mut self, key: &StateKey, g: Grave) -> usize {
+        if self.knowledge.insert(g.dot) {
+            self.dirty_origins.insert(g.dot.node);
+        }
         let ks = self.entries.entry(key.clone()).or_default();
         let before = ks.is_grave_only();
+        let mut changed = false;
         if ks
             .grave
             .is_none_or(|old| (old.hlc, old.dot.node) < (g.hlc, g.dot.node))
         {
+            changed |= ks.grave != Some(g);
             ks.grave = Some(g);
         }
-        let buried: Vec<Dot> = ks.all().filter(|v| ks.buries(v)).map(|v| v.dot).collect();
+        let buried: Vec<Dot> = ks
+            .all()
+            .filter(|v| v.dot == g.dot || ks.buries(v))
+            .map(|v| v.dot)
+            .collect();
         let key_hash = key.stable_hash();
         let b = (key_hash % BUCKETS as u64) as usize;
-        for dot in buried {
-            let was_live = ks.live.iter().any(|l| l.dot == dot);
-            if let Some(v) = ks.remove(&dot) {
+        for dot in &buried {
+            let was_live = ks.live.iter().any(|l| l.dot == *dot);
+            if let Some(v) = ks.remove(dot, false) {
                 self.buckets[b] ^= v.digest_hash(key_hash);
                 if was_live {
                     self.dirty_live.insert(key.clone());
@@ -663,7 +709,10 @@ impl ReplicatedState {
             (true, false) => self.graves_only -= 1,
             _ => {}
         }
-        self.dirty_keys.insert(key.clone());
+        if changed || !buried.is_empty() {
+            self.dirty_keys.insert(key.clone());
+        }
+        buried.len()
     }
 
     /// Adopt another node's knowledge (after a complete exchange with it).

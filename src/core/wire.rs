@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "STRL"
-//! 4       1     protocol version (currently 2)
+//! 4       1     protocol version (currently 3)
 //! 5       1     message kind
 //! 6       8     cluster id (xxh3 of the cluster name, little endian)
 //! 14      ..    bincode 2 (standard config) body
@@ -23,7 +23,7 @@ use super::hlc::Hlc;
 use super::ids::NodeId;
 use super::ids::StateKey;
 use super::membership::{Member, MemberStatus, NodeInfo};
-use super::state::{Digest, Version};
+use super::state::{Digest, Grave, Version};
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"STRL";
@@ -32,7 +32,7 @@ pub const MAGIC: [u8; 4] = *b"STRL";
 /// announcing) and anti-entropy by knowledge summaries (bucket hashes plus
 /// the ranges of differing buckets; the ack carries the requester's
 /// missing versions).
-pub const PROTOCOL_VERSION: u8 = 2;
+pub const PROTOCOL_VERSION: u8 = 3;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.
@@ -265,6 +265,9 @@ pub struct SyncResponse {
     pub buckets: Hashes,
     /// For each state bucket that differed, the dots the responder holds in it.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
+    /// The responder's graves (collected deletes) in the state buckets that
+    /// differed: the requester takes each collection over whole.
+    pub graves: Vec<(StateKey, Grave)>,
     /// The responder's records in the member buckets that differed from
     /// the request's.
     pub members: Vec<Member>,
@@ -284,6 +287,8 @@ pub struct SyncPush {
     pub knowledge: KnowledgeSummary,
     /// For each state bucket that still differs, the dots the requester holds.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
+    /// The requester's graves in the state buckets that still differ.
+    pub graves: Vec<(StateKey, Grave)>,
     /// The requester's records in the member buckets that still differ
     /// from the response's.
     pub members: Vec<Member>,

@@ -119,6 +119,8 @@ pub enum RejectReason {
     VersionChecksumMismatch,
     /// A version whose signature is over the size limit.
     VersionSignatureTooLarge,
+    /// A grave (collected delete) with a dot or stamp out of range.
+    BadGrave,
 }
 
 /// Every message kind, for enumerating the reasons that carry one.
@@ -133,7 +135,7 @@ const KINDS: [MessageKind; 6] = [
 
 impl RejectReason {
     /// Every reason without a message kind.
-    const PLAIN: [RejectReason; 24] = [
+    const PLAIN: [RejectReason; 25] = [
         RejectReason::Truncated,
         RejectReason::TooLarge,
         RejectReason::BadMagic,
@@ -158,6 +160,7 @@ impl RejectReason {
         RejectReason::VersionPayloadKindMismatch,
         RejectReason::VersionChecksumMismatch,
         RejectReason::VersionSignatureTooLarge,
+        RejectReason::BadGrave,
     ];
 
     /// The metrics label, e.g. `clock_drift` or
@@ -213,6 +216,7 @@ impl RejectReason {
             RejectReason::VersionPayloadKindMismatch => "version_payload_kind_mismatch",
             RejectReason::VersionChecksumMismatch => "version_checksum_mismatch",
             RejectReason::VersionSignatureTooLarge => "version_signature_too_large",
+            RejectReason::BadGrave => "bad_grave",
         }
     }
 

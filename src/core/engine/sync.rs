@@ -35,7 +35,7 @@ use crate::core::dots::{
 };
 use crate::core::ids::{IdMap, NodeId, StateKey};
 use crate::core::membership::{member_bucket_count, valid_member_bucket_count, MemberStatus};
-use crate::core::state::BUCKETS;
+use crate::core::state::{Grave, BUCKETS};
 use crate::core::wire::{Hashes, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse};
 
 /// The anti-entropy bookkeeping of one node.
@@ -202,6 +202,7 @@ impl Engine {
         for m in push.members {
             self.merge_member(m);
         }
+        self.adopt_graves(push.graves);
         // Their knowledge, judged against ours now (their versions in).
         let k = push.knowledge;
         let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
@@ -267,6 +268,7 @@ impl Engine {
         for m in resp.members {
             self.merge_member(m);
         }
+        self.adopt_graves(resp.graves);
         let k = resp.knowledge;
         let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
             Ok(t) => t,
@@ -300,6 +302,7 @@ impl Engine {
             .map(|(i, _)| i as u16)
             .collect();
         let manifest = self.state.manifest(&differing);
+        let graves = self.state.graves_in(&differing);
         // Our records in the member buckets that still differ from theirs
         // (after taking theirs in, a bucket that differs holds something
         // they lack).
@@ -330,6 +333,7 @@ impl Engine {
             versions,
             knowledge,
             manifest,
+            graves,
             members,
         };
         let bytes = self.encode(&Message::SyncPush(push));
@@ -366,6 +370,22 @@ impl Engine {
         }
         self.counters.syncs_completed += 1;
         self.sync.last_converged.insert(from, self.now_ms);
+    }
+
+    /// Take over a peer's collected deletes, each for its whole key at
+    /// once (see `ReplicatedState::adopt_grave`); a grave with a dot or
+    /// stamp no version could carry is dropped and counted.
+    fn adopt_graves(&mut self, graves: Vec<(StateKey, Grave)>) {
+        for (key, grave) in graves {
+            if grave.dot.seq == 0
+                || grave.dot.seq > MAX_REMOTE_SEQ
+                || self.clock.check(grave.hlc, self.now_ms).is_err()
+            {
+                self.reject(RejectReason::BadGrave);
+                continue;
+            }
+            self.counters.dropped_obsolete += self.state.adopt_grave(&key, grave) as u64;
+        }
     }
 
     /// The answer to a sync request; `None` (nothing sent) if malformed.
@@ -420,6 +440,7 @@ impl Engine {
         Some(SyncResponse {
             knowledge,
             manifest: self.state.manifest(&differing),
+            graves: self.state.graves_in(&differing),
             buckets: Hashes(buckets),
             members,
             member_buckets: Hashes(member_buckets),

@@ -855,3 +855,104 @@ impl ReplicatedState {
         self.dirty_origins.clear();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::ids::{Key, Namespace};
+
+    fn key() -> StateKey {
+        StateKey::Kv {
+            namespace: Namespace::new("app").expect("valid namespace"),
+            key: Key::new("k").expect("valid key"),
+        }
+    }
+
+    /// A version by `node` with `seq`, stamped `wall_ms`, that saw `seen`.
+    fn version(node: u64, seq: u64, wall_ms: u64, seen: &[Dot], payload: Payload) -> Version {
+        let dot = Dot {
+            node: NodeId::from_index(node),
+            seq,
+        };
+        let mut ctx = Context::default();
+        for d in seen {
+            ctx.add(*d);
+        }
+        ctx.add(dot);
+        Version {
+            dot,
+            ctx,
+            hlc: Hlc { wall_ms, logical: 0 },
+            checksum: payload.checksum(),
+            payload,
+            signature: None,
+        }
+    }
+
+    /// Two replicas holding `v1` then a delete of it (v1 in history, the
+    /// tombstone live); the first has collected the key.
+    fn collected_pair() -> (ReplicatedState, ReplicatedState, Version, Version) {
+        let v1 = version(1, 1, 1_000, &[], Payload::Value(b"old".to_vec()));
+        let del = version(2, 1, 2_000, &[v1.dot], Payload::Tombstone);
+        let mut a = ReplicatedState::new(16);
+        let mut b = ReplicatedState::new(16);
+        for s in [&mut a, &mut b] {
+            assert_eq!(s.merge(key(), v1.clone()), MergeOutcome::Applied);
+            assert_eq!(s.merge(key(), del.clone()), MergeOutcome::Applied);
+        }
+        assert_eq!(a.collect_tombstones(3_000, 0), vec![key()]);
+        assert!(a.get(&key()).is_some_and(|ks| ks.is_grave_only()));
+        (a, b, v1, del)
+    }
+
+    #[test]
+    fn a_peers_manifest_never_drops_a_live_version_and_never_revives_history() {
+        let (a, mut b, v1, del) = collected_pair();
+        // The collector lists nothing for the key and has seen both dots:
+        // judged alone, that is no evidence against the live tombstone.
+        let bucket = ReplicatedState::bucket_of(&key()) as u16;
+        let manifest = a.manifest(&[bucket]);
+        let n = 1;
+        let peer = PeerKnowledge::new(b.knowledge(), &a.knowledge().bucket_hashes(n), &[0], a.knowledge().clone())
+            .expect("well-formed summary");
+        let doomed = b.seen_and_dropped(&manifest, &peer);
+        assert_eq!(doomed, vec![(key(), v1.dot)], "only the superseded version is doomed");
+        assert_eq!(b.drop_versions(&doomed), 1);
+        let ks = b.get(&key()).expect("the key is still held");
+        assert_eq!(ks.live, vec![del], "the tombstone stays the winner");
+        assert!(ks.history.is_empty(), "and the deleted value did not come back");
+        assert!(ks.is_deleted());
+    }
+
+    #[test]
+    fn a_taken_over_grave_removes_the_whole_key_at_once() {
+        let (a, mut b, v1, del) = collected_pair();
+        let bucket = ReplicatedState::bucket_of(&key()) as u16;
+        let graves = a.graves_in(&[bucket]);
+        assert_eq!(graves.len(), 1);
+        let (k, g) = graves[0].clone();
+        assert_eq!(b.adopt_grave(&k, g), 2, "the tombstone and the value it deleted go together");
+        let ks = b.get(&key()).expect("the grave stays");
+        assert!(ks.is_grave_only());
+        assert_eq!(b.digest(), a.digest(), "the two replicas hold the same versions");
+        // Both dots are known: neither comes back from a stale peer.
+        assert_eq!(b.merge(key(), v1), MergeOutcome::Obsolete);
+        assert_eq!(b.merge(key(), del), MergeOutcome::Obsolete);
+    }
+
+    #[test]
+    fn a_taken_over_grave_buries_a_losing_concurrent_sibling_and_keeps_later_writes() {
+        let (a, mut b, v1, del) = collected_pair();
+        // b also holds a write concurrent with the delete that ranks below
+        // it, and a write made after the delete (it saw the tombstone).
+        let loser = version(3, 1, 1_500, &[v1.dot], Payload::Value(b"loser".to_vec()));
+        let later = version(4, 1, 5_000, &[v1.dot, del.dot], Payload::Value(b"new".to_vec()));
+        assert_eq!(b.merge(key(), loser.clone()), MergeOutcome::Applied);
+        let (k, g) = a.graves_in(&[ReplicatedState::bucket_of(&key()) as u16])[0].clone();
+        b.adopt_grave(&k, g);
+        assert!(b.get(&key()).is_some_and(|ks| ks.is_grave_only()), "the loser went with the delete");
+        assert_eq!(b.merge(key(), loser), MergeOutcome::Obsolete);
+        assert_eq!(b.merge(key(), later.clone()), MergeOutcome::Applied);
+        assert_eq!(b.get(&key()).and_then(|ks| ks.winner()), Some(&later));
+    }
+}

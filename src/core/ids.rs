@@ -160,8 +160,15 @@ impl NodeId {
         &self.0
     }
 
-    /// First eight hex digits, for logs.
+    /// A short form for logs and reports: the first eight hex digits, or
+    /// `#<index>` for a synthetic id ([`NodeId::from_index`]), whose
+    /// leading bytes are all zero and would print every node alike.
     pub fn short(&self) -> String {
+        if self.0[..24].iter().all(|b| *b == 0) {
+            let mut index = [0u8; 8];
+            index.copy_from_slice(&self.0[24..]);
+            return format!("#{}", u64::from_be_bytes(index));
+        }
         hex(&self.0[..4])
     }
 
@@ -491,6 +498,16 @@ impl StateKey {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn short_ids_tell_synthetic_nodes_apart_and_show_real_keys_by_their_first_bytes() {
+        assert_eq!(NodeId::from_index(7).short(), "#7");
+        assert_ne!(NodeId::from_index(1).short(), NodeId::from_index(2).short());
+        let mut bytes = [0u8; 32];
+        bytes[0] = 0xab;
+        bytes[31] = 1;
+        assert_eq!(NodeId(bytes).short(), "ab000000");
+    }
 
     #[test]
     fn namespaces_accept_simple_names_and_reject_junk() {

@@ -121,15 +121,23 @@ impl SyncState {
 }
 
 impl Engine {
-    /// The sync timer fired: want a sync with a random alive peer, and
-    /// re-arm the timer (jittered).
+    /// The sync timer fired: want a sync with a random alive peer — or,
+    /// when this node holds no peer alive, with a random suspect or dead
+    /// one, so a node that concluded everyone else failed (a long
+    /// partition, or its own pause) keeps trying to merge back rather than
+    /// depend on its driver re-dialling — and re-arm the timer (jittered).
     pub(super) fn on_sync_timer(&mut self, now: u64) {
-        let candidates: Vec<NodeId> = self
-            .members
-            .iter()
-            .filter(|m| m.node != self.me && m.status == MemberStatus::Alive)
+        let others = || self.members.iter().filter(|m| m.node != self.me);
+        let mut candidates: Vec<NodeId> = others()
+            .filter(|m| m.status == MemberStatus::Alive)
             .map(|m| m.node)
             .collect();
+        if candidates.is_empty() {
+            candidates = others()
+                .filter(|m| matches!(m.status, MemberStatus::Suspect | MemberStatus::Dead))
+                .map(|m| m.node)
+                .collect();
+        }
         if !candidates.is_empty() {
             let peer = candidates[self.rng.gen_range(0..candidates.len())];
             self.want_sync(peer);

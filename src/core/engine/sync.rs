@@ -658,6 +658,23 @@ mod tests {
     }
 
     #[test]
+    fn a_node_that_holds_every_peer_dead_still_syncs_with_one_on_its_timer() {
+        let mut a = engine(1);
+        let b = NodeId::from_index(2);
+        a.merge_member(crate::core::membership::Member {
+            node: b,
+            info: NodeInfo::default(),
+            incarnation: 1,
+            status: MemberStatus::Dead,
+        });
+        assert_eq!(a.member(&b).map(|m| m.status), Some(MemberStatus::Dead));
+        a.flush();
+        a.on_sync_timer(T0 + 1);
+        let (to, _, _) = request(a.flush());
+        assert_eq!(to, b, "the dead peer is tried, so a healed partition merges back");
+    }
+
+    #[test]
     fn a_sync_with_a_peer_that_holds_more_brings_back_the_missing_versions() {
         let (mut a, mut b) = (engine(1), engine(2));
         put(&mut a, T0, "k", "v");

@@ -659,8 +659,11 @@ impl Scenario {
                 if t >= end {
                     break;
                 }
+                // At least 500 ms, but never past the window's end (a fault
+                // drawn less than 500 ms before it gets what is left).
                 let dur = (exp_sample(&mut rng, s.nemesis.mean_duration_ms as f64) as u64)
-                    .clamp(500, end - t)
+                    .max(500)
+                    .min(end - t)
                     .max(1);
                 let kind = kinds[rng.gen_range(0..kinds.len())];
                 let mut f = FaultSpec {

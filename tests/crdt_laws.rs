@@ -655,20 +655,13 @@ proptest! {
         same_engines(&left, 0, &right, 0, "(a·b)·c vs a·(b·c)")?;
     }
 
-    /// KNOWN FAILURE on the production path, left visible: with tombstone
-    /// collection, exchanges are not associative, not even for live
-    /// versions. Minimal case: `b` writes `d` (v1), `c` sees v1 and
-    /// overwrites it (w1), `b` — not having seen w1 — deletes `d` (t2,
-    /// concurrent with w1, ranking above it) and collects t2, keeping a
-    /// grave. `a·(b·c)`: `b` judges w1 against its grave and drops it,
-    /// `c` drops it too, and `a` gets nothing. `(a·b)·c`: `a` learns no
-    /// grave from `b` (graves are node-local, never synced) and takes w1
-    /// from `c` as live. Both converge once `b` and `c` exchange (the test
-    /// above); this is the limit DESIGN.md states for a write that lost to
-    /// a collected delete. The full-state `join` does not show it because
-    /// it adopts graves.
+    /// With tombstone collection too: a collection travels as its grave in
+    /// the sync exchange and is taken over whole, so which grouping meets
+    /// the grave first no longer decides the result. (Before graves
+    /// travelled, `b` writes `d`, `c` overwrites it, `b` deletes it
+    /// without having seen that and collects the delete: `(a·b)·c` kept
+    /// `c`'s write that `a·(b·c)` dropped.)
     #[test]
-    #[ignore = "known: with tombstone collection, which grouping meets the grave first decides the intermediate result"]
     fn with_tombstone_collection_anti_entropy_exchanges_are_associative(w in law_world(true, 0..3)) {
         let (left, right) = both_groupings(&w);
         same_engines(&left, 0, &right, 0, "(a·b)·c vs a·(b·c)")?;

@@ -18,7 +18,7 @@ use starling::core::wire::{
     SyncResponse, WireError, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use starling::core::{
-    Config, Context, Digest, Dot, DotRange, HealthStatus, Hlc, InstanceId, Key, Knowledge, Member,
+    Config, Context, Digest, Dot, DotRange, Grave, HealthStatus, Hlc, InstanceId, Key, Knowledge, Member,
     MemberStatus, Namespace, NodeId, NodeInfo, Payload, ServiceInstance, ServiceName, ServiceSpec, StateKey,
     Version, BUCKETS,
 };
@@ -157,6 +157,21 @@ fn knowledge() -> Knowledge {
     ])
 }
 
+/// A grave (collected delete) for one of the seed keys.
+fn graves() -> Vec<(StateKey, Grave)> {
+    let (key, v) = versions().into_iter().next().expect("seed versions");
+    vec![(
+        key,
+        Grave {
+            dot: Dot {
+                node: node(6),
+                seq: 2,
+            },
+            hlc: v.hlc,
+        },
+    )]
+}
+
 fn manifest() -> BTreeMap<u16, Vec<Dot>> {
     let mut m = BTreeMap::new();
     m.insert(
@@ -206,6 +221,7 @@ fn seed_messages() -> Vec<Message> {
             knowledge: summary(),
             buckets: Hashes(buckets.clone()),
             manifest: manifest(),
+            graves: graves(),
             members: vec![member(2, MemberStatus::Alive), member(4, MemberStatus::Dead)],
             member_buckets: Hashes(vec![9, 8, 7, 6]),
         }),
@@ -213,6 +229,7 @@ fn seed_messages() -> Vec<Message> {
             versions: versions(),
             knowledge: summary(),
             manifest: manifest(),
+            graves: graves(),
             members: vec![member(5, MemberStatus::Left)],
         }),
         Message::SyncAck(SyncAck {
@@ -555,6 +572,7 @@ fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
                 },
                 buckets: Hashes(vec![0; BUCKETS]),
                 manifest: BTreeMap::new(),
+                graves: Vec::new(),
                 members: Vec::new(),
                 member_buckets: Hashes(Vec::new()),
             }),

@@ -913,10 +913,19 @@ mod tests {
         let bucket = ReplicatedState::bucket_of(&key()) as u16;
         let manifest = a.manifest(&[bucket]);
         let n = 1;
-        let peer = PeerKnowledge::new(b.knowledge(), &a.knowledge().bucket_hashes(n), &[0], a.knowledge().clone())
-            .expect("well-formed summary");
+        let peer = PeerKnowledge::new(
+            b.knowledge(),
+            &a.knowledge().bucket_hashes(n),
+            &[0],
+            a.knowledge().clone(),
+        )
+        .expect("well-formed summary");
         let doomed = b.seen_and_dropped(&manifest, &peer);
-        assert_eq!(doomed, vec![(key(), v1.dot)], "only the superseded version is doomed");
+        assert_eq!(
+            doomed,
+            vec![(key(), v1.dot)],
+            "only the superseded version is doomed"
+        );
         assert_eq!(b.drop_versions(&doomed), 1);
         let ks = b.get(&key()).expect("the key is still held");
         assert_eq!(ks.live, vec![del], "the tombstone stays the winner");
@@ -931,7 +940,11 @@ mod tests {
         let graves = a.graves_in(&[bucket]);
         assert_eq!(graves.len(), 1);
         let (k, g) = graves[0].clone();
-        assert_eq!(b.adopt_grave(&k, g), 2, "the tombstone and the value it deleted go together");
+        assert_eq!(
+            b.adopt_grave(&k, g),
+            2,
+            "the tombstone and the value it deleted go together"
+        );
         let ks = b.get(&key()).expect("the grave stays");
         assert!(ks.is_grave_only());
         assert_eq!(b.digest(), a.digest(), "the two replicas hold the same versions");
@@ -950,7 +963,10 @@ mod tests {
         assert_eq!(b.merge(key(), loser.clone()), MergeOutcome::Applied);
         let (k, g) = a.graves_in(&[ReplicatedState::bucket_of(&key()) as u16])[0].clone();
         b.adopt_grave(&k, g);
-        assert!(b.get(&key()).is_some_and(|ks| ks.is_grave_only()), "the loser went with the delete");
+        assert!(
+            b.get(&key()).is_some_and(|ks| ks.is_grave_only()),
+            "the loser went with the delete"
+        );
         assert_eq!(b.merge(key(), loser), MergeOutcome::Obsolete);
         assert_eq!(b.merge(key(), later.clone()), MergeOutcome::Applied);
         assert_eq!(b.get(&key()).and_then(|ks| ks.winner()), Some(&later));

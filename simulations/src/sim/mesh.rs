@@ -66,6 +66,21 @@ impl Sim {
             self.mesh[b].insert(i);
             added.push(b);
         }
+        if self.mesh[i].is_empty() {
+            // Every reachable peer is at twice the degree (a restart right
+            // after a heal rewired the mesh): a node is never left with no
+            // link at all, as gossipsub accepts a graft from a peer with
+            // none. Take the next reachable peer by index (no draw, so runs
+            // that never get here replay unchanged).
+            if let Some(b) = (1..slots)
+                .map(|k| (i + k) % slots)
+                .find(|&b| self.reachable(i, b))
+            {
+                self.mesh[i].insert(b);
+                self.mesh[b].insert(i);
+                added.push(b);
+            }
+        }
         if connect {
             for b in added {
                 let (ib, bi) = (self.nodes[b].id, self.nodes[i].id);

@@ -657,6 +657,50 @@ mod tests {
         )
     }
 
+    /// The attack the trust review found: a `SyncPush` out of the blue
+    /// that claims to have seen every version of ours (our own knowledge
+    /// summary) and lists none of them. It used to make the node drop
+    /// everything — and honest anti-entropy then spread the loss. A live
+    /// version now leaves only with a version that supersedes it or a
+    /// grave, so the node keeps every value.
+    #[test]
+    fn a_push_claiming_to_have_seen_and_dropped_everything_drops_no_live_value() {
+        let mut a = engine(1);
+        put(&mut a, T0, "k", "v");
+        put(&mut a, T0 + 1, "k", "v2");
+        put(&mut a, T0 + 2, "other", "w");
+        a.flush();
+        let n = knowledge_bucket_count(1);
+        let mine = a.state().knowledge().bucket_hashes(n);
+        let push = SyncPush {
+            versions: Vec::new(),
+            knowledge: KnowledgeSummary {
+                buckets: Hashes(mine),
+                shipped: Vec::new(),
+                ranges: Knowledge::new(),
+            },
+            manifest: (0..BUCKETS as u16).map(|b| (b, Vec::new())).collect(),
+            graves: Vec::new(),
+            members: Vec::new(),
+        };
+        let bytes = wire::encode(&Message::SyncPush(push), a.cluster_id);
+        let attacker = NodeId::from_index(66);
+        let ack = response(a.handle(
+            T0 + 3,
+            Input::Request {
+                from: attacker,
+                id: 1,
+                bytes,
+            },
+        ));
+        assert!(
+            matches!(decode(&a, &ack), Message::SyncAck(_)),
+            "the push was taken in and answered, not rejected"
+        );
+        assert_eq!(read(&a, "k"), Some(b"v2".to_vec()));
+        assert_eq!(read(&a, "other"), Some(b"w".to_vec()));
+    }
+
     #[test]
     fn a_node_that_holds_every_peer_dead_still_syncs_with_one_on_its_timer() {
         let mut a = engine(1);

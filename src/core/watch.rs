@@ -102,8 +102,12 @@ impl WatchLog {
 
     /// Every event after `since`, or an error if some were compacted.
     pub fn since(&self, since: u64) -> Result<Vec<WatchEvent>, SnapshotRequired> {
-        let oldest = self.events.front().map_or(self.revision + 1, |e| e.revision);
-        if since + 1 < oldest && since < self.revision {
+        // `since` comes from clients (`?since=`, `Last-Event-ID`): any u64.
+        let oldest = self
+            .events
+            .front()
+            .map_or(self.revision.saturating_add(1), |e| e.revision);
+        if since.saturating_add(1) < oldest && since < self.revision {
             return Err(SnapshotRequired {
                 requested: since,
                 oldest: oldest.saturating_sub(1).max(self.floor),
@@ -122,6 +126,12 @@ impl WatchLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_resume_from_the_largest_revision_is_empty_not_an_overflow() {
+        let log = WatchLog::new(4, 0);
+        assert_eq!(log.since(u64::MAX), Ok(Vec::new()));
+    }
 
     fn change(i: u64) -> WatchChange {
         WatchChange::Member {

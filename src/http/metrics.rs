@@ -168,6 +168,21 @@ fn to_classic_text(openmetrics: &str) -> String {
     out
 }
 
+/// A label value in the text exposition format: backslash, double quote
+/// and line feed escaped, as Prometheus and OpenMetrics both require.
+fn escape_label_value(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 fn method_label(method: &Method) -> &'static str {
     match *method {
         Method::GET => "GET",
@@ -250,7 +265,10 @@ impl Collector for Scrape {
                 MetricType::Gauge,
             )?;
             for p in &s.convergence {
-                let labels = [("peer", p.peer.as_str()), ("name", p.name.as_str())];
+                // A peer names itself: escape it, since prometheus-client
+                // writes label values as they are.
+                let name = escape_label_value(&p.name);
+                let labels = [("peer", p.peer.as_str()), ("name", name.as_str())];
                 ConstGauge::new(p.age_seconds).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -457,6 +475,15 @@ fn full_stop(help: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peer_name_with_quotes_backslashes_and_newlines_is_escaped_in_labels() {
+        assert_eq!(escape_label_value("plain-name"), "plain-name");
+        assert_eq!(escape_label_value("a\"b"), "a\\\"b");
+        assert_eq!(escape_label_value("x\ny"), "x\\ny");
+        assert_eq!(escape_label_value("c:\\d"), "c:\\\\d");
+        assert!(!escape_label_value("evil\"}\n# HELP x").contains('\n'));
+    }
 
     #[test]
     fn classic_text_names_the_total_series_of_counters_and_drops_units_and_eof() {

@@ -238,8 +238,6 @@ struct Inner {
     fault_periods: Vec<(u64, u64, String)>,
     /// When each fault that can delay a write started (real ms).
     fault_starts: Vec<u64>,
-    /// Acknowledged writes whose dot could not be found (not followed).
-    untracked: u64,
     /// (slot, key) reads in flight → re-read when done.
     inflight: BTreeMap<(usize, TrackedKey), bool>,
     /// Safety checks on every read.
@@ -475,7 +473,6 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             samples: Vec::new(),
             fault_periods: Vec::new(),
             fault_starts: Vec::new(),
-            untracked: 0,
             inflight: BTreeMap::new(),
             watchdog: Watchdog::new(history_limit),
         }),

@@ -144,8 +144,12 @@ fn concurrent_writes_with_equal_hlc_pick_the_higher_origin_everywhere() {
     let mut net = Net::new(3, cfg(), T0);
     let a = net.cmd(0, put("k", "a"));
     let b = net.cmd(2, put("k", "c"));
-    let (Ok(CommandOutput::Written { hlc: ha, .. }), Ok(CommandOutput::Written { hlc: hb, version: vb })) =
-        (a, b)
+    let (
+        Ok(CommandOutput::Written { hlc: ha, .. }),
+        Ok(CommandOutput::Written {
+            hlc: hb, version: vb, ..
+        }),
+    ) = (a, b)
     else {
         panic!("writes failed");
     };

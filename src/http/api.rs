@@ -756,6 +756,10 @@ mod tests {
                 wall_ms: 9,
                 logical: 1,
             },
+            dot: core::Dot {
+                node: NodeId::from_index(1),
+                seq: 3,
+            },
         };
         let read: WriteResponse = serde_json::from_str(&round_trip(&WriteResponse::from(&written))).unwrap();
         assert_eq!(

@@ -57,7 +57,7 @@ impl NodeHandle {
 
     async fn write(&self, command: Command) -> Result<WriteResult, NodeError> {
         match self.command(command).await? {
-            CommandOutput::Written { version, hlc } => Ok(WriteResult { version, hlc }),
+            CommandOutput::Written { version, hlc, dot } => Ok(WriteResult { version, hlc, dot }),
             other => Err(NodeError::UnexpectedOutput(format!("{other:?}"))),
         }
     }

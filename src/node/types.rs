@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{
-    Hlc, InstanceId, Key, Member, MemberStatus, Namespace, ServiceName, ServiceView, VersionId, VersionInfo,
+    Dot, Hlc, InstanceId, Key, Member, MemberStatus, Namespace, ServiceName, ServiceView, VersionId,
+    VersionInfo,
 };
 use crate::net::display_id;
 
@@ -17,6 +18,9 @@ pub struct WriteResult {
     pub version: VersionId,
     /// Its HLC stamp.
     pub hlc: Hlc,
+    /// Its dot: this node's id and the sequence number it gave the write.
+    /// Not part of the HTTP response.
+    pub dot: Dot,
 }
 
 /// A member as the API shows it.

@@ -37,6 +37,8 @@ pub(super) struct Ack {
     pub(super) key: TrackedKey,
     /// Its version id.
     pub(super) version: VersionId,
+    /// Its dot (origin and sequence number), from the write result.
+    pub(super) dot: Dot,
     /// Its stamp.
     pub(super) hlc: Hlc,
     /// A delete.
@@ -47,27 +49,21 @@ pub(super) struct Ack {
 
 impl Harness {
     /// Record an acknowledged write: `ack` as the client saw it, `pre`
-    /// and `post` the writer's versions of the key just before and just
-    /// after. Its dot (origin and sequence number) is the version the
-    /// writer shows with the acknowledged id; a write superseded and
-    /// trimmed before that read is counted as untracked. Returns its
-    /// ledger index.
-    pub(super) fn record_ack(self: &Arc<Self>, ack: Ack, pre: &[Held], post: &[Held]) -> Option<usize> {
+    /// the writer's versions of the key just before. Returns its ledger
+    /// index.
+    pub(super) fn record_ack(self: &Arc<Self>, ack: Ack, pre: &[Held]) -> usize {
         let Ack {
             op,
             slot,
             key,
             version,
+            dot,
             hlc,
             tombstone,
             t_ms: t,
         } = ack;
         let idx = {
             let mut g = self.lock();
-            let Some(dot) = post.iter().find(|h| h.id == version).map(|h| h.dot) else {
-                g.untracked += 1;
-                return None;
-            };
             let mut ctx = Context::default();
             for h in pre {
                 ctx.join(&g.ledger.ctx_of(h));
@@ -107,7 +103,7 @@ impl Harness {
                 self.schedule_track(s, key.clone());
             }
         }
-        Some(idx)
+        idx
     }
 
     /// After the write, the writer's view: if the write is its only live
@@ -171,24 +167,22 @@ impl Harness {
                     slot,
                     key: tk,
                     version: wr.version,
+                    dot: wr.dot,
                     hlc: wr.hlc,
                     tombstone: delete,
                     t_ms,
                 };
-                let idx = self.record_ack(ack, &pre, &post);
+                let idx = self.record_ack(ack, &pre);
                 self.history(
                     op,
                     slot,
                     kind,
                     &key,
                     serde_json::json!({"value": value_json, "version": wr.version.to_string(),
-                        "hlc": [wr.hlc.wall_ms, wr.hlc.logical], "concurrent": concurrent,
-                        "tracked": idx.is_some()}),
+                        "hlc": [wr.hlc.wall_ms, wr.hlc.logical], "concurrent": concurrent}),
                     "ok",
                 );
-                if let Some(idx) = idx {
-                    self.refine(idx, &post);
-                }
+                self.refine(idx, &post);
             }
             Err(NodeError::Stopped) => self.history(
                 op,
@@ -287,23 +281,23 @@ impl Harness {
                     Ok(wr) => {
                         let t_ms = self.now_ms();
                         self.lock().services[svc].registered = Some(id);
-                        let post = read_held(&h, &tk).await.unwrap_or_default();
                         let ack = Ack {
                             op,
                             slot: owner,
                             key: tk,
                             version: wr.version,
+                            dot: wr.dot,
                             hlc: wr.hlc,
                             tombstone: false,
                             t_ms,
                         };
-                        let idx = self.record_ack(ack, &pre, &post);
+                        self.record_ack(ack, &pre);
                         self.history(
                             op,
                             owner,
                             "register",
                             &key_text,
-                            serde_json::json!({"version": wr.version.to_string(), "tracked": idx.is_some()}),
+                            serde_json::json!({"version": wr.version.to_string()}),
                             "ok",
                         );
                     }

@@ -1,46 +1,12 @@
-//! Node launch and node lives: starting a node on loopback, waiting for
-//! the cluster to form, crashes, restarts and joins. Launch is kept here
-//! alone so it can move to the node crate's shared testing harness.
-
-use std::path::Path;
+//! Node lives: starting a slot's node on loopback (with
+//! [`starling::node::testing`]), crashes, restarts and joins.
 
 use futures::StreamExt;
-use starling::node::{Node, NodeConfig, WatchFilter, WatchItem};
+use starling::node::testing::{launch, loopback_config, ScratchDir};
+use starling::node::{WatchFilter, WatchItem};
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
-
-/// Start one node on loopback (mDNS off, no HTTP) and wait for its address.
-pub(super) async fn launch(
-    dir: &Path,
-    name: &str,
-    cfg: &Config,
-    bootstrap: Vec<String>,
-) -> Result<(NodeHandle, String), String> {
-    let mut c = NodeConfig::default();
-    c.data_dir = dir.to_path_buf();
-    c.listen = vec!["/ip4/127.0.0.1/tcp/0".into()];
-    c.http = None;
-    c.bootstrap = bootstrap;
-    c.name = Some(name.into());
-    c.mdns = false;
-    c.protocol = cfg.clone();
-    let h = Node::start(c)
-        .await
-        .map_err(|e| format!("starting node {name}: {e}"))?;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let st = h.status().await.map_err(|e| format!("node {name}: {e}"))?;
-        if let Some(a) = st.listen_addrs.iter().find(|a| a.contains("/ip4/127.0.0.1/")) {
-            return Ok((h, a.clone()));
-        }
-        if Instant::now() > deadline {
-            let _ = h.stop_without_leave().await;
-            return Err(format!("node {name} never listened"));
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
 
 /// Forward every change a node reports to the tracker.
 pub(super) async fn subscribe(h: &NodeHandle, slot: usize, tx: &mpsc::UnboundedSender<(usize, TrackedKey)>) {
@@ -72,32 +38,6 @@ pub(super) async fn subscribe(h: &NodeHandle, slot: usize, tx: &mpsc::UnboundedS
                 }
             }
         });
-    }
-}
-
-/// Wait until every node sees `n` alive members.
-pub(super) async fn wait_formed(handles: &[NodeHandle], n: usize, timeout: Duration) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let mut ok = true;
-        for h in handles {
-            let alive = h
-                .members()
-                .await
-                .map(|m| m.iter().filter(|m| m.status == MemberStatus::Alive).count())
-                .unwrap_or(0);
-            if alive < n {
-                ok = false;
-                break;
-            }
-        }
-        if ok {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -156,11 +96,18 @@ impl Harness {
     pub(super) async fn start_slot(self: &Arc<Self>, n: usize, blank: bool) -> Result<(), String> {
         let boot = self.bootstrap_for(n);
         let dir = if blank || self.lock().slots[n].dir.is_none() {
-            tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?
+            ScratchDir::new().map_err(|e| format!("temp dir: {e}"))?
         } else {
             self.lock().slots[n].dir.take().expect("checked")
         };
-        let started = launch(dir.path(), &format!("n{n}"), &self.cfg, boot).await;
+        let started = launch(loopback_config(
+            dir.path(),
+            &format!("n{n}"),
+            self.cfg.clone(),
+            boot,
+        ))
+        .await
+        .map_err(|e| e.to_string());
         let (h, addr) = match started {
             Ok(x) => x,
             Err(e) => {

@@ -249,7 +249,6 @@ pub(super) fn judge(
     m.insert("writes_no_fault".into(), reach_calm.len() as f64);
     insert_reach(&mut m, "write_reach_no_fault", &reach_calm);
     m.insert("writes_unreached_at_end".into(), unreached as f64);
-    m.insert("writes_untracked".into(), g.untracked as f64);
     m.insert("safety_reads_checked".into(), g.watchdog.reads as f64);
     m.insert("arrivals_bounded_by_final_read".into(), bounded as f64);
     m.insert("lost_writes".into(), unexplained.len() as f64);

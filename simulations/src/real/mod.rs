@@ -98,13 +98,14 @@ use crate::workload::{api, ns_kv, ns_svc, NS_KV, NS_SVC, SERVICE};
 
 pub use crate::report::real::{repro_line, results_json, summary_md, write_run};
 use clients::read_held;
-use cluster::{launch, stop_all, subscribe, wait_formed};
+use cluster::{stop_all, subscribe};
 use faults::RealCut;
 use judge::{judge, snapshot_node, state_differences};
 pub use ledger::{
     lost_writes, phantom_values, AckedWrite, FinalState, Held, Ledger, LostWrite, NodeSnapshot, TrackedKey,
 };
 pub use prepare::{prepare, scaled_protocol, Prepared};
+use starling::node::testing::{launch, loopback_config, wait_formed, Bootstrap, ScratchDir};
 pub use watchdog::Watchdog;
 
 /// The most nodes (initial plus spare) real mode runs.
@@ -181,7 +182,7 @@ struct Slot {
     id: Option<NodeId>,
     peer: String,
     addr: Option<String>,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<ScratchDir>,
     life: u32,
     down_since_ms: u64,
     /// Identities replaced by a restart with a blank disk: (id, peer, down ms).
@@ -238,8 +239,6 @@ struct Inner {
     fault_periods: Vec<(u64, u64, String)>,
     /// When each fault that can delay a write started (real ms).
     fault_starts: Vec<u64>,
-    /// Acknowledged writes whose dot could not be found (not followed).
-    untracked: u64,
     /// (slot, key) reads in flight → re-read when done.
     inflight: BTreeMap<(usize, TrackedKey), bool>,
     /// Safety checks on every read.
@@ -397,20 +396,25 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
     // Form the cluster before the timeline starts.
     let mut slots: Vec<Slot> = (0..slots_n).map(|_| Slot::new()).collect();
     for i in 0..n0 {
-        let boot: Vec<String> = if sc.cluster.bootstrap == "seeds" {
-            (0..i.min(sc.cluster.seeds.max(1)))
-                .filter_map(|j| slots[j].addr.clone())
-                .collect()
+        let rule = if sc.cluster.bootstrap == "seeds" {
+            Bootstrap::Seeds(sc.cluster.seeds)
         } else {
-            let mut v: Vec<usize> = vec![0, i.saturating_sub(1)];
-            v.dedup();
-            v.into_iter()
-                .filter(|&j| j < i)
-                .filter_map(|j| slots[j].addr.clone())
-                .collect()
+            Bootstrap::FirstAndPrevious
         };
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let started = launch(dir.path(), &format!("n{i}"), &p.protocol, boot).await;
+        let earlier: Vec<String> = slots[..i]
+            .iter()
+            .map(|s| s.addr.clone().unwrap_or_default())
+            .collect();
+        let boot = rule.for_node(i, &earlier);
+        let dir = ScratchDir::new().map_err(|e| format!("temp dir: {e}"))?;
+        let started = launch(loopback_config(
+            dir.path(),
+            &format!("n{i}"),
+            p.protocol.clone(),
+            boot,
+        ))
+        .await
+        .map_err(|e| e.to_string());
         let (h, addr) = match started {
             Ok(x) => x,
             Err(e) => {
@@ -430,7 +434,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
     }
     let handles: Vec<NodeHandle> = slots.iter().filter_map(|s| s.handle.clone()).collect();
     let formation_limit = Duration::from_secs(20 + n0 as u64);
-    if !wait_formed(&handles, n0, formation_limit).await {
+    if wait_formed(&handles, n0, formation_limit).await.is_err() {
         stop_all(handles).await;
         return Err(format!(
             "the cluster of {n0} nodes did not form within {} s",
@@ -475,7 +479,6 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             samples: Vec::new(),
             fault_periods: Vec::new(),
             fault_starts: Vec::new(),
-            untracked: 0,
             inflight: BTreeMap::new(),
             watchdog: Watchdog::new(history_limit),
         }),

@@ -73,10 +73,6 @@ const ROWS: &[(&str, &[&str])] = &[
         "writes not seen on every node at the end",
         &["writes_unreached_at_end"],
     ),
-    (
-        "acknowledged writes not followed (version not seen on the writer)",
-        &["writes_untracked"],
-    ),
     ("lost acknowledged writes (unexplained)", &["lost_writes"]),
     (
         "lost writes explained by a fault (disk lost)",

@@ -126,7 +126,7 @@ impl Sim {
     ) {
         let value_json = value.map(|v| String::from_utf8_lossy(&v).into_owned());
         match res {
-            Some(Ok(CommandOutput::Written { version, hlc })) => {
+            Some(Ok(CommandOutput::Written { version, hlc, .. })) => {
                 let v = self.nodes[node]
                     .engine
                     .as_ref()

@@ -327,10 +327,63 @@ impl Engine {
         CommandOutput::Written {
             version: dot_id(&dot),
             hlc,
+            dot,
         }
     }
 }
 
 fn dot_id(dot: &Dot) -> VersionId {
     VersionId::of(dot)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::config::Config;
+    use crate::core::ids::{Key, Namespace};
+    use crate::core::membership::NodeInfo;
+
+    fn put(key: &Key, value: &[u8]) -> Command {
+        Command::Put {
+            namespace: Namespace::new("prod").expect("valid namespace"),
+            key: key.clone(),
+            value: value.to_vec(),
+            expect: None,
+        }
+    }
+
+    #[test]
+    fn a_write_reports_the_dot_it_stored() {
+        let me = NodeId::from_index(4);
+        let mut e =
+            Engine::new(Config::default(), me, NodeInfo::default(), 1_000, 4, None).expect("valid config");
+        let key = Key::new("routes").expect("valid key");
+        let sk = StateKey::Kv {
+            namespace: Namespace::new("prod").expect("valid namespace"),
+            key: key.clone(),
+        };
+        let mut dots = Vec::new();
+        for value in [&b"a"[..], b"b", b"c"] {
+            let Ok(CommandOutput::Written { version, hlc, dot }) = e.run_command(put(&key, value)) else {
+                panic!("the put was not written");
+            };
+            assert_eq!(version, VersionId::of(&dot), "the id is the dot's");
+            let stored = e
+                .state
+                .get(&sk)
+                .and_then(|ks| ks.winner())
+                .expect("the write is held");
+            assert_eq!(
+                (stored.dot, stored.hlc),
+                (dot, hlc),
+                "the reported dot and stamp are the stored ones"
+            );
+            dots.push(dot);
+        }
+        assert_eq!(
+            dots,
+            (1..=3).map(|seq| Dot { node: me, seq }).collect::<Vec<_>>(),
+            "this node's writes take its next sequence numbers"
+        );
+    }
 }

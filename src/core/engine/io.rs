@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::core::canary::CanaryTarget;
+use crate::core::dots::Dot;
 use crate::core::hlc::Hlc;
 use crate::core::ids::{InstanceId, Key, Namespace, NodeId, ServiceName};
 use crate::core::membership::NodeInfo;
@@ -204,6 +205,8 @@ pub enum CommandOutput {
         version: VersionId,
         /// Its stamp.
         hlc: Hlc,
+        /// Its dot: this node and the sequence number it gave the write.
+        dot: Dot,
     },
     /// Done; nothing to report.
     Done,

@@ -104,7 +104,18 @@ impl Store {
         fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
         let lock = lock_dir(dir)?;
         let db_path = dir.join(DB_FILE);
-        let db = open_database(&db_path)?;
+        // We hold the directory's lock, so redb's own lock on the file can
+        // only be held by a child forked a moment ago (see `lock_dir`).
+        let mut waited_ms = 0;
+        let db = loop {
+            match open_database(&db_path) {
+                Err(StoreError::Locked { holder: None, .. }) if waited_ms < 500 => {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                    waited_ms += 10;
+                }
+                other => break other?,
+            }
+        };
         let mut store = Store {
             dir: dir.to_path_buf(),
             db_path,
@@ -345,7 +356,29 @@ impl std::fmt::Debug for Store {
 }
 
 /// Take the advisory lock on `dir/LOCK` and record our pid in it.
+///
+/// A lock this process held a moment ago can still be held for a few
+/// milliseconds after its `Store` is dropped: a child forked by another
+/// thread in that window (a test binary's child processes, a health-check
+/// command) shares the lock file's descriptor until it execs. So when the
+/// lock names this very process, wait briefly before reporting `Locked`.
 fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let own = format!("pid {}", std::process::id());
+    let mut waited_ms = 0;
+    loop {
+        match try_lock_dir(dir) {
+            Err(StoreError::Locked { holder, .. })
+                if holder.as_deref() == Some(own.as_str()) && waited_ms < 500 =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+                waited_ms += 10;
+            }
+            other => return other,
+        }
+    }
+}
+
+fn try_lock_dir(dir: &Path) -> Result<File, StoreError> {
     let path = dir.join(LOCK_FILE);
     let mut file = OpenOptions::new()
         .read(true)

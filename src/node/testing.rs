@@ -29,8 +29,7 @@
 
 use std::future::Future;
 use std::io;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -209,40 +208,9 @@ pub fn key(s: &str) -> Key {
 }
 
 /// A fresh, empty directory under the system temp directory, removed with
-/// everything in it when dropped. Stop the node using it first.
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    /// Create one.
-    pub fn new() -> io::Result<ScratchDir> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let base = std::env::temp_dir();
-        loop {
-            let n = NEXT.fetch_add(1, Ordering::Relaxed);
-            let path = base.join(format!("starling-test-{}-{n}", std::process::id()));
-            match std::fs::create_dir(&path) {
-                Ok(()) => return Ok(ScratchDir { path }),
-                // Left over by an earlier process with the same pid.
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Its path.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
-    }
-}
+/// everything in it when dropped (`tempfile`'s `TempDir`). Stop the node
+/// using it first.
+pub type ScratchDir = tempfile::TempDir;
 
 /// Whom each node of a [`Cluster`] dials at start.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -480,18 +448,6 @@ mod tests {
             Bootstrap::FirstAndPrevious.for_node(4, &earlier[..4]),
             ["a0", "a3"]
         );
-    }
-
-    #[test]
-    fn a_scratch_dir_is_fresh_and_removed_on_drop() {
-        let a = ScratchDir::new().unwrap();
-        let b = ScratchDir::new().unwrap();
-        assert_ne!(a.path(), b.path());
-        std::fs::write(a.path().join("f"), b"x").unwrap();
-        let path = a.path().to_path_buf();
-        drop(a);
-        assert!(!path.exists());
-        assert!(b.path().is_dir());
     }
 
     #[test]

@@ -128,30 +128,22 @@ impl Sim {
         self.push(timeout, Ev::ReqTimeout { req });
         let from_life = self.nodes[from].life;
         let target = self.oracle.slot_of.get(&to).copied();
-        let Some(t) = target.filter(|t| self.nodes[*t].id == to) else {
-            // An identity that no longer exists: the dial fails.
-            self.reqs.insert(
-                req,
-                Req {
-                    from,
-                    from_life,
-                    engine_id,
-                    to: from,
-                    done: false,
-                },
-            );
-            return;
-        };
+        let target = target.filter(|t| self.nodes[*t].id == to);
         self.reqs.insert(
             req,
             Req {
                 from,
                 from_life,
                 engine_id,
-                to: t,
+                // An identity that no longer exists: the dial fails (the
+                // request times out with no one to answer it).
+                to: target.unwrap_or(from),
                 done: false,
             },
         );
+        let Some(t) = target else {
+            return;
+        };
         self.wire_bytes += bytes.len() as u64;
         if self.nodes[t].state != NodeState::Up {
             return;

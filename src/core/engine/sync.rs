@@ -212,13 +212,8 @@ impl Engine {
         }
         self.adopt_graves(push.graves);
         // Their knowledge, judged against ours now (their versions in).
-        let k = push.knowledge;
-        let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
-            Ok(t) => t,
-            Err(reason) => {
-                self.reject(knowledge_rejection(reason));
-                return;
-            }
+        let Some(theirs) = self.judge_knowledge(push.knowledge) else {
+            return;
         };
         let doomed = self.state.seen_and_dropped(&push.manifest, &theirs);
         self.counters.dropped_obsolete += self.state.drop_versions(&doomed) as u64;
@@ -277,14 +272,9 @@ impl Engine {
             self.merge_member(m);
         }
         self.adopt_graves(resp.graves);
-        let k = resp.knowledge;
-        let theirs = match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
-            Ok(t) => t,
-            Err(reason) => {
-                self.counters.syncs_failed += 1;
-                self.reject(knowledge_rejection(reason));
-                return;
-            }
+        let Some(theirs) = self.judge_knowledge(resp.knowledge) else {
+            self.counters.syncs_failed += 1;
+            return;
         };
         // What they have seen and dropped: dropped once their versions are
         // in (in the ack), so a key never reads as missing in between.
@@ -378,6 +368,18 @@ impl Engine {
         }
         self.counters.syncs_completed += 1;
         self.sync.last_converged.insert(from, self.now_ms);
+    }
+
+    /// A peer's knowledge summary judged against ours; `None` (rejected
+    /// and counted) if malformed.
+    fn judge_knowledge(&mut self, k: KnowledgeSummary) -> Option<PeerKnowledge> {
+        match PeerKnowledge::new(self.state.knowledge(), &k.buckets.0, &k.shipped, k.ranges) {
+            Ok(theirs) => Some(theirs),
+            Err(reason) => {
+                self.reject(knowledge_rejection(reason));
+                None
+            }
+        }
     }
 
     /// Take over a peer's collected deletes, each for its whole key at

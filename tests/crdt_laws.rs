@@ -668,6 +668,36 @@ proptest! {
     }
 }
 
+/// Found by CI: `c` collected its delete of `a` while `a` wrote a
+/// concurrent, lower-ranked value; `b` held nothing of key `a`. Graves were
+/// not in the bucket digests, so `b`·`c` saw equal buckets for `a` and the
+/// grave never reached `b`: `(a·b)·c` buried `a`'s value, `a·(b·c)` kept it.
+#[test]
+fn a_grave_travels_to_a_peer_that_never_held_the_key() {
+    use LawOp::*;
+    let w = LawWorld {
+        history_limit: 0,
+        ops: vec![
+            Write { n: 0, k: 1, tomb: false, advance: 0 },
+            Write { n: 2, k: 0, tomb: false, advance: 0 },
+            Deliver(9629409263245876),
+            Deliver(9468101083381793112),
+            Lose(2024834525856182989),
+            Write { n: 2, k: 0, tomb: true, advance: 0 },
+            Write { n: 0, k: 0, tomb: false, advance: 0 },
+            Write { n: 1, k: 1, tomb: true, advance: 1 },
+            Write { n: 1, k: 2, tomb: true, advance: 0 },
+            Collect { n: 2 },
+        ],
+    };
+    let (left, right) = both_groupings(&w);
+    assert!(
+        left.engines[2].counters().tombstones_collected > 0,
+        "the world collects a delete"
+    );
+    same_engines(&left, 0, &right, 0, "(a·b)·c vs a·(b·c)").unwrap_or_else(|e| panic!("{e}"));
+}
+
 // ----- engines over a lossy network --------------------------------------
 
 #[derive(Clone, Debug)]

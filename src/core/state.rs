@@ -349,8 +349,7 @@ pub struct ReplicatedState {
     dirty_keys: BTreeSet<StateKey>,
     dirty_live: BTreeSet<StateKey>,
     dirty_origins: BTreeSet<NodeId>,
-    /// Entries holding only a grave (no versions): node-local, so not
-    /// counted as keys in the digest.
+    /// Entries holding only a grave (no versions), not counted as keys.
     graves_only: usize,
 }
 
@@ -677,6 +676,8 @@ impl ReplicatedState {
         if self.knowledge.insert(g.dot) {
             self.dirty_origins.insert(g.dot.node);
         }
+        let key_hash = key.stable_hash();
+        let b = (key_hash % BUCKETS as u64) as usize;
         let ks = self.entries.entry(key.clone()).or_default();
         let before = ks.is_grave_only();
         let mut changed = false;
@@ -684,16 +685,17 @@ impl ReplicatedState {
             .grave
             .is_none_or(|old| (old.hlc, old.dot.node) < (g.hlc, g.dot.node))
         {
-            changed |= ks.grave != Some(g);
-            ks.grave = Some(g);
+            if let Some(old) = ks.grave.replace(g) {
+                self.buckets[b] ^= old.digest_hash(key_hash);
+            }
+            self.buckets[b] ^= g.digest_hash(key_hash);
+            changed = true;
         }
         let buried: Vec<Dot> = ks
             .all()
             .filter(|v| v.dot == g.dot || ks.buries(v))
             .map(|v| v.dot)
             .collect();
-        let key_hash = key.stable_hash();
-        let b = (key_hash % BUCKETS as u64) as usize;
         for dot in &buried {
             let was_live = ks.live.iter().any(|l| l.dot == *dot);
             if let Some(v) = ks.remove(dot, false) {
@@ -800,22 +802,29 @@ impl ReplicatedState {
             for v in gone.all() {
                 self.buckets[b] ^= v.digest_hash(key_hash);
             }
+            if let Some(old) = gone.grave {
+                self.buckets[b] ^= old.digest_hash(key_hash);
+            }
+            self.buckets[b] ^= grave.digest_hash(key_hash);
             self.dirty_keys.insert(key.clone());
             self.dirty_live.insert(key.clone());
         }
         let expired: Vec<StateKey> = self
             .entries
             .iter()
-            .filter(|(_, ks)| {
-                ks.live.is_empty()
-                    && ks.history.is_empty()
-                    && ks.grave.is_some_and(|g| g.hlc.wall_ms < grave_horizon_ms)
-            })
+            .filter(|(_, ks)| ks.grave.is_some_and(|g| g.hlc.wall_ms < grave_horizon_ms))
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
-            self.entries.remove(&key);
-            self.graves_only -= 1;
+            let ks = self.entries.get_mut(&key).expect("key listed from the map");
+            let grave_only = ks.is_grave_only();
+            let g = ks.grave.take().expect("listed for its grave");
+            let key_hash = key.stable_hash();
+            self.buckets[(key_hash % BUCKETS as u64) as usize] ^= g.digest_hash(key_hash);
+            if grave_only {
+                self.entries.remove(&key);
+                self.graves_only -= 1;
+            }
             self.dirty_keys.insert(key);
         }
         doomed
@@ -844,6 +853,9 @@ impl ReplicatedState {
             for v in ks.all() {
                 self.buckets[b] ^= v.digest_hash(key_hash);
                 self.knowledge.insert(v.dot);
+            }
+            if let Some(g) = ks.grave {
+                self.buckets[b] ^= g.digest_hash(key_hash);
             }
             if ks.is_grave_only() {
                 self.graves_only += 1;

@@ -384,9 +384,14 @@ impl Engine {
 
     /// Take over a peer's collected deletes, each for its whole key at
     /// once (see `ReplicatedState::adopt_grave`); a grave with a dot or
-    /// stamp no version could carry is dropped and counted.
+    /// stamp no version could carry is dropped and counted; one already
+    /// past the grave TTL is ignored (every node forgets it too).
     fn adopt_graves(&mut self, graves: Vec<(StateKey, Grave)>) {
+        let expired_before = self.now_ms.saturating_sub(self.cfg.grave_ttl_ms);
         for (key, grave) in graves {
+            if grave.hlc.wall_ms < expired_before {
+                continue;
+            }
             if grave.dot.seq == 0
                 || grave.dot.seq > MAX_REMOTE_SEQ
                 || self.clock.check(grave.hlc, self.now_ms).is_err()

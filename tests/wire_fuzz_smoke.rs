@@ -168,6 +168,7 @@ fn graves() -> Vec<(StateKey, Grave)> {
                 seq: 2,
             },
             hlc: v.hlc,
+            ctx: v.ctx.clone(),
         },
     )]
 }

@@ -175,20 +175,62 @@ impl std::fmt::Display for VersionId {
 }
 
 /// What stays of a deleted key once its tombstone is collected: the
-/// tombstone's dot and stamp, and nothing else (no value, no context).
+/// tombstone's dot, stamp and causal context (no value).
 ///
-/// A version arriving later that never saw the delete (its context misses
-/// the grave's dot) and ranks below it lost to the delete while the
-/// tombstone existed, so it is dropped as superseded instead of bringing
-/// the key back; one that ranks above it wins, as it would have. Graves are
-/// node-local (not in digests or syncs) and expire after `grave_ttl_ms`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// A version arriving later that the delete superseded (the grave's
+/// context covers it), or that never saw the delete (its context misses
+/// the grave's dot) and ranks below it, lost to the delete while the
+/// tombstone existed, so it is dropped instead of bringing the key back;
+/// one that ranks above it wins, as it would have. A later write to the
+/// key carries the grave's context, so it supersedes everything the delete
+/// did. Graves
+/// travel in syncs and count in the bucket digests (so two nodes that
+/// differ only by a grave sync, and the grave reaches the one without it),
+/// are not counted as keys, and expire after `grave_ttl_ms`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grave {
     /// The collected tombstone's dot.
     pub dot: Dot,
     /// Its stamp.
     pub hlc: Hlc,
+    /// What it superseded: the tombstone's context, joined with that of
+    /// any concurrent delete's grave taken over since.
+    pub ctx: Context,
 }
+
+impl Grave {
+    /// Its share of its bucket's digest hash (distinct from any version's:
+    /// a kind byte no payload uses). The context is left out: it grows
+    /// with what the grave buried where, which differs between nodes
+    /// holding the same versions; it travels with the grave whenever the
+    /// bucket is repaired.
+    fn digest_hash(&self, key_hash: u64) -> u64 {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        h.update(&[GRAVE_KIND]);
+        h.update(&key_hash.to_le_bytes());
+        h.update(self.dot.node.as_bytes());
+        h.update(&self.dot.seq.to_le_bytes());
+        h.update(&self.hlc.wall_ms.to_le_bytes());
+        h.update(&self.hlc.logical.to_le_bytes());
+        h.digest()
+    }
+
+    /// The order in which concurrent graves of one key are kept.
+    fn rank(&self) -> (Hlc, NodeId, u64) {
+        (self.hlc, self.dot.node, self.dot.seq)
+    }
+
+    /// Whether `v` lost to the collected delete: the delete superseded it,
+    /// or `v` never saw the delete and ranks below it.
+    fn buries(&self, v: &Version) -> bool {
+        v.dot == self.dot
+            || self.ctx.covers(&v.dot)
+            || (!v.ctx.covers(&self.dot) && v.rank() < (self.hlc, self.dot.node))
+    }
+}
+
+/// The kind byte of a grave in digest hashes (payload kinds are 1 to 4).
+const GRAVE_KIND: u8 = 0xff;
 
 /// All versions of one key: live ones (not superseded) and bounded history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,16 +268,15 @@ impl KeyState {
             ctx.join(&v.ctx);
         }
         if let Some(g) = &self.grave {
+            ctx.join(&g.ctx);
             ctx.add(g.dot);
         }
         ctx
     }
 
-    /// Whether `v` lost to this key's collected delete: it never saw the
-    /// delete and ranks below it.
+    /// Whether `v` lost to this key's collected delete (see [`Grave`]).
     pub fn buries(&self, v: &Version) -> bool {
-        self.grave
-            .is_some_and(|g| !v.ctx.covers(&g.dot) && v.rank() < (g.hlc, g.dot.node))
+        self.grave.as_ref().is_some_and(|g| g.buries(v))
     }
 
     fn holds(&self, dot: &Dot) -> bool {
@@ -459,7 +500,16 @@ impl ReplicatedState {
         self.knowledge.insert(v.dot);
         self.dirty_origins.insert(v.dot.node);
         if buried {
-            // Superseded by a delete this node has already collected.
+            // Lost to a delete this node has already collected: the grave
+            // takes over what it superseded, as the tombstone's key would
+            // have (so a version it superseded arriving later is buried
+            // too, whichever order they come in).
+            let ks = self.entries.get_mut(&key).expect("a burying key is held");
+            let g = ks.grave.as_mut().expect("a burying key has a grave");
+            if !v.ctx.dots().iter().all(|d| g.ctx.covers(d)) {
+                g.ctx.join(&v.ctx);
+                self.dirty_keys.insert(key);
+            }
             return MergeOutcome::Obsolete;
         }
         let limit = match key {
@@ -661,7 +711,7 @@ impl ReplicatedState {
         self.entries
             .iter()
             .filter(|(key, _)| wanted.contains(&(Self::bucket_of(key) as u16)))
-            .filter_map(|(key, ks)| ks.grave.map(|g| (key.clone(), g)))
+            .filter_map(|(key, ks)| ks.grave.clone().map(|g| (key.clone(), g)))
             .collect()
     }
 
@@ -680,29 +730,46 @@ impl ReplicatedState {
         let b = (key_hash % BUCKETS as u64) as usize;
         let ks = self.entries.entry(key.clone()).or_default();
         let before = ks.is_grave_only();
-        let mut changed = false;
-        if ks
-            .grave
-            .is_none_or(|old| (old.hlc, old.dot.node) < (g.hlc, g.dot.node))
-        {
-            if let Some(old) = ks.grave.replace(g) {
+        // Keep the higher-ranked grave, with both contexts: what either
+        // delete superseded stays superseded.
+        let joined = match &ks.grave {
+            None => g,
+            Some(old) => {
+                let (mut keep, other) = if old.rank() < g.rank() {
+                    (g, old.ctx.clone())
+                } else {
+                    (old.clone(), g.ctx)
+                };
+                keep.ctx.join(&other);
+                keep
+            }
+        };
+        let changed = ks.grave.as_ref() != Some(&joined);
+        if changed {
+            if let Some(old) = ks.grave.replace(joined) {
                 self.buckets[b] ^= old.digest_hash(key_hash);
             }
-            self.buckets[b] ^= g.digest_hash(key_hash);
-            changed = true;
+            self.buckets[b] ^= ks.grave.as_ref().expect("just set").digest_hash(key_hash);
         }
-        let buried: Vec<Dot> = ks
-            .all()
-            .filter(|v| v.dot == g.dot || ks.buries(v))
-            .map(|v| v.dot)
-            .collect();
-        for dot in &buried {
-            let was_live = ks.live.iter().any(|l| l.dot == *dot);
-            if let Some(v) = ks.remove(dot, false) {
-                self.buckets[b] ^= v.digest_hash(key_hash);
-                if was_live {
-                    self.dirty_live.insert(key.clone());
+        // Drop what the grave buries; each buried version's context joins
+        // the grave's (what it superseded is superseded), which may bury
+        // more: repeat until nothing more is buried.
+        let mut buried = Vec::new();
+        loop {
+            let now_buried: Vec<Dot> = ks.all().filter(|v| ks.buries(v)).map(|v| v.dot).collect();
+            if now_buried.is_empty() {
+                break;
+            }
+            for dot in now_buried {
+                let was_live = ks.live.iter().any(|l| l.dot == dot);
+                if let Some(v) = ks.remove(&dot, false) {
+                    self.buckets[b] ^= v.digest_hash(key_hash);
+                    ks.grave.as_mut().expect("set above").ctx.join(&v.ctx);
+                    if was_live {
+                        self.dirty_live.insert(key.clone());
+                    }
                 }
+                buried.push(dot);
             }
         }
         let after = ks.is_grave_only();
@@ -731,8 +798,8 @@ impl ReplicatedState {
         let theirs = other.manifest(&all_buckets);
         self.drop_obsolete(&theirs, &other.knowledge);
         for (key, ks) in &other.entries {
-            if let Some(g) = ks.grave {
-                self.adopt_grave(key, g);
+            if let Some(g) = &ks.grave {
+                self.adopt_grave(key, g.clone());
             }
             for v in ks.all() {
                 // Seen-and-dropped versions come back as `Obsolete`.
@@ -783,9 +850,12 @@ impl ReplicatedState {
         for key in &doomed {
             let ks = self.entries.get_mut(key).expect("key listed from the map");
             let winner = ks.winner().expect("a doomed key has a winner");
+            // Its context is the key's: what the tombstone, its losing
+            // siblings and any earlier grave superseded.
             let grave = Grave {
                 dot: winner.dot,
                 hlc: winner.hlc,
+                ctx: ks.context(),
             };
             if !ks.is_grave_only() {
                 self.graves_only += 1;
@@ -793,7 +863,7 @@ impl ReplicatedState {
             let gone = std::mem::replace(
                 ks,
                 KeyState {
-                    grave: Some(grave),
+                    grave: Some(grave.clone()),
                     ..KeyState::default()
                 },
             );
@@ -802,7 +872,7 @@ impl ReplicatedState {
             for v in gone.all() {
                 self.buckets[b] ^= v.digest_hash(key_hash);
             }
-            if let Some(old) = gone.grave {
+            if let Some(old) = &gone.grave {
                 self.buckets[b] ^= old.digest_hash(key_hash);
             }
             self.buckets[b] ^= grave.digest_hash(key_hash);
@@ -812,7 +882,11 @@ impl ReplicatedState {
         let expired: Vec<StateKey> = self
             .entries
             .iter()
-            .filter(|(_, ks)| ks.grave.is_some_and(|g| g.hlc.wall_ms < grave_horizon_ms))
+            .filter(|(_, ks)| {
+                ks.grave
+                    .as_ref()
+                    .is_some_and(|g| g.hlc.wall_ms < grave_horizon_ms)
+            })
             .map(|(k, _)| k.clone())
             .collect();
         for key in expired {
@@ -854,7 +928,7 @@ impl ReplicatedState {
                 self.buckets[b] ^= v.digest_hash(key_hash);
                 self.knowledge.insert(v.dot);
             }
-            if let Some(g) = ks.grave {
+            if let Some(g) = &ks.grave {
                 self.buckets[b] ^= g.digest_hash(key_hash);
             }
             if ks.is_grave_only() {

@@ -57,7 +57,9 @@ pub use error::StoreError;
 use error::{io_error, redb_error};
 
 /// The schema this build writes and understands.
-const SCHEMA_VERSION: u32 = 3; // v2: KeyState gained `grave`; v3: node ids encode as byte strings
+// v2: KeyState gained `grave`; v3: node ids encode as byte strings;
+// v4: graves keep the collected tombstone's context (migrated from v3).
+const SCHEMA_VERSION: u32 = 4;
 /// The database file's name inside the data directory.
 const DB_FILE: &str = "starling.redb";
 /// The advisory lock file's name inside the data directory.
@@ -313,6 +315,12 @@ impl Store {
                         ),
                     });
                 }
+                Some(3) => {
+                    migrate_v3_graves(path, &txn)?;
+                    meta.insert(ROW_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())
+                        .map_err(re(path))?;
+                    changed = true;
+                }
                 Some(v) => {
                     return Err(StoreError::Incompatible {
                         path: path.to_path_buf(),
@@ -443,6 +451,50 @@ fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
 
 #[cfg(not(unix))]
 fn restrict_permissions(_path: &Path) -> Result<(), StoreError> {
+    Ok(())
+}
+
+/// Schema v3 → v4: a grave gained the collected tombstone's context.
+/// A v3 grave knew only its dot, so its context becomes that dot alone
+/// (exactly what a v3 node could say about it).
+fn migrate_v3_graves(path: &Path, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+    use crate::core::{Context, Dot, Grave, Hlc, KeyState, Version};
+
+    #[derive(serde::Deserialize)]
+    struct GraveV3 {
+        dot: Dot,
+        hlc: Hlc,
+    }
+    #[derive(serde::Deserialize)]
+    struct KeyStateV3 {
+        live: Vec<Version>,
+        history: Vec<Version>,
+        grave: Option<GraveV3>,
+    }
+
+    let mut table = txn.open_table(KEYS).map_err(re(path))?;
+    let mut rewritten = Vec::new();
+    for row in table.iter().map_err(re(path))? {
+        let (k, v) = row.map_err(re(path))?;
+        let old: KeyStateV3 = decode(path, "v3 key state", v.value())?;
+        let new = KeyState {
+            live: old.live,
+            history: old.history,
+            grave: old.grave.map(|g| {
+                let mut ctx = Context::default();
+                ctx.add(g.dot);
+                Grave {
+                    dot: g.dot,
+                    hlc: g.hlc,
+                    ctx,
+                }
+            }),
+        };
+        rewritten.push((k.value().to_vec(), encode(&new)?));
+    }
+    for (k, v) in rewritten {
+        table.insert(k.as_slice(), v.as_slice()).map_err(re(path))?;
+    }
     Ok(())
 }
 

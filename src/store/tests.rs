@@ -342,6 +342,74 @@ fn a_database_from_a_newer_schema_is_refused() {
 }
 
 #[test]
+fn a_v3_database_is_migrated_and_its_graves_keep_their_dot_as_context() {
+    #[derive(serde::Serialize)]
+    struct GraveV3 {
+        dot: Dot,
+        hlc: Hlc,
+    }
+    #[derive(serde::Serialize)]
+    struct KeyStateV3 {
+        live: Vec<Version>,
+        history: Vec<Version>,
+        grave: Option<GraveV3>,
+    }
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let db_path = dir.path().join(DB_FILE);
+    let dot = Dot {
+        node: NodeId::from_index(3),
+        seq: 7,
+    };
+    let hlc = Hlc {
+        wall_ms: 1_700_000_000_000,
+        logical: 2,
+    };
+    let held = kv("app", "live");
+    let buried = kv("app", "gone");
+    {
+        let db = Database::create(&db_path).unwrap();
+        let txn = db.begin_write().unwrap();
+        {
+            let mut meta = txn.open_table(META).unwrap();
+            meta.insert(ROW_SCHEMA, 3u32.to_le_bytes().as_slice()).unwrap();
+            let mut keys = txn.open_table(KEYS).unwrap();
+            let live = KeyStateV3 {
+                live: vec![version(1, 4, Payload::Value(b"v".to_vec()))],
+                history: Vec::new(),
+                grave: None,
+            };
+            let grave = KeyStateV3 {
+                live: Vec::new(),
+                history: Vec::new(),
+                grave: Some(GraveV3 { dot, hlc }),
+            };
+            for (k, v) in [
+                (&held, encode(&live).unwrap()),
+                (&buried, encode(&grave).unwrap()),
+            ] {
+                keys.insert(encode(k).unwrap().as_slice(), v.as_slice()).unwrap();
+            }
+        }
+        txn.commit().unwrap();
+    }
+    let store = Store::open(dir.path()).expect("a v3 store opens");
+    let snapshot = store.load().expect("and loads");
+    let keys: BTreeMap<StateKey, KeyState> = snapshot.keys.into_iter().collect();
+    assert_eq!(keys[&held].live[0].payload, Payload::Value(b"v".to_vec()));
+    let g = keys[&buried].grave.clone().expect("the grave survives");
+    assert_eq!((g.dot, g.hlc), (dot, hlc));
+    assert_eq!(g.ctx.dots(), &[dot]);
+    drop(store);
+    // Written back as v4: a second open needs no migration.
+    let db = Database::open(&db_path).unwrap();
+    let txn = db.begin_read().unwrap();
+    let meta = txn.open_table(META).unwrap();
+    let v = meta.get(ROW_SCHEMA).unwrap().unwrap();
+    assert_eq!(v.value(), SCHEMA_VERSION.to_le_bytes().as_slice());
+}
+
+#[test]
 fn a_data_dir_that_cannot_be_created_is_an_io_error_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("a-file");

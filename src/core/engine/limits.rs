@@ -4,9 +4,10 @@
 
 use super::RejectReason;
 use crate::core::config::Config;
+use crate::core::dots::Context;
 use crate::core::hlc::HlcClock;
 use crate::core::ids::StateKey;
-use crate::core::state::{Payload, Version};
+use crate::core::state::{Grave, Payload, Version};
 
 /// Highest dot sequence accepted from a peer (in a version or in knowledge
 /// we adopt). No node writes 2^63 times; a larger seq is junk, and adopting
@@ -55,7 +56,7 @@ pub(super) fn validate_version(
     if v.dot.seq > MAX_REMOTE_SEQ {
         return Err(RejectReason::VersionSeqOutOfRange);
     }
-    if !v.ctx.is_well_formed() || v.ctx.dots().len() > MAX_CONTEXT_DOTS {
+    if !context_in_range(&v.ctx) {
         return Err(RejectReason::VersionBadContext);
     }
     if !v
@@ -99,6 +100,25 @@ pub(super) fn validate_version(
     }
     if clock.check(v.hlc, now_ms).is_err() {
         return Err(RejectReason::ClockDrift);
+    }
+    Ok(())
+}
+
+/// Whether a causal context from a peer is well formed, not too large, and
+/// names no sequence number no write could have (zero, or past
+/// [`MAX_REMOTE_SEQ`], which would pin the key above every later write).
+fn context_in_range(ctx: &Context) -> bool {
+    ctx.is_well_formed()
+        && ctx.dots().len() <= MAX_CONTEXT_DOTS
+        && ctx.dots().iter().all(|d| d.seq != 0 && d.seq <= MAX_REMOTE_SEQ)
+}
+
+/// Check a grave (a collected delete) from a peer: its dot in range and in
+/// its own context, the context in range, the stamp within the drift limit.
+pub(super) fn validate_grave(clock: &HlcClock, now_ms: u64, g: &Grave) -> Result<(), RejectReason> {
+    let dot_ok = g.dot.seq != 0 && g.dot.seq <= MAX_REMOTE_SEQ && g.ctx.covers(&g.dot);
+    if !dot_ok || !context_in_range(&g.ctx) || clock.check(g.hlc, now_ms).is_err() {
+        return Err(RejectReason::BadGrave);
     }
     Ok(())
 }

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
-use super::limits::MAX_REMOTE_SEQ;
+use super::limits::{validate_grave, MAX_REMOTE_SEQ};
 use super::timers::Timer;
 use super::{Action, Engine, RejectReason};
 use crate::core::dots::{
@@ -392,11 +392,8 @@ impl Engine {
             if grave.hlc.wall_ms < expired_before {
                 continue;
             }
-            if grave.dot.seq == 0
-                || grave.dot.seq > MAX_REMOTE_SEQ
-                || self.clock.check(grave.hlc, self.now_ms).is_err()
-            {
-                self.reject(RejectReason::BadGrave);
+            if let Err(reason) = validate_grave(&self.clock, self.now_ms, &grave) {
+                self.reject(reason);
                 continue;
             }
             self.counters.dropped_obsolete += self.state.adopt_grave(&key, grave) as u64;

@@ -7,9 +7,11 @@
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
+use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use starling::core::crypto::{Ed25519Keys, Signature, SIGNATURE_LEN};
 use starling::core::wire::{self, Delta, Heartbeat, Message};
 use starling::core::{
     Command, Config, Context, Digest, Dot, Engine, Hlc, Input, Key, Knowledge, MemberStatus, Namespace,
@@ -79,14 +81,17 @@ fn heartbeat() -> Message {
         incarnation: 3,
         status: MemberStatus::Alive,
         // An announcing heartbeat (the larger kind).
-        info: Some(NodeInfo {
-            name: "edge-node-07".to_string(),
-            addrs: vec![
-                "/ip4/10.0.3.17/tcp/7946".to_string(),
-                "/ip4/192.168.1.17/tcp/7946".to_string(),
-            ],
-            tags,
-        }),
+        info: Some((
+            NodeInfo {
+                name: "edge-node-07".to_string(),
+                addrs: vec![
+                    "/ip4/10.0.3.17/tcp/7946".to_string(),
+                    "/ip4/192.168.1.17/tcp/7946".to_string(),
+                ],
+                tags,
+            },
+            Signature([7; SIGNATURE_LEN]),
+        )),
         hlc: Hlc {
             wall_ms: T0_MS,
             logical: 2,
@@ -199,9 +204,10 @@ fn bench_engine(c: &mut Criterion) {
     let keys: Vec<Key> = (0..1_000)
         .map(|i| Key::new(format!("app/{i:04}/flag")).expect("valid key"))
         .collect();
+    // Real ed25519 keys: each write is signed, as in a node.
     let mut engine = Engine::new(
         Config::default(),
-        NodeId::from_index(1),
+        Arc::new(Ed25519Keys::from_secret([1; 32])),
         NodeInfo::default(),
         T0_MS,
         1,

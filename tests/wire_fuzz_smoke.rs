@@ -12,15 +12,16 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use starling::core::testing::{Feeder, Role};
+use starling::core::crypto::{member_claim, version_claim};
+use starling::core::testing::{keys_of, Feeder, Role};
 use starling::core::wire::{
     self, Delta, Hashes, Heartbeat, KnowledgeSummary, Message, MessageKind, SyncAck, SyncPush, SyncRequest,
     SyncResponse, WireError, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use starling::core::{
     Config, Context, Digest, Dot, DotRange, Grave, HealthStatus, Hlc, InstanceId, Key, Knowledge, Member,
-    MemberStatus, Namespace, NodeId, NodeInfo, Payload, ServiceInstance, ServiceName, ServiceSpec, StateKey,
-    Version, BUCKETS,
+    MemberStatus, Namespace, NodeId, NodeInfo, Payload, RejectReason, ServiceInstance, ServiceName,
+    ServiceSpec, StateKey, Version, BUCKETS,
 };
 
 /// Local time of every engine here; stamps near it pass the drift check.
@@ -41,16 +42,27 @@ fn node(i: u64) -> NodeId {
 fn member(i: u64, status: MemberStatus) -> Member {
     let mut tags = BTreeMap::new();
     tags.insert("region".to_string(), "eu-west".to_string());
+    let info = NodeInfo {
+        name: format!("node-{i}"),
+        addrs: vec![format!("/ip4/10.0.0.{i}/tcp/7946")],
+        tags,
+    };
+    // Signed by its subject, as a real record is.
+    let claim = member_claim(&node(i), &info, i, status == MemberStatus::Left);
     Member {
         node: node(i),
-        info: NodeInfo {
-            name: format!("node-{i}"),
-            addrs: vec![format!("/ip4/10.0.0.{i}/tcp/7946")],
-            tags,
-        },
+        info,
         incarnation: i,
         status,
+        proof: keys_of(node(i)).sign(&claim),
     }
+}
+
+/// `v` signed by its origin for `key`.
+fn signed(key: StateKey, mut v: Version) -> (StateKey, Version) {
+    let claim = version_claim(&key, &v.dot, &v.ctx, &v.hlc, &v.payload, v.checksum);
+    v.signature = Some(keys_of(v.dot.node).sign(&claim).0.to_vec());
+    (key, v)
 }
 
 fn version(origin: u64, seq: u64, also_seen: &[(u64, u64)], payload: Payload) -> Version {
@@ -76,7 +88,7 @@ fn version(origin: u64, seq: u64, also_seen: &[(u64, u64)], payload: Payload) ->
         },
         payload,
         checksum,
-        signature: seq.is_multiple_of(2).then(|| vec![0xab; 64]),
+        signature: None,
     }
 }
 
@@ -98,7 +110,7 @@ fn versions() -> Vec<(StateKey, Version)> {
         weight: 50,
         ttl_ms: Some(10_000),
     };
-    vec![
+    [
         (
             kv("db/url"),
             version(2, 1, &[], Payload::Value(b"pg://a".to_vec())),
@@ -126,6 +138,9 @@ fn versions() -> Vec<(StateKey, Version)> {
             ),
         ),
     ]
+    .into_iter()
+    .map(|(k, v)| signed(k, v))
+    .collect()
 }
 
 /// A one-bucket knowledge summary shipping `knowledge()`.
@@ -195,7 +210,10 @@ fn seed_messages() -> Vec<Message> {
             node: member(2, MemberStatus::Alive).node,
             incarnation: 1,
             status: MemberStatus::Alive,
-            info: Some(member(2, MemberStatus::Alive).info),
+            info: Some((
+                member(2, MemberStatus::Alive).info,
+                member(2, MemberStatus::Alive).proof,
+            )),
             hlc: Hlc {
                 wall_ms: NOW_MS,
                 logical: 1,
@@ -529,22 +547,38 @@ fn unmutated_seed_messages_take_effect_in_the_role_that_expects_them() {
 }
 
 /// A gossip from a peer carrying our own member record at the highest
-/// incarnation makes the node refute with `incarnation + 1`, which must
-/// saturate rather than overflow.
+/// incarnation: forged (not signed by us), it is rejected and changes
+/// nothing; signed by us (we once claimed it), the node refutes with
+/// `incarnation + 1`, which must saturate rather than overflow.
 #[test]
 fn own_record_at_max_incarnation_from_a_peer_does_not_panic() {
+    let delta = |me: Member| {
+        wire::encode(
+            &Message::Delta(Delta {
+                versions: Vec::new(),
+                members: vec![me],
+            }),
+            cluster(),
+        )
+    };
     let mut feeder = Feeder::new(NOW_MS);
+    let before = feeder.engine().local_member().incarnation;
+    let mut forged = member(1, MemberStatus::Suspect);
+    forged.incarnation = u64::MAX;
+    let deliveries = feeder.feed(&delta(forged));
+    assert!(deliveries.iter().all(|d| d.decoded == Ok(MessageKind::Delta)));
+    let local = feeder.engine().local_member();
+    assert_eq!(local.incarnation, before, "a forged record moves nothing");
+    let rejected = &feeder.engine().counters().rejected;
+    assert!(rejected
+        .get(&RejectReason::MemberBadSignature)
+        .is_some_and(|n| *n > 0));
+
     let mut me = member(1, MemberStatus::Suspect);
     me.incarnation = u64::MAX;
-    let bytes = wire::encode(
-        &Message::Delta(Delta {
-            versions: Vec::new(),
-            members: vec![me],
-        }),
-        cluster(),
-    );
-    let deliveries = feeder.feed(&bytes);
-    assert!(deliveries.iter().all(|d| d.decoded == Ok(MessageKind::Delta)));
+    let claim = member_claim(&me.node, &me.info, me.incarnation, false);
+    me.proof = keys_of(me.node).sign(&claim);
+    feeder.feed(&delta(me));
     let local = feeder.engine().local_member();
     assert_eq!(local.incarnation, u64::MAX, "refuted at the highest incarnation");
     assert_eq!(local.status, MemberStatus::Alive, "and still alive");

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
+use super::crypto::{member_claim, Keys, Signature};
 use super::ids::NodeId;
 
 /// A member's status.
@@ -63,9 +64,31 @@ pub struct Member {
     pub incarnation: u64,
     /// Status at that incarnation.
     pub status: MemberStatus,
+    /// The member's own signature over its claim
+    /// ([`member_claim`](super::crypto::member_claim)): that it left, for
+    /// a `Left` record; that it is alive with this info at this
+    /// incarnation, for any other (others declare it suspect or dead by
+    /// passing its alive claim on with another status, so they can do so
+    /// only at an incarnation it really had).
+    pub proof: Signature,
 }
 
 impl Member {
+    /// The bytes [`proof`](Self::proof) signs.
+    pub fn claim(&self) -> Vec<u8> {
+        member_claim(
+            &self.node,
+            &self.info,
+            self.incarnation,
+            self.status == MemberStatus::Left,
+        )
+    }
+
+    /// Whether the record is what its subject signed.
+    pub fn is_signed(&self, keys: &dyn Keys) -> bool {
+        keys.verify(&self.node, &self.claim(), &self.proof)
+    }
+
     fn precedence(&self) -> (u64, MemberStatus) {
         (self.incarnation, self.status)
     }
@@ -155,6 +178,18 @@ impl Membership {
     /// An empty view.
     pub fn new() -> Self {
         Membership::default()
+    }
+
+    /// Whether [`merge`](Self::merge) would change the view.
+    pub fn would_change(&self, m: &Member) -> bool {
+        match self.members.get(&m.node) {
+            None => true,
+            Some(cur) => match m.precedence().cmp(&cur.member.precedence()) {
+                std::cmp::Ordering::Less => false,
+                std::cmp::Ordering::Equal => *m != cur.member && m.digest_hash() > cur.hash,
+                std::cmp::Ordering::Greater => true,
+            },
+        }
     }
 
     /// Merge a record; returns the previous record if it changed anything.
@@ -257,6 +292,7 @@ mod tests {
             info: NodeInfo::default(),
             incarnation: inc,
             status,
+            proof: crate::core::crypto::Signature([0; 64]),
         }
     }
 

@@ -77,6 +77,7 @@
 
 mod canary;
 mod config;
+pub mod crypto;
 mod dots;
 mod engine;
 mod hlc;

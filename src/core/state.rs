@@ -106,8 +106,9 @@ pub struct Version {
     pub payload: Payload,
     /// Checksum of the content, checked on every merge.
     pub checksum: u64,
-    /// Reserved for the origin's signature over the version; relayed
-    /// untouched (a later security issue signs and verifies it).
+    /// The origin's signature (64 bytes) over everything above and the
+    /// key ([`version_claim`](super::crypto::version_claim)); a version
+    /// from a peer without a valid one is rejected.
     pub signature: Option<Vec<u8>>,
 }
 
@@ -481,6 +482,12 @@ impl ReplicatedState {
     /// The next sequence number `node` should use for its own write.
     pub fn next_seq(&self, node: &NodeId) -> u64 {
         self.knowledge.max_seq(node) + 1
+    }
+
+    /// Whether the version `dot` of `key` is held or was seen here (a
+    /// merge of it would change nothing).
+    pub fn knows(&self, key: &StateKey, dot: &Dot) -> bool {
+        self.knowledge.contains(dot) || self.entries.get(key).is_some_and(|ks| ks.holds(dot))
     }
 
     /// Merge one version of `key`.

@@ -36,9 +36,11 @@
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use super::canary::CanaryTarget;
 use super::config::Config;
+use super::crypto::{SharedKeys, SimulatedKeys};
 use super::engine::{Action, Command, CommandError, CommandOutput, Engine, Expect, Input, Topic};
 use super::ids::{InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
 use super::membership::NodeInfo;
@@ -106,6 +108,20 @@ impl Msg {
 /// The node id of engine `i` in a [`Net`].
 pub fn node(i: usize) -> NodeId {
     NodeId::from_index(i as u64 + 1)
+}
+
+/// The secret of the simulated world the test engines sign in.
+pub const TEST_WORLD: u64 = 0x5354_4152_4c49_4e47;
+
+/// The keys of the node with id `id` in the test world (a test that plays
+/// a liar signs with the liar's own keys).
+pub fn keys_of(id: NodeId) -> SharedKeys {
+    Arc::new(SimulatedKeys::new(id, TEST_WORLD))
+}
+
+/// The keys of engine `i` ([`node`]`(i)`).
+pub fn keys(i: usize) -> SharedKeys {
+    keys_of(node(i))
 }
 
 /// An in-memory network of engines (see the module docs).
@@ -223,7 +239,7 @@ impl Net {
                     name: format!("n{i}"),
                     ..NodeInfo::default()
                 };
-                Engine::new(cfg.clone(), node(i), info, now, 100 + i as u64, None).expect("valid config")
+                Engine::new(cfg.clone(), keys(i), info, now, 100 + i as u64, None).expect("valid config")
             })
             .collect();
         Net {
@@ -645,7 +661,7 @@ impl Feeder {
         let mk = |i: u64, seed: u64, key: &str| {
             let mut e = Engine::new(
                 cfg.clone(),
-                NodeId::from_index(i),
+                keys_of(NodeId::from_index(i)),
                 NodeInfo::default(),
                 now_ms,
                 seed,

@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::crypto::Signature;
 use super::dots::{Dot, Knowledge};
 use super::hlc::Hlc;
 use super::ids::NodeId;
@@ -32,7 +33,7 @@ pub const MAGIC: [u8; 4] = *b"STRL";
 /// announcing) and anti-entropy by knowledge summaries (bucket hashes plus
 /// the ranges of differing buckets; the ack carries the requester's
 /// missing versions).
-pub const PROTOCOL_VERSION: u8 = 3;
+pub const PROTOCOL_VERSION: u8 = 4;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.
@@ -113,8 +114,9 @@ pub struct Heartbeat {
     pub incarnation: u64,
     /// The sender's status (as the sender holds it: alive).
     pub status: MemberStatus,
-    /// The sender's self-description, in announcing heartbeats only.
-    pub info: Option<NodeInfo>,
+    /// The sender's self-description and its signature over its record
+    /// ([`Member::proof`]), in announcing heartbeats only.
+    pub info: Option<(NodeInfo, Signature)>,
     /// The sender's HLC.
     pub hlc: Hlc,
     /// Digest of the sender's replicated state.
@@ -128,11 +130,12 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// The sender's full record, when this heartbeat carries its info.
     pub fn member(&self) -> Option<Member> {
-        self.info.as_ref().map(|info| Member {
+        self.info.as_ref().map(|(info, proof)| Member {
             node: self.node,
             info: info.clone(),
             incarnation: self.incarnation,
             status: self.status,
+            proof: *proof,
         })
     }
 }
@@ -489,7 +492,7 @@ mod tests {
             node: NodeId::from_index(1),
             incarnation: 2,
             status: MemberStatus::Alive,
-            info: Some(NodeInfo::default()),
+            info: Some((NodeInfo::default(), Signature([3; 64]))),
             hlc: Hlc::default(),
             digest: Digest { hash: 9, keys: 1 },
             members_hash: 3,

@@ -1,11 +1,13 @@
 //! Starting a node: open its data directory, restore its state and
 //! identity, build the swarm, listen, and spawn the driver task.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use libp2p::Multiaddr;
 use tokio::sync::mpsc;
 
+use crate::core::crypto::{Ed25519Keys, SharedKeys};
 use crate::core::{Engine, NodeInfo};
 use crate::net::{build_swarm, node_id_of, ClusterNames};
 use crate::store::Store;
@@ -32,6 +34,7 @@ impl Node {
         config.validate().map_err(NodeError::Config)?;
         let mut store = Store::open(&config.data_dir)?;
         let mut secret = store.identity_secret()?;
+        let signer: SharedKeys = Arc::new(Ed25519Keys::from_secret(secret));
         let key =
             libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| NodeError::Identity {
                 data_dir: config.data_dir.clone(),
@@ -47,9 +50,10 @@ impl Node {
         };
         let now = wall_ms();
         let seed = u64::from_le_bytes(me.as_bytes()[..8].try_into().expect("8 bytes")) ^ now;
+        debug_assert_eq!(signer.id(), me, "the engine signs as the libp2p identity");
         let engine = Engine::new(
             config.protocol.clone(),
-            me,
+            signer,
             info.clone(),
             now,
             seed,

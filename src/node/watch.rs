@@ -243,8 +243,15 @@ mod tests {
             name: "a".into(),
             ..NodeInfo::default()
         };
-        Engine::new(Config::default(), NodeId::from_index(1), info, 1_000, 7, None)
-            .expect("default config is valid")
+        Engine::new(
+            Config::default(),
+            crate::core::crypto::test_keys(NodeId::from_index(1)),
+            info,
+            1_000,
+            7,
+            None,
+        )
+        .expect("default config is valid")
     }
 
     /// Put `key = value` in namespace `app`; the watch events it caused.

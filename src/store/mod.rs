@@ -58,7 +58,8 @@ use error::{io_error, redb_error};
 
 /// The schema this build writes and understands.
 // v2: KeyState gained `grave`; v3: node ids encode as byte strings;
-// v4: graves keep the collected tombstone's context (migrated from v3).
+// v4: graves keep the collected tombstone's context, member records are
+// signed (migrated from v3).
 const SCHEMA_VERSION: u32 = 4;
 /// The database file's name inside the data directory.
 const DB_FILE: &str = "starling.redb";
@@ -454,9 +455,10 @@ fn restrict_permissions(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Schema v3 → v4: a grave gained the collected tombstone's context.
-/// A v3 grave knew only its dot, so its context becomes that dot alone
-/// (exactly what a v3 node could say about it).
+/// Schema v3 → v4: a grave gained the collected tombstone's context (a v3
+/// grave knew only its dot, so its context becomes that dot alone, exactly
+/// what a v3 node could say about it), and member records their subject's
+/// signature (v3 records are dropped).
 fn migrate_v3_graves(path: &Path, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
     use crate::core::{Context, Dot, Grave, Hlc, KeyState, Version};
 
@@ -495,6 +497,11 @@ fn migrate_v3_graves(path: &Path, txn: &redb::WriteTransaction) -> Result<(), St
     for (k, v) in rewritten {
         table.insert(k.as_slice(), v.as_slice()).map_err(re(path))?;
     }
+    // Member records gained their subject's signature; a v3 record has
+    // none and would be rejected by every peer. They are the cluster's to
+    // tell again (the node learns them back at its first sync), so they go.
+    let mut members = txn.open_table(MEMBERS).map_err(re(path))?;
+    members.retain(|_, _| false).map_err(re(path))?;
     Ok(())
 }
 

@@ -61,6 +61,7 @@ fn member(index: u64, incarnation: u64, status: MemberStatus) -> Member {
         },
         incarnation,
         status,
+        proof: crate::core::crypto::Signature([index as u8; 64]),
     }
 }
 

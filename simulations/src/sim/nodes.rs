@@ -2,11 +2,16 @@
 //! crashes and restarts, and its timer.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
+use starling::core::crypto::SimulatedKeys;
 use starling::core::{Engine, MemoryStore, NodeId, NodeInfo};
 
 use super::{Ev, NodeState, Sim};
 use crate::rng::splitmix;
+
+/// Mixed into the run's seed for the secret of its simulated signatures.
+const WORLD_SALT: u64 = 0x7369_676e_6174_7572;
 
 impl Sim {
     pub(super) fn start_node(&mut self, i: usize, lost: bool) {
@@ -36,7 +41,11 @@ impl Sim {
                 .collect(),
         };
         let local = self.local_ms(i);
-        let engine = Engine::new(self.cfg.clone(), id, info, local, engine_seed, snapshot)
+        // Signatures are modelled (a keyed hash under a secret of this
+        // run), as cheap as the simulator needs; the engine checks them
+        // exactly as it checks ed25519 in a real node.
+        let keys = Arc::new(SimulatedKeys::new(id, splitmix(self.seed ^ WORLD_SALT)));
+        let engine = Engine::new(self.cfg.clone(), keys, info, local, engine_seed, snapshot)
             .expect("the scenario's [protocol] section was validated when it was parsed");
         let n = &mut self.nodes[i];
         n.engine = Some(engine);

@@ -4,6 +4,7 @@
 
 use super::{Action, Command, CommandError, CommandOutput, Engine, Expect, Topic};
 use crate::core::canary::CanarySpec;
+use crate::core::crypto::{member_claim, version_claim};
 use crate::core::dots::Dot;
 use crate::core::ids::{NodeId, StateKey};
 use crate::core::membership::{Member, MemberStatus};
@@ -256,12 +257,21 @@ impl Engine {
         }
     }
 
+    /// This node's record, alive or left, signed.
     pub(super) fn own_record(&self, status: MemberStatus) -> Member {
+        debug_assert!(matches!(status, MemberStatus::Alive | MemberStatus::Left));
+        let claim = member_claim(
+            &self.me,
+            &self.info,
+            self.incarnation,
+            status == MemberStatus::Left,
+        );
         Member {
             node: self.me,
             info: self.info.clone(),
             incarnation: self.incarnation,
             status,
+            proof: self.keys.sign(&claim),
         }
     }
 
@@ -294,13 +304,16 @@ impl Engine {
         ctx.add(dot);
         let hlc = self.clock.tick(self.now_ms);
         let checksum = payload.checksum();
+        let sig = self
+            .keys
+            .sign(&version_claim(&sk, &dot, &ctx, &hlc, &payload, checksum));
         let v = Version {
             dot,
             ctx,
             hlc,
             payload,
             checksum,
-            signature: None,
+            signature: Some(sig.0.to_vec()),
         };
         let outcome = self.state.merge(sk.clone(), v.clone());
         debug_assert_eq!(outcome, MergeOutcome::Applied, "a fresh local dot is always new");
@@ -355,8 +368,15 @@ mod tests {
     #[test]
     fn a_write_reports_the_dot_it_stored() {
         let me = NodeId::from_index(4);
-        let mut e =
-            Engine::new(Config::default(), me, NodeInfo::default(), 1_000, 4, None).expect("valid config");
+        let mut e = Engine::new(
+            Config::default(),
+            crate::core::crypto::test_keys(me),
+            NodeInfo::default(),
+            1_000,
+            4,
+            None,
+        )
+        .expect("valid config");
         let key = Key::new("routes").expect("valid key");
         let sk = StateKey::Kv {
             namespace: Namespace::new("prod").expect("valid namespace"),

@@ -91,6 +91,12 @@ pub enum RejectReason {
     ResponseFromWrongPeer,
     /// A heartbeat whose author is not the node that sent it.
     HeartbeatSpoofed,
+    /// A member record without its subject's valid signature.
+    MemberBadSignature,
+    /// A version without its origin's valid signature.
+    VersionBadSignature,
+    /// A service instance written by another node than its owner.
+    VersionNotOwner,
     /// An HLC stamp further ahead of local time than the drift limit.
     ClockDrift,
     /// A sync response without one hash per state bucket.
@@ -135,7 +141,7 @@ const KINDS: [MessageKind; 6] = [
 
 impl RejectReason {
     /// Every reason without a message kind.
-    const PLAIN: [RejectReason; 25] = [
+    const PLAIN: [RejectReason; 28] = [
         RejectReason::Truncated,
         RejectReason::TooLarge,
         RejectReason::BadMagic,
@@ -146,6 +152,9 @@ impl RejectReason {
         RejectReason::UnexpectedResponse,
         RejectReason::ResponseFromWrongPeer,
         RejectReason::HeartbeatSpoofed,
+        RejectReason::MemberBadSignature,
+        RejectReason::VersionBadSignature,
+        RejectReason::VersionNotOwner,
         RejectReason::ClockDrift,
         RejectReason::BadBucketCount,
         RejectReason::BadKnowledgeBuckets,
@@ -202,6 +211,9 @@ impl RejectReason {
             RejectReason::UnexpectedResponse => "unexpected_response",
             RejectReason::ResponseFromWrongPeer => "response_from_wrong_peer",
             RejectReason::HeartbeatSpoofed => "heartbeat_spoofed",
+            RejectReason::MemberBadSignature => "member_bad_signature",
+            RejectReason::VersionBadSignature => "version_bad_signature",
+            RejectReason::VersionNotOwner => "version_not_owner",
             RejectReason::ClockDrift => "clock_drift",
             RejectReason::BadBucketCount => "bad_bucket_count",
             RejectReason::BadKnowledgeBuckets => "bad_knowledge_buckets",

@@ -173,10 +173,19 @@ impl Engine {
         }
     }
 
+    /// Merge a member record from a peer (or this node's own declaration
+    /// of a peer as suspect or dead). A record that would change the view
+    /// is checked first: it must carry its subject's signature over its
+    /// claim, so nobody declares a node anything at an incarnation it never
+    /// had, nor that it left.
     pub(super) fn merge_member(&mut self, m: Member) {
         if m.node == self.me {
             let mine = self.local_member();
             if !self.left && mine.is_superseded_by(&m) {
+                if !m.is_signed(&*self.keys) {
+                    self.reject(RejectReason::MemberBadSignature);
+                    return;
+                }
                 // Someone thinks we are suspect, dead or gone: refute.
                 // Saturating: a peer may claim incarnation u64::MAX.
                 self.incarnation = self.incarnation.max(m.incarnation).saturating_add(1);
@@ -184,6 +193,13 @@ impl Engine {
                 self.members.merge(rec.clone());
                 self.publish_members(vec![rec]);
             }
+            return;
+        }
+        if !self.members.would_change(&m) {
+            return;
+        }
+        if !m.is_signed(&*self.keys) {
+            self.reject(RejectReason::MemberBadSignature);
             return;
         }
         let now = self.now_ms;
@@ -299,7 +315,7 @@ impl Engine {
         }
         let info = if self.liveness.announced.1 > 0 {
             self.liveness.announced.1 -= 1;
-            Some(me.info)
+            Some((me.info, me.proof))
         } else {
             None
         };
@@ -370,7 +386,7 @@ mod tests {
         };
         Engine::new(
             Config::default(),
-            NodeId::from_index(index),
+            crate::core::crypto::test_keys(NodeId::from_index(index)),
             info,
             T0,
             index,

@@ -3,8 +3,9 @@
 
 use super::limits::validate_version;
 use super::{Engine, RejectReason};
+use crate::core::crypto::{version_claim, Signature, SIGNATURE_LEN};
 use crate::core::ids::StateKey;
-use crate::core::state::{MergeOutcome, Version};
+use crate::core::state::{MergeOutcome, Payload, Version};
 
 /// What became of a version from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,6 +41,19 @@ impl Engine {
             // counter past them, so no dot is ever reused.
             tracing::warn!(seq = v.dot.seq, "peer holds own writes newer than local state");
         }
+        if let Payload::Instance(i) = &v.payload {
+            if i.owner != v.dot.node {
+                self.reject(RejectReason::VersionNotOwner);
+                return RemoteMerge::Rejected(RejectReason::VersionNotOwner);
+            }
+        }
+        // Checked only when the version is new here: a duplicate or a
+        // version already superseded changes nothing, and skipping them
+        // keeps the cost at one check per version per node.
+        if !self.state.knows(&key, &v.dot) && !self.signed_by_origin(&key, &v) {
+            self.reject(RejectReason::VersionBadSignature);
+            return RemoteMerge::Rejected(RejectReason::VersionBadSignature);
+        }
         let _ = self.clock.observe(v.hlc, self.now_ms);
         let outcome = self.state.merge(key, v);
         match outcome {
@@ -48,5 +62,19 @@ impl Engine {
             MergeOutcome::Obsolete => self.counters.obsolete += 1,
         }
         RemoteMerge::Merged(outcome)
+    }
+
+    /// Whether `v` carries its origin's signature over everything that
+    /// defines it.
+    fn signed_by_origin(&self, key: &StateKey, v: &Version) -> bool {
+        let Some(sig) = v
+            .signature
+            .as_deref()
+            .and_then(|s| <[u8; SIGNATURE_LEN]>::try_from(s).ok())
+        else {
+            return false;
+        };
+        let claim = version_claim(key, &v.dot, &v.ctx, &v.hlc, &v.payload, v.checksum);
+        self.keys.verify(&v.dot.node, &claim, &Signature(sig))
     }
 }

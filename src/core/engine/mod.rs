@@ -56,6 +56,7 @@ pub use io::{Action, Command, CommandError, CommandOutput, Expect, Input, Topic}
 pub use views::{CanaryView, KvEntry, ServiceView, VersionInfo};
 
 use super::config::{Config, ConfigError};
+use super::crypto::SharedKeys;
 use super::dots::Dot;
 use super::hlc::HlcClock;
 use super::ids::{NodeId, StateKey};
@@ -75,6 +76,8 @@ pub struct Engine {
     cfg: Config,
     cluster_id: u64,
     me: NodeId,
+    /// Signs this node's records, checks its peers'.
+    keys: SharedKeys,
     info: NodeInfo,
     /// Canary keys to re-announce to watchers after this node's tags
     /// changed.
@@ -116,18 +119,20 @@ struct PendingBatch {
 }
 
 impl Engine {
-    /// A node with identity `me` starting at `now_ms`, restoring `snapshot`
-    /// if it has one. Every start raises the incarnation, so a restarted node
-    /// refutes whatever the cluster concluded while it was down.
+    /// The node whose keys are `keys` (its id is their public key)
+    /// starting at `now_ms`, restoring `snapshot` if it has one. Every
+    /// start raises the incarnation, so a restarted node refutes whatever
+    /// the cluster concluded while it was down.
     pub fn new(
         config: Config,
-        me: NodeId,
+        keys: SharedKeys,
         info: NodeInfo,
         now_ms: u64,
         seed: u64,
         snapshot: Option<Snapshot>,
     ) -> Result<Engine, ConfigError> {
         let cfg = config.validated()?;
+        let me = keys.id();
         let snapshot = snapshot.unwrap_or_default();
         let mut clock = HlcClock::new(cfg.max_clock_drift_ms);
         clock.restore(snapshot.meta.hlc);
@@ -142,7 +147,7 @@ impl Engine {
             }
             members.merge(m);
         }
-        incarnation += 1;
+        incarnation = incarnation.saturating_add(1);
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
         let first_hb = now_ms + rng.gen_range(0..=cfg.heartbeat_interval_ms / 4);
         let mut timers = TimerTable::default();
@@ -157,6 +162,7 @@ impl Engine {
             timers,
             cfg,
             me,
+            keys,
             info,
             retargeted: Vec::new(),
             incarnation,

@@ -576,7 +576,7 @@ mod tests {
     fn engine(index: u64) -> Engine {
         Engine::new(
             Config::default(),
-            NodeId::from_index(index),
+            crate::core::crypto::test_keys(NodeId::from_index(index)),
             NodeInfo::default(),
             T0,
             index,
@@ -709,11 +709,13 @@ mod tests {
     fn a_node_that_holds_every_peer_dead_still_syncs_with_one_on_its_timer() {
         let mut a = engine(1);
         let b = NodeId::from_index(2);
+        let claim = crate::core::crypto::member_claim(&b, &NodeInfo::default(), 1, false);
         a.merge_member(crate::core::membership::Member {
             node: b,
             info: NodeInfo::default(),
             incarnation: 1,
             status: MemberStatus::Dead,
+            proof: crate::core::crypto::test_keys(b).sign(&claim),
         });
         assert_eq!(a.member(&b).map(|m| m.status), Some(MemberStatus::Dead));
         a.flush();

@@ -1,0 +1,300 @@
+//! A hostile peer, at the engine level: a cluster member that speaks the
+//! real wire protocol and crafts what it sends. Each attack from the trust
+//! review is played against honest engines in a `core::testing::Net`, and
+//! the test asserts the safe outcome: the forged record or version is
+//! rejected and counted, nothing honest is dropped, nobody is evicted.
+//!
+//! The liar is engine 0's identity's neighbour: it has its own keys (it is
+//! a member) but not the victim's.
+
+use starling::core::crypto::{member_claim, version_claim};
+use starling::core::testing::{self, keys_of, node, Net};
+use starling::core::wire::{self, Delta, Message};
+use starling::core::{
+    Config, Context, Dot, HealthStatus, Hlc, Input, Member, MemberStatus, Payload, RejectReason,
+    ServiceInstance, StateKey, Version,
+};
+
+const T0: u64 = 1_700_000_000_000;
+/// Honest nodes 0..3; node 3 lies.
+const HONEST: usize = 3;
+const LIAR: usize = 3;
+
+fn cfg() -> Config {
+    let mut c = Config::default();
+    c.heartbeat_interval_ms = 100;
+    c.sync_interval_ms = 500;
+    c
+}
+
+/// A formed cluster of three honest nodes and the liar.
+fn cluster() -> Net {
+    let mut net = Net::new(HONEST + 1, cfg(), T0);
+    net.run_for(3_000, 50);
+    for i in 0..=LIAR {
+        assert_eq!(
+            net.engines[i].members().len(),
+            HONEST + 1,
+            "node {i} sees everyone"
+        );
+    }
+    net
+}
+
+/// The liar gossips `delta` to every honest node.
+fn gossip(net: &mut Net, delta: Delta) {
+    let bytes = wire::encode(
+        &Message::Delta(delta),
+        wire::cluster_id(&net.engines[0].config().cluster),
+    );
+    for i in 0..HONEST {
+        net.input(
+            i,
+            Input::Gossip {
+                from: node(LIAR),
+                bytes: bytes.clone(),
+            },
+        );
+    }
+}
+
+fn rejected(net: &Net, i: usize, reason: RejectReason) -> u64 {
+    net.engines[i]
+        .counters()
+        .rejected
+        .get(&reason)
+        .copied()
+        .unwrap_or(0)
+}
+
+fn status_of(net: &Net, at: usize, of: usize) -> MemberStatus {
+    net.engines[at].member(&node(of)).expect("a known member").status
+}
+
+#[test]
+fn a_forged_leave_at_the_highest_incarnation_evicts_nobody() {
+    let mut net = cluster();
+    let victim = net.engines[1].local_member();
+    // What the review found: `{victim, u64::MAX, Left}` could not be
+    // refuted. The liar cannot sign as the victim; it signs as itself.
+    let claim = member_claim(&victim.node, &victim.info, u64::MAX, true);
+    let forged = Member {
+        incarnation: u64::MAX,
+        status: MemberStatus::Left,
+        proof: keys_of(node(LIAR)).sign(&claim),
+        ..victim.clone()
+    };
+    gossip(
+        &mut net,
+        Delta {
+            versions: Vec::new(),
+            members: vec![forged],
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(
+            status_of(&net, i, 1),
+            MemberStatus::Alive,
+            "node {i} keeps the victim alive"
+        );
+        assert_eq!(
+            rejected(&net, i, RejectReason::MemberBadSignature),
+            1,
+            "node {i} counted it"
+        );
+    }
+    assert_eq!(
+        net.engines[1].local_member().incarnation,
+        victim.incarnation,
+        "the victim had nothing to refute"
+    );
+    net.run_for(2_000, 50);
+    for i in 0..HONEST {
+        assert_eq!(status_of(&net, i, 1), MemberStatus::Alive);
+    }
+}
+
+#[test]
+fn suspicion_at_an_incarnation_the_subject_never_had_is_rejected_but_at_its_own_is_refuted() {
+    let mut net = cluster();
+    let victim = net.engines[1].local_member();
+    // A higher incarnation than the victim signed, with its real proof
+    // (of another incarnation): the proof does not cover it.
+    let ahead = Member {
+        incarnation: victim.incarnation + 5,
+        status: MemberStatus::Dead,
+        ..victim.clone()
+    };
+    gossip(
+        &mut net,
+        Delta {
+            versions: Vec::new(),
+            members: vec![ahead],
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(status_of(&net, i, 1), MemberStatus::Alive, "node {i}");
+        assert_eq!(rejected(&net, i, RejectReason::MemberBadSignature), 1);
+    }
+    // At its current incarnation, anyone may suspect it (that is what
+    // failure detection does): it refutes, and stays a member everywhere.
+    let suspect = Member {
+        status: MemberStatus::Suspect,
+        ..victim.clone()
+    };
+    gossip(
+        &mut net,
+        Delta {
+            versions: Vec::new(),
+            members: vec![suspect],
+        },
+    );
+    net.run_for(2_000, 50);
+    for i in 0..HONEST {
+        let m = net.engines[i].member(&node(1)).expect("known");
+        assert_eq!(m.status, MemberStatus::Alive, "node {i}");
+        assert!(m.incarnation > victim.incarnation, "node {i}: refuted");
+    }
+}
+
+/// A version as the liar would craft it: `dot` of any origin, signed by
+/// the liar's own key.
+fn forged_version(key: &StateKey, dot: Dot, ctx: Context, payload: Payload) -> Version {
+    let hlc = Hlc {
+        wall_ms: T0 + 2_000,
+        logical: 0,
+    };
+    let checksum = payload.checksum();
+    let claim = version_claim(key, &dot, &ctx, &hlc, &payload, checksum);
+    Version {
+        dot,
+        ctx,
+        hlc,
+        checksum,
+        payload,
+        signature: Some(keys_of(node(LIAR)).sign(&claim).0.to_vec()),
+    }
+}
+
+#[test]
+fn a_version_under_another_origins_dot_is_rejected_and_the_origin_keeps_writing() {
+    let mut net = cluster();
+    let key = testing::kv_key("prod", "routes");
+    // The review's attack: a dot `(victim, 2^63 - 1)` made every peer
+    // reject the victim's later writes as out of range.
+    let dot = Dot {
+        node: node(1),
+        seq: (u64::MAX / 2) - 1,
+    };
+    let mut ctx = Context::default();
+    ctx.add(dot);
+    let v = forged_version(&key, dot, ctx, Payload::Value(b"evil".to_vec()));
+    gossip(
+        &mut net,
+        Delta {
+            versions: vec![(key.clone(), v)],
+            members: Vec::new(),
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(
+            rejected(&net, i, RejectReason::VersionBadSignature),
+            1,
+            "node {i}"
+        );
+        assert!(
+            net.engines[i].state().get(&key).is_none(),
+            "node {i} holds nothing of it"
+        );
+    }
+    net.cmd(1, testing::put("prod", "routes", "honest"))
+        .expect("the victim writes");
+    net.run_for(1_000, 50);
+    for i in 0..HONEST {
+        let ks = net.engines[i]
+            .state()
+            .get(&key)
+            .expect("the honest write arrived");
+        assert_eq!(
+            ks.winner().map(|w| w.payload.clone()),
+            Some(Payload::Value(b"honest".to_vec()))
+        );
+    }
+}
+
+#[test]
+fn a_context_naming_a_sequence_past_the_range_cannot_pin_a_key() {
+    let mut net = cluster();
+    let key = testing::kv_key("prod", "pinned");
+    // The liar's own dot, honestly signed, but its context claims every
+    // write node 1 will ever make.
+    let dot = Dot {
+        node: node(LIAR),
+        seq: net.engines[LIAR].state().next_seq(&node(LIAR)),
+    };
+    let mut ctx = Context::default();
+    ctx.add(dot);
+    ctx.add(Dot {
+        node: node(1),
+        seq: u64::MAX,
+    });
+    let v = forged_version(&key, dot, ctx, Payload::Value(b"pin".to_vec()));
+    gossip(
+        &mut net,
+        Delta {
+            versions: vec![(key.clone(), v)],
+            members: Vec::new(),
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(rejected(&net, i, RejectReason::VersionBadContext), 1, "node {i}");
+    }
+    net.cmd(1, testing::put("prod", "pinned", "later"))
+        .expect("write");
+    net.run_for(1_000, 50);
+    for i in 0..HONEST {
+        let w = net.engines[i]
+            .state()
+            .get(&key)
+            .and_then(|ks| ks.winner().cloned());
+        assert_eq!(
+            w.map(|w| w.payload),
+            Some(Payload::Value(b"later".to_vec())),
+            "node {i}"
+        );
+    }
+}
+
+#[test]
+fn a_service_instance_registered_for_another_owner_is_rejected() {
+    let mut net = cluster();
+    let key = StateKey::Service {
+        namespace: starling::core::Namespace::new("prod").unwrap(),
+        service: starling::core::ServiceName::new("api").unwrap(),
+        instance: starling::core::InstanceId::new("api-1").unwrap(),
+    };
+    // Signed by the liar as the liar, but naming node 1 as the owner.
+    let dot = Dot {
+        node: node(LIAR),
+        seq: net.engines[LIAR].state().next_seq(&node(LIAR)),
+    };
+    let mut ctx = Context::default();
+    ctx.add(dot);
+    let payload = Payload::Instance(ServiceInstance {
+        spec: testing::instance_spec("10.0.0.66", 80),
+        owner: node(1),
+        health: HealthStatus::Passing,
+    });
+    let v = forged_version(&key, dot, ctx, payload);
+    gossip(
+        &mut net,
+        Delta {
+            versions: vec![(key.clone(), v)],
+            members: Vec::new(),
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(rejected(&net, i, RejectReason::VersionNotOwner), 1, "node {i}");
+        assert!(net.engines[i].state().get(&key).is_none(), "node {i}");
+    }
+}

@@ -180,8 +180,10 @@ impl std::fmt::Display for VersionId {
 /// A version arriving later that never saw the delete (its context misses
 /// the grave's dot) and ranks below it lost to the delete while the
 /// tombstone existed, so it is dropped as superseded instead of bringing
-/// the key back; one that ranks above it wins, as it would have. Graves are
-/// node-local (not in digests or syncs) and expire after `grave_ttl_ms`.
+/// the key back; one that ranks above it wins, as it would have. Graves
+/// travel in syncs and count in the bucket digests (so two nodes that
+/// differ only by a grave sync, and the grave reaches the one without it),
+/// are not counted as keys, and expire after `grave_ttl_ms`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grave {
     /// The collected tombstone's dot.
@@ -189,6 +191,24 @@ pub struct Grave {
     /// Its stamp.
     pub hlc: Hlc,
 }
+
+impl Grave {
+    /// Its share of its bucket's digest hash (distinct from any version's:
+    /// a kind byte no payload uses).
+    fn digest_hash(&self, key_hash: u64) -> u64 {
+        let mut buf = [0u8; 8 + 32 + 8 + 8 + 4 + 1];
+        buf[..8].copy_from_slice(&key_hash.to_le_bytes());
+        buf[8..40].copy_from_slice(self.dot.node.as_bytes());
+        buf[40..48].copy_from_slice(&self.dot.seq.to_le_bytes());
+        buf[48..56].copy_from_slice(&self.hlc.wall_ms.to_le_bytes());
+        buf[56..60].copy_from_slice(&self.hlc.logical.to_le_bytes());
+        buf[60] = GRAVE_KIND;
+        xxhash_rust::xxh3::xxh3_64(&buf)
+    }
+}
+
+/// The kind byte of a grave in digest hashes (payload kinds are 1 to 4).
+const GRAVE_KIND: u8 = 0xff;
 
 /// All versions of one key: live ones (not superseded) and bounded history.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

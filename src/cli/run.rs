@@ -58,6 +58,9 @@ impl RunArgs {
         if let Some(level) = &self.log_level {
             c.log_level = level.clone();
         }
+        if let Some(key) = &self.cluster_key {
+            c.cluster_key_file = Some(key.clone());
+        }
         c.validate()?;
         Ok(c)
     }

@@ -451,8 +451,10 @@ mod tests {
         let err = quic.validate().unwrap_err().to_string();
         assert!(err.contains("`bootstrap`") && err.contains("TCP only"), "{err}");
         // Without a key, QUIC is fine.
-        let mut open = NodeConfig::default();
-        open.bootstrap = vec!["/ip4/10.0.0.5/udp/4001/quic-v1".into()];
+        let open = NodeConfig {
+            bootstrap: vec!["/ip4/10.0.0.5/udp/4001/quic-v1".into()],
+            ..NodeConfig::default()
+        };
         open.validate().unwrap();
     }
 }

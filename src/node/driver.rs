@@ -389,7 +389,7 @@ impl Driver {
                 let mut seen = BTreeSet::new();
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if seen.insert(peer) && !self.swarm.is_connected(&peer) {
+                    if seen.insert(peer) && !self.swarm.is_connected(&peer) && !self.denied.contains(&peer) {
                         let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
                     }
                 }

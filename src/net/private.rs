@@ -66,7 +66,7 @@ impl KeyCheck {
         match self.handshake(socket).await {
             Ok(out) => Ok(out),
             Err(e) => {
-                self.refused(&endpoint, &e);
+                let _ = self.refused(&endpoint, &e);
                 Err(KeyMismatch(e))
             }
         }
@@ -93,7 +93,9 @@ impl KeyCheck {
         Ok(out)
     }
 
-    fn refused(&self, endpoint: &ConnectedPoint, error: &io::Error) {
+    /// Count and log a refused connection; true if it was logged at
+    /// `warn` (the first time for its remote IP).
+    fn refused(&self, endpoint: &ConnectedPoint, error: &io::Error) -> bool {
         self.mismatches.inc();
         let (direction, addr) = match endpoint {
             ConnectedPoint::Dialer { address, .. } => ("outbound", address),
@@ -113,6 +115,7 @@ impl KeyCheck {
         } else {
             tracing::debug!(%addr, direction, %error, "connection refused: cluster key mismatch or no key");
         }
+        first
     }
 }
 
@@ -122,5 +125,109 @@ fn ip_of(addr: &Multiaddr) -> Option<IpAddr> {
         Protocol::Ip4(ip) => Some(IpAddr::V4(ip)),
         Protocol::Ip6(ip) => Some(IpAddr::V6(ip)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p::tcp::tokio::TcpStream;
+
+    /// Two ends of a loopback TCP connection.
+    async fn pair() -> (TcpStream, TcpStream) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (c, s) = tokio::join!(tokio::net::TcpStream::connect(addr), l.accept());
+        (TcpStream(c.unwrap()), TcpStream(s.unwrap().0))
+    }
+
+    fn endpoint(ip: &str) -> ConnectedPoint {
+        ConnectedPoint::Listener {
+            local_addr: "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+            send_back_addr: format!("/ip4/{ip}/tcp/2").parse().unwrap(),
+        }
+    }
+
+    /// `f`, failing the test if it takes over 10 s.
+    async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(10), f)
+            .await
+            .expect("the handshake finishes within 10 s")
+    }
+
+    fn check(key: ClusterKey) -> KeyCheck {
+        KeyCheck::new(key, Counter::default())
+    }
+
+    #[tokio::test]
+    async fn ends_with_the_same_key_talk_through_the_private_network() {
+        let key = ClusterKey::generate().unwrap();
+        let (a, b) = (check(key), check(key));
+        let (sa, sb) = pair().await;
+        let (ra, rb) = bounded(async {
+            tokio::join!(
+                a.clone().admit(sa, endpoint("127.0.0.1")),
+                b.clone().admit(sb, endpoint("127.0.0.1"))
+            )
+        })
+        .await;
+        let (Ok(mut ra), Ok(mut rb)) = (ra, rb) else {
+            panic!("the handshake failed with the same key on both ends");
+        };
+        ra.write_all(b"hello").await.unwrap();
+        ra.flush().await.unwrap();
+        let mut got = [0u8; 5];
+        rb.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"hello");
+        assert_eq!((a.mismatches.get(), b.mismatches.get()), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn ends_with_different_keys_both_refuse_and_count_it() {
+        let (a, b) = (
+            check(ClusterKey::generate().unwrap()),
+            check(ClusterKey::generate().unwrap()),
+        );
+        let (sa, sb) = pair().await;
+        let (ra, rb) = bounded(async {
+            tokio::join!(
+                a.clone().admit(sa, endpoint("127.0.0.1")),
+                b.clone().admit(sb, endpoint("127.0.0.1"))
+            )
+        })
+        .await;
+        let err = ra.err().expect("a refuses b").to_string();
+        assert!(err.contains("cluster key mismatch or no key"), "{err}");
+        assert!(rb.is_err());
+        assert_eq!((a.mismatches.get(), b.mismatches.get()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_peer_without_a_key_is_refused() {
+        let a = check(ClusterKey::generate().unwrap());
+        let (sa, mut plain) = pair().await;
+        let peer = async move {
+            // What an open node's dialler sends first: multistream-select.
+            plain
+                .write_all(b"\x13/multistream/1.0.0\n\x07/noise\n")
+                .await
+                .unwrap();
+            let mut buf = [0u8; 24];
+            let _ = plain.read_exact(&mut buf).await;
+            drop(plain); // it cannot parse that, and hangs up
+        };
+        let (r, ()) = bounded(async { tokio::join!(a.clone().admit(sa, endpoint("127.0.0.1")), peer) }).await;
+        assert!(r.is_err());
+        assert_eq!(a.mismatches.get(), 1);
+    }
+
+    #[test]
+    fn a_mismatch_is_logged_at_warn_once_per_address() {
+        let a = check(ClusterKey::generate().unwrap());
+        let e = io::Error::other("x");
+        assert!(a.refused(&endpoint("10.0.0.1"), &e), "first from 10.0.0.1");
+        assert!(!a.refused(&endpoint("10.0.0.1"), &e), "again from 10.0.0.1");
+        assert!(a.refused(&endpoint("10.0.0.2"), &e), "first from 10.0.0.2");
+        assert_eq!(a.mismatches.get(), 3, "every refusal is counted");
     }
 }

@@ -387,3 +387,102 @@ fn run_refuses_a_key_file_other_users_can_read() {
     let err = p.stderr();
     assert!(err.contains("chmod 600") && err.contains("cluster.key"), "{err}");
 }
+
+/// `starling status --json` of the node at `http`: its connected peers.
+fn connected_peers_of(http: &str) -> u64 {
+    let out = Command::new(BIN)
+        .args(["status", "--json", "--http", http])
+        .env_remove("STARLING_HTTP")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    v["connected_peers"].as_u64().expect("connected_peers")
+}
+
+/// Poll `check` every 50 ms for up to `timeout`.
+fn wait_until(timeout: Duration, what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out after {timeout:?}: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_deny_peers_in_the_config_file_of_a_running_node_drops_and_readmits_the_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = key_file(dir.path(), "cluster.key");
+    let file = dir.path().join("a.toml");
+    let write_config = |deny: &str| {
+        let text = format!(
+            "data_dir = {data:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nhttp = \"127.0.0.1:0\"\n\
+             mdns = false\ncluster_key_file = {k:?}\n{deny}\n\
+             [protocol]\ncluster = \"cli-deny\"\nheartbeat_interval_ms = 200\n\
+             suspect_timeout_ms = 1000\nsync_interval_ms = 1000\nsync_min_interval_ms = 200\n",
+            data = dir.path().join("a-data"),
+        );
+        std::fs::write(&file, text).unwrap();
+    };
+    write_config("");
+    let a = Process::spawn(
+        &["run", "--config", file.to_str().unwrap()],
+        dir.path().join("a.stderr"),
+    );
+    let ready = a
+        .lines
+        .recv_timeout(T)
+        .unwrap_or_else(|_| panic!("no ready line; stderr:\n{}", a.stderr()));
+    let field = |name: &str| {
+        ready
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {ready}"))
+            .to_string()
+    };
+    let http = field("http=http://");
+    let listen = field("listen=")
+        .split(',')
+        .find(|a| a.contains("/ip4/127.0.0.1/tcp/"))
+        .expect("a loopback TCP address")
+        .to_string();
+    let db = ScratchDir::new().unwrap();
+    let (b, _) = launch(config(&db, "b", "cli-deny", Some(&k), vec![listen]))
+        .await
+        .unwrap();
+    let (h, b2) = (http.clone(), b.clone());
+    eventually(T, "a and b connected and alive", move || {
+        let (h, b) = (h.clone(), b2.clone());
+        async move { members_alive(&b).await == 2 && connected_peers_of(&h) == 1 }
+    })
+    .await;
+
+    write_config(&format!("deny_peers = [{:?}]", b.peer_id()));
+    // The file is polled every second; the peer goes at once after that.
+    let h = http.clone();
+    tokio::task::spawn_blocking(move || {
+        wait_until(Duration::from_millis(2_500), "a drops b", || {
+            connected_peers_of(&h) == 0
+        });
+        let until = Instant::now() + APART;
+        while Instant::now() < until {
+            assert_eq!(connected_peers_of(&h), 0, "b reconnected to a");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    })
+    .await
+    .unwrap();
+    let log = a.stderr();
+    assert!(
+        log.contains("config reloaded") && log.contains("deny_peers"),
+        "{log}"
+    );
+    assert!(log.contains("peer denied"), "{log}");
+
+    write_config("");
+    let h = http.clone();
+    tokio::task::spawn_blocking(move || wait_until(T, "b is let back in", || connected_peers_of(&h) == 1))
+        .await
+        .unwrap();
+    b.stop_without_leave().await.unwrap();
+}

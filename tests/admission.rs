@@ -383,7 +383,7 @@ fn run_refuses_a_key_file_other_users_can_read() {
         ],
         dir.path().join("stderr"),
     );
-    assert_eq!(p.exit_code(), Some(1));
+    assert_eq!(p.exit_code(), Some(2), "a configuration error");
     let err = p.stderr();
     assert!(err.contains("chmod 600") && err.contains("cluster.key"), "{err}");
 }

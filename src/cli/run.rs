@@ -95,7 +95,13 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "node failed to start");
             eprintln!("starling: cannot start the node: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            // A bad cluster key file is a configuration error.
+            let code = if matches!(e, crate::node::NodeError::ClusterKey(_)) {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+            return ExitCode::from(code);
         }
     };
     logging::set_node_id(node.peer_id());

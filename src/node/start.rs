@@ -147,3 +147,31 @@ fn parse_addrs(field: &str, addrs: &[String]) -> Result<Vec<Multiaddr>, NodeErro
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_keyed_node_drops_quic_from_the_default_listen_set_only() {
+        let config = NodeConfig::default();
+        let keyed = listen_addrs(&config, true).unwrap();
+        assert!(!keyed.is_empty());
+        assert!(keyed
+            .iter()
+            .all(|a| a.iter().any(|p| matches!(p, Protocol::Tcp(_)))));
+        assert!(keyed
+            .iter()
+            .all(|a| !a.iter().any(|p| matches!(p, Protocol::Udp(_)))));
+        assert_eq!(
+            listen_addrs(&config, false).unwrap().len(),
+            config.listen.len(),
+            "an open node listens on every default address"
+        );
+        let explicit = NodeConfig {
+            listen: vec!["/ip4/127.0.0.1/tcp/0".into()],
+            ..NodeConfig::default()
+        };
+        assert_eq!(listen_addrs(&explicit, true).unwrap().len(), 1);
+    }
+}

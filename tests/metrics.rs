@@ -228,6 +228,8 @@ const EXPECTED_SAMPLES: &[&str] = &[
     "starling_sync_latency_seconds_count",
     "starling_sync_latency_seconds_bucket",
     "starling_http_requests_total",
+    "starling_cluster_key_mismatches_total",
+    "starling_denied_connections_total",
 ];
 
 #[test]

@@ -1,10 +1,12 @@
-//! The `starling` command line: `starling run` starts a node; every other
-//! subcommand is a client of a node's HTTP API.
+//! The `starling` command line: `starling run` starts a node, `starling
+//! keygen` makes a cluster key file; every other subcommand is a client of
+//! a node's HTTP API.
 //!
 //! Exit codes: 0 success, 1 the request (or the node) failed, 2 usage or
 //! configuration error. `starling` with no subcommand is `starling run`.
 
 mod client;
+mod keygen;
 mod logging;
 mod run;
 mod table;
@@ -42,6 +44,9 @@ enum Command {
     Members(client::ClientOpts),
     /// This node's status.
     Status(client::ClientOpts),
+    /// Make a cluster key file (copy it to every node, start each with
+    /// --cluster-key FILE).
+    Keygen(keygen::KeygenArgs),
 }
 
 /// `starling run`: flags override the config file, which overrides defaults.
@@ -83,6 +88,10 @@ pub(crate) struct RunArgs {
     /// Log filter, e.g. info or starling=debug,libp2p=warn.
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    /// Cluster key file (from `starling keygen`): only nodes with the same
+    /// key can connect.
+    #[arg(long = "cluster-key", value_name = "FILE")]
+    cluster_key: Option<PathBuf>,
 }
 
 /// `--log-format`.
@@ -119,6 +128,7 @@ pub fn main() -> ExitCode {
         Some(Command::Services(args)) => client::services(args),
         Some(Command::Members(opts)) => client::members(opts),
         Some(Command::Status(opts)) => client::status(opts),
+        Some(Command::Keygen(args)) => keygen::keygen(&args),
     }
 }
 

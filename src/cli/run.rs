@@ -58,6 +58,9 @@ impl RunArgs {
         if let Some(level) = &self.log_level {
             c.log_level = level.clone();
         }
+        if let Some(key) = &self.cluster_key {
+            c.cluster_key_file = Some(key.clone());
+        }
         c.validate()?;
         Ok(c)
     }
@@ -92,7 +95,13 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "node failed to start");
             eprintln!("starling: cannot start the node: {e}");
-            return ExitCode::from(EXIT_FAILED);
+            // A bad cluster key file is a configuration error.
+            let code = if matches!(e, crate::node::NodeError::ClusterKey(_)) {
+                EXIT_USAGE
+            } else {
+                EXIT_FAILED
+            };
+            return ExitCode::from(code);
         }
     };
     logging::set_node_id(node.peer_id());

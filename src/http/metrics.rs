@@ -112,6 +112,18 @@ fn render(snapshot: MetricsSnapshot, latency: &NodeMetrics, http: &HttpMetrics) 
         latency.sync_latency.clone(),
     );
     registry.register(
+        "cluster_key_mismatches",
+        "Connections (both directions) that failed the cluster key check: the peer has \
+         another key or none",
+        latency.key_mismatches.clone(),
+    );
+    registry.register(
+        "denied_connections",
+        "Connections of peers in deny_peers: refused inbound, refused outbound, or closed \
+         when the deny-list named a connected peer",
+        latency.denied_connections.clone(),
+    );
+    registry.register(
         "http_requests",
         "HTTP requests answered, by method, route template and status",
         http.requests.clone(),

@@ -25,6 +25,8 @@ mod derived {
     pub struct Behaviour {
         /// Peers blocked for fault injection (tests, the real-node simulator).
         pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+        /// Peers refused by the operator (config `deny_peers`).
+        pub denied: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
         /// Heartbeats and deltas.
         pub gossipsub: gossipsub::Behaviour,
         /// LAN discovery (off with `--no-mdns`).
@@ -123,6 +125,7 @@ impl Behaviour {
         );
         Ok(Behaviour {
             blocked: allow_block_list::Behaviour::default(),
+            denied: allow_block_list::Behaviour::default(),
             gossipsub,
             mdns: mdns.into(),
             kad,

@@ -3,17 +3,22 @@
 //! libp2p peer ids and core node ids. No protocol decisions are made here.
 //!
 //! Modules, none importing this one or each other in a circle:
-//! `ids` and `codec` and `addrs` are leaves; `behaviour` uses `codec`;
-//! `swarm` uses `behaviour`.
+//! `ids`, `codec`, `addrs` and `key` (the cluster key file) are leaves;
+//! `behaviour` uses `codec`; `private` (the private-network handshake)
+//! uses `key`; `swarm` uses `behaviour` and `private`.
 
 mod addrs;
 mod behaviour;
 mod codec;
 mod ids;
+mod key;
+mod private;
 mod swarm;
 
 pub use addrs::advertised_addrs;
 pub use behaviour::{Behaviour, BehaviourEvent, ClusterNames};
 pub use codec::SyncCodec;
 pub use ids::{display_id, node_id_of, peer_id_of};
+pub use key::{ClusterKey, ClusterKeyError};
+pub use private::{KeyCheck, KeyMismatch};
 pub use swarm::{build_swarm, SwarmError};

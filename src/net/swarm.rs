@@ -1,14 +1,25 @@
-//! Building a node's swarm: identity, transports (TCP with noise and
-//! yamux; QUIC with the `quic` feature) and the [`Behaviour`].
+//! Building a node's swarm: identity, transports and the [`Behaviour`].
+//!
+//! Without a cluster key: TCP with noise and yamux, and QUIC with the
+//! `quic` feature. With a key ([`KeyCheck`]): TCP only, every connection
+//! starting with the private-network handshake before noise; there is no
+//! QUIC transport at all (rust-libp2p has no `pnet` for QUIC), so a keyed
+//! node neither listens on nor dials QUIC addresses.
 
 use std::time::Duration;
 
-use libp2p::{identity, Swarm};
+use libp2p::core::upgrade::Version;
+use libp2p::{identity, noise, tcp, yamux, Swarm, Transport};
 
 use super::behaviour::{Behaviour, ClusterNames};
+use super::private::KeyCheck;
 
 /// How long an idle connection is kept open.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a keyed connection may take from TCP connect to a working
+/// multiplexer (a peer that says nothing is dropped after it).
+const KEYED_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// Why a swarm could not be built. Nothing is listening or connected yet:
 /// the caller releases what it opened (the data directory) and reports it.
@@ -25,31 +36,55 @@ pub enum SwarmError {
     Behaviour(String),
 }
 
-/// Build the swarm for `key` with TCP (and QUIC with the `quic` feature).
+/// Build the swarm for `key`: with `cluster_key`, a private network over
+/// TCP only; without, TCP (and QUIC with the `quic` feature).
 pub fn build_swarm(
     key: identity::Keypair,
     names: &ClusterNames,
     mdns: bool,
     max_message_bytes: usize,
     sync_timeout: Duration,
+    cluster_key: Option<KeyCheck>,
 ) -> Result<Swarm<Behaviour>, SwarmError> {
-    let builder = libp2p::SwarmBuilder::with_existing_identity(key)
-        .with_tokio()
-        .with_tcp(
-            libp2p::tcp::Config::default().nodelay(true),
-            libp2p::noise::Config::new,
-            libp2p::yamux::Config::default,
-        )
-        .map_err(|e| SwarmError::Transport(e.to_string()))?;
-    #[cfg(feature = "quic")]
-    let builder = builder.with_quic();
-    let swarm = builder
-        .with_behaviour(|key| {
-            Behaviour::new(key, names, mdns, max_message_bytes, sync_timeout)
-                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
-        })
-        .map_err(|e| SwarmError::Behaviour(e.to_string()))?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT))
-        .build();
+    let behaviour = |key: &identity::Keypair| {
+        Behaviour::new(key, names, mdns, max_message_bytes, sync_timeout)
+            .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
+    };
+    let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    let swarm = match cluster_key {
+        None => {
+            let builder = libp2p::SwarmBuilder::with_existing_identity(key)
+                .with_tokio()
+                .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
+                .map_err(|e| SwarmError::Transport(e.to_string()))?;
+            #[cfg(feature = "quic")]
+            let builder = builder.with_quic();
+            builder
+                .with_behaviour(behaviour)
+                .map_err(|e| SwarmError::Behaviour(e.to_string()))?
+                .with_swarm_config(swarm_config)
+                .build()
+        }
+        Some(check) => libp2p::SwarmBuilder::with_existing_identity(key)
+            .with_tokio()
+            .with_other_transport(|keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                let noise = noise::Config::new(keypair)?;
+                Ok(tcp::tokio::Transport::new(tcp_config())
+                    .and_then(move |socket, endpoint| check.clone().admit(socket, endpoint))
+                    .upgrade(Version::V1Lazy)
+                    .authenticate(noise)
+                    .multiplex(yamux::Config::default())
+                    .timeout(KEYED_HANDSHAKE_TIMEOUT))
+            })
+            .map_err(|e| SwarmError::Transport(e.to_string()))?
+            .with_behaviour(behaviour)
+            .map_err(|e| SwarmError::Behaviour(e.to_string()))?
+            .with_swarm_config(swarm_config)
+            .build(),
+    };
     Ok(swarm)
+}
+
+fn tcp_config() -> tcp::Config {
+    tcp::Config::default().nodelay(true)
 }

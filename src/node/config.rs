@@ -53,6 +53,16 @@ pub struct NodeConfig {
     pub http_max_body_bytes: usize,
     /// HTTP requests per second allowed per client IP (0 = unlimited).
     pub http_rate_limit: u32,
+    // --- Admission (cluster key, deny-list); see docs/SECURITY.md. ---
+    /// The cluster key file (made by `starling keygen`). With a key, only
+    /// nodes holding the same key complete a connection (a libp2p private
+    /// network over TCP; QUIC is not available, see
+    /// [`NodeConfig::validate`]). `None`: the cluster is open to anyone
+    /// who can reach this node's port. Read at start (restart to change).
+    pub cluster_key_file: Option<PathBuf>,
+    /// Peer ids (`12D3KooW...`) whose connections are refused and closed.
+    /// Reloadable: a peer added here is disconnected at once.
+    pub deny_peers: Vec<String>,
     /// The protocol settings (cluster name, heartbeat interval...).
     pub protocol: ProtocolConfig,
 }
@@ -71,12 +81,15 @@ impl Default for NodeConfig {
             log_level: "info".into(),
             http_max_body_bytes: (1 << 20) + 4096,
             http_rate_limit: 0,
+            cluster_key_file: None,
+            deny_peers: Vec::new(),
             protocol: ProtocolConfig::default(),
         }
     }
 }
 
-fn default_listen() -> Vec<String> {
+/// The default listen addresses.
+pub(crate) fn default_listen() -> Vec<String> {
     let mut v = vec!["/ip4/0.0.0.0/tcp/0".to_string()];
     if cfg!(feature = "quic") {
         v.push("/ip4/0.0.0.0/udp/0/quic-v1".to_string());
@@ -196,6 +209,7 @@ impl NodeConfig {
         if self.http_max_body_bytes < 1024 {
             return Err(field("http_max_body_bytes", "at least 1024".into()));
         }
+        self.validate_admission()?;
         self.protocol
             .clone()
             .validated()
@@ -206,6 +220,46 @@ impl NodeConfig {
         Ok(())
     }
 
+    /// The admission settings: every `deny_peers` entry is a peer id; with a
+    /// cluster key no `listen` or `bootstrap` address may use UDP (QUIC),
+    /// which has no private-network layer. The built-in default `listen`
+    /// set is the exception: a keyed node drops its QUIC entry (and says
+    /// so in the log) instead.
+    fn validate_admission(&self) -> Result<(), NodeConfigError> {
+        let field = |f: &str, r: String| NodeConfigError::Field {
+            field: f.to_string(),
+            reason: r,
+        };
+        for p in &self.deny_peers {
+            p.parse::<libp2p::PeerId>()
+                .map_err(|e| field("deny_peers", format!("{p:?} is not a peer id: {e}")))?;
+        }
+        let Some(key) = &self.cluster_key_file else {
+            return Ok(());
+        };
+        if key.as_os_str().is_empty() {
+            return Err(field("cluster_key_file", "empty path".into()));
+        }
+        let explicit_listen: &[String] = if self.listen == default_listen() {
+            &[]
+        } else {
+            &self.listen
+        };
+        for (name, addrs) in [("listen", explicit_listen), ("bootstrap", &self.bootstrap)] {
+            if let Some(a) = addrs.iter().find(|a| uses_udp(a)) {
+                return Err(field(
+                    name,
+                    format!(
+                        "{a:?} is a QUIC/UDP address, but a node with a cluster key \
+                         (cluster_key_file) connects over TCP only: QUIC has no private-network \
+                         layer in libp2p. Use a /tcp/ address"
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// Compare a freshly loaded config with the running one (`self`) for a
     /// hot reload. Returns the names of the changed settings, all of them
     /// reloadable, or an error naming the first setting that needs a
@@ -213,8 +267,8 @@ impl NodeConfig {
     /// should be applied: the running config stays in force.
     ///
     /// Reloadable: `log_level`, `name`, `tags`, `bootstrap`,
-    /// `http_rate_limit` and the `[protocol]` settings other than
-    /// `cluster`, `max_value_bytes` and `watch_log_capacity`.
+    /// `http_rate_limit`, `deny_peers` and the `[protocol]` settings other
+    /// than `cluster`, `max_value_bytes` and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
         let fixed: [(&'static str, bool); 9] = [
@@ -240,6 +294,11 @@ impl NodeConfig {
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });
         }
+        if self.cluster_key_file != new.cluster_key_file {
+            return Err(ReloadError::RestartOnly {
+                field: "cluster_key_file",
+            });
+        }
         let changed = [
             ("log_level", self.log_level != new.log_level),
             ("name", self.name != new.name),
@@ -248,7 +307,12 @@ impl NodeConfig {
             ("http_rate_limit", self.http_rate_limit != new.http_rate_limit),
             ("protocol", self.protocol != new.protocol),
         ];
-        Ok(changed.into_iter().filter(|(_, c)| *c).map(|(f, _)| f).collect())
+        let mut changed: Vec<&'static str> =
+            changed.into_iter().filter(|(_, c)| *c).map(|(f, _)| f).collect();
+        if self.deny_peers != new.deny_peers {
+            changed.push("deny_peers");
+        }
+        Ok(changed)
     }
 
     /// The node name to advertise.
@@ -261,6 +325,13 @@ impl NodeConfig {
                 .unwrap_or_else(|| "starling".into())
         })
     }
+}
+
+/// Whether a multiaddr runs over UDP (QUIC, WebTransport, WebRTC), or is
+/// not a multiaddr at all (validated elsewhere).
+fn uses_udp(addr: &str) -> bool {
+    addr.parse::<libp2p::Multiaddr>()
+        .is_ok_and(|a| a.iter().any(|p| matches!(p, libp2p::multiaddr::Protocol::Udp(_))))
 }
 
 #[cfg(test)]
@@ -336,5 +407,54 @@ mod tests {
     fn bad_multiaddr_is_named() {
         let c = NodeConfig::from_toml("listen = [\"tcp://x\"]").unwrap();
         assert!(c.validate().unwrap_err().to_string().contains("listen"));
+    }
+
+    #[test]
+    fn deny_peers_must_be_peer_ids_and_reload_without_restart() {
+        let peer = libp2p::identity::Keypair::generate_ed25519()
+            .public()
+            .to_peer_id();
+        let running = NodeConfig::from_toml(&format!("deny_peers = [\"{peer}\"]")).unwrap();
+        running.validate().unwrap();
+        let mut new = running.clone();
+        new.deny_peers.clear();
+        assert_eq!(running.reload_changes(&new).unwrap(), ["deny_peers"]);
+        new.deny_peers.push("not-a-peer".into());
+        let err = new.validate().unwrap_err().to_string();
+        assert!(err.contains("deny_peers") && err.contains("not-a-peer"), "{err}");
+    }
+
+    #[test]
+    fn a_cluster_key_needs_a_restart_and_refuses_quic_addresses() {
+        let running = NodeConfig::default();
+        let mut keyed = running.clone();
+        keyed.cluster_key_file = Some("cluster.key".into());
+        keyed
+            .validate()
+            .expect("the default listen set is fine: QUIC is dropped at start");
+        let err = running.reload_changes(&keyed).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReloadError::RestartOnly {
+                    field: "cluster_key_file"
+                }
+            ),
+            "{err:?}"
+        );
+        let mut quic = keyed.clone();
+        quic.listen = vec!["/ip4/0.0.0.0/udp/4001/quic-v1".into()];
+        let err = quic.validate().unwrap_err().to_string();
+        assert!(err.contains("`listen`") && err.contains("QUIC"), "{err}");
+        let mut quic = keyed;
+        quic.bootstrap = vec!["/ip4/10.0.0.5/udp/4001/quic-v1".into()];
+        let err = quic.validate().unwrap_err().to_string();
+        assert!(err.contains("`bootstrap`") && err.contains("TCP only"), "{err}");
+        // Without a key, QUIC is fine.
+        let open = NodeConfig {
+            bootstrap: vec!["/ip4/10.0.0.5/udp/4001/quic-v1".into()],
+            ..NodeConfig::default()
+        };
+        open.validate().unwrap();
     }
 }

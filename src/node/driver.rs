@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::swarm::SwarmEvent;
+use libp2p::swarm::{DialError, ListenError, SwarmEvent};
 use libp2p::{
     gossipsub, identify, mdns, multiaddr::Protocol, ping, request_response, Multiaddr, PeerId, Swarm,
 };
@@ -28,7 +28,7 @@ use crate::net::{advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourE
 use crate::store::Store;
 
 use super::clock::wall_ms;
-use super::metrics::{LatencyProbe, NodeMetrics};
+use super::metrics::{DeniedEvent, LatencyProbe, NodeMetrics};
 use super::request::Request;
 use super::types::{DriverView, WatchError};
 use super::watch::{WatchHub, WATCH_QUEUE};
@@ -54,6 +54,8 @@ pub(crate) struct Driver {
     outbound: HashMap<request_response::OutboundRequestId, u64>,
     hub: WatchHub,
     blocked: BTreeSet<PeerId>,
+    /// Peers refused by the operator (config `deny_peers`).
+    denied: BTreeSet<PeerId>,
     listen_dirty: bool,
     stopping: Option<oneshot::Sender<()>>,
     latency: LatencyProbe,
@@ -87,6 +89,7 @@ struct NodeRuntime<'a> {
     names: &'a ClusterNames,
     inbound: &'a mut HashMap<u64, request_response::ResponseChannel<Vec<u8>>>,
     blocked: &'a BTreeSet<PeerId>,
+    denied: &'a BTreeSet<PeerId>,
     after: &'a mut Vec<After>,
 }
 
@@ -113,7 +116,7 @@ impl Runtime for NodeRuntime<'_> {
         let Some(peer) = peer_id_of(&to) else {
             return Err(RequestRefused);
         };
-        if self.blocked.contains(&peer) {
+        if self.blocked.contains(&peer) || self.denied.contains(&peer) {
             return Err(RequestRefused);
         }
         self.after.push(After::Send { peer, to, id, bytes });
@@ -169,11 +172,20 @@ impl Driver {
             outbound: HashMap::new(),
             hub: WatchHub::new(WATCH_QUEUE),
             blocked: BTreeSet::new(),
+            denied: BTreeSet::new(),
             listen_dirty: false,
             stopping: None,
             latency,
             after: Vec::new(),
         }
+    }
+
+    /// Count into `metrics` (shared with the transport, which counts key
+    /// mismatches) and refuse the peers in `denied` from the start.
+    pub(crate) fn with_admission(mut self, metrics: Arc<NodeMetrics>, denied: BTreeSet<PeerId>) -> Self {
+        self.latency = LatencyProbe::new(metrics, &self.engine);
+        self.set_denied(denied);
+        self
     }
 
     /// The latency histograms this driver observes.
@@ -234,6 +246,7 @@ impl Driver {
             names: &self.names,
             inbound: &mut self.inbound,
             blocked: &self.blocked,
+            denied: &self.denied,
             after: &mut self.after,
         };
         self.engine.drive(wall_ms(), input, &mut rt);
@@ -301,6 +314,10 @@ impl Driver {
                 self.blocked = new;
                 let _ = reply.send(());
             }
+            Request::SetDenied { peers, reply } => {
+                self.set_denied(peers);
+                let _ = reply.send(());
+            }
             Request::Retune {
                 name,
                 tags,
@@ -347,6 +364,11 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 message, ..
             })) => {
+                // Gossipsub drops what a denied (blacklisted) peer wrote or
+                // relays; this keeps the engine deaf to it either way.
+                if message.source.is_some_and(|p| self.denied.contains(&p)) {
+                    return;
+                }
                 let Some(author) = message.source.as_ref().and_then(node_id_of) else {
                     return;
                 };
@@ -367,7 +389,7 @@ impl Driver {
                 let mut seen = BTreeSet::new();
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if seen.insert(peer) && !self.swarm.is_connected(&peer) {
+                    if seen.insert(peer) && !self.swarm.is_connected(&peer) && !self.denied.contains(&peer) {
                         let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
                     }
                 }
@@ -407,6 +429,23 @@ impl Driver {
                     self.feed(Input::PeerDisconnected(node));
                 }
             }
+            SwarmEvent::IncomingConnectionError {
+                peer_id: Some(peer),
+                error: ListenError::Denied { .. },
+                send_back_addr,
+                ..
+            } if self.denied.contains(&peer) => {
+                tracing::debug!(%peer, addr = %send_back_addr, "refused a connection from a denied peer");
+                self.latency.metrics_ref().denied(DeniedEvent::RefusedInbound);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error: DialError::Denied { .. },
+                ..
+            } if self.denied.contains(&peer) => {
+                tracing::debug!(%peer, "refused to dial a denied peer");
+                self.latency.metrics_ref().denied(DeniedEvent::RefusedOutbound);
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 self.listen_dirty = true;
@@ -422,6 +461,9 @@ impl Driver {
                 let Some(from) = node_id_of(&peer) else {
                     return;
                 };
+                if self.denied.contains(&peer) {
+                    return; // in flight when the peer was denied
+                }
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
                         let id = self.next_inbound;
@@ -478,7 +520,7 @@ impl Driver {
             .collect();
         for (node, addrs) in members {
             let Some(peer) = peer_id_of(&node) else { continue };
-            if self.blocked.contains(&peer) || self.swarm.is_connected(&peer) {
+            if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.swarm.is_connected(&peer) {
                 continue;
             }
             for a in addrs {
@@ -496,13 +538,37 @@ impl Driver {
     fn dial_addr(&mut self, addr: Multiaddr) {
         if let Some(Protocol::P2p(peer)) = addr.iter().last() {
             self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-            if self.blocked.contains(&peer) {
+            if self.blocked.contains(&peer) || self.denied.contains(&peer) {
                 return;
             }
         }
         if let Err(e) = self.swarm.dial(addr.clone()) {
             tracing::debug!(%addr, error = %e, "dial failed");
         }
+    }
+
+    /// Replace the deny-list: a newly denied peer is disconnected at once,
+    /// its connections refused in both directions, its gossip ignored and
+    /// its addresses forgotten; a peer taken off the list is allowed again.
+    fn set_denied(&mut self, new: BTreeSet<PeerId>) {
+        for p in self.denied.difference(&new).copied().collect::<Vec<_>>() {
+            let b = self.swarm.behaviour_mut();
+            b.denied.unblock_peer(p);
+            b.gossipsub.remove_blacklisted_peer(&p);
+            tracing::info!(peer = %p, "peer no longer denied");
+        }
+        for p in new.difference(&self.denied).copied().collect::<Vec<_>>() {
+            let connected = self.swarm.is_connected(&p);
+            let b = self.swarm.behaviour_mut();
+            b.denied.block_peer(p); // closes its connections
+            b.gossipsub.blacklist_peer(&p);
+            b.kad.remove_peer(&p);
+            if connected {
+                self.latency.metrics_ref().denied(DeniedEvent::Closed);
+            }
+            tracing::info!(peer = %p, connected, "peer denied: its connections are closed and refused");
+        }
+        self.denied = new;
     }
 
     fn announce_addrs(&mut self) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use libp2p::{Multiaddr, TransportError};
 
 use crate::core::{CommandError, ConfigError, SnapshotRequired};
-use crate::net::SwarmError;
+use crate::net::{ClusterKeyError, SwarmError};
 use crate::store::StoreError;
 
 use super::config::{NodeConfigError, ReloadError};
@@ -52,6 +52,12 @@ pub enum NodeError {
     /// nothing changed. Fix the `[protocol]` field the message names.
     #[error(transparent)]
     Protocol(ConfigError),
+    /// Start-up: the cluster key file (`cluster_key_file`) is missing,
+    /// unreadable, accessible to other users, or not a key file (see
+    /// [`ClusterKeyError`]). No node runs; nothing was opened or changed.
+    /// Fix the file the message names (or make one with `starling keygen`).
+    #[error(transparent)]
+    ClusterKey(#[from] ClusterKeyError),
     /// Start-up: the libp2p transport or behaviours could not be built (see
     /// [`SwarmError`]). No node runs; the data directory was released.
     /// Usually a system limit or, with mDNS on, no usable multicast

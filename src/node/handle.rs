@@ -377,7 +377,8 @@ impl NodeHandle {
     }
 
     /// Apply the reloadable settings of `config` to the running node: the
-    /// protocol settings, name, tags and bootstrap peers. Check the change
+    /// protocol settings, name, tags, bootstrap peers and the deny-list (a
+    /// newly denied peer is disconnected at once). Check the change
     /// first with [`NodeConfig::reload_changes`]:
     /// settings that need a restart are ignored here. Log level and HTTP
     /// rate limits belong to the process and the HTTP server; `starling run`
@@ -396,6 +397,13 @@ impl NodeHandle {
                 bootstrap,
                 reply,
             })
+            .await
+            .map_err(|_| NodeError::Stopped)?;
+        rx.await.map_err(|_| NodeError::Stopped)?;
+        let (reply, rx) = oneshot::channel();
+        let peers = config.deny_peers.iter().filter_map(|p| p.parse().ok()).collect();
+        self.tx
+            .send(Request::SetDenied { peers, reply })
             .await
             .map_err(|_| NodeError::Stopped)?;
         rx.await.map_err(|_| NodeError::Stopped)

@@ -3,7 +3,9 @@
 //! Two kinds of figures:
 //! - latency histograms ([`NodeMetrics`]), observed on the driver task where
 //!   the events happen ([`LatencyProbe`]) and shared with the HTTP layer
-//!   through the [`NodeHandle`](super::NodeHandle)'s `Arc`;
+//!   through the [`NodeHandle`](super::NodeHandle)'s `Arc`, and the
+//!   admission counters next to them (cluster key mismatches, counted by
+//!   the transport; denied peers' connections, counted by the driver);
 //! - a [`MetricsSnapshot`] of the engine's counters and of the state,
 //!   read on the node's task when a scrape asks for it, like every other
 //!   read.
@@ -12,6 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use libp2p::request_response::OutboundRequestId;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::time::Instant;
 
@@ -29,7 +34,8 @@ const MAX_TIMED_PULLS: usize = 4096;
 /// ed25519 peer id starts with the same `12D3KooW`).
 const PEER_LABEL_CHARS: usize = 8;
 
-/// Latency histograms, observed by the driver task.
+/// Latency histograms, observed by the driver task, and admission
+/// counters.
 #[derive(Debug)]
 pub(crate) struct NodeMetrics {
     /// Receipt time minus the sender's HLC stamp, per accepted heartbeat.
@@ -38,17 +44,85 @@ pub(crate) struct NodeMetrics {
     pub heartbeat_interval: Histogram,
     /// From sending a `SyncRequest` to receiving its response.
     pub sync_latency: Histogram,
+    /// Connections that failed the cluster key check, both directions.
+    pub key_mismatches: Counter,
+    /// Connections of denied peers, by [`DeniedEvent`].
+    pub denied_connections: Family<DeniedLabels, Counter>,
+}
+
+/// What happened to a connection of a peer in `deny_peers`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum DeniedEvent {
+    /// It connected to us and was refused.
+    RefusedInbound,
+    /// Something on this node dialled it and the dial was refused.
+    RefusedOutbound,
+    /// It was connected when the deny-list named it and was disconnected.
+    Closed,
+}
+
+impl DeniedEvent {
+    const ALL: [DeniedEvent; 3] = [
+        DeniedEvent::RefusedInbound,
+        DeniedEvent::RefusedOutbound,
+        DeniedEvent::Closed,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            DeniedEvent::RefusedInbound => "refused_inbound",
+            DeniedEvent::RefusedOutbound => "refused_outbound",
+            DeniedEvent::Closed => "closed",
+        }
+    }
+}
+
+/// Labels of `starling_denied_connections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct DeniedLabels {
+    /// `refused_inbound`, `refused_outbound` or `closed`.
+    event: &'static str,
 }
 
 impl NodeMetrics {
     pub(crate) fn new() -> Self {
-        NodeMetrics {
+        let m = NodeMetrics {
             // 1 ms .. 8.2 s (the delay has millisecond resolution).
             heartbeat_delay: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             // 50 ms .. 102 s.
             heartbeat_interval: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             // 1 ms .. 32.8 s.
             sync_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            key_mismatches: Counter::default(),
+            denied_connections: Family::default(),
+        };
+        m.touch_denied();
+        m
+    }
+
+    /// Count one event of a denied peer's connection.
+    pub(crate) fn denied(&self, event: DeniedEvent) {
+        self.denied_connections
+            .get_or_create(&DeniedLabels {
+                event: event.as_str(),
+            })
+            .inc();
+    }
+
+    /// How many of `event` were counted.
+    pub(crate) fn denied_count(&self, event: DeniedEvent) -> u64 {
+        self.denied_connections
+            .get_or_create(&DeniedLabels {
+                event: event.as_str(),
+            })
+            .get()
+    }
+
+    /// Every series of `denied_connections`, zeros included (so a scrape
+    /// shows them before the first event).
+    fn touch_denied(&self) {
+        for e in DeniedEvent::ALL {
+            let _ = self.denied_count(e);
         }
     }
 }
@@ -77,6 +151,11 @@ impl LatencyProbe {
     /// The histograms this probe observes into.
     pub(crate) fn metrics(&self) -> Arc<NodeMetrics> {
         self.metrics.clone()
+    }
+
+    /// The same, borrowed (to count an admission event).
+    pub(crate) fn metrics_ref(&self) -> &NodeMetrics {
+        &self.metrics
     }
 
     /// The sender's HLC wall time if `bytes` is a heartbeat of our cluster.

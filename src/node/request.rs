@@ -2,9 +2,9 @@
 //! the reply channels it waits on. Imports only the leaves `types` and
 //! `watch`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use libp2p::Multiaddr;
+use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
 use crate::core::{
@@ -41,6 +41,11 @@ pub(crate) enum Request {
     /// Replace the set of blocked peers (fault injection).
     SetBlocked {
         peers: Vec<NodeId>,
+        reply: oneshot::Sender<()>,
+    },
+    /// Replace the set of denied peers (config `deny_peers`).
+    SetDenied {
+        peers: BTreeSet<PeerId>,
         reply: oneshot::Sender<()>,
     },
     /// Apply a reloaded name, tags and bootstrap peers.

@@ -197,6 +197,34 @@ where
     }
 }
 
+/// A node's admission counters (what `GET /metrics` shows as
+/// `starling_cluster_key_mismatches_total` and
+/// `starling_denied_connections_total`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AdmissionCounts {
+    /// Connections that failed the cluster key check.
+    pub key_mismatches: u64,
+    /// Connections from denied peers refused.
+    pub denied_refused_inbound: u64,
+    /// Dials to denied peers refused.
+    pub denied_refused_outbound: u64,
+    /// Denied peers disconnected when the deny-list named them.
+    pub denied_closed: u64,
+}
+
+/// `node`'s admission counters.
+pub fn admission_counts(node: &NodeHandle) -> AdmissionCounts {
+    use super::metrics::DeniedEvent;
+    let m = node.latency_metrics();
+    AdmissionCounts {
+        key_mismatches: m.key_mismatches.get(),
+        denied_refused_inbound: m.denied_count(DeniedEvent::RefusedInbound),
+        denied_refused_outbound: m.denied_count(DeniedEvent::RefusedOutbound),
+        denied_closed: m.denied_count(DeniedEvent::Closed),
+    }
+}
+
 /// A namespace from a literal (panics if invalid).
 pub fn ns(s: &str) -> Namespace {
     Namespace::new(s).expect("a valid namespace")

@@ -515,7 +515,13 @@ impl ReplicatedState {
             let g = ks.grave.as_mut().expect("a burying key has a grave");
             if !v.ctx.dots().iter().all(|d| g.ctx.covers(d)) {
                 g.ctx.join(&v.ctx);
-                self.dirty_keys.insert(key);
+                self.dirty_keys.insert(key.clone());
+                // What it superseded, if held here, is buried now too.
+                let was_grave_only = ks.is_grave_only();
+                self.bury_held(&key);
+                if !was_grave_only && self.entries.get(&key).is_some_and(KeyState::is_grave_only) {
+                    self.graves_only += 1;
+                }
             }
             return MergeOutcome::Obsolete;
         }
@@ -758,10 +764,31 @@ impl ReplicatedState {
             }
             self.buckets[b] ^= ks.grave.as_ref().expect("just set").digest_hash(key_hash);
         }
-        // Drop what the grave buries; each buried version's context joins
-        // the grave's (what it superseded is superseded), which may bury
-        // more: repeat until nothing more is buried.
-        let mut buried = Vec::new();
+        let buried = self.bury_held(key);
+        if changed {
+            self.dirty_keys.insert(key.clone());
+        }
+        if let Some(ks) = self.entries.get(key) {
+            match (before, ks.is_grave_only()) {
+                (false, true) => self.graves_only += 1,
+                (true, false) => self.graves_only -= 1,
+                _ => {}
+            }
+        }
+        buried
+    }
+
+    /// Drop the held versions of `key` its grave buries; each buried
+    /// version's context joins the grave's (what it superseded is
+    /// superseded), which may bury more: repeat until nothing more is.
+    /// Returns how many were dropped. Leaves `graves_only` to the caller.
+    fn bury_held(&mut self, key: &StateKey) -> usize {
+        let key_hash = key.stable_hash();
+        let b = (key_hash % BUCKETS as u64) as usize;
+        let Some(ks) = self.entries.get_mut(key) else {
+            return 0;
+        };
+        let mut buried = 0;
         loop {
             let now_buried: Vec<Dot> = ks.all().filter(|v| ks.buries(v)).map(|v| v.dot).collect();
             if now_buried.is_empty() {
@@ -771,24 +798,18 @@ impl ReplicatedState {
                 let was_live = ks.live.iter().any(|l| l.dot == dot);
                 if let Some(v) = ks.remove(&dot, false) {
                     self.buckets[b] ^= v.digest_hash(key_hash);
-                    ks.grave.as_mut().expect("set above").ctx.join(&v.ctx);
+                    ks.grave.as_mut().expect("only a grave buries").ctx.join(&v.ctx);
                     if was_live {
                         self.dirty_live.insert(key.clone());
                     }
+                    buried += 1;
                 }
-                buried.push(dot);
             }
         }
-        let after = ks.is_grave_only();
-        match (before, after) {
-            (false, true) => self.graves_only += 1,
-            (true, false) => self.graves_only -= 1,
-            _ => {}
-        }
-        if changed || !buried.is_empty() {
+        if buried > 0 {
             self.dirty_keys.insert(key.clone());
         }
-        buried.len()
+        buried
     }
 
     /// Adopt another node's knowledge (after a complete exchange with it).

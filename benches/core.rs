@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use starling::core::crypto::{Ed25519Keys, Signature, SIGNATURE_LEN};
+use starling::core::crypto::{version_claim, Ed25519Keys, Keys, Signature, SimulatedKeys, SIGNATURE_LEN};
 use starling::core::wire::{self, Delta, Heartbeat, Message};
 use starling::core::{
     Command, Config, Context, Digest, Dot, Engine, Hlc, Input, Key, Knowledge, MemberStatus, Namespace,
@@ -250,6 +250,73 @@ fn bench_engine(c: &mut Criterion) {
     g.finish();
 }
 
+/// Versions received from peers, through the engine's gossip path: 1,000
+/// versions from 4 origins, each signed by its origin, merged into a fresh
+/// engine. With real ed25519 keys (as in a node) and with the simulator's
+/// modelled keys (a keyed hash): the difference is what checking origin
+/// signatures costs on the merge path.
+fn bench_remote_merge(c: &mut Criterion) {
+    const N: u64 = 1_000;
+    let cluster = wire::cluster_id(&Config::default().cluster);
+    // The first N writes, each re-authored by the keys of its origin
+    // (`origin(index)`) and signed by them.
+    let delta_signed_by = |origin: &dyn Fn(u64) -> Arc<dyn Keys>| {
+        let versions: Vec<(StateKey, Version)> = (0..N)
+            .map(|i| {
+                let (key, mut v) = version(i);
+                let keys = origin(i % ORIGINS + 1);
+                v.dot.node = keys.id();
+                v.hlc.wall_ms = T0_MS;
+                let mut ctx = Context::default();
+                ctx.add(v.dot);
+                v.ctx = ctx;
+                let claim = version_claim(&key, &v.dot, &v.ctx, &v.hlc, &v.payload, v.checksum);
+                v.signature = Some(keys.sign(&claim).0.to_vec());
+                (key, v)
+            })
+            .collect();
+        wire::encode(
+            &Message::Delta(Delta {
+                versions,
+                members: Vec::new(),
+            }),
+            cluster,
+        )
+    };
+    let ed_delta = delta_signed_by(&|o| Arc::new(Ed25519Keys::from_secret([o as u8; 32])) as Arc<dyn Keys>);
+    let modelled =
+        delta_signed_by(&|o| Arc::new(SimulatedKeys::new(NodeId::from_index(o), 9)) as Arc<dyn Keys>);
+    let mut g = c.benchmark_group("remote_merge");
+    g.throughput(Throughput::Elements(N));
+    let me = NodeId::from_index(99);
+    let receiver = |keys: Arc<dyn Keys>| {
+        Engine::new(Config::default(), keys, NodeInfo::default(), T0_MS, 1, None).expect("valid")
+    };
+    g.bench_function("1k_signed_versions_ed25519", |b| {
+        b.iter_batched(
+            || receiver(Arc::new(Ed25519Keys::from_secret([99; 32]))),
+            |mut e| {
+                let out = e.handle_gossip(T0_MS, NodeId::from_index(1), &ed_delta);
+                assert_eq!(e.counters().merged, N, "every version verified and merged");
+                out
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.bench_function("1k_signed_versions_modelled", |b| {
+        b.iter_batched(
+            || receiver(Arc::new(SimulatedKeys::new(me, 9))),
+            |mut e| {
+                let out = e.handle_gossip(T0_MS, NodeId::from_index(1), &modelled);
+                assert_eq!(e.counters().merged, N, "every version verified and merged");
+                out
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .measurement_time(Duration::from_secs(3))
@@ -260,6 +327,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_merge, bench_wire, bench_anti_entropy, bench_engine
+    targets = bench_merge, bench_wire, bench_anti_entropy, bench_engine, bench_remote_merge
 }
 criterion_main!(benches);

@@ -33,11 +33,15 @@
 //!
 //! # Example: a write, a missed delta, and anti-entropy repair
 //! ```
-//! use starling::core::{Action, Command, Config, Engine, Input, Key, Namespace, NodeId, NodeInfo};
+//! use std::sync::Arc;
+//! use starling::core::crypto::Ed25519Keys;
+//! use starling::core::{Action, Command, Config, Engine, Input, Key, Namespace, NodeInfo};
 //!
 //! let cfg = Config::default();
-//! let mut a = Engine::new(cfg.clone(), NodeId::from_index(1), NodeInfo::default(), 1_000, 1, None).unwrap();
-//! let mut b = Engine::new(cfg, NodeId::from_index(2), NodeInfo::default(), 1_000, 2, None).unwrap();
+//! // Each node signs what it writes with its own ed25519 key (its id).
+//! let (ka, kb) = (Arc::new(Ed25519Keys::from_secret([1; 32])), Arc::new(Ed25519Keys::from_secret([2; 32])));
+//! let mut a = Engine::new(cfg.clone(), ka, NodeInfo::default(), 1_000, 1, None).unwrap();
+//! let mut b = Engine::new(cfg, kb, NodeInfo::default(), 1_000, 2, None).unwrap();
 //! let ns = Namespace::new("prod").unwrap();
 //! let key = Key::new("db/url").unwrap();
 //!

@@ -783,6 +783,24 @@ impl Feeder {
             bytes: bytes.to_vec(),
         };
         out.push(self.deliver(Role::Gossip, input, bytes, &mut sent));
+        // The request role, inside a sync the peer opened (a push is
+        // taken only as the second half of one): the peer's real request
+        // first, answered and set aside.
+        let acts = self.peer.handle(now, Input::PeerConnected(me));
+        if let Some((peer_id, req)) = acts.into_iter().find_map(|a| match a {
+            Action::SendRequest { id, bytes, .. } => Some((id, bytes)),
+            _ => None,
+        }) {
+            self.engine.handle(
+                now,
+                Input::Request {
+                    from: peer,
+                    id: 0,
+                    bytes: req,
+                },
+            );
+            self.peer.handle(now, Input::RequestFailed { id: peer_id });
+        }
         let input = Input::Request {
             from: peer,
             id: 1,

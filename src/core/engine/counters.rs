@@ -87,6 +87,8 @@ pub enum RejectReason {
     UnexpectedAsResponse(MessageKind),
     /// A response to no sync in flight.
     UnexpectedResponse,
+    /// A sync push from a peer whose request this node did not answer.
+    UnsolicitedPush,
     /// A response from another peer than the one asked.
     ResponseFromWrongPeer,
     /// A heartbeat whose author is not the node that sent it.
@@ -141,7 +143,7 @@ const KINDS: [MessageKind; 6] = [
 
 impl RejectReason {
     /// Every reason without a message kind.
-    const PLAIN: [RejectReason; 28] = [
+    const PLAIN: [RejectReason; 29] = [
         RejectReason::Truncated,
         RejectReason::TooLarge,
         RejectReason::BadMagic,
@@ -150,6 +152,7 @@ impl RejectReason {
         RejectReason::WrongCluster,
         RejectReason::Malformed,
         RejectReason::UnexpectedResponse,
+        RejectReason::UnsolicitedPush,
         RejectReason::ResponseFromWrongPeer,
         RejectReason::HeartbeatSpoofed,
         RejectReason::MemberBadSignature,
@@ -209,6 +212,7 @@ impl RejectReason {
                 K::SyncAck => "unexpected_sync_ack_as_response",
             },
             RejectReason::UnexpectedResponse => "unexpected_response",
+            RejectReason::UnsolicitedPush => "unsolicited_push",
             RejectReason::ResponseFromWrongPeer => "response_from_wrong_peer",
             RejectReason::HeartbeatSpoofed => "heartbeat_spoofed",
             RejectReason::MemberBadSignature => "member_bad_signature",

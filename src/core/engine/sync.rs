@@ -56,6 +56,10 @@ pub(super) struct SyncState {
     last_converged: IdMap<u64>,
     /// The id of the next request this node sends.
     next_request_id: u64,
+    /// Peers whose sync request this node answered, with when: a push is
+    /// taken only from such a peer, within the sync timeout (one push per
+    /// answered request).
+    served: BTreeMap<NodeId, u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -95,6 +99,7 @@ impl SyncState {
             last_digest_sync_ms: None,
             last_converged: IdMap::default(),
             next_request_id: 1,
+            served: BTreeMap::new(),
         }
     }
 
@@ -190,6 +195,7 @@ impl Engine {
                     return;
                 };
                 self.counters.syncs_served += 1;
+                self.sync.served.insert(from, self.now_ms);
                 let bytes = self.encode(&Message::SyncResponse(resp));
                 self.out.push(Action::Respond { id, bytes });
             }
@@ -201,6 +207,20 @@ impl Engine {
     /// Serve the requester's half of a sync: take in what it pushed, drop
     /// what it has seen and superseded, and acknowledge with what it lacks.
     fn on_sync_push(&mut self, from: NodeId, id: u64, push: SyncPush) {
+        // Only the second half of a sync this node answered: a push out of
+        // the blue (which would make it trim history on the pusher's word)
+        // is refused.
+        let timeout = self.cfg.sync_timeout_ms;
+        let now = self.now_ms;
+        if !self
+            .sync
+            .served
+            .remove(&from)
+            .is_some_and(|at| now.saturating_sub(at) <= timeout)
+        {
+            self.reject(RejectReason::UnsolicitedPush);
+            return;
+        }
         let mut applied = 0;
         for (k, v) in push.versions {
             if self.merge_remote(k, v).is_new() {
@@ -472,6 +492,9 @@ impl Engine {
             self.sync.inflight.remove(&id);
             self.counters.syncs_failed += 1;
         }
+        self.sync
+            .served
+            .retain(|_, at| now.saturating_sub(*at) <= timeout);
     }
 
     fn sync_allowed(&self, peer: NodeId) -> bool {
@@ -688,12 +711,23 @@ mod tests {
             members: Vec::new(),
         };
         let bytes = wire::encode(&Message::SyncPush(push), a.cluster_id);
-        let attacker = NodeId::from_index(66);
+        // The attacker opens a real sync (a push is taken only as the
+        // second half of one), then pushes its lie.
+        let mut attacker = engine(66);
+        let (_, _, req) = request(attacker.handle(T0 + 3, Input::PeerConnected(a.node_id())));
+        response(a.handle(
+            T0 + 3,
+            Input::Request {
+                from: attacker.node_id(),
+                id: 1,
+                bytes: req,
+            },
+        ));
         let ack = response(a.handle(
             T0 + 3,
             Input::Request {
-                from: attacker,
-                id: 1,
+                from: attacker.node_id(),
+                id: 2,
                 bytes,
             },
         ));
@@ -703,6 +737,46 @@ mod tests {
         );
         assert_eq!(read(&a, "k"), Some(b"v2".to_vec()));
         assert_eq!(read(&a, "other"), Some(b"w".to_vec()));
+    }
+
+    #[test]
+    fn a_push_without_a_sync_request_is_refused_and_counted() {
+        let mut a = engine(1);
+        put(&mut a, T0, "k", "v");
+        a.flush();
+        let mut b = engine(2);
+        put(&mut b, T0, "theirs", "x");
+        b.flush();
+        let (versions, _) = b.state().delta_since(&Knowledge::new(), usize::MAX);
+        let push = SyncPush {
+            versions,
+            knowledge: KnowledgeSummary {
+                buckets: Hashes(Vec::new()),
+                shipped: Vec::new(),
+                ranges: Knowledge::new(),
+            },
+            manifest: BTreeMap::new(),
+            graves: Vec::new(),
+            members: Vec::new(),
+        };
+        let bytes = wire::encode(&Message::SyncPush(push), a.cluster_id);
+        let out = a.handle(
+            T0 + 1,
+            Input::Request {
+                from: b.node_id(),
+                id: 1,
+                bytes,
+            },
+        );
+        assert!(
+            !out.iter().any(|act| matches!(act, Action::Respond { .. })),
+            "no ack"
+        );
+        assert_eq!(
+            a.counters().rejected.get(&RejectReason::UnsolicitedPush),
+            Some(&1)
+        );
+        assert_eq!(read(&a, "theirs"), None, "nothing of the push was merged");
     }
 
     #[test]

@@ -34,15 +34,10 @@ pub(crate) struct ClientOpts {
     #[arg(long)]
     json: bool,
     /// Bearer token of the node's HTTP API (one of its [[http_tokens]]).
-    #[arg(
-        long,
-        value_name = "SECRET",
-        env = "STARLING_TOKEN",
-        hide_env_values = true,
-        conflicts_with = "token_file"
-    )]
+    #[arg(long, value_name = "SECRET", env = "STARLING_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// Read the bearer token from this file (surrounding whitespace ignored).
+    /// Read the bearer token from this file (surrounding whitespace
+    /// ignored); wins over --token and STARLING_TOKEN.
     #[arg(long, value_name = "FILE")]
     token_file: Option<PathBuf>,
     /// PEM file of the CA (or self-signed certificate) to trust for an
@@ -52,11 +47,12 @@ pub(crate) struct ClientOpts {
 }
 
 impl ClientOpts {
-    /// The token to send, from --token, STARLING_TOKEN or --token-file.
+    /// The token to send, from --token-file, else --token or
+    /// STARLING_TOKEN.
     fn token(&self) -> Result<Option<String>, Failure> {
-        let token = match (&self.token, &self.token_file) {
-            (Some(t), _) => t.trim().to_string(),
-            (None, Some(path)) => std::fs::read_to_string(path)
+        let token = match (&self.token_file, &self.token) {
+            (None, Some(t)) => t.trim().to_string(),
+            (Some(path), _) => std::fs::read_to_string(path)
                 .map_err(|e| Failure::usage(format!("cannot read --token-file {}: {e}", path.display())))?
                 .trim()
                 .to_string(),

@@ -204,9 +204,7 @@ fn agent(ca: Option<&[u8]>) -> ureq::Agent {
         use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
         let mut tls = TlsConfig::builder()
             .provider(TlsProvider::Rustls)
-            .unversioned_rustls_crypto_provider(Arc::new(
-                rustls::crypto::aws_lc_rs::default_provider(),
-            ));
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
         if let Some(pem) = ca {
             let certs: Vec<_> = ureq::tls::parse_pem(pem)
                 .filter_map(|i| match i {

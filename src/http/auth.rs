@@ -350,7 +350,7 @@ impl HttpAccess {
         let Some(name) = host_name(host) else {
             return false;
         };
-        if self.allowed_hosts.iter().any(|h| *h == name) {
+        if self.allowed_hosts.contains(&name) {
             return true;
         }
         match name.parse::<IpAddr>() {
@@ -709,9 +709,10 @@ mod tests {
     use super::*;
 
     fn config(tokens: Vec<HttpToken>) -> NodeConfig {
-        let mut c = NodeConfig::default();
-        c.http_tokens = tokens;
-        c
+        NodeConfig {
+            http_tokens: tokens,
+            ..NodeConfig::default()
+        }
     }
 
     fn bearer(s: &str) -> HeaderValue {
@@ -869,8 +870,10 @@ mod tests {
 
     #[test]
     fn a_non_loopback_bind_needs_a_token() {
-        let mut c = NodeConfig::default();
-        c.http = Some("0.0.0.0:7070".parse().unwrap());
+        let mut c = NodeConfig {
+            http: Some("0.0.0.0:7070".parse().unwrap()),
+            ..NodeConfig::default()
+        };
         let e = HttpAccess::from_config(&c).unwrap_err().to_string();
         assert!(e.contains("`http_tokens`") && e.contains("0.0.0.0:7070"), "{e}");
         c.http_tokens = vec![HttpToken::inline(
@@ -887,8 +890,10 @@ mod tests {
 
     #[test]
     fn hosts_are_loopback_the_bound_address_or_allowed() {
-        let mut c = NodeConfig::default();
-        c.http_allowed_hosts = vec!["Starling.Example.".into(), "10.1.2.3".into()];
+        let c = NodeConfig {
+            http_allowed_hosts: vec!["Starling.Example.".into(), "10.1.2.3".into()],
+            ..NodeConfig::default()
+        };
         let access = HttpAccess::from_config(&c).unwrap();
         let bound: SocketAddr = LOOP.parse().unwrap();
         for ok in [
@@ -919,8 +924,10 @@ mod tests {
         assert!(!access.host_allowed("evil.example", any));
         let own: SocketAddr = "10.9.9.9:7070".parse().unwrap();
         assert!(access.host_allowed("10.9.9.9:7070", own));
-        let mut bad = NodeConfig::default();
-        bad.http_allowed_hosts = vec!["http://x".into()];
+        let bad = NodeConfig {
+            http_allowed_hosts: vec!["http://x".into()],
+            ..NodeConfig::default()
+        };
         let e = HttpAccess::from_config(&bad).unwrap_err().to_string();
         assert!(e.contains("http_allowed_hosts"), "{e}");
     }
@@ -944,8 +951,10 @@ mod tests {
 
     #[test]
     fn tls_needs_both_files() {
-        let mut c = NodeConfig::default();
-        c.http_tls_cert = Some("/c.pem".into());
+        let mut c = NodeConfig {
+            http_tls_cert: Some("/c.pem".into()),
+            ..NodeConfig::default()
+        };
         let e = HttpAccess::from_config(&c).unwrap_err().to_string();
         assert!(e.contains("http_tls_key"), "{e}");
         c.http_tls_cert = None;

@@ -669,4 +669,22 @@ fn https_with_a_self_signed_certificate_serves_the_api_and_the_cli() {
         .expect("run the CLI");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"over-tls");
+
+    // A renewed certificate at the same paths is taken on reload.
+    let renewed = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).expect("certificate");
+    let renewed_pem = renewed.cert.pem();
+    std::fs::write(&cert_path, &renewed_pem).expect("cert file");
+    std::fs::write(&key_path, renewed.key_pair.serialize_pem()).expect("key file");
+    assert!(n.rt.block_on(n.server().reload_tls()).expect("reloads"));
+    let url = format!("{}/v1/health", n.base);
+    let status = agent(Some(renewed_pem.as_bytes()))
+        .get(&url)
+        .call()
+        .expect("renewed certificate trusted");
+    assert_eq!(status.status().as_u16(), 200);
+    assert!(agent(Some(cert_pem.as_bytes())).get(&url).call().is_err());
+    // A broken file keeps the certificate in force.
+    std::fs::write(&key_path, "not a key").expect("key file");
+    assert!(n.rt.block_on(n.server().reload_tls()).is_err());
+    assert!(agent(Some(renewed_pem.as_bytes())).get(&url).call().is_ok());
 }

@@ -380,8 +380,8 @@ impl Api {
         let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(timeout)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .tls_config(tls_config(opts)?);
+            .timeout_connect(Some(Duration::from_secs(5)));
+        config = with_tls(config, opts)?;
         if let Some(token) = opts.token()? {
             let value = ureq::http::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| Failure::usage("the token is not a valid header value"))?;
@@ -467,10 +467,13 @@ impl Api {
     }
 }
 
+/// An agent's configuration being built.
+type AgentConfig = ureq::config::ConfigBuilder<ureq::typestate::AgentScope>;
+
 /// The TLS settings for an https:// node: rustls, trusting `--ca-cert`
 /// (or the web PKI roots without it).
 #[cfg(feature = "tls")]
-fn tls_config(opts: &ClientOpts) -> Result<ureq::tls::TlsConfig, Failure> {
+fn with_tls(config: AgentConfig, opts: &ClientOpts) -> Result<AgentConfig, Failure> {
     use std::sync::Arc;
     use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
     let mut tls = TlsConfig::builder()
@@ -493,18 +496,18 @@ fn tls_config(opts: &ClientOpts) -> Result<ureq::tls::TlsConfig, Failure> {
         }
         tls = tls.root_certs(RootCerts::new_with_certs(&certs));
     }
-    Ok(tls.build())
+    Ok(config.tls_config(tls.build()))
 }
 
 /// Without the `tls` feature the client speaks plain HTTP only.
 #[cfg(not(feature = "tls"))]
-fn tls_config(opts: &ClientOpts) -> Result<ureq::tls::TlsConfig, Failure> {
+fn with_tls(config: AgentConfig, opts: &ClientOpts) -> Result<AgentConfig, Failure> {
     if opts.ca_cert.is_some() || opts.http.starts_with("https://") {
         return Err(Failure::usage(
             "this build has no TLS support (cargo feature `tls`)",
         ));
     }
-    Ok(ureq::tls::TlsConfig::default())
+    Ok(config)
 }
 
 /// `starling: 404 not_found: key prod/x not found`.

@@ -245,6 +245,16 @@ impl Reloader {
                 return;
             }
         };
+        // Re-read too: a renewed certificate at the same paths.
+        if let Some(server) = server {
+            match server.reload_tls().await {
+                Ok(true) => tracing::info!(trigger = why, "HTTPS certificate and key re-read"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(trigger = why, error = %e, "HTTPS certificate not reloaded; the one in force stays")
+                }
+            }
+        }
         let access_changed = server.is_some_and(|s| s.access() != access);
         let mut changed = changed;
         if access_changed && !changed.contains(&"http_tokens") {

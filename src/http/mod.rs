@@ -23,6 +23,13 @@
 //! | GET | `/v1/watch/services/{ns}[/{service}]?since=R` | SSE stream of instance changes |
 //! | GET | `/v1/watch/members?since=R` | SSE stream of membership changes |
 //!
+//! Access: every request passes the Host and Origin checks, and, once the
+//! node config defines `[[http_tokens]]`, needs a bearer token whose role
+//! covers its namespace (see the `auth` module and docs/SECURITY.md for the
+//! role table); refusals are 401, 403 or 415 and are counted in
+//! `starling_http_rejected_requests_total{reason}`. With `http_tls_cert` and
+//! `http_tls_key` the API speaks HTTPS (feature `tls`).
+//!
 //! Keys contain `/`, so one catch-all route serves `/v1/kv/{ns}/{*key}`:
 //! a `GET` whose last segment is `history` (after at least one other
 //! segment) is the history of the key before it, and a `POST` must end in
@@ -194,6 +201,8 @@ pub struct HttpServer {
     addr: SocketAddr,
     rate: Arc<RateLimiter>,
     access: Arc<auth::AccessCell>,
+    /// The HTTPS certificate in force, re-read by [`HttpServer::reload_tls`].
+    tls: Option<tls::Certificate>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -220,6 +229,20 @@ impl HttpServer {
     /// The access policy in force.
     pub fn access(&self) -> HttpAccess {
         (*self.access.get()).clone()
+    }
+
+    /// Read the HTTPS certificate and key files again (same paths) and use
+    /// them for new connections; used by config reload to rotate a
+    /// certificate without a restart. `Ok(false)` when serving plain HTTP.
+    /// On error the certificate in force stays.
+    pub async fn reload_tls(&self) -> std::io::Result<bool> {
+        match &self.tls {
+            Some(cert) => {
+                cert.reload().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// `http` or `https`.
@@ -274,15 +297,21 @@ pub async fn serve_with_access(
     let access = Arc::new(auth::AccessCell::new(access, addr));
     let app = router_with(node, limits, rate.clone(), access.clone());
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let task = match tls {
-        None => tokio::spawn(async move {
-            axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        }),
-        Some((cert, key)) => tls::spawn(listener, app, &cert, &key, stopped).await?,
+    let (task, tls) = match tls {
+        None => (
+            tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            }),
+            None,
+        ),
+        Some((cert, key)) => {
+            let (task, cert) = tls::spawn(listener, app, &cert, &key, stopped).await?;
+            (task, Some(cert))
+        }
     };
     let scheme = if access.get().is_tls() { "https" } else { "http" };
     tracing::info!(%addr, scheme, tokens = access.get().requires_tokens(), "HTTP API listening");
@@ -290,6 +319,7 @@ pub async fn serve_with_access(
         addr,
         rate,
         access,
+        tls,
         stop,
         task,
     })
@@ -300,10 +330,50 @@ mod tls {
     //! HTTPS with rustls (axum-server).
 
     use std::net::SocketAddr;
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use axum::Router;
     use axum_server::tls_rustls::RustlsConfig;
+
+    /// The certificate a server uses, and where it was read from.
+    #[derive(Clone, Debug)]
+    pub(super) struct Certificate {
+        config: RustlsConfig,
+        cert: PathBuf,
+        key: PathBuf,
+    }
+
+    impl Certificate {
+        async fn load(cert: &Path, key: &Path) -> std::io::Result<Certificate> {
+            let config = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| load_error(cert, key, &e))?;
+            Ok(Certificate {
+                config,
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            })
+        }
+
+        /// Read the files again; new connections use them.
+        pub(super) async fn reload(&self) -> std::io::Result<()> {
+            self.config
+                .reload_from_pem_file(&self.cert, &self.key)
+                .await
+                .map_err(|e| load_error(&self.cert, &self.key, &e))
+        }
+    }
+
+    fn load_error(cert: &Path, key: &Path, e: &std::io::Error) -> std::io::Error {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot load http_tls_cert {} / http_tls_key {}: {e}",
+                cert.display(),
+                key.display()
+            ),
+        )
+    }
 
     /// Serve `app` over TLS on `listener` until `stopped` turns true.
     pub(super) async fn spawn(
@@ -312,17 +382,8 @@ mod tls {
         cert: &Path,
         key: &Path,
         mut stopped: tokio::sync::watch::Receiver<bool>,
-    ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
-        let config = RustlsConfig::from_pem_file(cert, key).await.map_err(|e| {
-            std::io::Error::new(
-                e.kind(),
-                format!(
-                    "cannot load http_tls_cert {} / http_tls_key {}: {e}",
-                    cert.display(),
-                    key.display()
-                ),
-            )
-        })?;
+    ) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, Certificate)> {
+        let certificate = Certificate::load(cert, key).await?;
         let handle = axum_server::Handle::new();
         let stopper = handle.clone();
         tokio::spawn(async move {
@@ -330,12 +391,13 @@ mod tls {
             stopper.graceful_shutdown(None);
         });
         let listener = listener.into_std()?;
-        let server = axum_server::from_tcp_rustls(listener, config).handle(handle);
-        Ok(tokio::spawn(async move {
+        let server = axum_server::from_tcp_rustls(listener, certificate.config.clone()).handle(handle);
+        let task = tokio::spawn(async move {
             server
                 .serve(app.into_make_service_with_connect_info::<SocketAddr>())
                 .await
-        }))
+        });
+        Ok((task, certificate))
     }
 }
 
@@ -344,6 +406,17 @@ mod tls {
     use std::path::Path;
 
     use axum::Router;
+
+    /// No certificate without the `tls` feature.
+    #[derive(Clone, Debug)]
+    pub(super) enum Certificate {}
+
+    impl Certificate {
+        #[allow(clippy::unused_async)]
+        pub(super) async fn reload(&self) -> std::io::Result<()> {
+            match *self {}
+        }
+    }
 
     /// Without the `tls` feature there is no HTTPS (the config check says
     /// so first).
@@ -354,7 +427,7 @@ mod tls {
         _cert: &Path,
         _key: &Path,
         _stopped: tokio::sync::watch::Receiver<bool>,
-    ) -> std::io::Result<tokio::task::JoinHandle<std::io::Result<()>>> {
+    ) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, Certificate)> {
         Err(std::io::Error::new(
             std::io::ErrorKind::Unsupported,
             "this build has no TLS support (cargo feature `tls`)",

@@ -65,7 +65,8 @@ pub struct NodeConfig {
     /// that the HTTP API answers to (its `Host` check). Reloadable.
     pub http_allowed_hosts: Vec<String>,
     /// PEM certificate chain: serve the HTTP API over HTTPS (with
-    /// `http_tls_key`; cargo feature `tls`).
+    /// `http_tls_key`; cargo feature `tls`). The paths need a restart; the
+    /// files are read again on every reload (certificate rotation).
     pub http_tls_cert: Option<PathBuf>,
     /// PEM private key of `http_tls_cert`.
     pub http_tls_key: Option<PathBuf>,

@@ -222,6 +222,48 @@ fn agent(ca: Option<&[u8]>) -> ureq::Agent {
     config.build().into()
 }
 
+/// Fails clearly when `CARGO_BIN_EXE_starling` is not this build (a
+/// `CARGO_TARGET_DIR` shared between worktrees lets another checkout's
+/// build replace `target/debug/starling` between build and run).
+fn assert_binary_is_this_build() {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["kv", "get", "--help"]);
+    let out = output_within_unchecked(&mut cmd, Duration::from_secs(30));
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        help.contains("--token-file") && help.contains("--ca-cert"),
+        "{BIN} is not this build (no --token-file/--ca-cert in its help): another checkout \
+         sharing CARGO_TARGET_DIR replaced it; rerun the test"
+    );
+}
+
+/// Run this build's `starling` to its end, killing it (and failing) after
+/// `limit`.
+fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    assert_binary_is_this_build();
+    output_within_unchecked(cmd, limit)
+}
+
+/// Run a command to its end, killing it (and failing) after `limit`.
+fn output_within_unchecked(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn starling");
+    let deadline = Instant::now() + limit;
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("`{cmd:?}` still running after {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().expect("output")
+}
+
 /// A raw HTTP/1.1 request (so that `Host` is exactly what the test says);
 /// returns the status and the body.
 fn raw(addr: std::net::SocketAddr, request: &str) -> (u16, String) {
@@ -480,20 +522,18 @@ fn a_non_loopback_bind_without_a_token_is_refused() {
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
     assert!(err.to_string().contains("http_tokens"), "{err}");
     // And so does the binary, with a usage error naming the field.
-    let out = Command::new(BIN)
-        .args([
-            "run",
-            "--no-mdns",
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--http",
-            "0.0.0.0:0",
-        ])
-        .args(["--data-dir", dir.path().join("bin").to_str().expect("utf-8")])
-        .env_remove("STARLING_CONFIG")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run starling");
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "run",
+        "--no-mdns",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--http",
+        "0.0.0.0:0",
+    ])
+    .args(["--data-dir", dir.path().join("bin").to_str().expect("utf-8")])
+    .env_remove("STARLING_CONFIG");
+    let out = output_within(&mut cmd, Duration::from_secs(30));
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("`http_tokens`"), "{stderr}");
@@ -514,6 +554,7 @@ impl Drop for Binary {
 
 impl Binary {
     fn start(config: &std::path::Path) -> Binary {
+        assert_binary_is_this_build();
         let mut child = Command::new(BIN)
             .args(["run", "--config", config.to_str().expect("utf-8")])
             .env_remove("STARLING_CONFIG")
@@ -523,9 +564,18 @@ impl Binary {
             .spawn()
             .expect("spawn starling");
         let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("ready line");
-        assert!(line.starts_with("starling ready "), "{line:?}");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
+        if !line.starts_with("starling ready ") {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("no ready line within 30 s: {line:?}");
+        }
         let http = line
             .split_whitespace()
             .find_map(|f| f.strip_prefix("http="))
@@ -539,12 +589,11 @@ impl Binary {
         let mut cmd = Command::new(BIN);
         cmd.args(args)
             .args(["--http", &self.http])
-            .env_remove("STARLING_TOKEN")
-            .stdin(Stdio::null());
+            .env_remove("STARLING_TOKEN");
         if let Some(t) = env_token {
             cmd.env("STARLING_TOKEN", t);
         }
-        cmd.output().expect("run the CLI")
+        output_within(&mut cmd, Duration::from_secs(30))
     }
 }
 
@@ -660,13 +709,11 @@ fn https_with_a_self_signed_certificate_serves_the_api_and_the_cli() {
     assert!(agent(None).get(format!("{}/v1/health", n.base)).call().is_err());
 
     // The CLI with --ca-cert.
-    let out = Command::new(BIN)
-        .args(["kv", "get", "app", "k", "--raw", "--http", &n.base])
+    let mut cmd = Command::new(BIN);
+    cmd.args(["kv", "get", "app", "k", "--raw", "--http", &n.base])
         .args(["--ca-cert", cert_path.to_str().expect("utf-8"), "--token", READER])
-        .env_remove("STARLING_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the CLI");
+        .env_remove("STARLING_TOKEN");
+    let out = output_within(&mut cmd, Duration::from_secs(30));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout, b"over-tls");
 

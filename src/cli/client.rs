@@ -33,6 +33,38 @@ pub(crate) struct ClientOpts {
     /// Print the API's JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Bearer token of the node's HTTP API (one of its [[http_tokens]]).
+    #[arg(long, value_name = "SECRET", env = "STARLING_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Read the bearer token from this file (surrounding whitespace
+    /// ignored); wins over --token and STARLING_TOKEN.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+    /// PEM file of the CA (or self-signed certificate) to trust for an
+    /// https:// node address.
+    #[arg(long, value_name = "FILE.pem", env = "STARLING_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+}
+
+impl ClientOpts {
+    /// The token to send, from --token-file, else --token or
+    /// STARLING_TOKEN.
+    fn token(&self) -> Result<Option<String>, Failure> {
+        let token = match (&self.token_file, &self.token) {
+            (None, Some(t)) => t.trim().to_string(),
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map_err(|e| Failure::usage(format!("cannot read --token-file {}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+            (None, None) => return Ok(None),
+        };
+        if token.is_empty() || !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Failure::usage(
+                "the token is empty or has spaces or control characters",
+            ));
+        }
+        Ok(Some(token))
+    }
 }
 
 /// `starling kv`.
@@ -339,19 +371,33 @@ impl Answer {
 }
 
 impl Api {
-    fn new(opts: &ClientOpts, timeout: Option<Duration>) -> Self {
+    fn new(opts: &ClientOpts, timeout: Option<Duration>) -> Result<Self, Failure> {
         let base = if opts.http.contains("://") {
             opts.http.trim_end_matches('/').to_string()
         } else {
             format!("http://{}", opts.http.trim_end_matches('/'))
         };
-        let agent = ureq::Agent::config_builder()
+        let mut config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(timeout)
-            .timeout_connect(Some(Duration::from_secs(5)))
-            .build()
-            .into();
-        Api { base, agent }
+            .timeout_connect(Some(Duration::from_secs(5)));
+        config = with_tls(config, opts)?;
+        if let Some(token) = opts.token()? {
+            let value = ureq::http::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Failure::usage("the token is not a valid header value"))?;
+            config = config.middleware(
+                move |mut req: ureq::http::Request<ureq::SendBody>,
+                      next: ureq::middleware::MiddlewareNext| {
+                    req.headers_mut()
+                        .insert(ureq::http::header::AUTHORIZATION, value.clone());
+                    next.handle(req)
+                },
+            );
+        }
+        Ok(Api {
+            base,
+            agent: config.build().into(),
+        })
     }
 
     fn url(&self, segments: &[&str]) -> String {
@@ -421,6 +467,49 @@ impl Api {
     }
 }
 
+/// An agent's configuration being built.
+type AgentConfig = ureq::config::ConfigBuilder<ureq::typestate::AgentScope>;
+
+/// The TLS settings for an https:// node: rustls, trusting `--ca-cert`
+/// (or the web PKI roots without it).
+#[cfg(feature = "tls")]
+fn with_tls(config: AgentConfig, opts: &ClientOpts) -> Result<AgentConfig, Failure> {
+    use std::sync::Arc;
+    use ureq::tls::{PemItem, RootCerts, TlsConfig, TlsProvider};
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()));
+    if let Some(path) = &opts.ca_cert {
+        let pem = std::fs::read(path)
+            .map_err(|e| Failure::usage(format!("cannot read --ca-cert {}: {e}", path.display())))?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            if let Ok(PemItem::Certificate(c)) = item {
+                certs.push(c);
+            }
+        }
+        if certs.is_empty() {
+            return Err(Failure::usage(format!(
+                "--ca-cert {}: no PEM certificate in it",
+                path.display()
+            )));
+        }
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs));
+    }
+    Ok(config.tls_config(tls.build()))
+}
+
+/// Without the `tls` feature the client speaks plain HTTP only.
+#[cfg(not(feature = "tls"))]
+fn with_tls(config: AgentConfig, opts: &ClientOpts) -> Result<AgentConfig, Failure> {
+    if opts.ca_cert.is_some() || opts.http.starts_with("https://") {
+        return Err(Failure::usage(
+            "this build has no TLS support (cargo feature `tls`)",
+        ));
+    }
+    Ok(config)
+}
+
 /// `starling: 404 not_found: key prod/x not found`.
 fn server_error(answer: &Answer) -> Failure {
     let parsed: Option<api::ErrorBody> = serde_json::from_slice(&answer.body).ok();
@@ -432,6 +521,18 @@ fn server_error(answer: &Answer) -> Failure {
                     " (current version: {})",
                     current.map_or_else(|| "none".to_string(), |v| v.to_string())
                 ));
+            }
+            match answer.status {
+                401 => m.push_str(
+                    "\n  hint: the node requires a token: pass --token, --token-file or set STARLING_TOKEN",
+                ),
+                403 if e.code == "forbidden" => m.push_str(
+                    "\n  hint: use a token whose role and namespaces cover this request (see the node's [[http_tokens]])",
+                ),
+                403 if e.code == "bad_host" => m.push_str(
+                    "\n  hint: address the node by a loopback address, its bound address, or a name in its http_allowed_hosts",
+                ),
+                _ => {}
             }
             m
         }
@@ -493,7 +594,10 @@ pub(crate) fn kv(args: KvArgs) -> ExitCode {
             cas,
             opts,
         } => {
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = match Api::new(&opts, Some(REQUEST_TIMEOUT)) {
+                Ok(api) => api,
+                Err(f) => return finish(Err(f)),
+            };
             let query: Vec<(&str, String)> = cas.into_iter().map(|c| ("cas", c)).collect();
             api.delete(&api.url(&["v1", "kv", &namespace, &key]), &query)
                 .and_then(|a| a.json())
@@ -522,7 +626,10 @@ pub(crate) fn kv(args: KvArgs) -> ExitCode {
             version,
             opts,
         } => {
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = match Api::new(&opts, Some(REQUEST_TIMEOUT)) {
+                Ok(api) => api,
+                Err(f) => return finish(Err(f)),
+            };
             let body = api::VersionRequest {
                 version: Some(version),
                 value: None,
@@ -554,7 +661,7 @@ fn canary(command: CanaryCommand) -> Outcome {
             opts,
         } => {
             let bytes = read_value(value, file)?;
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
             let mut query = vec![("selector", selector)];
             query.extend(percent.map(|p| ("percent", p.to_string())));
             let url = api.url(&["v1", "canary", &namespace, &key]);
@@ -565,7 +672,7 @@ fn canary(command: CanaryCommand) -> Outcome {
             Ok(())
         }
         CanaryCommand::Show { namespace, key, opts } => {
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
             let list: Vec<api::Canary> = match &key {
                 Some(key) => {
                     let one: api::Canary = api
@@ -612,7 +719,7 @@ fn canary(command: CanaryCommand) -> Outcome {
 }
 
 fn canary_action(opts: &ClientOpts, ns: &str, key: &str, action: &str, what: &str) -> Outcome {
-    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
     let url = format!("{}/{action}", api.url(&["v1", "canary", ns, key]));
     let v = api
         .send("POST", &url, &[], Vec::new(), "application/json")?
@@ -647,7 +754,7 @@ fn print_written(opts: &ClientOpts, what: &str, w: &api::WriteResponse) {
 }
 
 fn kv_get(opts: &ClientOpts, ns: &str, key: &str, raw: bool) -> Outcome {
-    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
     let url = api.url(&["v1", "kv", ns, key]);
     // `?literal` so that a key ending in `/history` reads as itself.
     let mut query = vec![("literal", "true".to_string())];
@@ -689,7 +796,7 @@ fn kv_get(opts: &ClientOpts, ns: &str, key: &str, raw: bool) -> Outcome {
 }
 
 fn kv_put(opts: &ClientOpts, ns: &str, key: &str, value: Vec<u8>, cas: Option<String>) -> Outcome {
-    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
     let query: Vec<(&str, String)> = cas.into_iter().map(|c| ("cas", c)).collect();
     let v: api::WriteResponse = api
         .send(
@@ -713,7 +820,7 @@ fn value_cell(c: &api::Content) -> String {
 }
 
 fn kv_list(opts: &ClientOpts, ns: &str, prefix: &str, limit: Option<u64>) -> Outcome {
-    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
     let mut query = vec![("prefix", prefix.to_string())];
     query.extend(limit.map(|l| ("limit", l.to_string())));
     let list: api::KvList = api.get(&api.url(&["v1", "kv", ns]), &query)?.json()?;
@@ -741,7 +848,7 @@ fn kv_list(opts: &ClientOpts, ns: &str, prefix: &str, limit: Option<u64>) -> Out
 }
 
 fn kv_history(opts: &ClientOpts, ns: &str, key: &str) -> Outcome {
-    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
     let history: api::History = api
         .get(&format!("{}/history", api.url(&["v1", "kv", ns, key])), &[])?
         .json()?;
@@ -775,7 +882,7 @@ fn kv_history(opts: &ClientOpts, ns: &str, key: &str) -> Outcome {
 /// Follow a server-sent event stream, printing each event, until the
 /// stream ends or the process is interrupted.
 fn watch(opts: &ClientOpts, path: &[&str], query: &[(&str, String)]) -> Outcome {
-    let api = Api::new(opts, None);
+    let api = Api::new(opts, None)?;
     let mut req = api
         .agent
         .get(&api.url(path))
@@ -887,7 +994,10 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
             ttl_ms,
             opts,
         } => {
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = match Api::new(&opts, Some(REQUEST_TIMEOUT)) {
+                Ok(api) => api,
+                Err(f) => return finish(Err(f)),
+            };
             let spec = api::RegisterRequest {
                 address,
                 port,
@@ -918,7 +1028,10 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
                     "--health must be passing, warning or critical, got {health:?}"
                 ))
             });
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = match Api::new(&opts, Some(REQUEST_TIMEOUT)) {
+                Ok(api) => api,
+                Err(f) => return finish(Err(f)),
+            };
             health
                 .and_then(|health| {
                     let body = api::HeartbeatRequest { health: Some(health) };
@@ -963,7 +1076,10 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
             instance,
             opts,
         } => {
-            let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+            let api = match Api::new(&opts, Some(REQUEST_TIMEOUT)) {
+                Ok(api) => api,
+                Err(f) => return finish(Err(f)),
+            };
             api.delete(
                 &api.url(&["v1", "services", &namespace, &service, &instance]),
                 &[],
@@ -981,7 +1097,7 @@ fn services_list(
     tags: Vec<String>,
     healthy: bool,
 ) -> Outcome {
-    let api = Api::new(opts, Some(REQUEST_TIMEOUT));
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
     let Some(service) = service else {
         let names: api::ServiceNames = api.get(&api.url(&["v1", "services", ns]), &[])?.json()?;
         if opts.json {
@@ -1028,7 +1144,7 @@ fn services_list(
 /// `starling members`.
 pub(crate) fn members(opts: ClientOpts) -> ExitCode {
     finish((|| {
-        let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+        let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
         let members: Vec<api::Member> = api.get(&api.url(&["v1", "members"]), &[])?.json()?;
         if opts.json {
             print_json(&members);
@@ -1055,7 +1171,7 @@ pub(crate) fn members(opts: ClientOpts) -> ExitCode {
 /// `starling status`.
 pub(crate) fn status(opts: ClientOpts) -> ExitCode {
     finish((|| {
-        let api = Api::new(&opts, Some(REQUEST_TIMEOUT));
+        let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
         let s: api::Status = api.get(&api.url(&["v1", "health"]), &[])?.json()?;
         if opts.json {
             print_json(&s);

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{logging, LogFormatArg, RunArgs, EXIT_FAILED, EXIT_USAGE};
-use crate::http::{self, HttpLimits};
+use crate::http::{self, HttpAccess, HttpLimits};
 use crate::node::{LogFormat, Node, NodeConfig, NodeConfigError, NodeHandle, NodeStatus};
 
 /// How long to wait for the node's first listen address before printing
@@ -105,16 +105,27 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         }
     };
     logging::set_node_id(node.peer_id());
+    let access = match HttpAccess::from_config(&config) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("starling: {e}");
+            let _ = node.shutdown().await;
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
     let server = match config.http {
-        Some(addr) => match http::serve(node.clone(), addr, HttpLimits::from_config(&config)).await {
-            Ok(server) => Some(server),
-            Err(e) => {
-                tracing::error!(%addr, error = %e, "cannot serve the HTTP API");
-                eprintln!("starling: cannot serve the HTTP API on {addr}: {e}");
-                let _ = node.shutdown().await;
-                return ExitCode::from(EXIT_FAILED);
+        Some(addr) => {
+            match http::serve_with_access(node.clone(), addr, HttpLimits::from_config(&config), access).await
+            {
+                Ok(server) => Some(server),
+                Err(e) => {
+                    tracing::error!(%addr, error = %e, "cannot serve the HTTP API");
+                    eprintln!("starling: cannot serve the HTTP API on {addr}: {e}");
+                    let _ = node.shutdown().await;
+                    return ExitCode::from(EXIT_FAILED);
+                }
             }
-        },
+        }
         None => None,
     };
     let status = match wait_for_listen_addrs(&node).await {
@@ -124,9 +135,10 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    let http_text = server
-        .as_ref()
-        .map_or_else(|| "off".to_string(), |s| format!("http://{}", s.local_addr()));
+    let http_text = server.as_ref().map_or_else(
+        || "off".to_string(),
+        |s| format!("{}://{}", s.scheme(), s.local_addr()),
+    );
     tracing::info!(
         listen = %status.listen_addrs.join(","),
         http = %http_text,
@@ -233,6 +245,30 @@ impl Reloader {
                 return;
             }
         };
+        // Built again on every reload: a `secret_file` may have changed
+        // while the config file did not.
+        let access = match HttpAccess::from_config(&new) {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(trigger = why, error = %e, "config reload rejected; the running config stays in force");
+                return;
+            }
+        };
+        // Re-read too: a renewed certificate at the same paths.
+        if let Some(server) = server {
+            match server.reload_tls().await {
+                Ok(true) => tracing::info!(trigger = why, "HTTPS certificate and key re-read"),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(trigger = why, error = %e, "HTTPS certificate not reloaded; the one in force stays")
+                }
+            }
+        }
+        let access_changed = server.is_some_and(|s| s.access() != access);
+        let mut changed = changed;
+        if access_changed && !changed.contains(&"http_tokens") {
+            changed.push("http_tokens (secret files)");
+        }
         if changed.is_empty() {
             tracing::info!(trigger = why, "config reloaded: no setting changed");
             return;
@@ -249,6 +285,9 @@ impl Reloader {
         }
         if let Some(server) = server {
             server.set_rate_limit(new.http_rate_limit);
+            if access_changed {
+                server.set_access(access);
+            }
         }
         tracing::info!(trigger = why, changed = %changed.join(","), "config reloaded");
         self.running = new;

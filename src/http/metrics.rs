@@ -28,6 +28,7 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::core::wire::MessageKind;
 use crate::node::metrics::{MetricsSnapshot, NodeMetrics};
 
+use super::auth::Rejection;
 use super::{ApiError, App};
 
 /// Content type of the default answer.
@@ -47,10 +48,43 @@ struct RequestLabels {
     status: u16,
 }
 
+/// Labels of `starling_http_rejected_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectionLabels {
+    /// Why: `unauthenticated`, `forbidden`, `bad_host`, `bad_origin`,
+    /// `bad_content_type`.
+    reason: &'static str,
+}
+
 /// HTTP request counters, kept across scrapes by the router.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub(crate) struct HttpMetrics {
     requests: Family<RequestLabels, Counter>,
+    rejected: Family<RejectionLabels, Counter>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let rejected = Family::<RejectionLabels, Counter>::default();
+        // Every reason from 0, so a dashboard sees the series before the
+        // first rejection.
+        for reason in Rejection::REASONS {
+            let _ = rejected.get_or_create(&RejectionLabels { reason });
+        }
+        HttpMetrics {
+            requests: Family::default(),
+            rejected,
+        }
+    }
+}
+
+impl HttpMetrics {
+    /// Count a request refused by the access checks.
+    pub(crate) fn rejected(&self, r: &Rejection) {
+        self.rejected
+            .get_or_create(&RejectionLabels { reason: r.reason() })
+            .inc();
+    }
 }
 
 /// Middleware: count every request by method, route template and status.
@@ -127,6 +161,12 @@ fn render(snapshot: MetricsSnapshot, latency: &NodeMetrics, http: &HttpMetrics) 
         "http_requests",
         "HTTP requests answered, by method, route template and status",
         http.requests.clone(),
+    );
+    registry.register(
+        "http_rejected_requests",
+        "HTTP requests refused by the access checks before any handler, by reason \
+         (unauthenticated, forbidden, bad_host, bad_origin, bad_content_type)",
+        http.rejected.clone(),
     );
     registry.register_collector(Box::new(Scrape(snapshot)));
     let mut text = String::new();

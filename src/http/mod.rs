@@ -23,6 +23,13 @@
 //! | GET | `/v1/watch/services/{ns}[/{service}]?since=R` | SSE stream of instance changes |
 //! | GET | `/v1/watch/members?since=R` | SSE stream of membership changes |
 //!
+//! Access: every request passes the Host and Origin checks, and, once the
+//! node config defines `[[http_tokens]]`, needs a bearer token whose role
+//! covers its namespace (see the `auth` module and docs/SECURITY.md for the
+//! role table); refusals are 401, 403 or 415 and are counted in
+//! `starling_http_rejected_requests_total{reason}`. With `http_tls_cert` and
+//! `http_tls_key` the API speaks HTTPS (feature `tls`).
+//!
 //! Keys contain `/`, so one catch-all route serves `/v1/kv/{ns}/{*key}`:
 //! a `GET` whose last segment is `history` (after at least one other
 //! segment) is the history of the key before it, and a `POST` must end in
@@ -30,6 +37,7 @@
 //! `?literal=true`; `?history=true` asks for a key's history explicitly.
 
 pub mod api;
+mod auth;
 mod canary;
 mod error;
 mod kv;
@@ -56,6 +64,7 @@ use serde::de::DeserializeOwned;
 use crate::core::Namespace;
 use crate::node::{NodeConfig, NodeHandle};
 
+pub use auth::{HttpAccess, HttpRole, HttpToken, MIN_SECRET_BYTES};
 pub use error::ApiError;
 
 /// Limits the HTTP API enforces (see [`NodeConfig`]).
@@ -104,14 +113,28 @@ pub(crate) struct App {
     pub(crate) http_metrics: metrics::HttpMetrics,
 }
 
-/// The API's routes over a running node.
+/// The API's routes over a running node, with no token and the Host check
+/// of a server bound to `127.0.0.1` (see [`serve_with_access`] for the rest).
 pub fn router(node: NodeHandle, limits: HttpLimits) -> Router {
     let rate = Arc::new(RateLimiter::new(limits.rate_limit_per_sec));
-    router_with(node, limits, rate)
+    let access = Arc::new(auth::AccessCell::new(
+        HttpAccess::default(),
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+    ));
+    router_with(node, limits, rate, access)
 }
 
-fn router_with(node: NodeHandle, limits: HttpLimits, rate: Arc<RateLimiter>) -> Router {
+fn router_with(
+    node: NodeHandle,
+    limits: HttpLimits,
+    rate: Arc<RateLimiter>,
+    access: Arc<auth::AccessCell>,
+) -> Router {
     let http_metrics = metrics::HttpMetrics::default();
+    let guard = auth::Guard {
+        access,
+        metrics: http_metrics.clone(),
+    };
     let app = App {
         node,
         limits: limits.clone(),
@@ -148,6 +171,12 @@ fn router_with(node: NodeHandle, limits: HttpLimits, rate: Arc<RateLimiter>) -> 
         .route("/v1/watch/services/{namespace}", get(watch::all_services))
         .route("/v1/watch/services/{namespace}/{service}", get(watch::services))
         .route("/v1/watch/members", get(watch::members))
+        // Per matched route, so the route template and `{namespace}` are
+        // known: tokens, then content type.
+        .route_layer(middleware::from_fn_with_state(
+            guard.clone(),
+            auth::check_token_and_type,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -157,6 +186,8 @@ fn router_with(node: NodeHandle, limits: HttpLimits, rate: Arc<RateLimiter>) -> 
         let rate = rate.clone();
         async move { rate_limit(rate, req, next).await }
     }));
+    // Before the rate limiter: a foreign page's requests cost nothing.
+    let router = router.layer(middleware::from_fn_with_state(guard, auth::check_host_and_origin));
     // Outermost, so answers of the rate limiter are counted too.
     router.layer(middleware::from_fn_with_state(
         http_metrics,
@@ -169,6 +200,9 @@ fn router_with(node: NodeHandle, limits: HttpLimits, rate: Arc<RateLimiter>) -> 
 pub struct HttpServer {
     addr: SocketAddr,
     rate: Arc<RateLimiter>,
+    access: Arc<auth::AccessCell>,
+    /// The HTTPS certificate in force, re-read by [`HttpServer::reload_tls`].
+    tls: Option<tls::Certificate>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
@@ -185,6 +219,41 @@ impl HttpServer {
         self.rate.set_limit(per_sec);
     }
 
+    /// Swap the access policy (tokens, allowed hosts) without restarting;
+    /// used by config reload. Requests already admitted finish under the
+    /// old policy. The scheme (HTTP or HTTPS) does not change.
+    pub fn set_access(&self, access: HttpAccess) {
+        self.access.set(access);
+    }
+
+    /// The access policy in force.
+    pub fn access(&self) -> HttpAccess {
+        (*self.access.get()).clone()
+    }
+
+    /// Read the HTTPS certificate and key files again (same paths) and use
+    /// them for new connections; used by config reload to rotate a
+    /// certificate without a restart. `Ok(false)` when serving plain HTTP.
+    /// On error the certificate in force stays.
+    pub async fn reload_tls(&self) -> std::io::Result<bool> {
+        match &self.tls {
+            Some(cert) => {
+                cert.reload().await?;
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    /// `http` or `https`.
+    pub fn scheme(&self) -> &'static str {
+        if self.access.get().is_tls() {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// Stop accepting connections and wait, at most `grace`, for open
     /// requests (watch streams end when the node stops) to finish.
     pub async fn shutdown(self, grace: Duration) {
@@ -196,27 +265,174 @@ impl HttpServer {
     }
 }
 
-/// Bind `addr` and serve the API on a tokio task.
+/// Bind `addr` and serve the API on a tokio task, with no token (so
+/// `addr` should be a loopback address) and plain HTTP.
 pub async fn serve(node: NodeHandle, addr: SocketAddr, limits: HttpLimits) -> std::io::Result<HttpServer> {
+    serve_with_access(node, addr, limits, HttpAccess::default()).await
+}
+
+/// Bind `addr` and serve the API on a tokio task under an access policy
+/// (tokens, allowed hosts, HTTPS when it names certificate files; see
+/// [`HttpAccess::from_config`]). Refuses (`InvalidInput`) a non-loopback
+/// `addr` when the policy has no token.
+pub async fn serve_with_access(
+    node: NodeHandle,
+    addr: SocketAddr,
+    limits: HttpLimits,
+    access: HttpAccess,
+) -> std::io::Result<HttpServer> {
+    if !access.requires_tokens() && !addr.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!(
+                "refusing to serve the HTTP API on {addr}, not a loopback address, with no \
+                 token: define [[http_tokens]] in the node config (field `http_tokens`)"
+            ),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let rate = Arc::new(RateLimiter::new(limits.rate_limit_per_sec));
-    let app = router_with(node, limits, rate.clone());
+    let tls = access.tls.clone();
+    let access = Arc::new(auth::AccessCell::new(access, addr));
+    let app = router_with(node, limits, rate.clone(), access.clone());
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
-    tracing::info!(%addr, "HTTP API listening");
+    let (task, tls) = match tls {
+        None => (
+            tokio::spawn(async move {
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.wait_for(|s| *s).await;
+                    })
+                    .await
+            }),
+            None,
+        ),
+        Some((cert, key)) => {
+            let (task, cert) = tls::spawn(listener, app, &cert, &key, stopped).await?;
+            (task, Some(cert))
+        }
+    };
+    let scheme = if access.get().is_tls() { "https" } else { "http" };
+    tracing::info!(%addr, scheme, tokens = access.get().requires_tokens(), "HTTP API listening");
     Ok(HttpServer {
         addr,
         rate,
+        access,
+        tls,
         stop,
         task,
     })
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    //! HTTPS with rustls (axum-server).
+
+    use std::net::SocketAddr;
+    use std::path::{Path, PathBuf};
+
+    use axum::Router;
+    use axum_server::tls_rustls::RustlsConfig;
+
+    /// The certificate a server uses, and where it was read from.
+    #[derive(Clone, Debug)]
+    pub(super) struct Certificate {
+        config: RustlsConfig,
+        cert: PathBuf,
+        key: PathBuf,
+    }
+
+    impl Certificate {
+        async fn load(cert: &Path, key: &Path) -> std::io::Result<Certificate> {
+            let config = RustlsConfig::from_pem_file(cert, key)
+                .await
+                .map_err(|e| load_error(cert, key, &e))?;
+            Ok(Certificate {
+                config,
+                cert: cert.to_path_buf(),
+                key: key.to_path_buf(),
+            })
+        }
+
+        /// Read the files again; new connections use them.
+        pub(super) async fn reload(&self) -> std::io::Result<()> {
+            self.config
+                .reload_from_pem_file(&self.cert, &self.key)
+                .await
+                .map_err(|e| load_error(&self.cert, &self.key, &e))
+        }
+    }
+
+    fn load_error(cert: &Path, key: &Path, e: &std::io::Error) -> std::io::Error {
+        std::io::Error::new(
+            e.kind(),
+            format!(
+                "cannot load http_tls_cert {} / http_tls_key {}: {e}",
+                cert.display(),
+                key.display()
+            ),
+        )
+    }
+
+    /// Serve `app` over TLS on `listener` until `stopped` turns true.
+    pub(super) async fn spawn(
+        listener: tokio::net::TcpListener,
+        app: Router,
+        cert: &Path,
+        key: &Path,
+        mut stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, Certificate)> {
+        let certificate = Certificate::load(cert, key).await?;
+        let handle = axum_server::Handle::new();
+        let stopper = handle.clone();
+        tokio::spawn(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+            stopper.graceful_shutdown(None);
+        });
+        let listener = listener.into_std()?;
+        let server = axum_server::from_tcp_rustls(listener, certificate.config.clone()).handle(handle);
+        let task = tokio::spawn(async move {
+            server
+                .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+                .await
+        });
+        Ok((task, certificate))
+    }
+}
+
+#[cfg(not(feature = "tls"))]
+mod tls {
+    use std::path::Path;
+
+    use axum::Router;
+
+    /// No certificate without the `tls` feature.
+    #[derive(Clone, Debug)]
+    pub(super) enum Certificate {}
+
+    impl Certificate {
+        #[allow(clippy::unused_async)]
+        pub(super) async fn reload(&self) -> std::io::Result<()> {
+            match *self {}
+        }
+    }
+
+    /// Without the `tls` feature there is no HTTPS (the config check says
+    /// so first).
+    #[allow(clippy::unused_async)]
+    pub(super) async fn spawn(
+        _listener: tokio::net::TcpListener,
+        _app: Router,
+        _cert: &Path,
+        _key: &Path,
+        _stopped: tokio::sync::watch::Receiver<bool>,
+    ) -> std::io::Result<(tokio::task::JoinHandle<std::io::Result<()>>, Certificate)> {
+        Err(std::io::Error::new(
+            std::io::ErrorKind::Unsupported,
+            "this build has no TLS support (cargo feature `tls`)",
+        ))
+    }
 }
 
 async fn health(State(app): State<App>) -> Result<Json<api::Status>, ApiError> {

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::core::{Config as ProtocolConfig, ConfigError};
+use crate::http::{HttpAccess, HttpToken};
 
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +66,20 @@ pub struct NodeConfig {
     pub deny_peers: Vec<String>,
     /// The protocol settings (cluster name, heartbeat interval...).
     pub protocol: ProtocolConfig,
+    // --- HTTP API access (see docs/SECURITY.md) ---
+    /// Bearer tokens of the HTTP API (`[[http_tokens]]`: name, role,
+    /// namespaces, secret or secret_file). Empty: no token is asked for,
+    /// and `http` must then be a loopback address. Reloadable.
+    pub http_tokens: Vec<HttpToken>,
+    /// Host names or addresses, besides loopback and the bound address,
+    /// that the HTTP API answers to (its `Host` check). Reloadable.
+    pub http_allowed_hosts: Vec<String>,
+    /// PEM certificate chain: serve the HTTP API over HTTPS (with
+    /// `http_tls_key`; cargo feature `tls`). The paths need a restart; the
+    /// files are read again on every reload (certificate rotation).
+    pub http_tls_cert: Option<PathBuf>,
+    /// PEM private key of `http_tls_cert`.
+    pub http_tls_key: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -84,6 +99,10 @@ impl Default for NodeConfig {
             cluster_key_file: None,
             deny_peers: Vec::new(),
             protocol: ProtocolConfig::default(),
+            http_tokens: Vec::new(),
+            http_allowed_hosts: Vec::new(),
+            http_tls_cert: None,
+            http_tls_key: None,
         }
     }
 }
@@ -217,6 +236,7 @@ impl NodeConfig {
                 field: format!("protocol.{}", e.field),
                 reason: e.reason,
             })?;
+        HttpAccess::from_config(self)?;
         Ok(())
     }
 
@@ -267,11 +287,12 @@ impl NodeConfig {
     /// should be applied: the running config stays in force.
     ///
     /// Reloadable: `log_level`, `name`, `tags`, `bootstrap`,
-    /// `http_rate_limit`, `deny_peers` and the `[protocol]` settings other
-    /// than `cluster`, `max_value_bytes` and `watch_log_capacity`.
+    /// `http_rate_limit`, `deny_peers`, `http_tokens`, `http_allowed_hosts`
+    /// and the `[protocol]` settings other than `cluster`, `max_value_bytes`
+    /// and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 9] = [
+        let fixed: [(&'static str, bool); 11] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -290,6 +311,8 @@ impl NodeConfig {
                 "protocol.watch_log_capacity",
                 self.protocol.watch_log_capacity == new.protocol.watch_log_capacity,
             ),
+            ("http_tls_cert", self.http_tls_cert == new.http_tls_cert),
+            ("http_tls_key", self.http_tls_key == new.http_tls_key),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });
@@ -306,6 +329,11 @@ impl NodeConfig {
             ("bootstrap", self.bootstrap != new.bootstrap),
             ("http_rate_limit", self.http_rate_limit != new.http_rate_limit),
             ("protocol", self.protocol != new.protocol),
+            ("http_tokens", self.http_tokens != new.http_tokens),
+            (
+                "http_allowed_hosts",
+                self.http_allowed_hosts != new.http_allowed_hosts,
+            ),
         ];
         let mut changed: Vec<&'static str> =
             changed.into_iter().filter(|(_, c)| *c).map(|(f, _)| f).collect();
@@ -401,6 +429,38 @@ mod tests {
             matches!(&err, ReloadError::Invalid(NodeConfigError::Field { field, .. }) if field == "protocol.phi_threshold"),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn http_tokens_parse_from_toml_and_reload() {
+        let text = "[[http_tokens]]\nname = \"ci\"\nrole = \"write\"\nnamespaces = [\"app\"]\nsecret = \"0123456789abcdef\"\n";
+        let c = NodeConfig::from_toml(text).unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.http_tokens[0].role, crate::http::HttpRole::Write);
+        let changed = NodeConfig::default().reload_changes(&c).unwrap();
+        assert_eq!(changed, ["http_tokens"]);
+        let err = NodeConfig::from_toml(&text.replace("write", "root")).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
+        let mut tls = c.clone();
+        tls.http_tls_cert = Some("c.pem".into());
+        tls.http_tls_key = Some("k.pem".into());
+        let err = c.reload_changes(&tls).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ReloadError::RestartOnly {
+                    field: "http_tls_cert"
+                }
+            ),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_non_loopback_http_address_without_token_is_refused_by_name() {
+        let c = NodeConfig::from_toml("http = \"0.0.0.0:7070\"").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("`http_tokens`"), "{err}");
     }
 
     #[test]

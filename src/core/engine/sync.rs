@@ -212,12 +212,8 @@ impl Engine {
         // is refused.
         let timeout = self.cfg.sync_timeout_ms;
         let now = self.now_ms;
-        if !self
-            .sync
-            .served
-            .remove(&from)
-            .is_some_and(|at| now.saturating_sub(at) <= timeout)
-        {
+        let answered = self.sync.served.remove(&from);
+        if answered.is_none_or(|at| now.saturating_sub(at) > timeout) {
             self.reject(RejectReason::UnsolicitedPush);
             return;
         }

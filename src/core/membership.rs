@@ -273,6 +273,13 @@ impl Membership {
         std::mem::take(&mut self.dirty)
     }
 
+    /// Mark member records to be written again (what a failed persist
+    /// batch held); ids not held are ignored.
+    pub fn mark_dirty(&mut self, nodes: BTreeSet<NodeId>) {
+        self.dirty
+            .extend(nodes.into_iter().filter(|n| self.members.contains_key(n)));
+    }
+
     /// Count by status.
     pub fn count(&self, status: MemberStatus) -> usize {
         self.members

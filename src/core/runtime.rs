@@ -106,7 +106,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::{Config, Key, Namespace, NodeInfo};
+    use crate::core::{Config, Key, Namespace, NodeInfo, StateKey};
 
     /// Records what it is asked to do; fails the first persist when told.
     #[derive(Default)]
@@ -115,12 +115,16 @@ mod tests {
         calls: Vec<&'static str>,
         replies: Vec<Result<CommandOutput, CommandError>>,
         skipped: usize,
+        /// Every batch asked for, and whether it was made durable.
+        batches: Vec<(PersistBatch, bool)>,
     }
 
     impl Runtime for Recorder {
-        fn persist(&mut self, _batch: PersistBatch) -> Result<(), String> {
+        fn persist(&mut self, batch: PersistBatch) -> Result<(), String> {
             self.calls.push("persist");
-            if std::mem::take(&mut self.fail_next_persist) {
+            let fail = std::mem::take(&mut self.fail_next_persist);
+            self.batches.push((batch, !fail));
+            if fail {
                 return Err("disk full".into());
             }
             Ok(())
@@ -148,13 +152,17 @@ mod tests {
     }
 
     fn engine() -> Engine {
+        engine_of(1)
+    }
+
+    fn engine_of(index: u64) -> Engine {
         let info = NodeInfo {
             name: "a".into(),
             ..NodeInfo::default()
         };
         Engine::new(
             Config::default(),
-            crate::core::crypto::test_keys(NodeId::from_index(1)),
+            crate::core::crypto::test_keys(NodeId::from_index(index)),
             info,
             1_000,
             7,
@@ -209,5 +217,49 @@ mod tests {
         assert!(e
             .kv_get(&Namespace::new("app").unwrap(), &Key::new("k").unwrap())
             .is_none());
+    }
+
+    /// What the review found: only local writes were undone, so versions
+    /// merged from a peer in a failed batch stayed in memory and never
+    /// reached the disk, while a later batch could store the origin's
+    /// knowledge without them (lost at the next restart). Now the next
+    /// batch writes them again.
+    #[test]
+    fn versions_merged_from_a_peer_in_a_failed_batch_are_written_with_the_next_one() {
+        let mut b = engine_of(2);
+        let delta = b
+            .handle(1_000, put("theirs"))
+            .into_iter()
+            .find_map(|a| match a {
+                Action::Publish { bytes, .. } => Some(bytes),
+                _ => None,
+            })
+            .expect("b publishes its write");
+        let mut a = engine();
+        let mut rt = Recorder {
+            fail_next_persist: true,
+            ..Recorder::default()
+        };
+        a.drive_gossip(1_001, b.node_id(), &delta, &mut rt);
+        let key = StateKey::Kv {
+            namespace: Namespace::new("app").unwrap(),
+            key: Key::new("k").unwrap(),
+        };
+        assert!(
+            matches!(rt.batches.as_slice(), [(first, false)] if first.keys.iter().any(|(k, _)| *k == key))
+        );
+        assert!(a.state().get(&key).is_some(), "the merged version is still held");
+        // The next input's batch carries it (and b's knowledge) again.
+        a.drive(1_002, Input::Tick, &mut rt);
+        let (retry, durable) = rt.batches.last().expect("a batch after the failure");
+        assert!(*durable);
+        assert!(
+            retry
+                .keys
+                .iter()
+                .any(|(k, ks)| *k == key && ks.as_ref().is_some_and(|ks| !ks.live.is_empty())),
+            "the key is written with its version: {retry:?}"
+        );
+        assert!(retry.knowledge.iter().any(|(n, _)| *n == b.node_id()));
     }
 }

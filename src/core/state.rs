@@ -941,6 +941,13 @@ impl ReplicatedState {
         }
     }
 
+    /// Mark keys and knowledge origins to be written again (what a failed
+    /// persist batch held).
+    pub fn mark_dirty(&mut self, keys: BTreeSet<StateKey>, origins: BTreeSet<NodeId>) {
+        self.dirty_keys.extend(keys);
+        self.dirty_origins.extend(origins);
+    }
+
     /// Whether anything changed since the last [`take_dirty`](Self::take_dirty).
     pub fn is_dirty(&self) -> bool {
         !self.dirty_keys.is_empty() || !self.dirty_origins.is_empty()

@@ -206,8 +206,9 @@ impl Engine {
         }
     }
 
-    /// The driver could not make `batch` durable: undo its new versions and
-    /// fail its commands with `reason`.
+    /// The driver could not make `batch` durable: undo its local writes,
+    /// fail its commands with `reason`, and write what else it held again
+    /// with the next batch.
     pub(super) fn on_persist_failed(&mut self, batch: u64, reason: String) {
         let Some((id, pending)) = self.last_batch.take() else {
             return;
@@ -220,6 +221,14 @@ impl Engine {
         for (k, dot) in pending.applied.iter().rev() {
             self.state.unapply(k, dot);
         }
+        // Everything else the batch held stays in memory: write it again
+        // with the next batch (after this input), from the state as it is
+        // then.
+        let w = pending.written;
+        self.unpersisted.keys.extend(w.keys);
+        self.unpersisted.origins.extend(w.origins);
+        self.unpersisted.members.extend(w.members);
+        self.persist_failing = true;
         for cmd in pending.commands {
             self.out.push(Action::Reply {
                 id: cmd,

@@ -105,6 +105,12 @@ pub struct Engine {
     pending: PendingBatch,
     /// Actions of the current input, after its persist batch.
     out: Vec<Action>,
+    /// What failed batches held, written again with the next batch (not
+    /// the one answering the failure, so a disk that keeps failing costs
+    /// one failed batch per input, not a loop).
+    unpersisted: Unpersisted,
+    /// Set while handling a persist failure: its flush does not retry.
+    persist_failing: bool,
     counters: Counters,
     now_ms: u64,
 }
@@ -116,6 +122,19 @@ struct PendingBatch {
     applied: Vec<(StateKey, Dot)>,
     commands: Vec<u64>,
     local_keys: BTreeSet<StateKey>,
+    /// What the batch wrote, to write again if it fails (what it held
+    /// besides the undone local writes — versions merged from peers,
+    /// knowledge, graves, member records — stays in memory and must reach
+    /// the disk with a later batch).
+    written: Unpersisted,
+}
+
+/// Keys, knowledge origins and member records a failed batch held.
+#[derive(Clone, Debug, Default)]
+struct Unpersisted {
+    keys: BTreeSet<StateKey>,
+    origins: BTreeSet<NodeId>,
+    members: BTreeSet<NodeId>,
 }
 
 impl Engine {
@@ -179,6 +198,8 @@ impl Engine {
             last_batch: None,
             pending: PendingBatch::default(),
             out: Vec::new(),
+            unpersisted: Unpersisted::default(),
+            persist_failing: false,
             counters: Counters::default(),
             now_ms,
         };
@@ -385,9 +406,14 @@ impl Engine {
 
     /// Emit the persist batch (first) and watch events for this input.
     fn flush(&mut self) -> Vec<Action> {
+        if !std::mem::take(&mut self.persist_failing) {
+            let retry = std::mem::take(&mut self.unpersisted);
+            self.state.mark_dirty(retry.keys, retry.origins);
+            self.members.mark_dirty(retry.members);
+        }
         let dirty = self.state.take_dirty();
         let member_dirty = self.members.take_dirty();
-        let pending = std::mem::take(&mut self.pending);
+        let mut pending = std::mem::take(&mut self.pending);
         let mut head = Vec::new();
         if !dirty.keys.is_empty() || !dirty.origins.is_empty() || !member_dirty.is_empty() {
             let mut events = Vec::new();
@@ -449,6 +475,11 @@ impl Engine {
                     hlc: self.clock.last(),
                     left: self.left,
                 },
+            };
+            pending.written = Unpersisted {
+                keys: dirty.keys.clone(),
+                origins: dirty.origins.clone(),
+                members: member_dirty.clone(),
             };
             self.last_batch = Some((batch.id, pending));
             self.next_batch_id += 1;

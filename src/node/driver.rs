@@ -376,7 +376,7 @@ impl Driver {
                 let _ = reply.send(sent.map(|_| ()).map_err(|e| e.to_string()));
             }
             #[cfg(feature = "test-utils")]
-            Request::RawRequest { to, bytes, reply } => {
+            Request::RawSync { to, bytes, reply } => {
                 let peer = peer_id_of(&to).filter(|p| !self.blocked.contains(p) && !self.denied.contains(p));
                 let Some(peer) = peer else {
                     let _ = reply.send(Err("not a peer this node may reach".into()));

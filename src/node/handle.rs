@@ -481,7 +481,7 @@ impl NodeHandle {
     pub async fn test_request_raw(&self, to: NodeId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
         let (reply, rx) = oneshot::channel();
         self.tx
-            .send(Request::RawRequest { to, bytes, reply })
+            .send(Request::RawSync { to, bytes, reply })
             .await
             .map_err(|_| NodeError::Stopped.to_string())?;
         rx.await.map_err(|_| NodeError::Stopped.to_string())?

@@ -71,7 +71,7 @@ pub(crate) enum Request {
     /// produce as a sync request. The answer (or failure) goes back on
     /// `reply`, never to the engine.
     #[cfg(feature = "test-utils")]
-    RawRequest {
+    RawSync {
         to: NodeId,
         bytes: Vec<u8>,
         reply: oneshot::Sender<Result<Vec<u8>, String>>,

@@ -62,7 +62,15 @@ pub(crate) struct Driver {
     /// Effects of the input being driven that need to read the engine; run
     /// in order once it returns.
     after: Vec<After>,
+    /// Test hook: requests sent for a test, not the engine, by id, with
+    /// where their answer goes. Never in `outbound`, so their answers and
+    /// failures never reach the engine.
+    #[cfg(feature = "test-utils")]
+    raw_outbound: HashMap<request_response::OutboundRequestId, RawReply>,
 }
+
+#[cfg(feature = "test-utils")]
+type RawReply = oneshot::Sender<Result<Vec<u8>, String>>;
 
 /// An effect the runtime cannot complete while the engine is driving
 /// (borrowed mutably): a send needs the member's addresses and a watch
@@ -177,6 +185,8 @@ impl Driver {
             stopping: None,
             latency,
             after: Vec::new(),
+            #[cfg(feature = "test-utils")]
+            raw_outbound: HashMap::new(),
         }
     }
 
@@ -356,6 +366,30 @@ impl Driver {
                 }
                 self.stopping = Some(reply);
             }
+            #[cfg(feature = "test-utils")]
+            Request::RawPublish { topic, bytes, reply } => {
+                let t = match topic {
+                    Topic::Heartbeat => self.names.heartbeat_topic.clone(),
+                    Topic::Delta => self.names.delta_topic.clone(),
+                };
+                let sent = self.swarm.behaviour_mut().gossipsub.publish(t, bytes);
+                let _ = reply.send(sent.map(|_| ()).map_err(|e| e.to_string()));
+            }
+            #[cfg(feature = "test-utils")]
+            Request::RawSync { to, bytes, reply } => {
+                let peer = peer_id_of(&to).filter(|p| !self.blocked.contains(p) && !self.denied.contains(p));
+                let Some(peer) = peer else {
+                    let _ = reply.send(Err("not a peer this node may reach".into()));
+                    return;
+                };
+                let addrs = self.member_addrs(&to);
+                let rr = self
+                    .swarm
+                    .behaviour_mut()
+                    .sync
+                    .send_request_with_addresses(&peer, bytes, addrs);
+                self.raw_outbound.insert(rr, reply);
+            }
         }
     }
 
@@ -479,6 +513,11 @@ impl Driver {
                         self.inbound.remove(&id);
                     }
                     request_response::Message::Response { request_id, response } => {
+                        #[cfg(feature = "test-utils")]
+                        if let Some(tx) = self.raw_outbound.remove(&request_id) {
+                            let _ = tx.send(Ok(response));
+                            return;
+                        }
                         self.latency.response_received(&request_id);
                         if let Some(id) = self.outbound.remove(&request_id) {
                             self.feed(Input::Response {
@@ -493,6 +532,11 @@ impl Driver {
             request_response::Event::OutboundFailure {
                 request_id, error, ..
             } => {
+                #[cfg(feature = "test-utils")]
+                if let Some(tx) = self.raw_outbound.remove(&request_id) {
+                    let _ = tx.send(Err(error.to_string()));
+                    return;
+                }
                 tracing::debug!(%error, "sync request failed");
                 self.latency.request_failed(&request_id);
                 if let Some(id) = self.outbound.remove(&request_id) {

@@ -450,4 +450,40 @@ impl NodeHandle {
     pub(crate) fn latency_metrics(&self) -> &Arc<NodeMetrics> {
         &self.metrics
     }
+
+    // --- Test hooks (feature `test-utils`): a hostile peer for
+    // `tests/hostile_node.rs`. Not part of the API.
+
+    /// **Test hook** (feature `test-utils`; not a stable API): publish
+    /// `bytes`, which this node's engine did not produce, on the cluster's
+    /// gossip `topic`, as this node. The engine neither sees nor counts
+    /// them. `Err` says why gossipsub refused them (no peer on the topic,
+    /// a duplicate) or that the node stopped.
+    #[cfg(feature = "test-utils")]
+    #[doc(hidden)]
+    pub async fn test_publish_raw(&self, topic: crate::core::Topic, bytes: Vec<u8>) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::RawPublish { topic, bytes, reply })
+            .await
+            .map_err(|_| NodeError::Stopped.to_string())?;
+        rx.await.map_err(|_| NodeError::Stopped.to_string())?
+    }
+
+    /// **Test hook** (feature `test-utils`; not a stable API): send `bytes`,
+    /// which this node's engine did not produce, to `to` as a sync request
+    /// over the request-response protocol, and wait for the answer. The
+    /// answer (or the failure: no answer, a timeout, a closed connection)
+    /// comes back here and never reaches the engine, which did not make
+    /// the request.
+    #[cfg(feature = "test-utils")]
+    #[doc(hidden)]
+    pub async fn test_request_raw(&self, to: NodeId, bytes: Vec<u8>) -> Result<Vec<u8>, String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Request::RawSync { to, bytes, reply })
+            .await
+            .map_err(|_| NodeError::Stopped.to_string())?;
+        rx.await.map_err(|_| NodeError::Stopped.to_string())?
+    }
 }

@@ -7,6 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use libp2p::{Multiaddr, PeerId};
 use tokio::sync::oneshot;
 
+#[cfg(feature = "test-utils")]
+use crate::core::Topic;
 use crate::core::{
     Command, CommandError, CommandOutput, Config, ConfigError, Engine, NodeId, SnapshotRequired,
 };
@@ -57,4 +59,21 @@ pub(crate) enum Request {
     },
     /// Stop the node, announcing a leave first if `leave`.
     Shutdown { leave: bool, reply: oneshot::Sender<()> },
+    /// Test hook (feature `test-utils`): publish bytes the engine did not
+    /// produce; the reply says whether gossipsub took them.
+    #[cfg(feature = "test-utils")]
+    RawPublish {
+        topic: Topic,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    /// Test hook (feature `test-utils`): send bytes the engine did not
+    /// produce as a sync request. The answer (or failure) goes back on
+    /// `reply`, never to the engine.
+    #[cfg(feature = "test-utils")]
+    RawSync {
+        to: NodeId,
+        bytes: Vec<u8>,
+        reply: oneshot::Sender<Result<Vec<u8>, String>>,
+    },
 }

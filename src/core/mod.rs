@@ -110,6 +110,8 @@ pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey
 pub use membership::{Member, MemberStatus, Membership, NodeInfo};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
+#[cfg(test)]
+pub(crate) use pick::test_view;
 pub use pick::{
     candidates, instance_zone, Candidates, PickError, PickOptions, PickState, Strategy, ZonePreference,
 };

@@ -351,6 +351,39 @@ fn rendezvous(key: &[u8], candidates: &[&ServiceView]) -> usize {
     best.0
 }
 
+/// A service instance `prod/api/<id>` for tests.
+#[cfg(test)]
+pub(crate) fn test_view(id: &str, weight: u8, health: HealthStatus, tags: &[&str]) -> ServiceView {
+    ServiceView {
+        namespace: crate::core::Namespace::new("prod").unwrap(),
+        service: crate::core::ServiceName::new("api").unwrap(),
+        instance: InstanceId::new(id).unwrap(),
+        spec: crate::core::ServiceSpec {
+            address: "10.0.0.1".into(),
+            port: 80,
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            metadata: BTreeMap::new(),
+            weight,
+            ttl_ms: None,
+        },
+        owner: crate::core::NodeId::from_index(1),
+        reported_health: health,
+        health,
+        version: crate::core::engine::VersionInfo {
+            id: crate::core::VersionId(0),
+            hlc: crate::core::Hlc {
+                wall_ms: 0,
+                logical: 0,
+            },
+            origin: crate::core::NodeId::from_index(1),
+            seq: 1,
+            checksum: 0,
+            size: 0,
+            deleted: false,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
@@ -359,38 +392,9 @@ mod tests {
     use rand_chacha::ChaCha8Rng;
 
     use super::*;
-    use crate::core::engine::VersionInfo;
-    use crate::core::{Hlc, Namespace, NodeId, ServiceName, ServiceSpec, VersionId};
 
     fn view(id: &str, weight: u8, health: HealthStatus, tags: &[&str]) -> ServiceView {
-        ServiceView {
-            namespace: Namespace::new("prod").unwrap(),
-            service: ServiceName::new("api").unwrap(),
-            instance: InstanceId::new(id).unwrap(),
-            spec: ServiceSpec {
-                address: "10.0.0.1".into(),
-                port: 80,
-                tags: tags.iter().map(|t| t.to_string()).collect(),
-                metadata: BTreeMap::new(),
-                weight,
-                ttl_ms: None,
-            },
-            owner: NodeId::from_index(1),
-            reported_health: health,
-            health,
-            version: VersionInfo {
-                id: VersionId(0),
-                hlc: Hlc {
-                    wall_ms: 0,
-                    logical: 0,
-                },
-                origin: NodeId::from_index(1),
-                seq: 1,
-                checksum: 0,
-                size: 0,
-                deleted: false,
-            },
-        }
+        test_view(id, weight, health, tags)
     }
 
     fn passing(id: &str, weight: u8) -> ServiceView {

@@ -97,7 +97,7 @@ fn bench_core_pick(c: &mut Criterion) {
 
 #[cfg(feature = "node")]
 fn bench_node_pick(c: &mut Criterion) {
-    use starling::core::PickOptions;
+    use starling::core::{PickOptions, ServiceQuery};
     use starling::node::{Node, NodeConfig};
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -126,6 +126,15 @@ fn bench_node_pick(c: &mut Criterion) {
         node
     });
     let mut g = c.benchmark_group("node_pick_100");
+    // Baseline: the list read a pick starts with (node task round trip,
+    // 100 instance views built and returned).
+    g.bench_function("list_baseline", |b| {
+        b.iter(|| {
+            rt.block_on(node.services(&ns, &api, ServiceQuery::default()))
+                .expect("node answers")
+                .len()
+        })
+    });
     for (name, strategy) in strategies() {
         let options = PickOptions::new(strategy);
         g.bench_function(name, |b| {

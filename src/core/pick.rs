@@ -261,9 +261,14 @@ impl PickState {
         self.outstanding.get(instance).copied().unwrap_or(0)
     }
 
-    /// Forget the round-robin weight of every instance not in `registered`
-    /// (in-flight counts stay until their requests end).
+    /// Forget the round-robin weights of instances not in `registered`
+    /// once more weights are held than instances are registered (so at
+    /// most that many are kept, and the common case costs nothing).
+    /// In-flight counts stay until their requests end.
     pub fn retain_registered(&mut self, registered: &[ServiceView]) {
+        if self.current.len() <= registered.len() {
+            return;
+        }
         let ids: BTreeSet<&InstanceId> = registered.iter().map(|v| &v.instance).collect();
         self.current.retain(|id, _| ids.contains(id));
     }
@@ -278,10 +283,21 @@ impl PickState {
         let total: i64 = candidates.iter().map(|v| i64::from(weight(v))).sum();
         let mut best: Option<(usize, i64)> = None;
         for (i, v) in candidates.iter().enumerate() {
-            let cw = self.current.entry(v.instance.clone()).or_insert(0);
-            *cw += i64::from(weight(v));
-            if best.is_none_or(|(_, b)| *cw > b) {
-                best = Some((i, *cw));
+            let w = i64::from(weight(v));
+            // No allocation on the common path: the id is cloned only the
+            // first time an instance is seen.
+            let cw = match self.current.get_mut(&v.instance) {
+                Some(cw) => {
+                    *cw += w;
+                    *cw
+                }
+                None => {
+                    self.current.insert(v.instance.clone(), w);
+                    w
+                }
+            };
+            if best.is_none_or(|(_, b)| cw > b) {
+                best = Some((i, cw));
             }
         }
         let (i, _) = best.expect("candidates is not empty");

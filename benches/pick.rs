@@ -30,7 +30,9 @@ fn spec(i: usize) -> ServiceSpec {
         address: format!("10.0.{}.{}", i / 250, i % 250),
         port: 8080,
         tags: ["v1".to_string()].into_iter().collect(),
-        metadata: [("zone".to_string(), format!("z{}", i % 3))].into_iter().collect(),
+        metadata: [("zone".to_string(), format!("z{}", i % 3))]
+            .into_iter()
+            .collect(),
         weight: u8::try_from(1 + i % 100).expect("weight fits"),
         ttl_ms: None,
     }
@@ -74,7 +76,12 @@ fn strategies() -> [(&'static str, Strategy); 4] {
         ("random", Strategy::WeightedRandom),
         ("round_robin", Strategy::RoundRobin),
         ("least_outstanding", Strategy::LeastOutstanding),
-        ("hash", Strategy::Hash { key: "user-4242".into() }),
+        (
+            "hash",
+            Strategy::Hash {
+                key: "user-4242".into(),
+            },
+        ),
     ]
 }
 
@@ -88,7 +95,9 @@ fn bench_core_pick(c: &mut Criterion) {
         g.bench_function(name, |b| {
             b.iter(|| {
                 let cands = candidates(black_box(&vs), &tags, Some("z1")).expect("eligible instances");
-                state.pick(&cands.instances, &strategy, &mut rng).map(|v| v.spec.port)
+                state
+                    .pick(&cands.instances, &strategy, &mut rng)
+                    .map(|v| v.spec.port)
             })
         });
     }

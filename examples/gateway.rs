@@ -101,7 +101,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// route simulated requests to them three ways, printing where they went.
 /// In a deployment each upstream registers itself from its own node and
 /// every gateway node sees them by gossip.
-async fn route_simulated_requests(node: &NodeHandle, ns: &Namespace) -> Result<(), Box<dyn std::error::Error>> {
+async fn route_simulated_requests(
+    node: &NodeHandle,
+    ns: &Namespace,
+) -> Result<(), Box<dyn std::error::Error>> {
     let api = ServiceName::new("api")?;
     for (id, port, weight) in [("api-1", 9001, 50), ("api-2", 9002, 30), ("api-3", 9003, 20)] {
         let spec = ServiceSpec {
@@ -112,7 +115,8 @@ async fn route_simulated_requests(node: &NodeHandle, ns: &Namespace) -> Result<(
             weight,
             ttl_ms: None,
         };
-        node.register_service(ns, &api, &InstanceId::new(id)?, spec).await?;
+        node.register_service(ns, &api, &InstanceId::new(id)?, spec)
+            .await?;
     }
 
     // Sticky sessions: every request of a user goes to the same upstream
@@ -155,7 +159,8 @@ async fn route_simulated_requests(node: &NodeHandle, ns: &Namespace) -> Result<(
             .pick(ns, &api, PickOptions::new(Strategy::LeastOutstanding))
             .await?
             .ok_or("no upstream")?;
-        *lo.entry(picked.instance().instance.as_str().to_string()).or_default() += 1;
+        *lo.entry(picked.instance().instance.as_str().to_string())
+            .or_default() += 1;
         in_flight.push_back(picked);
         if in_flight.len() > 8 {
             in_flight.pop_front(); // that request ended

@@ -735,10 +735,12 @@ fn service_picks_choose_one_eligible_instance_by_strategy() {
     let n = TestNode::start_with(|c| {
         c.tags.insert("zone".into(), "z1".into());
     });
-    let inst = |zone: &str, tags: &[&str]| {
-        json!({"address": "10.0.0.1", "port": 80, "tags": tags, "metadata": {"zone": zone}})
-    };
-    for (id, zone, tags) in [("a", "z1", &["v1"][..]), ("b", "z2", &["v1"]), ("c", "z2", &["v2"])] {
+    let inst = |zone: &str, tags: &[&str]| json!({"address": "10.0.0.1", "port": 80, "tags": tags, "metadata": {"zone": zone}});
+    for (id, zone, tags) in [
+        ("a", "z1", &["v1"][..]),
+        ("b", "z2", &["v1"]),
+        ("c", "z2", &["v2"]),
+    ] {
         let r = n.put_json(&format!("/v1/services/prod/api/{id}"), &inst(zone, tags));
         assert_eq!(r.status, 200, "{}", r.json());
     }
@@ -755,7 +757,8 @@ fn service_picks_choose_one_eligible_instance_by_strategy() {
         assert_eq!(picked(&q), picked(&q), "{key}");
     }
     // Round robin over equal weights visits every instance in a cycle.
-    let cycle: std::collections::BTreeSet<String> = (0..3).map(|_| picked("pick=round_robin&zone=")).collect();
+    let cycle: std::collections::BTreeSet<String> =
+        (0..3).map(|_| picked("pick=round_robin&zone=")).collect();
     assert_eq!(cycle.len(), 3, "{cycle:?}");
     // Locality: this node's zone by default, another zone when asked.
     for _ in 0..5 {
@@ -764,7 +767,10 @@ fn service_picks_choose_one_eligible_instance_by_strategy() {
     }
     // Tags are required; health: critical never, passing before warning.
     assert_eq!(picked("pick=random&tag=v2"), "c");
-    n.put_json("/v1/services/prod/api/c/heartbeat", &json!({"health": "critical"}));
+    n.put_json(
+        "/v1/services/prod/api/c/heartbeat",
+        &json!({"health": "critical"}),
+    );
     n.get("/v1/services/prod/api?pick=random&tag=v2")
         .expect_error(404, "not_found");
     n.put_json("/v1/services/prod/api/a/heartbeat", &json!({"health": "warning"}));
@@ -782,7 +788,10 @@ fn service_picks_choose_one_eligible_instance_by_strategy() {
     assert!(none["error"].as_str().unwrap().contains("prod/nothing"), "{none}");
     // Without `pick` the list is unchanged.
     assert_eq!(
-        n.get("/v1/services/prod/api").json()["instances"].as_array().unwrap().len(),
+        n.get("/v1/services/prod/api").json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
         3
     );
 }

@@ -5,8 +5,8 @@
 //! from an RNG passed in; the state that must outlive one pick (the smooth
 //! round-robin weights, the requests in flight per instance) is a
 //! [`PickState`] the caller keeps — the node keeps one per service beside
-//! its [`NodeHandle`](../../starling/node/struct.NodeHandle.html), never in the
-//! protocol engine, because it is local to this node and not replicated.
+//! its `NodeHandle` (`NodeHandle::pick`), never in the protocol engine,
+//! because it is local to this node and not replicated.
 //!
 //! # Eligibility ([`candidates`])
 //! 1. An instance with weight 0 never gets traffic (drained), nor does a
@@ -433,7 +433,10 @@ mod tests {
     fn strategies_parse_by_name_and_hash_needs_a_key() {
         assert_eq!(Strategy::parse("random", None), Ok(Strategy::WeightedRandom));
         assert_eq!(Strategy::parse("round_robin", None), Ok(Strategy::RoundRobin));
-        assert_eq!(Strategy::parse("least_outstanding", None), Ok(Strategy::LeastOutstanding));
+        assert_eq!(
+            Strategy::parse("least_outstanding", None),
+            Ok(Strategy::LeastOutstanding)
+        );
         assert_eq!(
             Strategy::parse("hash", Some("u1")),
             Ok(Strategy::Hash { key: "u1".into() })
@@ -518,8 +521,14 @@ mod tests {
     fn hash_sends_a_key_to_the_same_instance_every_time() {
         let vs = [passing("a", 100), passing("b", 100), passing("c", 100)];
         let mut st = PickState::default();
-        let strategy = Strategy::Hash { key: "user-42".into() };
-        let first = st.pick(&refs(&vs), &strategy, &mut rng()).unwrap().instance.clone();
+        let strategy = Strategy::Hash {
+            key: "user-42".into(),
+        };
+        let first = st
+            .pick(&refs(&vs), &strategy, &mut rng())
+            .unwrap()
+            .instance
+            .clone();
         for seed in 0..20 {
             let mut r = ChaCha8Rng::seed_from_u64(seed);
             assert_eq!(st.pick(&refs(&vs), &strategy, &mut r).unwrap().instance, first);
@@ -531,7 +540,9 @@ mod tests {
         let mut st = PickState::default();
         (0..keys)
             .map(|k| {
-                let s = Strategy::Hash { key: format!("key-{k}") };
+                let s = Strategy::Hash {
+                    key: format!("key-{k}"),
+                };
                 st.pick(&refs(vs), &s, &mut rng()).unwrap().instance.clone()
             })
             .collect()
@@ -594,12 +605,20 @@ mod tests {
             view("c", 100, HealthStatus::Critical, &[]),
         ];
         let c = candidates(&vs, &BTreeSet::new(), None).unwrap();
-        assert_eq!((ids(&c.instances), c.health), (vec!["b".to_string()], HealthStatus::Passing));
+        assert_eq!(
+            (ids(&c.instances), c.health),
+            (vec!["b".to_string()], HealthStatus::Passing)
+        );
         let c = candidates(&vs[..1], &BTreeSet::new(), None).unwrap();
-        assert_eq!((ids(&c.instances), c.health), (vec!["a".to_string()], HealthStatus::Warning));
+        assert_eq!(
+            (ids(&c.instances), c.health),
+            (vec!["a".to_string()], HealthStatus::Warning)
+        );
         let warn_and_critical = [vs[0].clone(), vs[2].clone()];
         assert_eq!(
-            ids(&candidates(&warn_and_critical, &BTreeSet::new(), None).unwrap().instances),
+            ids(&candidates(&warn_and_critical, &BTreeSet::new(), None)
+                .unwrap()
+                .instances),
             ["a"]
         );
         assert_eq!(candidates(&vs[2..], &BTreeSet::new(), None), None);
@@ -630,10 +649,16 @@ mod tests {
         c.spec.metadata.insert("zone".into(), "z3".into());
         let vs = [a, b, c];
         let z = |zone| candidates(&vs, &BTreeSet::new(), Some(zone)).unwrap();
-        assert_eq!((ids(&z("z1").instances), z("z1").local), (vec!["a".to_string()], true));
+        assert_eq!(
+            (ids(&z("z1").instances), z("z1").local),
+            (vec!["a".to_string()], true)
+        );
         assert_eq!(ids(&z("z2").instances), ["b"]);
         // Nobody passing in z3 (c only warns): passing instances of any zone.
-        assert_eq!((ids(&z("z3").instances), z("z3").local), (vec!["a".into(), "b".into()], false));
+        assert_eq!(
+            (ids(&z("z3").instances), z("z3").local),
+            (vec!["a".into(), "b".into()], false)
+        );
         assert_eq!(ids(&z("nowhere").instances), ["a", "b"]);
         assert_eq!(instance_zone(&vs[1]), Some("z2"));
     }
@@ -651,20 +676,35 @@ mod tests {
         let mut seen = BTreeSet::new();
         let mut r = rng();
         for _ in 0..200 {
-            seen.insert(st.pick(&refs(&vs), &Strategy::LeastOutstanding, &mut r).unwrap().instance.clone());
+            seen.insert(
+                st.pick(&refs(&vs), &Strategy::LeastOutstanding, &mut r)
+                    .unwrap()
+                    .instance
+                    .clone(),
+            );
         }
         assert_eq!(seen, [b.clone(), c.clone()].into());
         st.begin(c);
         // c: 2/50 = 4/100 now: b alone is least loaded.
         for _ in 0..50 {
-            assert_eq!(&st.pick(&refs(&vs), &Strategy::LeastOutstanding, &mut r).unwrap().instance, b);
+            assert_eq!(
+                &st.pick(&refs(&vs), &Strategy::LeastOutstanding, &mut r)
+                    .unwrap()
+                    .instance,
+                b
+            );
         }
         st.end(a);
         st.end(a);
         st.end(a);
         st.end(a); // one end too many: ignored
         assert_eq!(st.outstanding(a), 0);
-        assert_eq!(&st.pick(&refs(&vs), &Strategy::LeastOutstanding, &mut r).unwrap().instance, a);
+        assert_eq!(
+            &st.pick(&refs(&vs), &Strategy::LeastOutstanding, &mut r)
+                .unwrap()
+                .instance,
+            a
+        );
         st.end(b);
         st.end(c);
         assert!(st.is_idle());
@@ -677,7 +717,10 @@ mod tests {
         st.pick(&refs(&vs), &Strategy::RoundRobin, &mut rng());
         assert_eq!(st.current.len(), 2);
         st.retain_registered(&vs[..1]);
-        assert_eq!(st.current.keys().map(InstanceId::as_str).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            st.current.keys().map(InstanceId::as_str).collect::<Vec<_>>(),
+            ["a"]
+        );
         assert_eq!(st.pick(&[], &Strategy::RoundRobin, &mut rng()), None);
     }
 }

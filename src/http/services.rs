@@ -77,8 +77,8 @@ async fn pick(
     strategy: &str,
     q: &QueryPairs,
 ) -> Result<Json<api::ServiceInstance>, ApiError> {
-    let strategy =
-        Strategy::parse(strategy, q.get("key")).map_err(|e| ApiError::bad_request("invalid_pick", e.to_string()))?;
+    let strategy = Strategy::parse(strategy, q.get("key"))
+        .map_err(|e| ApiError::bad_request("invalid_pick", e.to_string()))?;
     let mut options = PickOptions::new(strategy).with_zone(match q.get("zone") {
         None => ZonePreference::Local,
         Some("") => ZonePreference::Any,
@@ -90,7 +90,11 @@ async fn pick(
         // is not counted in flight past this answer.
         return Ok(Json(api::ServiceInstance::from(&picked.into_instance())));
     }
-    let registered = app.node.services(ns, service, ServiceQuery::default()).await?.len();
+    let registered = app
+        .node
+        .services(ns, service, ServiceQuery::default())
+        .await?
+        .len();
     let ns_svc = format!("{}/{}", ns.as_str(), service.as_str());
     Err(ApiError::not_found(if registered == 0 {
         format!("no instance of {ns_svc} is registered")

@@ -52,7 +52,12 @@ impl NodeHandle {
 
     /// Requests to an instance this node's picks count as in flight (a
     /// [`Picked`] not yet dropped).
-    pub fn picks_in_flight(&self, namespace: &Namespace, service: &ServiceName, instance: &InstanceId) -> u32 {
+    pub fn picks_in_flight(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        instance: &InstanceId,
+    ) -> u32 {
         self.picker.outstanding(namespace, service, instance)
     }
 }

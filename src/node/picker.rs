@@ -146,7 +146,12 @@ impl Picker {
     }
 
     /// Requests in flight to an instance.
-    pub(crate) fn outstanding(&self, namespace: &Namespace, service: &ServiceName, instance: &InstanceId) -> u32 {
+    pub(crate) fn outstanding(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        instance: &InstanceId,
+    ) -> u32 {
         self.lock()
             .services
             .get(&(namespace.clone(), service.clone()))
@@ -202,7 +207,14 @@ mod tests {
         assert_eq!(picker.outstanding(&ns, &svc, &a), 0);
         // b is busy, a is free again.
         for _ in 0..10 {
-            assert_eq!(picker.pick(&ns, &svc, &vs, &lo, None).unwrap().instance().instance, a);
+            assert_eq!(
+                picker
+                    .pick(&ns, &svc, &vs, &lo, None)
+                    .unwrap()
+                    .instance()
+                    .instance,
+                a
+            );
         }
         drop(second);
         assert_eq!(picker.outstanding(&ns, &svc, &vs[1].instance), 0);
@@ -219,13 +231,32 @@ mod tests {
         let rr = PickOptions::new(Strategy::RoundRobin);
         for _ in 0..4 {
             let p = picker.pick(&ns, &svc, &vs, &rr, Some("z2")).unwrap();
-            assert_eq!((p.instance().instance.as_str(), p.in_preferred_zone()), ("b", true));
+            assert_eq!(
+                (p.instance().instance.as_str(), p.in_preferred_zone()),
+                ("b", true)
+            );
         }
         let z1 = rr.clone().with_zone(ZonePreference::Zone("z1".into()));
-        assert_eq!(picker.pick(&ns, &svc, &vs, &z1, Some("z2")).unwrap().instance().instance.as_str(), "a");
+        assert_eq!(
+            picker
+                .pick(&ns, &svc, &vs, &z1, Some("z2"))
+                .unwrap()
+                .instance()
+                .instance
+                .as_str(),
+            "a"
+        );
         let any = rr.with_zone(ZonePreference::Any);
         let seen: std::collections::BTreeSet<String> = (0..4)
-            .map(|_| picker.pick(&ns, &svc, &vs, &any, Some("z2")).unwrap().instance().instance.as_str().to_string())
+            .map(|_| {
+                picker
+                    .pick(&ns, &svc, &vs, &any, Some("z2"))
+                    .unwrap()
+                    .instance()
+                    .instance
+                    .as_str()
+                    .to_string()
+            })
             .collect();
         assert_eq!(seen.len(), 2);
     }
@@ -248,7 +279,10 @@ mod tests {
         let p = picker.pick(&ns, &svc, &vs, &rr, None).unwrap();
         // Only the service with a request in flight kept its state.
         assert_eq!(picker.services(), 2);
-        assert_eq!(picker.outstanding(&ns, &ServiceName::new("held").unwrap(), &vs[0].instance), 1);
+        assert_eq!(
+            picker.outstanding(&ns, &ServiceName::new("held").unwrap(), &vs[0].instance),
+            1
+        );
         drop((held, p));
     }
 }

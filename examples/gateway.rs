@@ -1,19 +1,23 @@
 //! Embedding Starling in an edge gateway.
 //!
 //! The gateway keeps its routing table in Starling config keys, registers
-//! itself as a service instance with a TTL, and follows route changes with a
-//! watch — reading its last known routes from local state even when it
-//! starts with no peers reachable.
+//! itself as a service instance with a TTL, routes requests to the
+//! instances of an upstream service with `NodeHandle::pick` (sticky by user
+//! with consistent hashing, smooth weighted round robin, least outstanding
+//! requests), and follows route changes with a watch — reading its last
+//! known routes from local state even when it starts with no peers
+//! reachable.
 //!
 //! ```text
 //! cargo run --example gateway -- [--data-dir DIR] [--bootstrap MULTIADDR]
 //! ```
 
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Duration;
 
 use futures::StreamExt;
-use starling::core::{InstanceId, Key, Namespace, ServiceName, ServiceSpec};
-use starling::node::{Node, NodeConfig, WatchFilter, WatchItem};
+use starling::core::{InstanceId, Key, Namespace, PickOptions, ServiceName, ServiceSpec, Strategy};
+use starling::node::{Node, NodeConfig, NodeHandle, WatchFilter, WatchItem};
 
 fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
@@ -58,6 +62,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     node.register_service(&ns, &svc, &inst, spec).await?;
 
+    route_simulated_requests(&node, &ns).await?;
+
     // Follow route changes for a little while, heartbeating the instance.
     let mut watch = node
         .watch(
@@ -88,5 +94,78 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     node.shutdown().await?;
+    Ok(())
+}
+
+/// Register three upstream instances of `api` (weights 50 / 30 / 20) and
+/// route simulated requests to them three ways, printing where they went.
+/// In a deployment each upstream registers itself from its own node and
+/// every gateway node sees them by gossip.
+async fn route_simulated_requests(
+    node: &NodeHandle,
+    ns: &Namespace,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let api = ServiceName::new("api")?;
+    for (id, port, weight) in [("api-1", 9001, 50), ("api-2", 9002, 30), ("api-3", 9003, 20)] {
+        let spec = ServiceSpec {
+            address: "127.0.0.1".into(),
+            port,
+            tags: Default::default(),
+            metadata: Default::default(),
+            weight,
+            ttl_ms: None,
+        };
+        node.register_service(ns, &api, &InstanceId::new(id)?, spec)
+            .await?;
+    }
+
+    // Sticky sessions: every request of a user goes to the same upstream
+    // (rendezvous hashing: only ~1/N of users move when an upstream goes).
+    let mut per_user: BTreeMap<String, BTreeMap<String, u32>> = BTreeMap::new();
+    let mut hashed = BTreeMap::<String, u32>::new();
+    for r in 0..1_000 {
+        let user = format!("user-{}", r % 40);
+        let by_user = PickOptions::new(Strategy::Hash { key: user.clone() });
+        let picked = node.pick(ns, &api, by_user).await?.ok_or("no upstream")?;
+        let to = picked.instance().instance.as_str().to_string();
+        *per_user.entry(user).or_default().entry(to.clone()).or_default() += 1;
+        *hashed.entry(to).or_default() += 1;
+    }
+    let sticky = per_user.values().all(|upstreams| upstreams.len() == 1);
+    println!("hash by user:  {hashed:?} (each of 40 users on one upstream: {sticky})");
+
+    // Smooth weighted round robin: shares exactly 5:3:2, interleaved.
+    let mut order = String::new();
+    let mut rr = BTreeMap::<String, u32>::new();
+    for _ in 0..1_000 {
+        let picked = node
+            .pick(ns, &api, PickOptions::new(Strategy::RoundRobin))
+            .await?
+            .ok_or("no upstream")?;
+        let to = picked.instance().instance.as_str().to_string();
+        if order.len() < 10 {
+            order.push(to.chars().last().unwrap_or('?'));
+        }
+        *rr.entry(to).or_default() += 1;
+    }
+    println!("round robin:   {rr:?} (first ten: {order})");
+
+    // Least outstanding: a request is in flight while its `Picked` lives;
+    // keep 8 in flight, ending the oldest each time a new one starts.
+    let mut in_flight = VecDeque::new();
+    let mut lo = BTreeMap::<String, u32>::new();
+    for _ in 0..1_000 {
+        let picked = node
+            .pick(ns, &api, PickOptions::new(Strategy::LeastOutstanding))
+            .await?
+            .ok_or("no upstream")?;
+        *lo.entry(picked.instance().instance.as_str().to_string())
+            .or_default() += 1;
+        in_flight.push_back(picked);
+        if in_flight.len() > 8 {
+            in_flight.pop_front(); // that request ended
+        }
+    }
+    println!("least outstanding: {lo:?}");
     Ok(())
 }

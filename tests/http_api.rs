@@ -728,3 +728,70 @@ fn member_watch_streams_membership_changes() {
     assert_eq!(e["type"], "member");
     assert_eq!(e["member"]["node_id"], n.node.peer_id().as_str());
 }
+
+#[test]
+fn service_picks_choose_one_eligible_instance_by_strategy() {
+    // The node has zone tag z1: a pick with no `zone` prefers z1.
+    let n = TestNode::start_with(|c| {
+        c.tags.insert("zone".into(), "z1".into());
+    });
+    let inst = |zone: &str, tags: &[&str]| json!({"address": "10.0.0.1", "port": 80, "tags": tags, "metadata": {"zone": zone}});
+    for (id, zone, tags) in [
+        ("a", "z1", &["v1"][..]),
+        ("b", "z2", &["v1"]),
+        ("c", "z2", &["v2"]),
+    ] {
+        let r = n.put_json(&format!("/v1/services/prod/api/{id}"), &inst(zone, tags));
+        assert_eq!(r.status, 200, "{}", r.json());
+    }
+    let picked = |q: &str| {
+        let a = n.get(&format!("/v1/services/prod/api?{q}"));
+        let v = a.json();
+        assert_eq!(a.status, 200, "{q}: {v}");
+        v["instance"].as_str().expect("one instance").to_string()
+    };
+
+    // The same key goes to the same instance, over the whole service.
+    for key in ["k", "user-1", "user-2"] {
+        let q = format!("pick=hash&key={key}&zone=");
+        assert_eq!(picked(&q), picked(&q), "{key}");
+    }
+    // Round robin over equal weights visits every instance in a cycle.
+    let cycle: std::collections::BTreeSet<String> =
+        (0..3).map(|_| picked("pick=round_robin&zone=")).collect();
+    assert_eq!(cycle.len(), 3, "{cycle:?}");
+    // Locality: this node's zone by default, another zone when asked.
+    for _ in 0..5 {
+        assert_eq!(picked("pick=random"), "a");
+        assert_ne!(picked("pick=least_outstanding&zone=z2"), "a");
+    }
+    // Tags are required; health: critical never, passing before warning.
+    assert_eq!(picked("pick=random&tag=v2"), "c");
+    n.put_json(
+        "/v1/services/prod/api/c/heartbeat",
+        &json!({"health": "critical"}),
+    );
+    n.get("/v1/services/prod/api?pick=random&tag=v2")
+        .expect_error(404, "not_found");
+    n.put_json("/v1/services/prod/api/a/heartbeat", &json!({"health": "warning"}));
+    for _ in 0..5 {
+        assert_eq!(picked("pick=random"), "b", "passing b before warning a");
+    }
+
+    n.get("/v1/services/prod/api?pick=bogus")
+        .expect_error(400, "invalid_pick");
+    n.get("/v1/services/prod/api?pick=hash")
+        .expect_error(400, "invalid_pick");
+    let none = n
+        .get("/v1/services/prod/nothing?pick=random")
+        .expect_error(404, "not_found");
+    assert!(none["error"].as_str().unwrap().contains("prod/nothing"), "{none}");
+    // Without `pick` the list is unchanged.
+    assert_eq!(
+        n.get("/v1/services/prod/api").json()["instances"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+}

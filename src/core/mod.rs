@@ -89,6 +89,7 @@ mod ids;
 mod membership;
 mod persist;
 mod phi;
+mod pick;
 mod registry;
 mod runtime;
 mod state;
@@ -109,6 +110,11 @@ pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey
 pub use membership::{Member, MemberStatus, Membership, NodeInfo};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
+#[cfg(test)]
+pub(crate) use pick::test_view;
+pub use pick::{
+    candidates, instance_zone, Candidates, PickError, PickOptions, PickState, Strategy, ZonePreference,
+};
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
 pub use runtime::{RequestRefused, Runtime};
 pub use state::{

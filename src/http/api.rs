@@ -31,6 +31,7 @@
 //! | `PUT`/`DELETE /v1/canary/{ns}/{key}`, `POST .../promote`, `.../abort` | the value's bytes (`PUT`) | [`WriteResponse`] |
 //! | `GET /v1/services/{ns}` | | [`ServiceNames`] |
 //! | `GET /v1/services/{ns}/{service}` | | [`ServiceList`] |
+//! | `GET /v1/services/{ns}/{service}?pick=...` | | [`ServiceInstance`] (the one picked) |
 //! | `PUT /v1/services/{ns}/{service}/{instance}` | [`RegisterRequest`] | [`WriteResponse`] |
 //! | `DELETE /v1/services/{ns}/{service}/{instance}` | | [`WriteResponse`] |
 //! | `PUT /v1/services/{ns}/{service}/{instance}/heartbeat` | [`HeartbeatRequest`] (optional) | [`HeartbeatResponse`] |

@@ -17,6 +17,7 @@
 //! | POST | `/v1/kv/{ns}/{key}/rollback` | `{"version": "<16 hex>"}`: write that version's content again |
 //! | GET | `/v1/services/{ns}` | service names |
 //! | GET | `/v1/services/{ns}/{service}?tag=T&healthy=true` | instances |
+//! | GET | `/v1/services/{ns}/{service}?pick=S&key=K&tag=T&zone=Z` | one instance picked by strategy `S` (`random`, `round_robin`, `least_outstanding`, `hash` with `key`) |
 //! | PUT/DELETE | `/v1/services/{ns}/{service}/{instance}` | register / deregister |
 //! | PUT | `/v1/services/{ns}/{service}/{instance}/heartbeat` | refresh TTL, report health |
 //! | GET | `/v1/watch/kv/{ns}?prefix=P&since=R` | SSE stream of key changes |

@@ -5,11 +5,14 @@ use std::collections::BTreeSet;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::api::{self, WriteResponse};
 use super::{body_error, json_body, namespace, ApiError, App, PathParams, QueryPairs};
-use crate::core::{HealthStatus, InstanceId, ServiceName, ServiceQuery};
+use crate::core::{
+    HealthStatus, InstanceId, Namespace, PickOptions, ServiceName, ServiceQuery, Strategy, ZonePreference,
+};
 
 type InstancePath = PathParams<(String, String, String)>;
 
@@ -37,14 +40,18 @@ pub(crate) async fn names(
 }
 
 /// `GET /v1/services/{ns}/{service}?tag=T&tag=U&healthy=true`: instances
-/// carrying every tag given, only the healthy ones if asked.
+/// carrying every tag given, only the healthy ones if asked. With
+/// `?pick=...`, the one instance a pick chooses (see [`pick`]).
 pub(crate) async fn list(
     State(app): State<App>,
     PathParams((ns, service)): PathParams<(String, String)>,
     q: QueryPairs,
-) -> Result<Json<api::ServiceList>, ApiError> {
+) -> Result<Response, ApiError> {
     let ns = namespace(&ns)?;
     let service = ServiceName::new(service)?;
+    if let Some(strategy) = q.get("pick") {
+        return Ok(pick(&app, &ns, &service, strategy, &q).await?.into_response());
+    }
     let query = ServiceQuery {
         tags: q.all("tag").map(str::to_string).collect::<BTreeSet<_>>(),
         healthy_only: q.flag("healthy")?,
@@ -54,6 +61,49 @@ pub(crate) async fn list(
         instances: instances.iter().map(api::ServiceInstance::from).collect(),
         namespace: ns.as_str().to_string(),
         service: service.as_str().to_string(),
+    })
+    .into_response())
+}
+
+/// `GET /v1/services/{ns}/{service}?pick=random|round_robin|least_outstanding|hash&key=K&tag=T&zone=Z`:
+/// one instance, chosen as [`NodeHandle::pick`](crate::node::NodeHandle::pick)
+/// does. `zone` absent prefers this node's own `zone` tag, `zone=` (empty)
+/// no zone. 400 for an unknown strategy or `hash` without `key`; 404 when no
+/// instance is eligible.
+async fn pick(
+    app: &App,
+    ns: &Namespace,
+    service: &ServiceName,
+    strategy: &str,
+    q: &QueryPairs,
+) -> Result<Json<api::ServiceInstance>, ApiError> {
+    let strategy = Strategy::parse(strategy, q.get("key"))
+        .map_err(|e| ApiError::bad_request("invalid_pick", e.to_string()))?;
+    let mut options = PickOptions::new(strategy).with_zone(match q.get("zone") {
+        None => ZonePreference::Local,
+        Some("") => ZonePreference::Any,
+        Some(z) => ZonePreference::Zone(z.to_string()),
+    });
+    options.tags = q.all("tag").map(str::to_string).collect();
+    if let Some(picked) = app.node.pick(ns, service, options.clone()).await? {
+        // The HTTP client does not report when its request ends: the pick
+        // is not counted in flight past this answer.
+        return Ok(Json(api::ServiceInstance::from(&picked.into_instance())));
+    }
+    let registered = app
+        .node
+        .services(ns, service, ServiceQuery::default())
+        .await?
+        .len();
+    let ns_svc = format!("{}/{}", ns.as_str(), service.as_str());
+    Err(ApiError::not_found(if registered == 0 {
+        format!("no instance of {ns_svc} is registered")
+    } else {
+        let tags: Vec<&str> = options.tags.iter().map(String::as_str).collect();
+        format!(
+            "none of the {registered} instances of {ns_svc} is eligible: \
+             none is passing or warning with weight > 0 and the tags {tags:?}"
+        )
     }))
 }
 

@@ -27,6 +27,8 @@ pub struct NodeHandle {
     pub(crate) node: NodeId,
     /// Latency histograms the node's task observes (for `GET /metrics`).
     pub(crate) metrics: Arc<NodeMetrics>,
+    /// Round-robin and in-flight state of `pick` (see [`NodeHandle::pick`]).
+    pub(crate) picker: Arc<super::picker::Picker>,
 }
 
 impl std::fmt::Debug for NodeHandle {

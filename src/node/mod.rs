@@ -23,9 +23,11 @@
 //! handle asks of the driver (uses `types`, `watch`); `metrics` (uses
 //! `clock`, `types`); `handle` (uses the leaves, `request`, `watch`,
 //! `metrics`); `driver`, the node's task (uses `clock`, `types`, `watch`,
-//! `request`, `metrics`); `start` (uses `driver`, `handle`); and, with the
+//! `request`, `metrics`); `start` (uses `driver`, `handle`, `picker`); and, with the
 //! `test-utils` feature, `testing` (uses `start`, `handle`, `config`,
-//! `error`).
+//! `error`). Picks: `picker`, a leaf holding the per-service pick state
+//! the handle carries; `pick`, `NodeHandle::pick` (uses `handle`,
+//! `picker`, `error`).
 
 mod clock;
 mod config;
@@ -33,6 +35,8 @@ mod driver;
 mod error;
 mod handle;
 pub(crate) mod metrics;
+mod pick;
+mod picker;
 mod request;
 mod start;
 #[cfg(feature = "test-utils")]
@@ -43,6 +47,7 @@ mod watch;
 pub use config::{LogFormat, NodeConfig, NodeConfigError, ReloadError};
 pub use error::NodeError;
 pub use handle::NodeHandle;
+pub use picker::Picked;
 pub use start::Node;
 pub use types::{MemberView, NodeStatus, WatchError, WatchFilter, WatchItem, WriteResult};
 pub use watch::WatchStream;

@@ -20,6 +20,7 @@ use super::driver::Driver;
 use super::error::NodeError;
 use super::handle::NodeHandle;
 use super::metrics::NodeMetrics;
+use super::picker::Picker;
 
 /// Capacity of the handle → node request queue.
 const REQUEST_QUEUE: usize = 1024;
@@ -114,6 +115,7 @@ impl Node {
             tx,
             node: me,
             metrics,
+            picker: Arc::new(Picker::new(xxhash_rust::xxh3::xxh3_64(me.as_bytes()))),
         })
     }
 }

@@ -209,12 +209,22 @@ impl Engine {
     fn on_sync_push(&mut self, from: NodeId, id: u64, push: SyncPush) {
         // Only the second half of a sync this node answered: a push out of
         // the blue (which would make it trim history on the pusher's word)
-        // is refused.
+        // is refused — answered with an empty, incomplete ack, so a
+        // requester whose sync this node forgot (a restart) or a duplicated
+        // push fails fast instead of waiting out its request timeout (the
+        // simulator found silent refusals starving syncs, swarm seed 4009).
         let timeout = self.cfg.sync_timeout_ms;
         let now = self.now_ms;
         let answered = self.sync.served.remove(&from);
         if answered.is_none_or(|at| now.saturating_sub(at) > timeout) {
             self.reject(RejectReason::UnsolicitedPush);
+            let ack = SyncAck {
+                applied: 0,
+                versions: Vec::new(),
+                complete: false,
+            };
+            let bytes = self.encode(&Message::SyncAck(ack));
+            self.out.push(Action::Respond { id, bytes });
             return;
         }
         let mut applied = 0;
@@ -764,10 +774,16 @@ mod tests {
                 bytes,
             },
         );
-        assert!(
-            !out.iter().any(|act| matches!(act, Action::Respond { .. })),
-            "no ack"
-        );
+        match decode(&a, &response(out)) {
+            Message::SyncAck(ack) => {
+                assert_eq!(ack.applied, 0);
+                assert!(
+                    ack.versions.is_empty() && !ack.complete,
+                    "an empty, incomplete ack"
+                );
+            }
+            other => panic!("expected an empty ack, got {other:?}"),
+        }
         assert_eq!(
             a.counters().rejected.get(&RejectReason::UnsolicitedPush),
             Some(&1)

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dots::{Context, Dot};
 use super::hlc::Hlc;
-use super::ids::{NodeId, StateKey};
+use super::ids::{byte_array, NodeId, StateKey};
 use super::membership::NodeInfo;
 use super::state::Payload;
 
@@ -48,28 +48,7 @@ impl Serialize for Signature {
 
 impl<'de> Deserialize<'de> for Signature {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = Signature;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("64 bytes of a signature")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<Signature, E> {
-                <[u8; SIGNATURE_LEN]>::try_from(b)
-                    .map(Signature)
-                    .map_err(|_| E::invalid_length(b.len(), &self))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Signature, A::Error> {
-                let mut out = [0u8; SIGNATURE_LEN];
-                for (i, slot) in out.iter_mut().enumerate() {
-                    *slot = seq
-                        .next_element()?
-                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
-                }
-                Ok(Signature(out))
-            }
-        }
-        d.deserialize_bytes(V)
+        byte_array::<D, SIGNATURE_LEN>(d, "64 bytes of a signature").map(Signature)
     }
 }
 

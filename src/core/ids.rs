@@ -39,32 +39,39 @@ impl Serialize for NodeId {
 
 impl<'de> Deserialize<'de> for NodeId {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = NodeId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("32 bytes of a node id")
-            }
-            fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<NodeId, E> {
-                <[u8; 32]>::try_from(b)
-                    .map(NodeId)
-                    .map_err(|_| E::invalid_length(b.len(), &self))
-            }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NodeId, A::Error> {
-                let mut out = [0u8; 32];
-                for (i, b) in out.iter_mut().enumerate() {
-                    *b = seq
-                        .next_element()?
-                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
-                }
-                if seq.next_element::<u8>()?.is_some() {
-                    return Err(serde::de::Error::invalid_length(33, &self));
-                }
-                Ok(NodeId(out))
-            }
-        }
-        d.deserialize_bytes(V)
+        byte_array::<D, 32>(d, "32 bytes of a node id").map(NodeId)
     }
+}
+
+/// Decode a fixed-size byte array written with `serialize_bytes` (or, from
+/// a self-describing format, as a sequence of exactly `N` bytes).
+pub(crate) fn byte_array<'de, D: serde::Deserializer<'de>, const N: usize>(
+    d: D,
+    what: &'static str,
+) -> Result<[u8; N], D::Error> {
+    struct V<const N: usize>(&'static str);
+    impl<'de, const N: usize> serde::de::Visitor<'de> for V<N> {
+        type Value = [u8; N];
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_bytes<E: serde::de::Error>(self, b: &[u8]) -> Result<[u8; N], E> {
+            <[u8; N]>::try_from(b).map_err(|_| E::invalid_length(b.len(), &self))
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<[u8; N], A::Error> {
+            let mut out = [0u8; N];
+            for (i, b) in out.iter_mut().enumerate() {
+                *b = seq
+                    .next_element()?
+                    .ok_or_else(|| serde::de::Error::invalid_length(i, &self))?;
+            }
+            if seq.next_element::<u8>()?.is_some() {
+                return Err(serde::de::Error::invalid_length(N + 1, &self));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_bytes(V::<N>(what))
 }
 
 impl PartialEq for NodeId {

@@ -9,10 +9,12 @@
 
 use starling::core::crypto::{member_claim, version_claim};
 use starling::core::testing::{self, keys_of, node, Net};
-use starling::core::wire::{self, Delta, Message};
+use std::collections::BTreeMap;
+
+use starling::core::wire::{self, Delta, Hashes, KnowledgeSummary, Message, SyncPush, SyncRequest};
 use starling::core::{
-    Config, Context, Dot, HealthStatus, Hlc, Input, Member, MemberStatus, Payload, RejectReason,
-    ServiceInstance, StateKey, Version,
+    Config, Context, Dot, HealthStatus, Hlc, Input, Knowledge, Member, MemberStatus, Payload, RejectReason,
+    ServiceInstance, StateKey, Version, BUCKETS,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -296,5 +298,88 @@ fn a_service_instance_registered_for_another_owner_is_rejected() {
     for i in 0..HONEST {
         assert_eq!(rejected(&net, i, RejectReason::VersionNotOwner), 1, "node {i}");
         assert!(net.engines[i].state().get(&key).is_none(), "node {i}");
+    }
+}
+
+/// The liar opens a sync with honest node `i` (so a push is taken as its
+/// second half) and pushes `push`.
+fn push_inside_a_sync(net: &mut Net, i: usize, push: SyncPush) {
+    let cluster = wire::cluster_id(&net.engines[0].config().cluster);
+    let pull = SyncRequest {
+        knowledge: KnowledgeSummary {
+            buckets: Hashes(vec![0]),
+            shipped: Vec::new(),
+            ranges: Knowledge::new(),
+        },
+        buckets: Hashes(vec![0; BUCKETS]),
+        members_hash: 0,
+        member_buckets: Hashes(Vec::new()),
+    };
+    for msg in [Message::SyncRequest(pull), Message::SyncPush(push)] {
+        net.request_from(LIAR, i, wire::encode(&msg, cluster));
+    }
+}
+
+#[test]
+fn a_grave_not_signed_by_its_tombstones_origin_buries_nothing() {
+    let mut net = cluster();
+    let key = testing::kv_key("prod", "kept");
+    net.cmd(1, testing::put("prod", "kept", "value"))
+        .expect("node 1 writes");
+    net.run_for(1_000, 50);
+    let held = net.engines[1].state().get(&key).expect("written").live[0].clone();
+    // A "collected delete" of that value under node 1's next dot: only
+    // node 1 could sign it, the liar signs it as itself.
+    let dot = Dot {
+        node: node(1),
+        seq: held.dot.seq + 1,
+    };
+    let mut ctx = held.ctx.clone();
+    ctx.add(dot);
+    let forged = forged_version(&key, dot, ctx.clone(), Payload::Tombstone);
+    // And a "grave" that is no tombstone at all, under the liar's dot.
+    let liar_dot = Dot {
+        node: node(LIAR),
+        seq: net.engines[LIAR].state().next_seq(&node(LIAR)),
+    };
+    let mut liar_ctx = held.ctx.clone();
+    liar_ctx.add(liar_dot);
+    let not_a_tombstone = forged_version(&key, liar_dot, liar_ctx, Payload::Value(b"x".to_vec()));
+    let bucket = starling::core::ReplicatedState::bucket_of(&key) as u16;
+    for i in 0..HONEST {
+        push_inside_a_sync(
+            &mut net,
+            i,
+            SyncPush {
+                versions: Vec::new(),
+                knowledge: KnowledgeSummary {
+                    buckets: Hashes(vec![0]),
+                    shipped: Vec::new(),
+                    ranges: Knowledge::new(),
+                },
+                manifest: BTreeMap::from([(bucket, Vec::new())]),
+                graves: vec![
+                    (key.clone(), forged.clone()),
+                    (key.clone(), not_a_tombstone.clone()),
+                ],
+                members: Vec::new(),
+            },
+        );
+    }
+    net.run_for(2_000, 50);
+    for i in 0..HONEST {
+        assert_eq!(
+            rejected(&net, i, RejectReason::VersionBadSignature),
+            1,
+            "node {i}"
+        );
+        assert_eq!(rejected(&net, i, RejectReason::BadGrave), 1, "node {i}");
+        let ks = net.engines[i].state().get(&key).expect("the key is held");
+        assert!(ks.grave.is_none(), "node {i} took no grave over");
+        assert_eq!(
+            ks.winner().map(|w| w.payload.clone()),
+            Some(Payload::Value(b"value".to_vec())),
+            "node {i} still reads the value"
+        );
     }
 }

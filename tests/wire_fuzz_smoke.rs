@@ -19,7 +19,7 @@ use starling::core::wire::{
     SyncResponse, WireError, HEADER_LEN, MAGIC, PROTOCOL_VERSION,
 };
 use starling::core::{
-    Config, Context, Digest, Dot, DotRange, Grave, HealthStatus, Hlc, InstanceId, Key, Knowledge, Member,
+    Config, Context, Digest, Dot, DotRange, HealthStatus, Hlc, InstanceId, Key, Knowledge, Member,
     MemberStatus, Namespace, NodeId, NodeInfo, Payload, RejectReason, ServiceInstance, ServiceName,
     ServiceSpec, StateKey, Version, BUCKETS,
 };
@@ -172,20 +172,20 @@ fn knowledge() -> Knowledge {
     ])
 }
 
-/// A grave (collected delete) for one of the seed keys.
-fn graves() -> Vec<(StateKey, Grave)> {
+/// A grave (collected delete) for one of the seed keys, as it travels:
+/// the collected tombstone.
+fn graves() -> Vec<(StateKey, Version)> {
     let (key, v) = versions().into_iter().next().expect("seed versions");
-    vec![(
-        key,
-        Grave {
-            dot: Dot {
-                node: node(6),
-                seq: 2,
-            },
-            hlc: v.hlc,
-            ctx: v.ctx.clone(),
+    let tomb = Version {
+        dot: Dot {
+            node: node(6),
+            seq: 2,
         },
-    )]
+        payload: Payload::Tombstone,
+        checksum: Payload::Tombstone.checksum(),
+        ..v
+    };
+    vec![(key, tomb)]
 }
 
 fn manifest() -> BTreeMap<u16, Vec<Dot>> {

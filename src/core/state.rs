@@ -197,9 +197,27 @@ pub struct Grave {
     /// What it superseded: the tombstone's context, joined with that of
     /// any concurrent delete's grave taken over since.
     pub ctx: Context,
+    /// The collected tombstone itself, with its origin's signature: the
+    /// evidence a peer checks before it takes the grave over (a grave
+    /// travels as this version, never as the joined context above, which
+    /// no single origin signed). `None` only for a grave migrated from a
+    /// store that kept no signature: it still buries here, but is never
+    /// sent.
+    pub tombstone: Option<Version>,
 }
 
 impl Grave {
+    /// The grave a signed, collected tombstone leaves, as a peer takes it
+    /// over: its context is the one the tombstone's origin signed.
+    pub fn of_tombstone(tombstone: Version) -> Grave {
+        Grave {
+            dot: tombstone.dot,
+            hlc: tombstone.hlc,
+            ctx: tombstone.ctx.clone(),
+            tombstone: Some(tombstone),
+        }
+    }
+
     /// Its share of its bucket's digest hash (distinct from any version's:
     /// a kind byte no payload uses). The context is left out: it grows
     /// with what the grave buried where, which differs between nodes
@@ -714,9 +732,10 @@ impl ReplicatedState {
             .count()
     }
 
-    /// The graves held in the given buckets (they travel with manifests, so
-    /// a peer applies a collection to the whole key).
-    pub fn graves_in(&self, buckets: &[u16]) -> Vec<(StateKey, Grave)> {
+    /// The graves held in the given buckets, as their signed tombstones
+    /// (they travel with manifests, so a peer applies a collection to the
+    /// whole key). A grave with no signed tombstone is not sent.
+    pub fn graves_in(&self, buckets: &[u16]) -> Vec<(StateKey, Version)> {
         let wanted: BTreeSet<u16> = buckets.iter().copied().collect();
         if wanted.is_empty() {
             return Vec::new();
@@ -724,7 +743,10 @@ impl ReplicatedState {
         self.entries
             .iter()
             .filter(|(key, _)| wanted.contains(&(Self::bucket_of(key) as u16)))
-            .filter_map(|(key, ks)| ks.grave.clone().map(|g| (key.clone(), g)))
+            .filter_map(|(key, ks)| {
+                let tomb = ks.grave.as_ref()?.tombstone.clone()?;
+                Some((key.clone(), tomb))
+            })
             .collect()
     }
 
@@ -826,8 +848,8 @@ impl ReplicatedState {
         let theirs = other.manifest(&all_buckets);
         self.drop_obsolete(&theirs, &other.knowledge);
         for (key, ks) in &other.entries {
-            if let Some(g) = &ks.grave {
-                self.adopt_grave(key, g.clone());
+            if let Some(tomb) = ks.grave.as_ref().and_then(|g| g.tombstone.clone()) {
+                self.adopt_grave(key, Grave::of_tombstone(tomb));
             }
             for v in ks.all() {
                 // Seen-and-dropped versions come back as `Obsolete`.
@@ -884,6 +906,8 @@ impl ReplicatedState {
                 dot: winner.dot,
                 hlc: winner.hlc,
                 ctx: ks.context(),
+                // Kept as the evidence peers check.
+                tombstone: Some(winner.clone()),
             };
             if !ks.is_grave_only() {
                 self.graves_only += 1;
@@ -1062,7 +1086,7 @@ mod tests {
         assert_eq!(graves.len(), 1);
         let (k, g) = graves[0].clone();
         assert_eq!(
-            b.adopt_grave(&k, g),
+            b.adopt_grave(&k, Grave::of_tombstone(g)),
             2,
             "the tombstone and the value it deleted go together"
         );
@@ -1083,7 +1107,7 @@ mod tests {
         let later = version(4, 1, 5_000, &[v1.dot, del.dot], Payload::Value(b"new".to_vec()));
         assert_eq!(b.merge(key(), loser.clone()), MergeOutcome::Applied);
         let (k, g) = a.graves_in(&[ReplicatedState::bucket_of(&key()) as u16])[0].clone();
-        b.adopt_grave(&k, g);
+        b.adopt_grave(&k, Grave::of_tombstone(g));
         assert!(
             b.get(&key()).is_some_and(|ks| ks.is_grave_only()),
             "the loser went with the delete"

@@ -302,6 +302,21 @@ impl Net {
         self.engines = engines;
     }
 
+    /// Hand engine `to` a request as if engine `from` had sent it (a
+    /// crafted one: a hostile peer's). The answer is queued for `from`
+    /// like any other, under a request id its engine never issued.
+    pub fn request_from(&mut self, from: usize, to: usize, bytes: Vec<u8>) {
+        let net_id = self.next_net_id;
+        self.next_net_id += 1;
+        self.requests.insert(net_id, (from, u64::MAX - net_id));
+        self.deliver(Msg::Request {
+            from,
+            to,
+            net_id,
+            bytes,
+        });
+    }
+
     /// Deliver one message (callers take it out of [`Net::queue`]
     /// themselves); dropped if its link is cut.
     pub fn deliver(&mut self, msg: Msg) {

@@ -24,7 +24,7 @@ use super::hlc::Hlc;
 use super::ids::NodeId;
 use super::ids::StateKey;
 use super::membership::{Member, MemberStatus, NodeInfo};
-use super::state::{Digest, Grave, Version};
+use super::state::{Digest, Version};
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"STRL";
@@ -32,8 +32,9 @@ pub const MAGIC: [u8; 4] = *b"STRL";
 /// Version 2: compact heartbeats (record summary, info only when
 /// announcing) and anti-entropy by knowledge summaries (bucket hashes plus
 /// the ranges of differing buckets; the ack carries the requester's
-/// missing versions).
-pub const PROTOCOL_VERSION: u8 = 4;
+/// missing versions). Version 4: signed versions and member records.
+/// Version 5: graves travel as their signed tombstones.
+pub const PROTOCOL_VERSION: u8 = 5;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.
@@ -269,8 +270,9 @@ pub struct SyncResponse {
     /// For each state bucket that differed, the dots the responder holds in it.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
     /// The responder's graves (collected deletes) in the state buckets that
-    /// differed: the requester takes each collection over whole.
-    pub graves: Vec<(StateKey, Grave)>,
+    /// differed, each as its signed tombstone: the requester takes each
+    /// collection over whole.
+    pub graves: Vec<(StateKey, Version)>,
     /// The responder's records in the member buckets that differed from
     /// the request's.
     pub members: Vec<Member>,
@@ -290,8 +292,9 @@ pub struct SyncPush {
     pub knowledge: KnowledgeSummary,
     /// For each state bucket that still differs, the dots the requester holds.
     pub manifest: BTreeMap<u16, Vec<Dot>>,
-    /// The requester's graves in the state buckets that still differ.
-    pub graves: Vec<(StateKey, Grave)>,
+    /// The requester's graves in the state buckets that still differ, each
+    /// as its signed tombstone.
+    pub graves: Vec<(StateKey, Version)>,
     /// The requester's records in the member buckets that still differ
     /// from the response's.
     pub members: Vec<Member>,

@@ -59,8 +59,9 @@ use error::{io_error, redb_error};
 /// The schema this build writes and understands.
 // v2: KeyState gained `grave`; v3: node ids encode as byte strings;
 // v4: graves keep the collected tombstone's context, member records are
-// signed (migrated from v3).
-const SCHEMA_VERSION: u32 = 4;
+// signed (migrated from v3); v5: graves keep the collected tombstone
+// with its signature (migrated from v3 and v4 without one).
+const SCHEMA_VERSION: u32 = 5;
 /// The database file's name inside the data directory.
 const DB_FILE: &str = "starling.redb";
 /// The advisory lock file's name inside the data directory.
@@ -316,8 +317,8 @@ impl Store {
                         ),
                     });
                 }
-                Some(3) => {
-                    migrate_v3_graves(path, &txn)?;
+                Some(old @ (3 | 4)) => {
+                    migrate_graves(path, &txn, old)?;
                     meta.insert(ROW_SCHEMA, SCHEMA_VERSION.to_le_bytes().as_slice())
                         .map_err(re(path))?;
                     changed = true;
@@ -455,11 +456,14 @@ fn restrict_permissions(_path: &Path) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Schema v3 → v4: a grave gained the collected tombstone's context (a v3
-/// grave knew only its dot, so its context becomes that dot alone, exactly
-/// what a v3 node could say about it), and member records their subject's
-/// signature (v3 records are dropped).
-fn migrate_v3_graves(path: &Path, txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+/// Schema v3 or v4 → v5. A v3 grave knew only its dot (its context
+/// becomes that dot alone, exactly what a v3 node could say about it); a
+/// v4 grave gained the collected tombstone's context; a v5 grave also
+/// keeps the signed tombstone, which neither older schema kept, so a
+/// migrated grave still buries here but is never sent to a peer (none
+/// would take it without a signature). Member records gained their
+/// subject's signature in v4: v3 records are dropped.
+fn migrate_graves(path: &Path, txn: &redb::WriteTransaction, from: u32) -> Result<(), StoreError> {
     use crate::core::{Context, Dot, Grave, Hlc, KeyState, Version};
 
     #[derive(serde::Deserialize)]
@@ -468,40 +472,64 @@ fn migrate_v3_graves(path: &Path, txn: &redb::WriteTransaction) -> Result<(), St
         hlc: Hlc,
     }
     #[derive(serde::Deserialize)]
-    struct KeyStateV3 {
+    struct GraveV4 {
+        dot: Dot,
+        hlc: Hlc,
+        ctx: Context,
+    }
+    #[derive(serde::Deserialize)]
+    struct KeyStateOld<G> {
         live: Vec<Version>,
         history: Vec<Version>,
-        grave: Option<GraveV3>,
+        grave: Option<G>,
     }
+
+    let upgrade = |bytes: &[u8]| -> Result<KeyState, StoreError> {
+        let (live, history, grave) = if from == 3 {
+            let old: KeyStateOld<GraveV3> = decode(path, "v3 key state", bytes)?;
+            let grave = old.grave.map(|g| {
+                let mut ctx = Context::default();
+                ctx.add(g.dot);
+                GraveV4 {
+                    dot: g.dot,
+                    hlc: g.hlc,
+                    ctx,
+                }
+            });
+            (old.live, old.history, grave)
+        } else {
+            let old: KeyStateOld<GraveV4> = decode(path, "v4 key state", bytes)?;
+            (old.live, old.history, old.grave)
+        };
+        Ok(KeyState {
+            live,
+            history,
+            grave: grave.map(|g| Grave {
+                dot: g.dot,
+                hlc: g.hlc,
+                ctx: g.ctx,
+                tombstone: None,
+            }),
+        })
+    };
 
     let mut table = txn.open_table(KEYS).map_err(re(path))?;
     let mut rewritten = Vec::new();
     for row in table.iter().map_err(re(path))? {
         let (k, v) = row.map_err(re(path))?;
-        let old: KeyStateV3 = decode(path, "v3 key state", v.value())?;
-        let new = KeyState {
-            live: old.live,
-            history: old.history,
-            grave: old.grave.map(|g| {
-                let mut ctx = Context::default();
-                ctx.add(g.dot);
-                Grave {
-                    dot: g.dot,
-                    hlc: g.hlc,
-                    ctx,
-                }
-            }),
-        };
-        rewritten.push((k.value().to_vec(), encode(&new)?));
+        rewritten.push((k.value().to_vec(), encode(&upgrade(v.value())?)?));
     }
     for (k, v) in rewritten {
         table.insert(k.as_slice(), v.as_slice()).map_err(re(path))?;
     }
-    // Member records gained their subject's signature; a v3 record has
-    // none and would be rejected by every peer. They are the cluster's to
-    // tell again (the node learns them back at its first sync), so they go.
-    let mut members = txn.open_table(MEMBERS).map_err(re(path))?;
-    members.retain(|_, _| false).map_err(re(path))?;
+    if from == 3 {
+        // Member records gained their subject's signature; a v3 record has
+        // none and would be rejected by every peer. They are the cluster's
+        // to tell again (the node learns them back at its first sync), so
+        // they go.
+        let mut members = txn.open_table(MEMBERS).map_err(re(path))?;
+        members.retain(|_, _| false).map_err(re(path))?;
+    }
     Ok(())
 }
 

@@ -344,20 +344,50 @@ fn a_database_from_a_newer_schema_is_refused() {
 
 #[test]
 fn a_v3_database_is_migrated_and_its_graves_keep_their_dot_as_context() {
-    #[derive(serde::Serialize)]
-    struct GraveV3 {
-        dot: Dot,
-        hlc: Hlc,
-    }
-    #[derive(serde::Serialize)]
-    struct KeyStateV3 {
-        live: Vec<Version>,
-        history: Vec<Version>,
-        grave: Option<GraveV3>,
-    }
-    let dir = tempfile::tempdir().unwrap();
-    drop(Store::open(dir.path()).unwrap());
-    let db_path = dir.path().join(DB_FILE);
+    let (dot, hlc) = grave_stamp();
+    let g = migrated_grave(3, {
+        #[derive(serde::Serialize)]
+        struct GraveV3 {
+            dot: Dot,
+            hlc: Hlc,
+        }
+        encode(&GraveV3 { dot, hlc }).unwrap()
+    });
+    assert_eq!((g.dot, g.hlc), (dot, hlc));
+    assert_eq!(g.ctx.dots(), &[dot]);
+    assert!(g.tombstone.is_none(), "a v3 grave kept no signed tombstone");
+}
+
+#[test]
+fn a_v4_database_is_migrated_and_its_graves_keep_their_context() {
+    let (dot, hlc) = grave_stamp();
+    let other = Dot {
+        node: NodeId::from_index(4),
+        seq: 2,
+    };
+    let mut ctx = crate::core::Context::default();
+    ctx.add(dot);
+    ctx.add(other);
+    let g = migrated_grave(4, {
+        #[derive(serde::Serialize)]
+        struct GraveV4 {
+            dot: Dot,
+            hlc: Hlc,
+            ctx: crate::core::Context,
+        }
+        encode(&GraveV4 {
+            dot,
+            hlc,
+            ctx: ctx.clone(),
+        })
+        .unwrap()
+    });
+    assert_eq!((g.dot, g.hlc), (dot, hlc));
+    assert_eq!(g.ctx, ctx);
+    assert!(g.tombstone.is_none(), "a v4 grave kept no signed tombstone");
+}
+
+fn grave_stamp() -> (Dot, Hlc) {
     let dot = Dot {
         node: NodeId::from_index(3),
         seq: 7,
@@ -366,6 +396,17 @@ fn a_v3_database_is_migrated_and_its_graves_keep_their_dot_as_context() {
         wall_ms: 1_700_000_000_000,
         logical: 2,
     };
+    (dot, hlc)
+}
+
+/// Write a database of schema `schema` holding a live key and a key
+/// reduced to a grave (`grave`, encoded as that schema did), open it, and
+/// return the grave as migrated; checks the live key survives and the
+/// schema is written back as current.
+fn migrated_grave(schema: u32, grave: Vec<u8>) -> crate::core::Grave {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let db_path = dir.path().join(DB_FILE);
     let held = kv("app", "live");
     let buried = kv("app", "gone");
     {
@@ -373,41 +414,36 @@ fn a_v3_database_is_migrated_and_its_graves_keep_their_dot_as_context() {
         let txn = db.begin_write().unwrap();
         {
             let mut meta = txn.open_table(META).unwrap();
-            meta.insert(ROW_SCHEMA, 3u32.to_le_bytes().as_slice()).unwrap();
+            meta.insert(ROW_SCHEMA, schema.to_le_bytes().as_slice()).unwrap();
             let mut keys = txn.open_table(KEYS).unwrap();
-            let live = KeyStateV3 {
-                live: vec![version(1, 4, Payload::Value(b"v".to_vec()))],
-                history: Vec::new(),
-                grave: None,
-            };
-            let grave = KeyStateV3 {
-                live: Vec::new(),
-                history: Vec::new(),
-                grave: Some(GraveV3 { dot, hlc }),
-            };
-            for (k, v) in [
-                (&held, encode(&live).unwrap()),
-                (&buried, encode(&grave).unwrap()),
-            ] {
+            // An old key state: live and history as today, then an
+            // optional grave in the old encoding.
+            let mut live = encode(&vec![version(1, 4, Payload::Value(b"v".to_vec()))]).unwrap();
+            live.extend(encode(&Vec::<Version>::new()).unwrap());
+            live.extend(encode(&Option::<()>::None).unwrap());
+            let mut gone = encode(&Vec::<Version>::new()).unwrap();
+            gone.extend(encode(&Vec::<Version>::new()).unwrap());
+            gone.push(1); // Some
+            gone.extend(grave);
+            for (k, v) in [(&held, live), (&buried, gone)] {
                 keys.insert(encode(k).unwrap().as_slice(), v.as_slice()).unwrap();
             }
         }
         txn.commit().unwrap();
     }
-    let store = Store::open(dir.path()).expect("a v3 store opens");
+    let store = Store::open(dir.path()).unwrap_or_else(|e| panic!("a v{schema} store opens: {e}"));
     let snapshot = store.load().expect("and loads");
     let keys: BTreeMap<StateKey, KeyState> = snapshot.keys.into_iter().collect();
     assert_eq!(keys[&held].live[0].payload, Payload::Value(b"v".to_vec()));
     let g = keys[&buried].grave.clone().expect("the grave survives");
-    assert_eq!((g.dot, g.hlc), (dot, hlc));
-    assert_eq!(g.ctx.dots(), &[dot]);
     drop(store);
-    // Written back as v4: a second open needs no migration.
+    // Written back as current: a second open needs no migration.
     let db = Database::open(&db_path).unwrap();
     let txn = db.begin_read().unwrap();
     let meta = txn.open_table(META).unwrap();
     let v = meta.get(ROW_SCHEMA).unwrap().unwrap();
     assert_eq!(v.value(), SCHEMA_VERSION.to_le_bytes().as_slice());
+    g
 }
 
 #[test]

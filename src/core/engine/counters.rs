@@ -127,7 +127,7 @@ pub enum RejectReason {
     VersionChecksumMismatch,
     /// A version whose signature is over the size limit.
     VersionSignatureTooLarge,
-    /// A grave (collected delete) with a dot or stamp out of range.
+    /// A grave (collected delete) that is not a tombstone.
     BadGrave,
 }
 

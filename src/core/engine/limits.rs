@@ -7,7 +7,7 @@ use crate::core::config::Config;
 use crate::core::dots::Context;
 use crate::core::hlc::HlcClock;
 use crate::core::ids::StateKey;
-use crate::core::state::{Grave, Payload, Version};
+use crate::core::state::{Payload, Version};
 
 /// Highest dot sequence accepted from a peer (in a version or in knowledge
 /// we adopt). No node writes 2^63 times; a larger seq is junk, and adopting
@@ -111,14 +111,4 @@ fn context_in_range(ctx: &Context) -> bool {
     ctx.is_well_formed()
         && ctx.dots().len() <= MAX_CONTEXT_DOTS
         && ctx.dots().iter().all(|d| d.seq != 0 && d.seq <= MAX_REMOTE_SEQ)
-}
-
-/// Check a grave (a collected delete) from a peer: its dot in range and in
-/// its own context, the context in range, the stamp within the drift limit.
-pub(super) fn validate_grave(clock: &HlcClock, now_ms: u64, g: &Grave) -> Result<(), RejectReason> {
-    let dot_ok = g.dot.seq != 0 && g.dot.seq <= MAX_REMOTE_SEQ && g.ctx.covers(&g.dot);
-    if !dot_ok || !context_in_range(&g.ctx) || clock.check(g.hlc, now_ms).is_err() {
-        return Err(RejectReason::BadGrave);
-    }
-    Ok(())
 }

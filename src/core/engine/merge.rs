@@ -66,7 +66,7 @@ impl Engine {
 
     /// Whether `v` carries its origin's signature over everything that
     /// defines it.
-    fn signed_by_origin(&self, key: &StateKey, v: &Version) -> bool {
+    pub(super) fn signed_by_origin(&self, key: &StateKey, v: &Version) -> bool {
         let Some(sig) = v
             .signature
             .as_deref()

@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
-use super::limits::{validate_grave, MAX_REMOTE_SEQ};
+use super::limits::{validate_version, MAX_REMOTE_SEQ};
 use super::timers::Timer;
 use super::{Action, Engine, RejectReason};
 use crate::core::dots::{
@@ -35,7 +35,7 @@ use crate::core::dots::{
 };
 use crate::core::ids::{IdMap, NodeId, StateKey};
 use crate::core::membership::{member_bucket_count, valid_member_bucket_count, MemberStatus};
-use crate::core::state::{Grave, BUCKETS};
+use crate::core::state::{Grave, Version, BUCKETS};
 use crate::core::wire::{Hashes, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse};
 
 /// The anti-entropy bookkeeping of one node.
@@ -409,20 +409,36 @@ impl Engine {
     }
 
     /// Take over a peer's collected deletes, each for its whole key at
-    /// once (see `ReplicatedState::adopt_grave`); a grave with a dot or
-    /// stamp no version could carry is dropped and counted; one already
-    /// past the grave TTL is ignored (every node forgets it too).
-    fn adopt_graves(&mut self, graves: Vec<(StateKey, Grave)>) {
+    /// once (see `ReplicatedState::adopt_grave`). A grave travels as the
+    /// collected tombstone: it must be one, pass the checks every version
+    /// passes, and carry its origin's signature (checked once per grave
+    /// new here), so what it buries is what that origin deleted and never
+    /// what the sender says. Anything else is dropped and counted; a grave
+    /// already past the grave TTL is ignored (every node forgets it too).
+    fn adopt_graves(&mut self, graves: Vec<(StateKey, Version)>) {
         let expired_before = self.now_ms.saturating_sub(self.cfg.grave_ttl_ms);
-        for (key, grave) in graves {
-            if grave.hlc.wall_ms < expired_before {
+        for (key, tomb) in graves {
+            if !tomb.payload.is_tombstone() {
+                self.reject(RejectReason::BadGrave);
                 continue;
             }
-            if let Err(reason) = validate_grave(&self.clock, self.now_ms, &grave) {
+            if tomb.hlc.wall_ms < expired_before {
+                continue;
+            }
+            if let Err(reason) = validate_version(&self.cfg, &self.clock, self.now_ms, &key, &tomb) {
                 self.reject(reason);
                 continue;
             }
-            self.counters.dropped_obsolete += self.state.adopt_grave(&key, grave) as u64;
+            let known = self
+                .state
+                .get(&key)
+                .and_then(|ks| ks.grave.as_ref())
+                .is_some_and(|g| g.dot == tomb.dot && g.tombstone.is_some());
+            if !known && !self.signed_by_origin(&key, &tomb) {
+                self.reject(RejectReason::VersionBadSignature);
+                continue;
+            }
+            self.counters.dropped_obsolete += self.state.adopt_grave(&key, Grave::of_tombstone(tomb)) as u64;
         }
     }
 

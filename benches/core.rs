@@ -102,6 +102,7 @@ fn heartbeat() -> Message {
         },
         members_hash: 0x0fed_cba9_8765_4321,
         interval_ms: 1_000,
+        high_seq: 0,
     })
 }
 

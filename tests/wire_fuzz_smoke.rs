@@ -221,6 +221,7 @@ fn seed_messages() -> Vec<Message> {
             digest: Digest { hash: 42, keys: 3 },
             members_hash: 77,
             interval_ms: 1_000,
+            high_seq: 7,
         }),
         Message::Delta(Delta {
             versions: versions(),

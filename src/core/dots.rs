@@ -275,6 +275,26 @@ impl Knowledge {
         fold_buckets(&self.buckets[..], n)
     }
 
+    /// This knowledge cut down to `cap(origin)` per origin (an origin
+    /// capped at 0 is left out), and whether anything was cut.
+    pub fn capped(&self, cap: impl Fn(&NodeId) -> u64) -> (Knowledge, bool) {
+        let mut cut = false;
+        let ranges = self.ranges.iter().filter_map(|(node, r)| {
+            let c = cap(node);
+            if r.max() <= c {
+                return Some((*node, r.clone()));
+            }
+            cut = true;
+            let kept = DotRange {
+                base: r.base.min(c),
+                extra: r.extra.iter().copied().filter(|s| *s <= c).collect(),
+            };
+            (kept.max() > 0).then_some((*node, kept))
+        });
+        let k = Knowledge::from_ranges(ranges.collect::<Vec<_>>());
+        (k, cut)
+    }
+
     /// The ranges of the origins in the marked buckets (of `marked.len()`).
     pub fn restricted(&self, marked: &[bool]) -> Knowledge {
         let n = marked.len();

@@ -126,6 +126,11 @@ pub struct Heartbeat {
     pub members_hash: u64,
     /// The sender's current heartbeat interval.
     pub interval_ms: u64,
+    /// The highest dot sequence the sender has issued. The heartbeat's
+    /// author is authenticated by the transport, so this is the origin's
+    /// own word: what peers may claim about its writes (a context entry,
+    /// adopted knowledge) is capped at it.
+    pub high_seq: u64,
 }
 
 impl Heartbeat {
@@ -500,6 +505,7 @@ mod tests {
             digest: Digest { hash: 9, keys: 1 },
             members_hash: 3,
             interval_ms: 1000,
+            high_seq: 3,
         })
     }
 

@@ -403,6 +403,13 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "versions_deferred",
+            "Verified versions held back until their context's writes were seen signed",
+            None,
+            c.deferred,
+        )?;
+        counter(
+            &mut enc,
             "persist_failures",
             "Engine batches undone because they could not be made durable",
             None,

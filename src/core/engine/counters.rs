@@ -42,6 +42,9 @@ pub struct Counters {
     pub tombstones_collected: u64,
     /// Writes undone because they could not be persisted.
     pub persist_failures: u64,
+    /// Verified versions held back because their causal context named
+    /// writes not yet seen signed by their origins (merged once they are).
+    pub deferred: u64,
     /// Messages received, by kind.
     pub messages_in: BTreeMap<String, u64>,
     /// Bytes received, by kind.
@@ -129,6 +132,14 @@ pub enum RejectReason {
     VersionSignatureTooLarge,
     /// A grave (collected delete) that is not a tombstone.
     BadGrave,
+    /// A version held back because its causal context named a write of
+    /// another origin beyond any that origin had been seen to sign (a pin
+    /// on the key, or a reordering), dropped when too many were held back
+    /// (anti-entropy brings an honest one again).
+    VersionContextAhead,
+    /// Adopted knowledge that claimed writes of an origin beyond any that
+    /// origin has been seen to sign: the claim was cut down to that.
+    KnowledgeAhead,
 }
 
 /// Every message kind, for enumerating the reasons that carry one.
@@ -143,7 +154,7 @@ const KINDS: [MessageKind; 6] = [
 
 impl RejectReason {
     /// Every reason without a message kind.
-    const PLAIN: [RejectReason; 29] = [
+    const PLAIN: [RejectReason; 31] = [
         RejectReason::Truncated,
         RejectReason::TooLarge,
         RejectReason::BadMagic,
@@ -173,6 +184,8 @@ impl RejectReason {
         RejectReason::VersionChecksumMismatch,
         RejectReason::VersionSignatureTooLarge,
         RejectReason::BadGrave,
+        RejectReason::VersionContextAhead,
+        RejectReason::KnowledgeAhead,
     ];
 
     /// The metrics label, e.g. `clock_drift` or
@@ -233,6 +246,8 @@ impl RejectReason {
             RejectReason::VersionChecksumMismatch => "version_checksum_mismatch",
             RejectReason::VersionSignatureTooLarge => "version_signature_too_large",
             RejectReason::BadGrave => "bad_grave",
+            RejectReason::VersionContextAhead => "version_context_ahead",
+            RejectReason::KnowledgeAhead => "knowledge_ahead",
         }
     }
 

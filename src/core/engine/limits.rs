@@ -14,6 +14,10 @@ use crate::core::state::{Payload, Version};
 /// it would overflow this node's own counter (`next_seq`).
 pub(super) const MAX_REMOTE_SEQ: u64 = u64::MAX / 2;
 
+/// Most verified versions held back at once because their context names
+/// writes not yet seen signed (see `Engine::context_signed`).
+pub(super) const MAX_DEFERRED: usize = 4096;
+
 /// Most dots a remote version's causal context may hold.
 pub(super) const MAX_CONTEXT_DOTS: usize = 4096;
 

@@ -134,6 +134,7 @@ impl Engine {
             return;
         }
         self.counters.heartbeats_received += 1;
+        self.heard_from(from, hb.high_seq);
         let now = self.now_ms;
         let (lo, hi) = PEER_INTERVAL_RANGE_MS;
         let interval = hb.interval_ms.clamp(lo, hi);
@@ -329,6 +330,7 @@ impl Engine {
             digest: self.state.digest(),
             members_hash: self.members.hash(),
             interval_ms: self.heartbeat_interval_ms(),
+            high_seq: self.state.next_seq(&self.me) - 1,
         };
         let bytes = self.encode(&Message::Heartbeat(hb));
         self.counters.heartbeats_sent += 1;
@@ -598,6 +600,7 @@ mod tests {
             digest: b.state.digest(),
             members_hash: b.members.hash(),
             interval_ms: 3_000,
+            high_seq: 0,
         };
         let bytes = wire::encode(&Message::Heartbeat(hb), b.cluster_id);
         t += 3_000;

@@ -1,10 +1,12 @@
 //! Taking in versions from peers (from gossip and from syncs alike): each
 //! is validated against the limits, then merged, and the outcome counted.
 
-use super::limits::validate_version;
+use super::limits::{validate_version, MAX_DEFERRED, MAX_REMOTE_SEQ};
 use super::{Engine, RejectReason};
 use crate::core::crypto::{version_claim, Signature, SIGNATURE_LEN};
-use crate::core::ids::StateKey;
+use crate::core::dots::Dot;
+use crate::core::ids::{NodeId, StateKey};
+use crate::core::membership::MemberStatus;
 use crate::core::state::{MergeOutcome, Payload, Version};
 
 /// What became of a version from a peer.
@@ -14,6 +16,10 @@ pub(super) enum RemoteMerge {
     Merged(MergeOutcome),
     /// It broke a rule and was dropped (and counted) for this reason.
     Rejected(RejectReason),
+    /// Its signature holds but its context is ahead of what this node
+    /// has seen signed: held back until it is not (see
+    /// [`Engine::context_signed`]).
+    Deferred,
 }
 
 impl RemoteMerge {
@@ -22,10 +28,19 @@ impl RemoteMerge {
         matches!(self, RemoteMerge::Merged(MergeOutcome::Applied))
     }
 
-    /// Whether the version was dropped as invalid.
-    pub(super) fn is_rejected(&self) -> bool {
-        matches!(self, RemoteMerge::Rejected(_))
+    /// Whether the version was merged (neither rejected nor held back).
+    pub(super) fn is_settled(&self) -> bool {
+        matches!(self, RemoteMerge::Merged(_))
     }
+}
+
+/// Verified versions held back because their context is ahead.
+#[derive(Debug, Default)]
+pub(super) struct Deferred {
+    /// Oldest first.
+    held: std::collections::VecDeque<(StateKey, Version)>,
+    /// An origin's signed high mark rose since the last look.
+    ready: bool,
 }
 
 impl Engine {
@@ -50,9 +65,16 @@ impl Engine {
         // Checked only when the version is new here: a duplicate or a
         // version already superseded changes nothing, and skipping them
         // keeps the cost at one check per version per node.
-        if !self.state.knows(&key, &v.dot) && !self.signed_by_origin(&key, &v) {
-            self.reject(RejectReason::VersionBadSignature);
-            return RemoteMerge::Rejected(RejectReason::VersionBadSignature);
+        if !self.state.knows(&key, &v.dot) {
+            if !self.signed_by_origin(&key, &v) {
+                self.reject(RejectReason::VersionBadSignature);
+                return RemoteMerge::Rejected(RejectReason::VersionBadSignature);
+            }
+            self.saw_signed(v.dot);
+            if self.context_signed(&v).is_err() {
+                self.defer(key, v);
+                return RemoteMerge::Deferred;
+            }
         }
         let _ = self.clock.observe(v.hlc, self.now_ms);
         let outcome = self.state.merge(key, v);
@@ -62,6 +84,104 @@ impl Engine {
             MergeOutcome::Obsolete => self.counters.obsolete += 1,
         }
         RemoteMerge::Merged(outcome)
+    }
+
+    /// Record that `dot`'s origin has signed up to `dot.seq`, from a
+    /// version verified here. Tracked only for origins heard from (see
+    /// [`Engine::heard_from`]).
+    pub(super) fn saw_signed(&mut self, dot: Dot) {
+        if let Some(high) = self.signed_high.get_mut(&dot.node) {
+            if dot.seq > *high {
+                *high = dot.seq.min(MAX_REMOTE_SEQ);
+                self.deferred.ready = !self.deferred.held.is_empty();
+            }
+        }
+    }
+
+    /// An origin's own heartbeat says it has issued up to `high_seq`.
+    pub(super) fn heard_from(&mut self, origin: NodeId, high_seq: u64) {
+        let high = self.signed_high.entry(origin).or_default();
+        if high_seq > *high {
+            *high = high_seq.min(MAX_REMOTE_SEQ);
+            self.deferred.ready = !self.deferred.held.is_empty();
+        }
+    }
+
+    /// Hold back a verified version whose context is ahead. The oldest
+    /// goes (counted as `version_context_ahead`) when too many are held:
+    /// a liar's pins cannot grow memory, and an honest version evicted
+    /// here comes again with anti-entropy.
+    fn defer(&mut self, key: StateKey, v: Version) {
+        if self.deferred.held.iter().any(|(_, d)| d.dot == v.dot) {
+            return;
+        }
+        self.counters.deferred += 1;
+        self.deferred.held.push_back((key, v));
+        if self.deferred.held.len() > MAX_DEFERRED {
+            self.deferred.held.pop_front();
+            self.reject(RejectReason::VersionContextAhead);
+        }
+    }
+
+    /// Merge the held-back versions whose contexts are no longer ahead
+    /// (called once per input, after it was handled, when an origin's
+    /// signed high mark rose); merging one may raise another's.
+    pub(super) fn merge_deferred(&mut self) {
+        while std::mem::take(&mut self.deferred.ready) {
+            let held = std::mem::take(&mut self.deferred.held);
+            for (key, v) in held {
+                if self.context_signed(&v).is_err() {
+                    self.deferred.held.push_back((key, v));
+                    continue;
+                }
+                if self.state.knows(&key, &v.dot) {
+                    continue;
+                }
+                let _ = self.clock.observe(v.hlc, self.now_ms);
+                match self.state.merge(key, v) {
+                    MergeOutcome::Applied => self.counters.merged += 1,
+                    MergeOutcome::Duplicate => self.counters.duplicates += 1,
+                    MergeOutcome::Obsolete => self.counters.obsolete += 1,
+                }
+            }
+        }
+    }
+
+    /// The highest sequence number `origin` has been seen to sign, for
+    /// an origin this node has heard from (its own: the last it issued);
+    /// `None` for one it has not, about which it cannot judge.
+    pub(super) fn signed_up_to(&self, origin: &NodeId) -> Option<u64> {
+        let heard = self.signed_high.get(origin).copied();
+        if *origin == self.me {
+            Some(heard.unwrap_or(0).max(self.state.next_seq(&self.me) - 1))
+        } else {
+            heard
+        }
+    }
+
+    /// Check that `v`'s causal context claims no write of a live origin
+    /// that this node has not seen that origin sign: an entry `(victim,
+    /// huge)` signed by a member would otherwise supersede every later
+    /// write of the victim to the key. Judged only for origins that are
+    /// alive (or suspect) and heard from: their heartbeats carry how far
+    /// they have written, so an honest context is ahead only until the
+    /// next one (a reordering). About an origin never heard from, dead or
+    /// gone, a node cannot judge and takes the context as it is.
+    pub(super) fn context_signed(&self, v: &Version) -> Result<(), RejectReason> {
+        let ahead = v.ctx.dots().iter().any(|d| {
+            d.node != v.dot.node
+                && self.signed_up_to(&d.node).is_some_and(|high| d.seq > high)
+                && (d.node == self.me
+                    || self
+                        .members
+                        .get(&d.node)
+                        .is_some_and(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect)))
+        });
+        if ahead {
+            Err(RejectReason::VersionContextAhead)
+        } else {
+            Ok(())
+        }
     }
 
     /// Whether `v` carries its origin's signature over everything that

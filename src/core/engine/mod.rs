@@ -112,6 +112,13 @@ pub struct Engine {
     /// Set while handling a persist failure: its flush does not retry.
     persist_failing: bool,
     counters: Counters,
+    /// Per origin heard from since the start, the highest sequence number
+    /// it has been seen to sign (its own heartbeat, or a version verified
+    /// here): claims about a live origin's writes beyond this are not
+    /// taken ([`Engine::context_signed`], knowledge adoption).
+    signed_high: BTreeMap<NodeId, u64>,
+    /// Verified versions whose context is ahead of `signed_high`.
+    deferred: merge::Deferred,
     now_ms: u64,
 }
 
@@ -201,8 +208,11 @@ impl Engine {
             unpersisted: Unpersisted::default(),
             persist_failing: false,
             counters: Counters::default(),
+            signed_high: BTreeMap::new(),
+            deferred: merge::Deferred::default(),
             now_ms,
         };
+
         let own = engine.own_record(MemberStatus::Alive);
         engine.members.merge(own);
         let peers: Vec<(NodeId, u64, MemberStatus)> = engine
@@ -236,6 +246,7 @@ impl Engine {
     pub fn handle_gossip(&mut self, now_ms: u64, from: NodeId, bytes: &[u8]) -> Vec<Action> {
         self.now_ms = now_ms.max(self.now_ms);
         self.on_gossip(from, bytes);
+        self.merge_deferred();
         self.flush()
     }
 
@@ -258,6 +269,7 @@ impl Engine {
             Input::Command { id, command } => self.on_command(id, command),
             Input::PersistFailed { batch, reason } => self.on_persist_failed(batch, reason),
         }
+        self.merge_deferred();
         self.flush()
     }
 

@@ -380,13 +380,23 @@ impl Engine {
     fn on_sync_ack(&mut self, from: NodeId, ack: SyncAck, after: AfterAck) {
         let mut clean = true;
         for (k, v) in ack.versions {
-            if self.merge_remote(k, v).is_rejected() {
+            // Knowledge is adopted only when every version came in: a
+            // version held back must not read as seen.
+            if !self.merge_remote(k, v).is_settled() {
                 clean = false;
             }
         }
         if ack.complete && clean && after.adopt.iter().all(|(_, r)| r.max() <= MAX_REMOTE_SEQ) {
             self.counters.dropped_obsolete += self.state.drop_versions(&after.doomed) as u64;
-            self.state.union_knowledge(&after.adopt);
+            // The peer's word on what it has seen of an origin goes only as
+            // far as that origin has been seen to sign.
+            let (adopt, cut) = after
+                .adopt
+                .capped(|origin| self.signed_up_to(origin).unwrap_or(MAX_REMOTE_SEQ));
+            if cut {
+                self.reject(RejectReason::KnowledgeAhead);
+            }
+            self.state.union_knowledge(&adopt);
         } else {
             // More to fetch: go again as soon as the rate limit allows.
             self.sync.last_sync_with.remove(&from);
@@ -434,9 +444,18 @@ impl Engine {
                 .get(&key)
                 .and_then(|ks| ks.grave.as_ref())
                 .is_some_and(|g| g.dot == tomb.dot && g.tombstone.is_some());
-            if !known && !self.signed_by_origin(&key, &tomb) {
-                self.reject(RejectReason::VersionBadSignature);
-                continue;
+            if !known {
+                if !self.signed_by_origin(&key, &tomb) {
+                    self.reject(RejectReason::VersionBadSignature);
+                    continue;
+                }
+                self.saw_signed(tomb.dot);
+                // What it buries is what its context covers: no further
+                // than the writes their origins have been seen to sign.
+                if let Err(reason) = self.context_signed(&tomb) {
+                    self.reject(reason);
+                    continue;
+                }
             }
             self.counters.dropped_obsolete += self.state.adopt_grave(&key, Grave::of_tombstone(tomb)) as u64;
         }

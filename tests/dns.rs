@@ -4,6 +4,7 @@
 //! queried with `dig` (Debian's `bind9-dnsutils`; `.ci/run` installs it).
 
 #![cfg(feature = "node")]
+#![allow(clippy::disallowed_methods)] // a test's timeouts read the wall clock
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
@@ -46,7 +47,12 @@ async fn udp(addr: SocketAddr, edns: bool) -> Client<TokioRuntimeProvider> {
 
 /// A TCP client of `addr`.
 async fn tcp(addr: SocketAddr) -> Client<TokioRuntimeProvider> {
-    let (stream, sender) = TcpClientStream::new(addr, None, Some(Duration::from_secs(5)), TokioRuntimeProvider::default());
+    let (stream, sender) = TcpClientStream::new(
+        addr,
+        None,
+        Some(Duration::from_secs(5)),
+        TokioRuntimeProvider::default(),
+    );
     let (client, bg) = Client::<TokioRuntimeProvider>::new(stream.await.expect("TCP connect"), sender);
     tokio::spawn(bg);
     client
@@ -114,7 +120,10 @@ async fn until(
         if done(&r) {
             return r;
         }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; last answer: {r:?}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; last answer: {r:?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -149,7 +158,10 @@ async fn srv_and_a_answers_hold_the_passing_instances_on_every_node_and_tags_fil
         (target("10.0.0.2"), 8082, 20),
         ("db-1.internal.".to_string(), 8083, 40),
     ]);
-    let v2 = BTreeSet::from([(target("10.0.0.2"), 8082, 20), ("db-1.internal.".to_string(), 8083, 40)]);
+    let v2 = BTreeSet::from([
+        (target("10.0.0.2"), 8082, 20),
+        ("db-1.internal.".to_string(), 8083, 40),
+    ]);
     let servers: Vec<DnsServer> = futures::future::join_all(c.running().map(serve)).await;
     for server in &servers {
         let client = udp(server.local_addr(), true).await;
@@ -198,7 +210,10 @@ async fn srv_and_a_answers_hold_the_passing_instances_on_every_node_and_tags_fil
         }
         // A name that exists without records of the type: NODATA.
         let r = ask(&client, "api.prod.service.starling.", RecordType::AAAA).await;
-        assert_eq!((r.metadata.response_code, r.answers.len()), (ResponseCode::NoError, 0));
+        assert_eq!(
+            (r.metadata.response_code, r.answers.len()),
+            (ResponseCode::NoError, 0)
+        );
         // Outside the domain: refused.
         let r = ask(&client, "example.com.", RecordType::A).await;
         assert_eq!(r.metadata.response_code, ResponseCode::Refused);
@@ -239,7 +254,12 @@ async fn a_dead_or_departed_owners_instances_and_name_leave_every_nodes_answers(
     for i in 0..4u8 {
         let ip = format!("10.0.1.{}", i + 1);
         c.node(usize::from(i))
-            .register_service(&n, &web, &InstanceId::new(format!("web-{i}")).unwrap(), spec(&ip, 80, 50, &[]))
+            .register_service(
+                &n,
+                &web,
+                &InstanceId::new(format!("web-{i}")).unwrap(),
+                spec(&ip, 80, 50, &[]),
+            )
             .await
             .unwrap();
     }
@@ -247,9 +267,13 @@ async fn a_dead_or_departed_owners_instances_and_name_leave_every_nodes_answers(
     let ip = |s: &str| s.parse::<IpAddr>().unwrap();
     for s in &servers {
         let client = udp(s.local_addr(), true).await;
-        until(&client, "web.prod.service.starling.", RecordType::A, "all four", |r| {
-            ips(&r.answers).len() == 4
-        })
+        until(
+            &client,
+            "web.prod.service.starling.",
+            RecordType::A,
+            "all four",
+            |r| ips(&r.answers).len() == 4,
+        )
         .await;
     }
     // n2 dies (no leave), n3 leaves.
@@ -290,7 +314,12 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     for i in 1..=40u16 {
         let ip = format!("10.0.2.{i}");
         c.node(0)
-            .register_service(&n, &big, &InstanceId::new(format!("big-{i}")).unwrap(), spec(&ip, 9000 + i, 10, &[]))
+            .register_service(
+                &n,
+                &big,
+                &InstanceId::new(format!("big-{i}")).unwrap(),
+                spec(&ip, 9000 + i, 10, &[]),
+            )
             .await
             .unwrap();
     }
@@ -300,7 +329,11 @@ async fn large_answers_truncate_over_udp_and_come_whole_over_tcp() {
     // 40 A records (~640 bytes): over 512 without EDNS, within 1232 with it.
     let r = ask(&udp(addr, false).await, name, RecordType::A).await;
     assert!(r.metadata.truncation, "no EDNS: cut at 512 bytes");
-    assert!(r.answers.len() < 40 && !r.answers.is_empty(), "{}", r.answers.len());
+    assert!(
+        r.answers.len() < 40 && !r.answers.is_empty(),
+        "{}",
+        r.answers.len()
+    );
     let r = ask(&udp(addr, true).await, name, RecordType::A).await;
     assert!(!r.metadata.truncation);
     assert_eq!(ips(&r.answers).len(), 40);
@@ -348,7 +381,10 @@ impl Drop for Running {
 
 /// Fails clearly when the shared target dir's binary is another checkout's.
 fn assert_binary_is_this_build() {
-    let out = Command::new(BIN).args(["run", "--help"]).output().expect("run starling");
+    let out = Command::new(BIN)
+        .args(["run", "--help"])
+        .output()
+        .expect("run starling");
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("--no-dns"),
         "{BIN} is not this build (no --no-dns in its help): another checkout sharing \
@@ -360,7 +396,14 @@ fn run_node(extra: &[&str]) -> Running {
     assert_binary_is_this_build();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--no-mdns", "--listen", "/ip4/127.0.0.1/tcp/0", "--http", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--no-mdns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--http",
+            "127.0.0.1:0",
+        ])
         .args(["--name", "dig-test", "--data-dir"])
         .arg(dir.path().join("data"))
         .args(extra)
@@ -391,7 +434,11 @@ fn run_node(extra: &[&str]) -> Running {
 /// `dig` with `args`, its stdout.
 fn dig(args: &[&str]) -> String {
     let out = Command::new("dig").args(args).output().expect("run dig");
-    assert!(out.status.success(), "dig {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "dig {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -419,7 +466,15 @@ fn dig_finds_a_service_registered_with_the_cli_on_a_running_node() {
     let dns: SocketAddr = node.field("dns=").parse().expect("dns=ADDR in the ready line");
     let port = dns.port().to_string();
     let out = Command::new(BIN)
-        .args(["services", "register", "prod", "api", "api-7", "--address", "10.0.0.7"])
+        .args([
+            "services",
+            "register",
+            "prod",
+            "api",
+            "api-7",
+            "--address",
+            "10.0.0.7",
+        ])
         .args(["--port", "8080", "--weight", "50", "--tag", "v2", "--http", &http])
         .output()
         .unwrap();
@@ -432,7 +487,10 @@ fn dig_finds_a_service_registered_with_the_cli_on_a_running_node() {
     let node_a = ask(&["dig-test.node.starling", "A", "+short"]);
     assert_eq!(node_a.trim(), "127.0.0.1");
     let nx = ask(&["web.prod.service.starling", "SRV"]);
-    assert!(nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa"), "{nx}");
+    assert!(
+        nx.contains("status: NXDOMAIN") && nx.contains("flags: qr aa"),
+        "{nx}"
+    );
     // Counted in /metrics.
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(20)))
@@ -451,7 +509,10 @@ fn dig_finds_a_service_registered_with_the_cli_on_a_running_node() {
             .find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse().unwrap()))
             .unwrap_or_else(|| panic!("no {series} in\n{text}"))
     };
-    assert!(value("starling_dns_queries_total{result=\"answered\"}") >= 3.0, "{text}");
+    assert!(
+        value("starling_dns_queries_total{result=\"answered\"}") >= 3.0,
+        "{text}"
+    );
     assert_eq!(value("starling_dns_queries_total{result=\"nxdomain\"}"), 1.0);
 }
 
@@ -462,7 +523,15 @@ fn a_dns_address_in_use_stops_the_node_naming_the_address_and_the_flags() {
     let addr = taken.local_addr().unwrap().to_string();
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["run", "--no-mdns", "--no-http", "--listen", "/ip4/127.0.0.1/tcp/0", "--dns", &addr])
+        .args([
+            "run",
+            "--no-mdns",
+            "--no-http",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--dns",
+            &addr,
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .env_remove("STARLING_CONFIG")

@@ -476,7 +476,10 @@ mod tests {
             .unwrap();
         assert_eq!(c.dns, Some("127.0.0.1:0".parse().unwrap()));
         assert_eq!(c.dns_domain, "x.");
-        assert_eq!(args(&["--config", path, "--no-dns"]).to_config().unwrap().dns, None);
+        assert_eq!(
+            args(&["--config", path, "--no-dns"]).to_config().unwrap().dns,
+            None
+        );
         let err = args(&["--dns-domain", "."]).to_config().unwrap_err();
         assert!(err.to_string().contains("dns_domain"), "{err}");
     }

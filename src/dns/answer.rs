@@ -48,15 +48,7 @@ impl Zone {
                 .and_then(|n| n.append_domain(&self.domain))
                 .unwrap_or_else(|_| self.domain.clone())
         };
-        let soa = SOA::new(
-            under("ns"),
-            under("hostmaster"),
-            1,
-            3600,
-            600,
-            86_400,
-            self.ttl,
-        );
+        let soa = SOA::new(under("ns"), under("hostmaster"), 1, 3600, 600, 86_400, self.ttl);
         Record::from_rdata(self.domain.clone(), self.ttl, RData::SOA(soa))
     }
 
@@ -148,7 +140,12 @@ impl Zone {
                     tracing::debug!(address = %v.spec.address, instance = %v.instance, "not a DNS name: left out of SRV answers");
                     continue;
                 };
-                let srv = SRV::new(SRV_PRIORITY, u16::from(v.spec.weight), v.spec.port, target.clone());
+                let srv = SRV::new(
+                    SRV_PRIORITY,
+                    u16::from(v.spec.weight),
+                    v.spec.port,
+                    target.clone(),
+                );
                 answers.push(Record::from_rdata(qname.clone(), self.ttl, RData::SRV(srv)));
                 if let Some(ip) = ip {
                     if glued.insert(ip) {
@@ -251,7 +248,9 @@ mod tests {
     }
 
     fn view(id: &str, address: &str, weight: u8, health: HealthStatus) -> ServiceView {
-        use crate::core::{Hlc, InstanceId, Namespace, NodeId, ServiceName, ServiceSpec, VersionId, VersionInfo};
+        use crate::core::{
+            Hlc, InstanceId, Namespace, NodeId, ServiceName, ServiceSpec, VersionId, VersionInfo,
+        };
         ServiceView {
             namespace: Namespace::new("prod").unwrap(),
             service: ServiceName::new("api").unwrap(),
@@ -300,7 +299,10 @@ mod tests {
         assert_eq!(a.answers[0].data, RData::A(A("10.0.0.2".parse().unwrap())));
         let critical_only = &views[2..];
         let a = zone().service(&qname(), RecordType::SRV, critical_only, &mut rng);
-        assert_eq!((a.rcode, a.answers.len(), a.soa.len()), (ResponseCode::NoError, 0, 1));
+        assert_eq!(
+            (a.rcode, a.answers.len(), a.soa.len()),
+            (ResponseCode::NoError, 0, 1)
+        );
         let a = zone().service(&qname(), RecordType::SRV, &[], &mut rng);
         assert_eq!((a.rcode, a.soa.len()), (ResponseCode::NXDomain, 1));
     }

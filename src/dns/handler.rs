@@ -107,7 +107,11 @@ impl Handler {
                     zone.nxdomain()
                 }
             }
-            Question::Service { namespace, service, tag } => {
+            Question::Service {
+                namespace,
+                service,
+                tag,
+            } => {
                 let registered = self.instances(&namespace, &service, tag).await?;
                 let mut rng = self.rng.lock().expect("no code panics holding the DNS rng");
                 zone.service(name, qtype, &registered, &mut *rng)
@@ -283,8 +287,14 @@ mod tests {
         .map(String::from)
         .to_vec();
         let ips = member_ips(addrs.iter());
-        assert_eq!(ips, ["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]);
-        let loopback_only = vec!["/ip4/127.0.0.1/tcp/1".to_string()];
-        assert_eq!(member_ips(loopback_only.iter()), ["127.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert_eq!(
+            ips,
+            ["10.0.0.5".parse::<IpAddr>().unwrap(), "fd00::5".parse().unwrap()]
+        );
+        let loopback_only = ["/ip4/127.0.0.1/tcp/1".to_string()];
+        assert_eq!(
+            member_ips(loopback_only.iter()),
+            ["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
     }
 }

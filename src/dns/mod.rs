@@ -71,7 +71,8 @@ pub(crate) mod metrics;
 mod names;
 
 /// The default address: `127.0.0.1:8600`.
-pub const DEFAULT_ADDR: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8600);
+pub const DEFAULT_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8600);
 /// The default domain: `starling.`.
 pub const DEFAULT_DOMAIN: &str = "starling.";
 /// The default TTL of answers, seconds.
@@ -144,9 +145,12 @@ fn parse_domain(domain: &str) -> Result<Name, NodeConfigError> {
         field: "dns_domain".into(),
         reason,
     };
-    let mut name = Name::from_ascii(domain).map_err(|e| field(format!("{domain:?} is not a domain name: {e}")))?;
+    let mut name =
+        Name::from_ascii(domain).map_err(|e| field(format!("{domain:?} is not a domain name: {e}")))?;
     if name.is_root() || domain.trim_matches('.').is_empty() {
-        return Err(field("the root domain cannot be served; use e.g. \"starling.\"".into()));
+        return Err(field(
+            "the root domain cannot be served; use e.g. \"starling.\"".into(),
+        ));
     }
     name.set_fqdn(true);
     Ok(name.to_lowercase())
@@ -299,12 +303,19 @@ mod tests {
         assert_eq!(c.dns, Some("127.0.0.1:5353".parse().unwrap()));
         assert_eq!(NodeConfig::from_toml("dns = \"off\"").unwrap().dns, None);
         assert_eq!(NodeConfig::from_toml("dns = false").unwrap().dns, None);
-        assert_eq!(NodeConfig::from_toml("dns = true").unwrap().dns, Some(DEFAULT_ADDR));
-        let err = NodeConfig::from_toml("dns = \"localhost\"").unwrap_err().to_string();
+        assert_eq!(
+            NodeConfig::from_toml("dns = true").unwrap().dns,
+            Some(DEFAULT_ADDR)
+        );
+        let err = NodeConfig::from_toml("dns = \"localhost\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dns"), "{err}");
         // Round trip through TOML, off included.
-        let mut off = NodeConfig::default();
-        off.dns = None;
+        let off = NodeConfig {
+            dns: None,
+            ..NodeConfig::default()
+        };
         let text = toml::to_string(&off).unwrap();
         assert_eq!(NodeConfig::from_toml(&text).unwrap(), off);
     }
@@ -340,7 +351,12 @@ mod tests {
         new.dns_ttl_secs = 30;
         let err = running.reload_changes(&new).unwrap_err();
         assert!(
-            matches!(err, crate::node::ReloadError::RestartOnly { field: "dns_ttl_secs" }),
+            matches!(
+                err,
+                crate::node::ReloadError::RestartOnly {
+                    field: "dns_ttl_secs"
+                }
+            ),
             "{err:?}"
         );
     }

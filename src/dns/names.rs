@@ -148,7 +148,10 @@ mod tests {
         assert_eq!(q("api.prod.service.starling."), svc("prod", "api", None));
         assert_eq!(q("API.Prod.SERVICE.Starling."), svc("Prod", "API", None));
         assert_eq!(q("v2.api.prod.service.starling."), svc("prod", "api", Some("v2")));
-        assert_eq!(q("v2.1.api.prod.service.starling."), svc("prod", "api", Some("v2.1")));
+        assert_eq!(
+            q("v2.1.api.prod.service.starling."),
+            svc("prod", "api", Some("v2.1"))
+        );
         // Any byte may appear in a label on the wire (dig: `zone\=eu`).
         let domain = Name::from_ascii("starling.").unwrap();
         let labels: [&[u8]; 6] = [b"zone=eu", b"api", b"prod", b"service", b"starling", b""];
@@ -159,7 +162,10 @@ mod tests {
     #[test]
     fn rfc2782_names_use_tcp_for_any_instance_and_otherwise_a_tag() {
         assert_eq!(q("_api._tcp.prod.service.starling."), svc("prod", "api", None));
-        assert_eq!(q("_api._v2.prod.service.starling."), svc("prod", "api", Some("v2")));
+        assert_eq!(
+            q("_api._v2.prod.service.starling."),
+            svc("prod", "api", Some("v2"))
+        );
     }
 
     #[test]

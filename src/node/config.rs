@@ -83,7 +83,8 @@ pub struct NodeConfig {
     // --- DNS interface for service discovery (see `crate::dns`) ---
     /// DNS server address, UDP and TCP on the same port (port 0: any free
     /// port). `None` (`dns = "off"` or `dns = false` in TOML, `--no-dns`)
-    /// disables it. Default `127.0.0.1:8600`.
+    /// disables it. Default `127.0.0.1:8600`. `starling run` serves it; an
+    /// embedding program calls [`crate::dns::serve`] (as for `http`).
     #[serde(with = "crate::dns::config_addr")]
     pub dns: Option<SocketAddr>,
     /// The domain the DNS server answers for (default `starling.`).

@@ -12,6 +12,8 @@
 pub mod cli;
 pub mod core;
 #[cfg(feature = "node")]
+pub mod dns;
+#[cfg(feature = "node")]
 pub mod http;
 #[cfg(feature = "node")]
 pub mod net;

@@ -304,6 +304,7 @@ fn run_until_ready(dir: &Path, extra: &[&str]) -> Process {
         "run",
         "--no-mdns",
         "--no-http",
+        "--no-dns",
         "--listen",
         "/ip4/127.0.0.1/tcp/0",
         "--data-dir",
@@ -386,6 +387,7 @@ fn run_refuses_a_key_file_other_users_can_read() {
             "run",
             "--no-mdns",
             "--no-http",
+            "--no-dns",
             "--listen",
             "/ip4/127.0.0.1/tcp/0",
             "--data-dir",
@@ -429,7 +431,7 @@ async fn editing_deny_peers_in_the_config_file_of_a_running_node_drops_and_readm
     let write_config = |deny: &str| {
         let text = format!(
             "data_dir = {data:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nhttp = \"127.0.0.1:0\"\n\
-             mdns = false\ncluster_key_file = {k:?}\n{deny}\n\
+             mdns = false\ndns = \"off\"\ncluster_key_file = {k:?}\n{deny}\n\
              [protocol]\ncluster = \"cli-deny\"\nheartbeat_interval_ms = 200\n\
              suspect_timeout_ms = 1000\nsync_interval_ms = 1000\nsync_min_interval_ms = 200\n",
             data = dir.path().join("a-data"),

@@ -44,6 +44,8 @@ impl RunningNode {
             data_dir.to_str().unwrap(),
             "--name",
             "cli-test",
+            // Several of these run at once: no fixed DNS port.
+            "--no-dns",
         ])
         .args(extra)
         .env_remove("STARLING_CONFIG")

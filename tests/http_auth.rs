@@ -599,7 +599,7 @@ impl Binary {
 
 fn node_toml(dir: &std::path::Path, tokens: &str, extra: &str) -> String {
     format!(
-        "data_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nhttp = \"127.0.0.1:0\"\nmdns = false\n{extra}\n{tokens}",
+        "data_dir = {:?}\nlisten = [\"/ip4/127.0.0.1/tcp/0\"]\nhttp = \"127.0.0.1:0\"\nmdns = false\ndns = \"off\"\n{extra}\n{tokens}",
         dir.join("data").to_str().expect("utf-8")
     )
 }

@@ -33,7 +33,7 @@ pub(crate) fn set_node_id(id: String) {
 
 /// Install the global subscriber. `filter` is in `EnvFilter` syntax.
 pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid config field `log_level`: {e}"))?;
+    let filter = env_filter(filter)?;
     let (filter, handle) = reload::Layer::new(filter);
     let _ = FILTER.set(handle);
     let result = match format {
@@ -67,11 +67,22 @@ pub(crate) fn init(format: LogFormat, filter: &str) -> Result<(), String> {
 
 /// Replace the log filter of the installed logger (`EnvFilter` syntax).
 pub(crate) fn set_filter(filter: &str) -> Result<(), String> {
-    let filter = EnvFilter::try_new(filter).map_err(|e| format!("invalid config field `log_level`: {e}"))?;
+    let filter = env_filter(filter)?;
     let handle = FILTER.get().ok_or("the logger is not installed")?;
     handle
         .reload(filter)
         .map_err(|e| format!("cannot change the log level: {e}"))
+}
+
+/// The filter of `log_level`. hickory's DNS server logs two info lines
+/// per query: it logs at warn unless the filter names it.
+fn env_filter(filter: &str) -> Result<EnvFilter, String> {
+    let parsed = EnvFilter::try_new(filter).map_err(|e| format!("invalid config field `log_level`: {e}"))?;
+    if filter.contains("hickory") {
+        return Ok(parsed);
+    }
+    let quiet = "hickory_server=warn".parse().expect("a valid directive");
+    Ok(parsed.add_directive(quiet))
 }
 
 /// Wraps a formatter to add the node id to each line.

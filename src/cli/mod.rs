@@ -92,6 +92,16 @@ pub(crate) struct RunArgs {
     /// key can connect.
     #[arg(long = "cluster-key", value_name = "FILE")]
     cluster_key: Option<PathBuf>,
+    /// DNS server address for service discovery, UDP and TCP
+    /// (default 127.0.0.1:8600; port 0: any free port).
+    #[arg(long, value_name = "ADDR")]
+    dns: Option<std::net::SocketAddr>,
+    /// Do not serve DNS.
+    #[arg(long, conflicts_with = "dns")]
+    no_dns: bool,
+    /// The DNS domain answered for (default starling.).
+    #[arg(long, value_name = "DOMAIN")]
+    dns_domain: Option<String>,
 }
 
 /// `--log-format`.

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use super::{logging, LogFormatArg, RunArgs, EXIT_FAILED, EXIT_USAGE};
+use crate::dns;
 use crate::http::{self, HttpAccess, HttpLimits};
 use crate::node::{LogFormat, Node, NodeConfig, NodeConfigError, NodeHandle, NodeStatus};
 
@@ -60,6 +61,15 @@ impl RunArgs {
         }
         if let Some(key) = &self.cluster_key {
             c.cluster_key_file = Some(key.clone());
+        }
+        if let Some(d) = self.dns {
+            c.dns = Some(d);
+        }
+        if self.no_dns {
+            c.dns = None;
+        }
+        if let Some(domain) = &self.dns_domain {
+            c.dns_domain = domain.clone();
         }
         c.validate()?;
         Ok(c)
@@ -128,6 +138,15 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         }
         None => None,
     };
+    let dns = match serve_dns(&node, &config).await {
+        Ok(dns) => dns,
+        Err(code) => {
+            if let Some(server) = server {
+                server.shutdown(Duration::ZERO).await;
+            }
+            return code;
+        }
+    };
     let status = match wait_for_listen_addrs(&node).await {
         Ok(s) => s,
         Err(e) => {
@@ -139,18 +158,23 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         || "off".to_string(),
         |s| format!("{}://{}", s.scheme(), s.local_addr()),
     );
+    let dns_text = dns
+        .as_ref()
+        .map_or_else(|| "off".to_string(), |d| d.local_addr().to_string());
     tracing::info!(
         listen = %status.listen_addrs.join(","),
         http = %http_text,
+        dns = %dns_text,
         cluster = %status.cluster,
         "node ready"
     );
     println!(
-        "starling ready node_id={} cluster={} listen={} http={}",
+        "starling ready node_id={} cluster={} listen={} http={} dns={}",
         status.node_id,
         status.cluster,
         status.listen_addrs.join(","),
-        http_text
+        http_text,
+        dns_text
     );
     let _ = std::io::stdout().flush();
 
@@ -178,6 +202,9 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         if let Some(server) = server {
             server.shutdown(HTTP_GRACE).await;
         }
+        if let Some(dns) = dns {
+            dns.shutdown().await;
+        }
     };
     tokio::select! {
         () = leave => {
@@ -187,6 +214,34 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         signal = wait_for_signal() => {
             tracing::warn!(%signal, "second signal: stopping without finishing the leave");
             ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+/// Start the DNS server if the config asks for one. A failure stops the
+/// node and gives the exit code, with an error naming the address and
+/// the flags that change it.
+async fn serve_dns(node: &NodeHandle, config: &NodeConfig) -> Result<Option<dns::DnsServer>, ExitCode> {
+    let options = match dns::DnsOptions::from_config(config) {
+        Ok(Some(options)) => options,
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            eprintln!("starling: {e}");
+            let _ = node.shutdown().await;
+            return Err(ExitCode::from(EXIT_USAGE));
+        }
+    };
+    let addr = options.addr;
+    match dns::serve(node.clone(), options).await {
+        Ok(server) => Ok(Some(server)),
+        Err(e) => {
+            tracing::error!(%addr, error = %e, "cannot serve DNS");
+            eprintln!(
+                "starling: cannot serve DNS on {addr} (UDP and TCP): {e}; choose another address \
+                 with --dns ADDR (config: dns), or turn DNS off with --no-dns (config: dns = \"off\")"
+            );
+            let _ = node.shutdown().await;
+            Err(ExitCode::from(EXIT_FAILED))
         }
     }
 }
@@ -405,6 +460,28 @@ mod tests {
     fn an_invalid_flag_value_is_named_by_validation() {
         let err = args(&["--listen", "not-a-multiaddr"]).to_config().unwrap_err();
         assert!(err.to_string().contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn dns_flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("node.toml");
+        std::fs::write(&file, "dns = \"127.0.0.1:5353\"\ndns_domain = \"disco.\"\n").unwrap();
+        let path = file.to_str().unwrap();
+        let c = args(&["--config", path]).to_config().unwrap();
+        assert_eq!(c.dns, Some("127.0.0.1:5353".parse().unwrap()));
+        assert_eq!(c.dns_domain, "disco.");
+        let c = args(&["--config", path, "--dns", "127.0.0.1:0", "--dns-domain", "x."])
+            .to_config()
+            .unwrap();
+        assert_eq!(c.dns, Some("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(c.dns_domain, "x.");
+        assert_eq!(
+            args(&["--config", path, "--no-dns"]).to_config().unwrap().dns,
+            None
+        );
+        let err = args(&["--dns-domain", "."]).to_config().unwrap_err();
+        assert!(err.to_string().contains("dns_domain"), "{err}");
     }
 
     #[test]

@@ -168,6 +168,17 @@ fn render(snapshot: MetricsSnapshot, latency: &NodeMetrics, http: &HttpMetrics) 
          (unauthenticated, forbidden, bad_host, bad_origin, bad_content_type)",
         http.rejected.clone(),
     );
+    registry.register(
+        "dns_queries",
+        "DNS queries by result: answered (NOERROR, records or none), nxdomain, refused \
+         (outside the domain), servfail (the node could not answer), malformed",
+        latency.dns.queries.clone(),
+    );
+    registry.register(
+        "dns_truncated_responses",
+        "DNS answers over UDP cut short with the TC bit (the client retries over TCP)",
+        latency.dns.truncated.clone(),
+    );
     registry.register_collector(Box::new(Scrape(snapshot)));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)

@@ -80,6 +80,17 @@ pub struct NodeConfig {
     pub http_tls_cert: Option<PathBuf>,
     /// PEM private key of `http_tls_cert`.
     pub http_tls_key: Option<PathBuf>,
+    // --- DNS interface for service discovery (see `crate::dns`) ---
+    /// DNS server address, UDP and TCP on the same port (port 0: any free
+    /// port). `None` (`dns = "off"` or `dns = false` in TOML, `--no-dns`)
+    /// disables it. Default `127.0.0.1:8600`. `starling run` serves it; an
+    /// embedding program calls [`crate::dns::serve`] (as for `http`).
+    #[serde(with = "crate::dns::config_addr")]
+    pub dns: Option<SocketAddr>,
+    /// The domain the DNS server answers for (default `starling.`).
+    pub dns_domain: String,
+    /// TTL of DNS answers and of negative answers, seconds (default 5).
+    pub dns_ttl_secs: u32,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +114,9 @@ impl Default for NodeConfig {
             http_allowed_hosts: Vec::new(),
             http_tls_cert: None,
             http_tls_key: None,
+            dns: Some(crate::dns::DEFAULT_ADDR),
+            dns_domain: crate::dns::DEFAULT_DOMAIN.into(),
+            dns_ttl_secs: crate::dns::DEFAULT_TTL_SECS,
         }
     }
 }
@@ -237,6 +251,7 @@ impl NodeConfig {
                 reason: e.reason,
             })?;
         HttpAccess::from_config(self)?;
+        crate::dns::DnsOptions::from_config(self)?;
         Ok(())
     }
 
@@ -321,6 +336,14 @@ impl NodeConfig {
             return Err(ReloadError::RestartOnly {
                 field: "cluster_key_file",
             });
+        }
+        let dns_fixed = [
+            ("dns", self.dns == new.dns),
+            ("dns_domain", self.dns_domain == new.dns_domain),
+            ("dns_ttl_secs", self.dns_ttl_secs == new.dns_ttl_secs),
+        ];
+        if let Some((field, _)) = dns_fixed.iter().find(|(_, same)| !same) {
+            return Err(ReloadError::RestartOnly { field });
         }
         let changed = [
             ("log_level", self.log_level != new.log_level),

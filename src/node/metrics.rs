@@ -48,6 +48,8 @@ pub(crate) struct NodeMetrics {
     pub key_mismatches: Counter,
     /// Connections of denied peers, by [`DeniedEvent`].
     pub denied_connections: Family<DeniedLabels, Counter>,
+    /// The DNS server's counters (`crate::dns`).
+    pub dns: crate::dns::metrics::DnsMetrics,
 }
 
 /// What happened to a connection of a peer in `deny_peers`.
@@ -95,6 +97,7 @@ impl NodeMetrics {
             sync_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             key_mismatches: Counter::default(),
             denied_connections: Family::default(),
+            dns: crate::dns::metrics::DnsMetrics::new(),
         };
         m.touch_denied();
         m

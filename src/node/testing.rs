@@ -62,12 +62,15 @@ pub fn fast_protocol(cluster: &str) -> Config {
 }
 
 /// A node config on loopback: data in `data_dir`, listening on
-/// [`LOOPBACK_LISTEN`], no HTTP API, mDNS off, dialling `bootstrap`.
+/// [`LOOPBACK_LISTEN`], no HTTP API, no DNS, mDNS off, dialling
+/// `bootstrap`. (`Node::start` serves neither; a test that wants DNS
+/// calls `crate::dns::serve` with port 0.)
 pub fn loopback_config(data_dir: &Path, name: &str, protocol: Config, bootstrap: Vec<String>) -> NodeConfig {
     NodeConfig {
         data_dir: data_dir.to_path_buf(),
         listen: vec![LOOPBACK_LISTEN.into()],
         http: None,
+        dns: None,
         bootstrap,
         name: Some(name.into()),
         mdns: false,

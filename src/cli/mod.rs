@@ -92,6 +92,10 @@ pub(crate) struct RunArgs {
     /// key can connect.
     #[arg(long = "cluster-key", value_name = "FILE")]
     cluster_key: Option<PathBuf>,
+    /// Directory of service files (one TOML file per instance, with its
+    /// health checks) that this node registers and keeps in step.
+    #[arg(long = "services-dir", value_name = "DIR")]
+    services_dir: Option<PathBuf>,
 }
 
 /// `--log-format`.

@@ -61,6 +61,9 @@ impl RunArgs {
         if let Some(key) = &self.cluster_key {
             c.cluster_key_file = Some(key.clone());
         }
+        if let Some(dir) = &self.services_dir {
+            c.services_dir = Some(dir.clone());
+        }
         c.validate()?;
         Ok(c)
     }

@@ -80,6 +80,10 @@ pub struct NodeConfig {
     pub http_tls_cert: Option<PathBuf>,
     /// PEM private key of `http_tls_cert`.
     pub http_tls_key: Option<PathBuf>,
+    /// A directory of service files (one TOML file per instance, with its
+    /// checks) that this node registers, updates and deregisters as the
+    /// files come, change and go; read every second. Restart to change.
+    pub services_dir: Option<PathBuf>,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +107,7 @@ impl Default for NodeConfig {
             http_allowed_hosts: Vec::new(),
             http_tls_cert: None,
             http_tls_key: None,
+            services_dir: None,
         }
     }
 }
@@ -228,6 +233,13 @@ impl NodeConfig {
         if self.http_max_body_bytes < 1024 {
             return Err(field("http_max_body_bytes", "at least 1024".into()));
         }
+        if self
+            .services_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(field("services_dir", "empty path".into()));
+        }
         self.validate_admission()?;
         self.protocol
             .clone()
@@ -292,7 +304,7 @@ impl NodeConfig {
     /// and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 11] = [
+        let fixed: [(&'static str, bool); 12] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -313,6 +325,7 @@ impl NodeConfig {
             ),
             ("http_tls_cert", self.http_tls_cert == new.http_tls_cert),
             ("http_tls_key", self.http_tls_key == new.http_tls_key),
+            ("services_dir", self.services_dir == new.services_dir),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });

@@ -21,7 +21,8 @@
 //! with `.` are skipped, as are editors' temporaries). A new file registers
 //! its instance, a changed one updates it, a removed one deregisters it. A
 //! file that cannot be read or parsed, or that declares an instance
-//! another file already declares, gets one error in the log and a count in
+//! another file already declares (the file that registered it first keeps
+//! it), gets one error in the log and a count in
 //! `starling_service_file_errors_total`, and changes nothing: the
 //! registration made from its last valid content stays.
 //!
@@ -250,8 +251,20 @@ impl DirWatch {
     async fn apply(&mut self, h: &NodeHandle) {
         let mut desired: BTreeMap<InstanceKey, (String, Declared)> = BTreeMap::new();
         let mut duplicates = BTreeSet::new();
-        for (name, seen) in &self.files {
-            let Some(d) = &seen.declared else { continue };
+        // The file that registered an instance keeps it; then files by name.
+        let holds = |name: &String, d: &Declared| self.registered.get(&d.key).is_some_and(|(f, _)| f == name);
+        let ordered = self
+            .files
+            .iter()
+            .filter_map(|(name, seen)| seen.declared.as_ref().map(|d| (name, d)))
+            .filter(|(name, d)| holds(name, d))
+            .chain(
+                self.files
+                    .iter()
+                    .filter_map(|(name, seen)| seen.declared.as_ref().map(|d| (name, d)))
+                    .filter(|(name, d)| !holds(name, d)),
+            );
+        for (name, d) in ordered {
             if let Some((first, _)) = desired.get(&d.key) {
                 let dup = (name.clone(), d.key.clone());
                 if !self.duplicates.contains(&dup) {

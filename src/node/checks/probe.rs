@@ -64,15 +64,18 @@ async fn http(uri: &hyper::Uri, host: &str, port: u16) -> Outcome {
         Ok(r) => r,
         Err(e) => return critical(format!("GET {uri}: {e}")),
     };
-    // The connection future drives the socket; it only ends (before the
-    // answer) if the connection fails.
-    tokio::pin!(conn);
+    // The connection future drives the socket. It ends before the answer
+    // only if the connection fails; with `connection: close` it may end
+    // right after reading the answer, which is then already delivered.
+    let send = sender.send_request(request);
+    tokio::pin!(conn, send);
     let answer = tokio::select! {
-        a = sender.send_request(request) => a,
-        c = &mut conn => {
-            let why = c.err().map_or_else(|| "connection closed".to_string(), |e| e.to_string());
-            return critical(format!("GET {uri}: {why}"));
-        }
+        biased;
+        a = &mut send => a,
+        c = &mut conn => match c {
+            Ok(()) => send.await,
+            Err(e) => return critical(format!("GET {uri}: {e}")),
+        },
     };
     match answer {
         Ok(response) => {
@@ -206,7 +209,47 @@ mod tests {
 
     #[test]
     fn output_tails_are_cut_at_character_boundaries() {
-        assert_eq!(last_chars("aé\nb", 3), "é b");
+        assert_eq!(last_chars("aé\nb", 4), "é b");
+        assert_eq!(last_chars("aé\nb", 3), " b");
         assert_eq!(last_chars("abc", 10), "abc");
+    }
+}
+#[cfg(test)]
+mod http_tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn server(code: u16) -> (u16, tokio::task::JoinHandle<()>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let t = tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = vec![0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                let a = format!("HTTP/1.1 {code} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = s.write_all(a.as_bytes()).await;
+            }
+        });
+        (port, t)
+    }
+
+    #[tokio::test]
+    async fn http_status_codes_map_to_health() {
+        for (code, want) in [
+            (200, HealthStatus::Passing),
+            (204, HealthStatus::Passing),
+            (429, HealthStatus::Warning),
+            (503, HealthStatus::Critical),
+        ] {
+            let (port, t) = server(code).await;
+            let probe = super::super::spec::CheckSpec::http(format!("http://127.0.0.1:{port}/h"))
+                .probe()
+                .unwrap();
+            let o = run(&probe, Duration::from_secs(5)).await;
+            assert_eq!(o.status, want, "{code}: {}", o.output);
+            assert!(o.output.contains(&code.to_string()), "{}", o.output);
+            t.abort();
+        }
     }
 }

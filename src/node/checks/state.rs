@@ -220,7 +220,11 @@ mod tests {
         run(&mut s, Passing, t, now);
         assert_eq!(run(&mut s, Warning, t, now), None);
         assert_eq!(run(&mut s, Warning, t, now), Some(Warning));
-        assert_eq!(run(&mut s, Critical, t, now), None, "the count goes on");
+        assert_eq!(
+            run(&mut s, Critical, t, now),
+            Some(Critical),
+            "past the threshold every failed run sets its own status"
+        );
         assert_eq!(s.consecutive_failures, 3);
     }
 

@@ -395,7 +395,8 @@ async fn http_put_json(url: String, body: Value) -> (u16, Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn checks_registered_over_http_show_in_the_api_and_metrics() {
     let dir = ScratchDir::new().unwrap();
-    let config = loopback_config(dir.path(), "h", fast_protocol("checks-api"), vec![]);
+    let mut config = loopback_config(dir.path(), "h", fast_protocol("checks-api"), vec![]);
+    config.http_command_checks = true;
     let (node, _) = launch(config.clone()).await.unwrap();
     let server = http::serve(
         node.clone(),
@@ -482,4 +483,38 @@ fn metric(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or_else(|| panic!("no series {series} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn command_checks_over_http_are_refused_unless_the_node_allows_them() {
+    let dir = ScratchDir::new().unwrap();
+    let config = loopback_config(dir.path(), "h", fast_protocol("checks-no-cmd"), vec![]);
+    assert!(!config.http_command_checks, "off by default");
+    let (node, _) = launch(config.clone()).await.unwrap();
+    let server = http::serve(
+        node.clone(),
+        "127.0.0.1:0".parse().unwrap(),
+        HttpLimits::from_config(&config),
+    )
+    .await
+    .unwrap();
+    let url = format!("http://{}/v1/services/prod/web/web-1", server.local_addr());
+    let body = json!({"address": "127.0.0.1", "port": 1, "checks": [{"command": ["true"]}]});
+    let (status, answer) = http_put_json(url.clone(), body).await;
+    assert_eq!(
+        (status, answer["code"].as_str()),
+        (403, Some("command_checks_disabled")),
+        "{answer}"
+    );
+    let (svc, _) = names("web", "web-1");
+    assert!(node
+        .services(&ns("prod"), &svc, ServiceQuery::default())
+        .await
+        .unwrap()
+        .is_empty());
+    let body = json!({"address": "127.0.0.1", "port": 1, "checks": [{"tcp": "127.0.0.1:1"}]});
+    let (status, answer) = http_put_json(url, body).await;
+    assert_eq!(status, 200, "other kinds are fine: {answer}");
+    server.shutdown(Duration::from_secs(1)).await;
+    node.shutdown().await.unwrap();
 }

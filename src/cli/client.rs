@@ -331,19 +331,19 @@ enum ServicesCommand {
 struct CheckArgs {
     /// HTTP check: GET this URL (repeatable); 2xx passes, 429 warns.
     #[arg(long = "check-http", value_name = "URL")]
-    http: Vec<String>,
+    check_http: Vec<String>,
     /// TCP check: connect to HOST:PORT (repeatable).
     #[arg(long = "check-tcp", value_name = "HOST:PORT")]
-    tcp: Vec<String>,
+    check_tcp: Vec<String>,
     /// Command check: a program and its arguments separated by spaces, run
     /// without a shell (repeatable); exit 0 passes, 1 warns. For arguments
     /// with spaces use --check.
     #[arg(long = "check-command", value_name = "CMD")]
-    command: Vec<String>,
+    check_command: Vec<String>,
     /// A check as JSON (repeatable), every field available, e.g.
     /// '{"command":["sh","-c","exit 0"],"interval_ms":5000,"failures_before_critical":3}'.
     #[arg(long = "check", value_name = "JSON")]
-    json: Vec<String>,
+    check_json: Vec<String>,
     /// Interval of the --check-http, --check-tcp and --check-command checks, ms.
     #[arg(long, default_value_t = 10_000)]
     check_interval_ms: u64,
@@ -356,7 +356,7 @@ impl CheckArgs {
     /// The checks, in the order: JSON, HTTP, TCP, command.
     fn to_checks(&self) -> Result<Vec<api::CheckSpec>, Failure> {
         let mut out = Vec::new();
-        for j in &self.json {
+        for j in &self.check_json {
             let c: api::CheckSpec = serde_json::from_str(j)
                 .map_err(|e| Failure::usage(format!("--check {j:?} is not a check: {e}")))?;
             out.push(c);
@@ -365,9 +365,9 @@ impl CheckArgs {
             c.with_interval_ms(self.check_interval_ms)
                 .with_timeout_ms(self.check_timeout_ms)
         };
-        out.extend(self.http.iter().map(|u| timing(api::CheckSpec::http(u))));
-        out.extend(self.tcp.iter().map(|a| timing(api::CheckSpec::tcp(a))));
-        for cmd in &self.command {
+        out.extend(self.check_http.iter().map(|u| timing(api::CheckSpec::http(u))));
+        out.extend(self.check_tcp.iter().map(|a| timing(api::CheckSpec::tcp(a))));
+        for cmd in &self.check_command {
             let argv: Vec<&str> = cmd.split_whitespace().collect();
             if argv.is_empty() {
                 return Err(Failure::usage("--check-command needs a program"));

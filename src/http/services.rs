@@ -140,6 +140,14 @@ pub(crate) async fn register(
     spec.validate()
         .map_err(|e| ApiError::bad_request("invalid_spec", e))?;
     crate::node::validate_checks(&spec, &checks).map_err(|e| ApiError::bad_request("invalid_checks", e))?;
+    if !app.node.http_command_checks() && checks.iter().any(|c| c.command.is_some()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "command_checks_disabled",
+            "command checks run programs on the node: this node accepts them over HTTP only with \
+             `http_command_checks = true` in its config (service files may always use them)",
+        ));
+    }
     let written = app
         .node
         .register_service_with_checks(&ns, &service, &instance, spec, checks)

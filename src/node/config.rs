@@ -84,6 +84,11 @@ pub struct NodeConfig {
     /// checks) that this node registers, updates and deregisters as the
     /// files come, change and go; read every second. Restart to change.
     pub services_dir: Option<PathBuf>,
+    /// Accept command health checks in HTTP registrations (default off: a
+    /// command check runs a program as this node's user, so any client
+    /// with `write` on a namespace could run programs here). Service files
+    /// and the Rust API may always use them. Restart to change.
+    pub http_command_checks: bool,
 }
 
 impl Default for NodeConfig {
@@ -108,6 +113,7 @@ impl Default for NodeConfig {
             http_tls_cert: None,
             http_tls_key: None,
             services_dir: None,
+            http_command_checks: false,
         }
     }
 }
@@ -304,7 +310,7 @@ impl NodeConfig {
     /// and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 12] = [
+        let fixed: [(&'static str, bool); 13] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -326,6 +332,10 @@ impl NodeConfig {
             ("http_tls_cert", self.http_tls_cert == new.http_tls_cert),
             ("http_tls_key", self.http_tls_key == new.http_tls_key),
             ("services_dir", self.services_dir == new.services_dir),
+            (
+                "http_command_checks",
+                self.http_command_checks == new.http_command_checks,
+            ),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });

@@ -503,6 +503,12 @@ impl NodeHandle {
         self.read(MetricsSnapshot::read).await
     }
 
+    /// Whether HTTP registrations may carry command checks
+    /// (`http_command_checks`).
+    pub(crate) fn http_command_checks(&self) -> bool {
+        self.checks.http_command_checks
+    }
+
     /// Register the health check and service file metrics in a scrape's
     /// registry.
     pub(crate) fn register_check_metrics(&self, registry: &mut prometheus_client::registry::Registry) {

@@ -118,7 +118,7 @@ impl Node {
             node: me,
             metrics,
             picker: Arc::new(Picker::new(xxhash_rust::xxh3::xxh3_64(me.as_bytes()))),
-            checks: Arc::new(Checks::open(&config.data_dir)),
+            checks: Arc::new(Checks::open(&config.data_dir, config.http_command_checks)),
         };
         // Health checks of the instances this node still owns, then the
         // service files (both after the driver runs: they read through it).

@@ -64,6 +64,8 @@ pub(crate) struct Checks {
     changes: tokio::sync::Mutex<()>,
     /// Counters for `/metrics`.
     pub(crate) metrics: CheckMetrics,
+    /// Whether HTTP registrations may carry command checks.
+    pub(crate) http_command_checks: bool,
 }
 
 /// An instance's armed checks: their shared state and their tasks.
@@ -106,8 +108,9 @@ fn invalid(msg: impl Into<String>) -> NodeError {
 impl Checks {
     /// The checks of a node whose data directory is `data_dir` (reads what
     /// it remembers; nothing is armed until [`Checks::restore`]).
-    pub(crate) fn open(data_dir: &Path) -> Checks {
+    pub(crate) fn open(data_dir: &Path, http_command_checks: bool) -> Checks {
         Checks {
+            http_command_checks,
             armed: Mutex::new(BTreeMap::new()),
             local: Mutex::new(LocalStore::open(data_dir)),
             changes: tokio::sync::Mutex::new(()),

@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::{parse_key_value, table, EXIT_FAILED, EXIT_USAGE};
-use crate::core::HealthStatus;
+use crate::core::{HealthStatus, ServiceSpec};
 use crate::http::api;
 
 /// Most bytes of one answer the client reads (lists can be large).
@@ -260,6 +260,8 @@ enum ServicesCommand {
         #[arg(long)]
         ttl_ms: Option<u64>,
         #[command(flatten)]
+        checks: CheckArgs,
+        #[command(flatten)]
         opts: ClientOpts,
     },
     /// Refresh an instance's TTL and report its health.
@@ -303,6 +305,14 @@ enum ServicesCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+    /// The health checks the node runs for its instances of a namespace:
+    /// status, runs in a row, last output.
+    Checks {
+        /// Namespace.
+        namespace: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
     /// Remove an instance.
     Deregister {
         /// Namespace.
@@ -314,6 +324,62 @@ enum ServicesCommand {
         #[command(flatten)]
         opts: ClientOpts,
     },
+}
+
+/// Health checks of `services register`, run by the node.
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// HTTP check: GET this URL (repeatable); 2xx passes, 429 warns.
+    #[arg(long = "check-http", value_name = "URL")]
+    check_http: Vec<String>,
+    /// TCP check: connect to HOST:PORT (repeatable).
+    #[arg(long = "check-tcp", value_name = "HOST:PORT")]
+    check_tcp: Vec<String>,
+    /// Command check: a program and its arguments separated by spaces, run
+    /// without a shell (repeatable); exit 0 passes, 1 warns. For arguments
+    /// with spaces use --check.
+    #[arg(long = "check-command", value_name = "CMD")]
+    check_command: Vec<String>,
+    /// A check as JSON (repeatable), every field available, e.g.
+    /// '{"command":["sh","-c","exit 0"],"interval_ms":5000,"failures_before_critical":3}'.
+    #[arg(long = "check", value_name = "JSON")]
+    check_json: Vec<String>,
+    /// Interval of the --check-http, --check-tcp and --check-command checks, ms.
+    #[arg(long, default_value_t = 10_000)]
+    check_interval_ms: u64,
+    /// Timeout of those checks, ms.
+    #[arg(long, default_value_t = 2_000)]
+    check_timeout_ms: u64,
+}
+
+impl CheckArgs {
+    /// The checks, in the order: JSON, HTTP, TCP, command.
+    fn to_checks(&self) -> Result<Vec<api::CheckSpec>, Failure> {
+        let mut out = Vec::new();
+        for j in &self.check_json {
+            let c: api::CheckSpec = serde_json::from_str(j)
+                .map_err(|e| Failure::usage(format!("--check {j:?} is not a check: {e}")))?;
+            out.push(c);
+        }
+        let timing = |c: api::CheckSpec| {
+            c.with_interval_ms(self.check_interval_ms)
+                .with_timeout_ms(self.check_timeout_ms)
+        };
+        out.extend(self.check_http.iter().map(|u| timing(api::CheckSpec::http(u))));
+        out.extend(self.check_tcp.iter().map(|a| timing(api::CheckSpec::tcp(a))));
+        for cmd in &self.check_command {
+            let argv: Vec<&str> = cmd.split_whitespace().collect();
+            if argv.is_empty() {
+                return Err(Failure::usage("--check-command needs a program"));
+            }
+            out.push(timing(api::CheckSpec::command(argv)));
+        }
+        for (i, c) in out.iter().enumerate() {
+            c.validate()
+                .map_err(|e| Failure::usage(format!("check {}: {e}", i + 1)))?;
+        }
+        Ok(out)
+    }
 }
 
 /// A failed command: what to print and the exit code.
@@ -992,19 +1058,27 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
             metadata,
             weight,
             ttl_ms,
+            checks,
             opts,
         } => {
+            let checks = match checks.to_checks() {
+                Ok(c) => c,
+                Err(f) => return finish(Err(f)),
+            };
             let api = match Api::new(&opts, Some(REQUEST_TIMEOUT)) {
                 Ok(api) => api,
                 Err(f) => return finish(Err(f)),
             };
             let spec = api::RegisterRequest {
-                address,
-                port,
-                tags: tags.into_iter().collect(),
-                metadata: metadata.into_iter().collect(),
-                weight,
-                ttl_ms,
+                spec: ServiceSpec {
+                    address,
+                    port,
+                    tags: tags.into_iter().collect(),
+                    metadata: metadata.into_iter().collect(),
+                    weight,
+                    ttl_ms,
+                },
+                checks,
             };
             api.send(
                 "PUT",
@@ -1070,6 +1144,7 @@ pub(crate) fn services(args: ServicesArgs) -> ExitCode {
             let query: Vec<(&str, String)> = since.into_iter().map(|s| ("since", s.to_string())).collect();
             watch(&opts, &path, &query)
         }
+        ServicesCommand::Checks { namespace, opts } => services_checks(&opts, &namespace),
         ServicesCommand::Deregister {
             namespace,
             service,
@@ -1138,6 +1213,31 @@ fn services_list(
         &["INSTANCE", "ADDRESS", "HEALTH", "WEIGHT", "TAGS", "OWNER"],
         &rows,
     );
+    Ok(())
+}
+
+/// `starling services checks NS`.
+fn services_checks(opts: &ClientOpts, ns: &str) -> Outcome {
+    let api = Api::new(opts, Some(REQUEST_TIMEOUT))?;
+    let list: api::CheckList = api.get(&api.url(&["v1", "checks", ns]), &[])?.json()?;
+    if opts.json {
+        print_json(&list);
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = list
+        .checks
+        .iter()
+        .map(|c| {
+            vec![
+                format!("{}/{}", c.service, c.instance),
+                c.name.clone(),
+                c.status.map_or("pending", |s| s.as_str()).to_string(),
+                format!("{}/{}", c.consecutive_successes, c.consecutive_failures),
+                table::clip(&c.output, 60),
+            ]
+        })
+        .collect();
+    table::print(&["INSTANCE", "CHECK", "STATUS", "OK/FAIL", "OUTPUT"], &rows);
     Ok(())
 }
 

@@ -102,6 +102,10 @@ pub(crate) struct RunArgs {
     /// The DNS domain answered for (default starling.).
     #[arg(long, value_name = "DOMAIN")]
     dns_domain: Option<String>,
+    /// Directory of service files (one TOML file per instance, with its
+    /// health checks) that this node registers and keeps in step.
+    #[arg(long = "services-dir", value_name = "DIR")]
+    services_dir: Option<PathBuf>,
 }
 
 /// `--log-format`.

@@ -71,6 +71,9 @@ impl RunArgs {
         if let Some(domain) = &self.dns_domain {
             c.dns_domain = domain.clone();
         }
+        if let Some(dir) = &self.services_dir {
+            c.services_dir = Some(dir.clone());
+        }
         c.validate()?;
         Ok(c)
     }

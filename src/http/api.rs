@@ -35,6 +35,7 @@
 //! | `PUT /v1/services/{ns}/{service}/{instance}` | [`RegisterRequest`] | [`WriteResponse`] |
 //! | `DELETE /v1/services/{ns}/{service}/{instance}` | | [`WriteResponse`] |
 //! | `PUT /v1/services/{ns}/{service}/{instance}/heartbeat` | [`HeartbeatRequest`] (optional) | [`HeartbeatResponse`] |
+//! | `GET /v1/checks/{ns}` | | [`CheckList`] |
 //! | `GET /v1/watch/...` | | server-sent events, each `data:` a [`WatchEvent`] (an [`ErrorBody`] for `event: error`) |
 //! | any failure | | [`ErrorBody`] with a 4xx or 5xx status |
 
@@ -44,6 +45,7 @@ use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use crate::core::{HealthStatus, MemberStatus, ServiceSpec, VersionId};
+pub use crate::node::{CheckSpec, CheckStatus};
 
 /// Header carrying the node's revision on lists and watches (the next
 /// `index` of a blocking list).
@@ -272,6 +274,10 @@ pub struct ServiceNames {
 pub struct ServiceInstance {
     /// Host name or IP it serves on.
     pub address: String,
+    /// Its health checks, as the node answering runs them: filled only on
+    /// the owner, for instances with checks (omitted otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckStatus>,
     /// Health to route by: critical if the owner is dead or left.
     pub health: HealthStatus,
     /// Instance id.
@@ -310,8 +316,28 @@ pub struct ServiceList {
 }
 
 /// Body of `PUT /v1/services/{ns}/{service}/{instance}`: what is
-/// registered (`tags`, `metadata`, `weight` and `ttl_ms` may be left out).
-pub type RegisterRequest = ServiceSpec;
+/// registered (`tags`, `metadata`, `weight`, `ttl_ms` and `checks` may be
+/// left out): the [`ServiceSpec`] fields and the instance's health checks,
+/// which the node answering runs (it owns the instance).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Address, port, tags, metadata, weight, TTL.
+    #[serde(flatten)]
+    pub spec: ServiceSpec,
+    /// Active health checks (omitted when none; see [`CheckSpec`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<CheckSpec>,
+}
+
+/// `GET /v1/checks/{ns}`: the health checks this node runs for its
+/// instances of a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckList {
+    /// The checks, by service, instance and check name.
+    pub checks: Vec<CheckStatus>,
+    /// Namespace.
+    pub namespace: String,
+}
 
 /// Body of `PUT .../heartbeat` (optional; an empty body reports passing).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -108,7 +108,9 @@ pub(crate) async fn count_requests(State(http): State<HttpMetrics>, req: Request
 /// `GET /metrics`.
 pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Result<Response, ApiError> {
     let snapshot = app.node.metrics_snapshot().await?;
-    let text = render(snapshot, app.node.latency_metrics(), &app.http_metrics);
+    let text = render(snapshot, app.node.latency_metrics(), &app.http_metrics, |r| {
+        app.node.register_check_metrics(r)
+    });
     if wants_classic_text(&headers) {
         Ok((
             [(CONTENT_TYPE, PROMETHEUS_TEXT_CONTENT_TYPE)],
@@ -121,8 +123,14 @@ pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Resul
 }
 
 /// The OpenMetrics text of one scrape.
-fn render(snapshot: MetricsSnapshot, latency: &NodeMetrics, http: &HttpMetrics) -> String {
+fn render(
+    snapshot: MetricsSnapshot,
+    latency: &NodeMetrics,
+    http: &HttpMetrics,
+    checks: impl FnOnce(&mut Registry),
+) -> String {
     let mut registry = Registry::with_prefix("starling");
+    checks(&mut registry);
     registry.register_with_unit(
         "heartbeat_delay",
         "Heartbeat one-way delay: local receipt time minus the sender's HLC stamp, \

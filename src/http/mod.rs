@@ -168,6 +168,7 @@ fn router_with(
             "/v1/services/{namespace}/{service}/{instance}/heartbeat",
             put(services::heartbeat),
         )
+        .route("/v1/checks/{namespace}", get(services::checks))
         .route("/v1/watch/kv/{namespace}", get(watch::kv))
         .route("/v1/watch/services/{namespace}", get(watch::all_services))
         .route("/v1/watch/services/{namespace}/{service}", get(watch::services))

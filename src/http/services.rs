@@ -57,8 +57,22 @@ pub(crate) async fn list(
         healthy_only: q.flag("healthy")?,
     };
     let instances = app.node.services(&ns, &service, query).await?;
+    let mut checks = app.node.check_statuses(Some(&ns));
+    checks.retain(|c| c.service == service.as_str());
     Ok(Json(api::ServiceList {
-        instances: instances.iter().map(api::ServiceInstance::from).collect(),
+        instances: instances
+            .iter()
+            .map(|v| {
+                let mut i = api::ServiceInstance::from(v);
+                // On the owner: the checks it runs for the instance.
+                i.checks = checks
+                    .iter()
+                    .filter(|c| c.instance == i.instance)
+                    .cloned()
+                    .collect();
+                i
+            })
+            .collect(),
         namespace: ns.as_str().to_string(),
         service: service.as_str().to_string(),
     })
@@ -115,17 +129,43 @@ pub(crate) async fn register(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<WriteResponse>, ApiError> {
     let (ns, service, instance) = parse_instance(path)?;
-    let spec: Option<api::RegisterRequest> = json_body(&body.map_err(body_error)?)?;
-    let spec = spec.ok_or_else(|| {
+    let request: Option<api::RegisterRequest> = json_body(&body.map_err(body_error)?)?;
+    let request = request.ok_or_else(|| {
         ApiError::bad_request(
             "invalid_body",
-            "expected a JSON body {\"address\", \"port\", \"tags\", \"metadata\", \"weight\", \"ttl_ms\"}",
+            "expected a JSON body {\"address\", \"port\", \"tags\", \"metadata\", \"weight\", \"ttl_ms\", \"checks\"}",
         )
     })?;
+    let api::RegisterRequest { spec, checks } = request;
     spec.validate()
         .map_err(|e| ApiError::bad_request("invalid_spec", e))?;
-    let written = app.node.register_service(&ns, &service, &instance, spec).await?;
+    crate::node::validate_checks(&spec, &checks).map_err(|e| ApiError::bad_request("invalid_checks", e))?;
+    if !app.node.http_command_checks() && checks.iter().any(|c| c.command.is_some()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::FORBIDDEN,
+            "command_checks_disabled",
+            "command checks run programs on the node: this node accepts them over HTTP only with \
+             `http_command_checks = true` in its config (service files may always use them)",
+        ));
+    }
+    let written = app
+        .node
+        .register_service_with_checks(&ns, &service, &instance, spec, checks)
+        .await?;
     Ok(Json((&written).into()))
+}
+
+/// `GET /v1/checks/{ns}`: the health checks this node runs for its
+/// instances in a namespace, with their status and last output.
+pub(crate) async fn checks(
+    State(app): State<App>,
+    PathParams(ns): PathParams<String>,
+) -> Result<Json<api::CheckList>, ApiError> {
+    let ns = namespace(&ns)?;
+    Ok(Json(api::CheckList {
+        checks: app.node.check_statuses(Some(&ns)),
+        namespace: ns.as_str().to_string(),
+    }))
 }
 
 /// `PUT /v1/services/{ns}/{service}/{instance}/heartbeat`, optionally with

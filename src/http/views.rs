@@ -101,6 +101,7 @@ impl From<&ServiceView> for api::ServiceInstance {
     fn from(s: &ServiceView) -> Self {
         api::ServiceInstance {
             address: s.spec.address.clone(),
+            checks: Vec::new(),
             health: s.health,
             instance: s.instance.as_str().to_string(),
             metadata: s.spec.metadata.clone(),

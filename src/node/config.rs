@@ -91,6 +91,15 @@ pub struct NodeConfig {
     pub dns_domain: String,
     /// TTL of DNS answers and of negative answers, seconds (default 5).
     pub dns_ttl_secs: u32,
+    /// A directory of service files (one TOML file per instance, with its
+    /// checks) that this node registers, updates and deregisters as the
+    /// files come, change and go; read every second. Restart to change.
+    pub services_dir: Option<PathBuf>,
+    /// Accept command health checks in HTTP registrations (default off: a
+    /// command check runs a program as this node's user, so any client
+    /// with `write` on a namespace could run programs here). Service files
+    /// and the Rust API may always use them. Restart to change.
+    pub http_command_checks: bool,
 }
 
 impl Default for NodeConfig {
@@ -117,6 +126,8 @@ impl Default for NodeConfig {
             dns: Some(crate::dns::DEFAULT_ADDR),
             dns_domain: crate::dns::DEFAULT_DOMAIN.into(),
             dns_ttl_secs: crate::dns::DEFAULT_TTL_SECS,
+            services_dir: None,
+            http_command_checks: false,
         }
     }
 }
@@ -242,6 +253,13 @@ impl NodeConfig {
         if self.http_max_body_bytes < 1024 {
             return Err(field("http_max_body_bytes", "at least 1024".into()));
         }
+        if self
+            .services_dir
+            .as_ref()
+            .is_some_and(|d| d.as_os_str().is_empty())
+        {
+            return Err(field("services_dir", "empty path".into()));
+        }
         self.validate_admission()?;
         self.protocol
             .clone()
@@ -307,7 +325,7 @@ impl NodeConfig {
     /// and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 11] = [
+        let fixed: [(&'static str, bool); 13] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -328,6 +346,11 @@ impl NodeConfig {
             ),
             ("http_tls_cert", self.http_tls_cert == new.http_tls_cert),
             ("http_tls_key", self.http_tls_key == new.http_tls_key),
+            ("services_dir", self.services_dir == new.services_dir),
+            (
+                "http_command_checks",
+                self.http_command_checks == new.http_command_checks,
+            ),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });

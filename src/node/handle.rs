@@ -12,6 +12,7 @@ use crate::core::{
 };
 use crate::net::display_id;
 
+use super::checks::{CheckSpec, CheckStatus};
 use super::config::{NodeConfig, ReloadError};
 use super::error::NodeError;
 use super::metrics::{MetricsSnapshot, NodeMetrics};
@@ -29,6 +30,9 @@ pub struct NodeHandle {
     pub(crate) metrics: Arc<NodeMetrics>,
     /// Round-robin and in-flight state of `pick` (see [`NodeHandle::pick`]).
     pub(crate) picker: Arc<super::picker::Picker>,
+    /// Health checks of this node's instances (see
+    /// [`NodeHandle::register_service_with_checks`]).
+    pub(crate) checks: Arc<super::checks::Checks>,
 }
 
 impl std::fmt::Debug for NodeHandle {
@@ -55,6 +59,11 @@ impl NodeHandle {
             .await
             .map_err(|_| NodeError::Stopped)?;
         Ok(rx.await.map_err(|_| NodeError::Stopped)??)
+    }
+
+    /// A write command, as [`NodeHandle::write`] (for the checks module).
+    pub(crate) async fn command_write(&self, command: Command) -> Result<WriteResult, NodeError> {
+        self.write(command).await
     }
 
     async fn write(&self, command: Command) -> Result<WriteResult, NodeError> {
@@ -262,7 +271,9 @@ impl NodeHandle {
         self.read(move |e, _| e.kv_canaries(&ns)).await
     }
 
-    /// Register (or update) a service instance owned by this node.
+    /// Register (or update) a service instance owned by this node. Any
+    /// checks it had on this node stop (see
+    /// [`NodeHandle::register_service_with_checks`]).
     pub async fn register_service(
         &self,
         namespace: &Namespace,
@@ -270,17 +281,34 @@ impl NodeHandle {
         instance: &InstanceId,
         spec: ServiceSpec,
     ) -> Result<WriteResult, NodeError> {
-        self.write(Command::RegisterService {
-            namespace: namespace.clone(),
-            service: service.clone(),
-            instance: instance.clone(),
-            spec,
-        })
-        .await
+        self.register_service_with_checks(namespace, service, instance, spec, Vec::new())
+            .await
+    }
+
+    /// Register (or update) a service instance owned by this node, with
+    /// active health checks that this node runs (see [`CheckSpec`]); they
+    /// replace any it had. The instance's health becomes the worst status
+    /// of its checks, written only when it changes. Check definitions are
+    /// kept in the data directory: a restarted node runs them again while
+    /// it still owns the instance. An instance has a TTL or checks, not
+    /// both; invalid checks are refused
+    /// ([`CommandError::Invalid`](crate::core::CommandError::Invalid)) and
+    /// nothing is registered.
+    pub async fn register_service_with_checks(
+        &self,
+        namespace: &Namespace,
+        service: &ServiceName,
+        instance: &InstanceId,
+        spec: ServiceSpec,
+        checks: Vec<CheckSpec>,
+    ) -> Result<WriteResult, NodeError> {
+        let key = (namespace.clone(), service.clone(), instance.clone());
+        self.checks.register(self, key, spec, checks, None).await
     }
 
     /// Refresh an owned instance's TTL and report its health (default
-    /// passing).
+    /// passing). Refused for an instance with checks on this node: its
+    /// checks set its health.
     pub async fn heartbeat_service(
         &self,
         namespace: &Namespace,
@@ -288,6 +316,13 @@ impl NodeHandle {
         instance: &InstanceId,
         health: Option<HealthStatus>,
     ) -> Result<(), NodeError> {
+        let key = (namespace.clone(), service.clone(), instance.clone());
+        if self.checks.has_checks(&key) {
+            return Err(NodeError::Command(crate::core::CommandError::Invalid(format!(
+                "{}/{}/{} has health checks on this node: they set its health",
+                namespace, service, instance
+            ))));
+        }
         self.command(Command::HeartbeatService {
             namespace: namespace.clone(),
             service: service.clone(),
@@ -298,19 +333,38 @@ impl NodeHandle {
         .map(|_| ())
     }
 
-    /// Remove a service instance.
+    /// Write the health an instance's checks found.
+    pub(crate) async fn set_health_from_checks(
+        &self,
+        key: &super::checks::InstanceKey,
+        health: HealthStatus,
+    ) -> Result<(), NodeError> {
+        self.command(Command::HeartbeatService {
+            namespace: key.0.clone(),
+            service: key.1.clone(),
+            instance: key.2.clone(),
+            health: Some(health),
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Remove a service instance (and stop its checks).
     pub async fn deregister_service(
         &self,
         namespace: &Namespace,
         service: &ServiceName,
         instance: &InstanceId,
     ) -> Result<WriteResult, NodeError> {
-        self.write(Command::DeregisterService {
-            namespace: namespace.clone(),
-            service: service.clone(),
-            instance: instance.clone(),
-        })
-        .await
+        let key = (namespace.clone(), service.clone(), instance.clone());
+        self.checks.deregister(self, key).await
+    }
+
+    /// The status of this node's health checks (of one namespace, or all):
+    /// status, counts, last output and error. Check state is this node's
+    /// own: other nodes see only the health it writes.
+    pub fn check_statuses(&self, namespace: Option<&Namespace>) -> Vec<CheckStatus> {
+        self.checks.statuses(namespace)
     }
 
     /// Instances of a service matching `query`.
@@ -435,6 +489,7 @@ impl NodeHandle {
     }
 
     async fn stop(&self, leave: bool) -> Result<(), NodeError> {
+        self.checks.stop_all();
         let (reply, rx) = oneshot::channel();
         if self.tx.send(Request::Shutdown { leave, reply }).await.is_err() {
             return Ok(());
@@ -446,6 +501,18 @@ impl NodeHandle {
     /// Counters and state figures for a metrics scrape.
     pub(crate) async fn metrics_snapshot(&self) -> Result<MetricsSnapshot, NodeError> {
         self.read(MetricsSnapshot::read).await
+    }
+
+    /// Whether HTTP registrations may carry command checks
+    /// (`http_command_checks`).
+    pub(crate) fn http_command_checks(&self) -> bool {
+        self.checks.http_command_checks
+    }
+
+    /// Register the health check and service file metrics in a scrape's
+    /// registry.
+    pub(crate) fn register_check_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.checks.metrics.register(registry, self.checks.counts());
     }
 
     /// The latency histograms the node's task observes.

@@ -27,8 +27,11 @@
 //! `test-utils` feature, `testing` (uses `start`, `handle`, `config`,
 //! `error`). Picks: `picker`, a leaf holding the per-service pick state
 //! the handle carries; `pick`, `NodeHandle::pick` (uses `handle`,
-//! `picker`, `error`).
+//! `picker`, `error`). Health checks: `checks/` (a folder; uses
+//! `handle`, `clock`, `error`, `types`), run by the node for its own
+//! instances; `services_dir`, service files (uses `checks`, `handle`).
 
+mod checks;
 mod clock;
 mod config;
 mod driver;
@@ -38,12 +41,15 @@ pub(crate) mod metrics;
 mod pick;
 mod picker;
 mod request;
+mod services_dir;
 mod start;
 #[cfg(feature = "test-utils")]
 pub mod testing;
 mod types;
 mod watch;
 
+pub(crate) use checks::validate_checks;
+pub use checks::{CheckSpec, CheckStatus, MAX_CHECKS_PER_INSTANCE, MAX_CHECKS_PER_NODE};
 pub use config::{LogFormat, NodeConfig, NodeConfigError, ReloadError};
 pub use error::NodeError;
 pub use handle::NodeHandle;

@@ -14,6 +14,7 @@ use crate::core::{Engine, NodeInfo};
 use crate::net::{build_swarm, node_id_of, ClusterKey, ClusterNames, KeyCheck};
 use crate::store::Store;
 
+use super::checks::Checks;
 use super::clock::wall_ms;
 use super::config::{default_listen, NodeConfig, NodeConfigError};
 use super::driver::Driver;
@@ -21,6 +22,7 @@ use super::error::NodeError;
 use super::handle::NodeHandle;
 use super::metrics::NodeMetrics;
 use super::picker::Picker;
+use super::services_dir;
 
 /// Capacity of the handle → node request queue.
 const REQUEST_QUEUE: usize = 1024;
@@ -111,12 +113,22 @@ impl Node {
                  (config: cluster_key_file)"
             ),
         }
-        Ok(NodeHandle {
+        let handle = NodeHandle {
             tx,
             node: me,
             metrics,
             picker: Arc::new(Picker::new(xxhash_rust::xxh3::xxh3_64(me.as_bytes()))),
-        })
+            checks: Arc::new(Checks::open(&config.data_dir, config.http_command_checks)),
+        };
+        // Health checks of the instances this node still owns, then the
+        // service files (both after the driver runs: they read through it).
+        if let Err(e) = handle.checks.restore(&handle).await {
+            tracing::error!(error = %e, "cannot re-arm health checks");
+        }
+        if let Some(dir) = &config.services_dir {
+            services_dir::spawn(handle.clone(), dir.clone());
+        }
+        Ok(handle)
     }
 }
 

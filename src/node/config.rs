@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::core::{Config as ProtocolConfig, ConfigError};
 use crate::http::{HttpAccess, HttpToken};
 
+use super::limits::Limits;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -80,6 +82,9 @@ pub struct NodeConfig {
     pub http_tls_cert: Option<PathBuf>,
     /// PEM private key of `http_tls_cert`.
     pub http_tls_key: Option<PathBuf>,
+    /// Network and HTTP limits (`[limits]`; see docs/SECURITY.md). Restart
+    /// to change.
+    pub limits: Limits,
 }
 
 impl Default for NodeConfig {
@@ -103,6 +108,7 @@ impl Default for NodeConfig {
             http_allowed_hosts: Vec::new(),
             http_tls_cert: None,
             http_tls_key: None,
+            limits: Limits::default(),
         }
     }
 }
@@ -229,6 +235,8 @@ impl NodeConfig {
             return Err(field("http_max_body_bytes", "at least 1024".into()));
         }
         self.validate_admission()?;
+        self.limits
+            .validate(self.name.as_deref().unwrap_or(""), self.tags.iter())?;
         self.protocol
             .clone()
             .validated()
@@ -292,7 +300,7 @@ impl NodeConfig {
     /// and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 11] = [
+        let fixed: [(&'static str, bool); 12] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -313,6 +321,7 @@ impl NodeConfig {
             ),
             ("http_tls_cert", self.http_tls_cert == new.http_tls_cert),
             ("http_tls_key", self.http_tls_key == new.http_tls_key),
+            ("limits", self.limits == new.limits),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });

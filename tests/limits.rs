@@ -267,6 +267,15 @@ async fn a_flood_of_invalid_gossip_gets_its_sender_graylisted_and_counted_while_
     let honest = [h0, h1, h2];
     let all: Vec<NodeHandle> = (0..4).map(|i| nodes.node(i).clone()).collect();
     wait_formed(&all, 4, T).await.expect("four nodes see each other alive");
+    // Each honest node must hear the flood from the hostile node itself:
+    // none forwards what it rejects.
+    let hostile = nodes.node(bad).clone();
+    eventually(T, "the hostile node is connected to every honest node", || {
+        let hostile = hostile.clone();
+        async move { hostile.status().await.expect("status").connected_peers == 3 }
+    })
+    .await;
+    sleep(Duration::from_secs(1)).await; // gossipsub learns the subscriptions
 
     for i in 0..20u32 {
         // Distinct bytes (gossipsub drops a repeated message unseen).
@@ -303,6 +312,14 @@ async fn an_oversized_heartbeat_is_rejected_before_the_engine_and_counted() {
     wait_formed(&all, 2, T).await.expect("two nodes see each other alive");
     let limit = NodeConfig::default().limits.heartbeat_max_bytes;
     let engine_before = nodes.node(h0).counters().await.expect("counters");
+    // Real heartbeats (announcing ones carry the record and its signature)
+    // are far below the default limit.
+    let total = engine_before.bytes_in.get("heartbeat").copied().unwrap_or(0);
+    let count = engine_before.messages_in.get("heartbeat").copied().unwrap_or(0);
+    assert!(count > 0, "heartbeats arrived");
+    let average = total / count;
+    eprintln!("average heartbeat: {average} bytes over {count}");
+    assert!(average * 8 < limit as u64, "average heartbeat {average} bytes vs limit {limit}");
 
     publish(nodes.node(bad), Topic::Heartbeat, vec![0xAB; limit + 1]).await;
     eventually(T, "the oversized heartbeat is counted", || async {

@@ -216,8 +216,14 @@ async fn a_delta_reaches_a_node_not_connected_to_its_author_through_validated_fo
     nodes.node(a).set_blocked_peers(vec![c_id]).await.expect("block");
     nodes.node(c).set_blocked_peers(vec![a_id]).await.expect("block");
     let (b, _) = nodes.start(cluster, "b", vec![a_addr, c_addr], |_| {}).await;
-    let all = [nodes.node(a).clone(), nodes.node(b).clone(), nodes.node(c).clone()];
-    wait_formed(&all, 3, T).await.expect("a, b and c see each other alive");
+    let all = [
+        nodes.node(a).clone(),
+        nodes.node(b).clone(),
+        nodes.node(c).clone(),
+    ];
+    wait_formed(&all, 3, T)
+        .await
+        .expect("a, b and c see each other alive");
 
     let deltas_in = |i: usize| {
         let node = nodes.node(i).clone();
@@ -247,7 +253,11 @@ async fn a_delta_reaches_a_node_not_connected_to_its_author_through_validated_fo
     );
     assert!(
         nodes
-            .metric(b, "starling_gossip_messages_validated_total", &[("topic", "delta"), ("result", "accept")])
+            .metric(
+                b,
+                "starling_gossip_messages_validated_total",
+                &[("topic", "delta"), ("result", "accept")]
+            )
             .await
             >= 1.0
     );
@@ -266,7 +276,9 @@ async fn a_flood_of_invalid_gossip_gets_its_sender_graylisted_and_counted_while_
     let (bad, _) = nodes.start(cluster, "hostile", vec![seed], |_| {}).await;
     let honest = [h0, h1, h2];
     let all: Vec<NodeHandle> = (0..4).map(|i| nodes.node(i).clone()).collect();
-    wait_formed(&all, 4, T).await.expect("four nodes see each other alive");
+    wait_formed(&all, 4, T)
+        .await
+        .expect("four nodes see each other alive");
     // Each honest node must hear the flood from the hostile node itself:
     // none forwards what it rejects.
     let hostile = nodes.node(bad).clone();
@@ -288,7 +300,11 @@ async fn a_flood_of_invalid_gossip_gets_its_sender_graylisted_and_counted_while_
         })
         .await;
         let rejected = nodes
-            .metric(i, "starling_gossip_messages_validated_total", &[("topic", "delta"), ("result", "reject")])
+            .metric(
+                i,
+                "starling_gossip_messages_validated_total",
+                &[("topic", "delta"), ("result", "reject")],
+            )
             .await;
         assert!(rejected >= 3.0, "honest{i} rejected {rejected} messages");
         // Once graylisted, the rest of the flood is dropped unseen.
@@ -309,7 +325,9 @@ async fn an_oversized_heartbeat_is_rejected_before_the_engine_and_counted() {
     let (h0, seed) = nodes.start(cluster, "honest0", vec![], |_| {}).await;
     let (bad, _) = nodes.start(cluster, "hostile", vec![seed], |_| {}).await;
     let all = [nodes.node(h0).clone(), nodes.node(bad).clone()];
-    wait_formed(&all, 2, T).await.expect("two nodes see each other alive");
+    wait_formed(&all, 2, T)
+        .await
+        .expect("two nodes see each other alive");
     let limit = NodeConfig::default().limits.heartbeat_max_bytes;
     let engine_before = nodes.node(h0).counters().await.expect("counters");
     // Real heartbeats (announcing ones carry the record and its signature)
@@ -319,7 +337,10 @@ async fn an_oversized_heartbeat_is_rejected_before_the_engine_and_counted() {
     assert!(count > 0, "heartbeats arrived");
     let average = total / count;
     eprintln!("average heartbeat: {average} bytes over {count}");
-    assert!(average * 8 < limit as u64, "average heartbeat {average} bytes vs limit {limit}");
+    assert!(
+        average * 8 < limit as u64,
+        "average heartbeat {average} bytes vs limit {limit}"
+    );
 
     publish(nodes.node(bad), Topic::Heartbeat, vec![0xAB; limit + 1]).await;
     eventually(T, "the oversized heartbeat is counted", || async {
@@ -328,7 +349,11 @@ async fn an_oversized_heartbeat_is_rejected_before_the_engine_and_counted() {
     .await;
     assert_eq!(
         nodes
-            .metric(h0, "starling_gossip_messages_validated_total", &[("topic", "heartbeat"), ("result", "reject")])
+            .metric(
+                h0,
+                "starling_gossip_messages_validated_total",
+                &[("topic", "heartbeat"), ("result", "reject")]
+            )
             .await,
         1.0
     );
@@ -339,7 +364,10 @@ async fn an_oversized_heartbeat_is_rejected_before_the_engine_and_counted() {
     );
     // Honest heartbeats still pass: the hostile node stays alive on h0.
     let members = nodes.node(h0).members().await.expect("members");
-    assert!(members.iter().all(|m| m.status == MemberStatus::Alive), "{members:?}");
+    assert!(
+        members.iter().all(|m| m.status == MemberStatus::Alive),
+        "{members:?}"
+    );
     nodes.shutdown().await;
 }
 
@@ -351,7 +379,9 @@ async fn a_sync_request_flood_is_refused_at_once_past_the_peer_rate_and_the_clus
     let (h1, _) = nodes.start(cluster, "honest1", vec![seed.clone()], |_| {}).await;
     let (bad, _) = nodes.start(cluster, "hostile", vec![seed], |_| {}).await;
     let all: Vec<NodeHandle> = (0..3).map(|i| nodes.node(i).clone()).collect();
-    wait_formed(&all, 3, T).await.expect("three nodes see each other alive");
+    wait_formed(&all, 3, T)
+        .await
+        .expect("three nodes see each other alive");
     let target: NodeId = nodes.node(h0).node_id();
     let burst = NodeConfig::default().limits.sync_requests_burst as usize;
 
@@ -361,7 +391,13 @@ async fn a_sync_request_flood_is_refused_at_once_past_the_peer_rate_and_the_clus
     let answers = futures::future::join_all((0..FLOOD).map(|_| {
         let (hostile, bytes) = (hostile.clone(), bytes.clone());
         // Refused requests fail fast: far inside the 2 s sync timeout.
-        async move { timeout(Duration::from_millis(1_900), hostile.test_request_raw(target, bytes)).await }
+        async move {
+            timeout(
+                Duration::from_millis(1_900),
+                hostile.test_request_raw(target, bytes),
+            )
+            .await
+        }
     }))
     .await;
     let timed_out = answers.iter().filter(|a| a.is_err()).count();
@@ -448,7 +484,9 @@ async fn watches_past_the_cap_get_503_and_are_counted_and_a_slot_frees_when_one_
                 .as_u16()
         });
         std::thread::sleep(Duration::from_millis(400));
-        let over = open_watch(&b, "/v1/watch/kv/app").err().expect("a third is refused");
+        let over = open_watch(&b, "/v1/watch/kv/app")
+            .err()
+            .expect("a third is refused");
         let long_poll_over = agent()
             .get(format!("{b}/v1/kv/app?index=999999&wait=1s"))
             .call()

@@ -25,7 +25,9 @@ pub use derived::{Behaviour, BehaviourEvent};
 mod derived {
     use libp2p::swarm::behaviour::toggle::Toggle;
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping, request_response};
+    use libp2p::{
+        allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping, request_response,
+    };
 
     use super::SyncCodec;
 

@@ -145,11 +145,19 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(err.to_string().contains("after 10 of"), "{err}");
         assert_eq!(c.oversized.get(), 0, "short is not oversized");
-        let buf = read_at_most(&mut Cursor::new(vec![1u8; 10]), 32 << 20).await.unwrap();
+        let buf = read_at_most(&mut Cursor::new(vec![1u8; 10]), 32 << 20)
+            .await
+            .unwrap();
         assert_eq!(buf.len(), 10);
         assert!(buf.capacity() <= INITIAL_FRAME_CAPACITY, "{}", buf.capacity());
-        let big = read_at_most(&mut Cursor::new(vec![1u8; 300_000]), 32 << 20).await.unwrap();
+        let big = read_at_most(&mut Cursor::new(vec![1u8; 300_000]), 32 << 20)
+            .await
+            .unwrap();
         assert_eq!(big.len(), 300_000);
-        assert!(big.capacity() < 1 << 20, "grows with the data: {}", big.capacity());
+        assert!(
+            big.capacity() < 1 << 20,
+            "grows with the data: {}",
+            big.capacity()
+        );
     }
 }

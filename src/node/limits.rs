@@ -127,12 +127,16 @@ mod tests {
             connections_max_per_peer: 0,
             ..Limits::default()
         };
-        assert!(check(&l, &none).unwrap_err().contains("limits.connections_max_per_peer"));
+        assert!(check(&l, &none)
+            .unwrap_err()
+            .contains("limits.connections_max_per_peer"));
         let l = Limits {
             sync_requests_burst: 1,
             ..Limits::default()
         };
-        assert!(check(&l, &none).unwrap_err().contains("limits.sync_requests_burst"));
+        assert!(check(&l, &none)
+            .unwrap_err()
+            .contains("limits.sync_requests_burst"));
     }
 
     #[test]
@@ -143,7 +147,10 @@ mod tests {
             tags.insert(format!("tag{i:02}"), "v".repeat(200));
         }
         let err = check(&l, &tags).unwrap_err();
-        assert!(err.contains("`tags`") && err.contains("heartbeat_max_bytes"), "{err}");
+        assert!(
+            err.contains("`tags`") && err.contains("heartbeat_max_bytes"),
+            "{err}"
+        );
         let bigger = Limits {
             heartbeat_max_bytes: 64 << 10,
             ..l

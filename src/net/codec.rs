@@ -16,7 +16,7 @@ const INITIAL_FRAME_CAPACITY: usize = 64 << 10;
 /// A frame whose length prefix is over the limit is refused before any of
 /// it is read (the stream fails with `InvalidData`) and counted. Memory
 /// follows the bytes received, not the length claimed: a peer announcing
-/// 32 MiB and sending nothing costs [`INITIAL_FRAME_CAPACITY`].
+/// 32 MiB and sending nothing costs 64 KiB (`INITIAL_FRAME_CAPACITY`).
 #[derive(Clone, Debug)]
 pub struct SyncCodec {
     max_bytes: usize,

@@ -79,10 +79,14 @@ impl Harness {
         // hostile one: wait for its direct connections (and a moment for
         // gossipsub to learn their subscriptions).
         let h = hostile.clone();
-        eventually(T, "the hostile node is connected to every honest node", move || {
-            let h = h.clone();
-            async move { h.status().await.is_ok_and(|s| s.connected_peers == HONEST) }
-        })
+        eventually(
+            T,
+            "the hostile node is connected to every honest node",
+            move || {
+                let h = h.clone();
+                async move { h.status().await.is_ok_and(|s| s.connected_peers == HONEST) }
+            },
+        )
         .await;
         sleep(Duration::from_secs(1)).await;
         Harness {

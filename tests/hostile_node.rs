@@ -74,6 +74,21 @@ impl Harness {
             .await
             .expect("all four nodes see each other alive");
         let hostile = nodes.pop().expect("four nodes");
+        // Gossipsub forwards only what a node's engine accepted, so a
+        // forged message reaches an honest node only straight from the
+        // hostile one: wait for its direct connections (and a moment for
+        // gossipsub to learn their subscriptions).
+        let h = hostile.clone();
+        eventually(
+            T,
+            "the hostile node is connected to every honest node",
+            move || {
+                let h = h.clone();
+                async move { h.status().await.is_ok_and(|s| s.connected_peers == HONEST) }
+            },
+        )
+        .await;
+        sleep(Duration::from_secs(1)).await;
         Harness {
             cluster: cluster.to_string(),
             honest: nodes,

@@ -230,6 +230,9 @@ const EXPECTED_SAMPLES: &[&str] = &[
     "starling_http_requests_total",
     "starling_cluster_key_mismatches_total",
     "starling_denied_connections_total",
+    "starling_limit_exceeded_total",
+    "starling_gossip_messages_validated_total",
+    "starling_gossip_graylisted_peers",
 ];
 
 #[test]

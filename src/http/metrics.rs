@@ -166,6 +166,26 @@ fn render(
         latency.denied_connections.clone(),
     );
     registry.register(
+        "limit_exceeded",
+        "Refusals by the limit that refused (docs/SECURITY.md, Limits): heartbeat_size, \
+         sync_frame_size, sync_rate, connections, gossip_graylist (a peer's gossipsub score fell \
+         below the graylist threshold), http_timeout, http_body_size, http_watchers",
+        latency.limits.clone(),
+    );
+    registry.register(
+        "gossip_messages_validated",
+        "Gossip messages received, by topic and the verdict given to gossipsub after the engine \
+         took them in: accept (forwarded), reject (invalid: not forwarded, the delivering peer \
+         penalised), ignore (not forwarded, no penalty)",
+        latency.gossip_validation.clone(),
+    );
+    registry.register(
+        "gossip_graylisted_peers",
+        "Connected peers whose gossipsub score is below the graylist threshold (all they send \
+         over gossip is ignored)",
+        latency.graylisted_peers.clone(),
+    );
+    registry.register(
         "http_requests",
         "HTTP requests answered, by method, route template and status",
         http.requests.clone(),

@@ -31,6 +31,14 @@
 //! `starling_http_rejected_requests_total{reason}`. With `http_tls_cert` and
 //! `http_tls_key` the API speaks HTTPS (feature `tls`).
 //!
+//! Bounds: a request body over `http_max_body_bytes` gets 413, a request
+//! not answered within `limits.http_request_timeout_ms` gets 503
+//! (`timeout`), and past `limits.http_max_watchers` open watch streams and
+//! blocking queries a new one gets 503 (`too_many_watchers`); each is
+//! counted in `starling_limit_exceeded_total{limit}`. Watches and blocking
+//! queries are not timed out: a blocking query waits at most its `wait`,
+//! and a watch stream lasts as long as its client wants.
+//!
 //! Keys contain `/`, so one catch-all route serves `/v1/kv/{ns}/{*key}`:
 //! a `GET` whose last segment is `history` (after at least one other
 //! segment) is the history of the key before it, and a `POST` must end in
@@ -49,20 +57,28 @@ mod watch;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, FromRequestParts, Path, Query, Request, State};
+use axum::extract::{
+    ConnectInfo, DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State,
+};
+use axum::http::header::CONTENT_LENGTH;
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::{Json, Router};
+use futures::StreamExt;
 use serde::de::DeserializeOwned;
+use tokio::sync::Semaphore;
 
 use crate::core::Namespace;
+use crate::node::metrics::Limit;
 use crate::node::{NodeConfig, NodeHandle};
 
 pub use auth::{HttpAccess, HttpRole, HttpToken, MIN_SECRET_BYTES};
@@ -80,6 +96,11 @@ pub struct HttpLimits {
     pub max_list: usize,
     /// Longest blocking-query wait (`wait` is capped to it).
     pub max_wait: Duration,
+    /// Longest time a request (not a watch or blocking query) may take;
+    /// past it, 503.
+    pub request_timeout: Duration,
+    /// Most watch streams and blocking queries open at once; past it, 503.
+    pub max_watchers: usize,
 }
 
 impl Default for HttpLimits {
@@ -96,6 +117,8 @@ impl HttpLimits {
             rate_limit_per_sec: config.http_rate_limit,
             max_list: 10_000,
             max_wait: Duration::from_secs(300),
+            request_timeout: Duration::from_millis(config.limits.http_request_timeout_ms),
+            max_watchers: config.limits.http_max_watchers,
         }
     }
 
@@ -112,6 +135,8 @@ pub(crate) struct App {
     pub(crate) node: NodeHandle,
     pub(crate) limits: HttpLimits,
     pub(crate) http_metrics: metrics::HttpMetrics,
+    /// One permit per open watch stream or blocking query.
+    pub(crate) watchers: Arc<Semaphore>,
 }
 
 /// The API's routes over a running node, with no token and the Host check
@@ -140,6 +165,7 @@ fn router_with(
         node,
         limits: limits.clone(),
         http_metrics: http_metrics.clone(),
+        watchers: Arc::new(Semaphore::new(limits.max_watchers)),
     };
     let router = Router::new()
         .route("/metrics", get(metrics::metrics))
@@ -173,6 +199,9 @@ fn router_with(
         .route("/v1/watch/services/{namespace}", get(watch::all_services))
         .route("/v1/watch/services/{namespace}/{service}", get(watch::services))
         .route("/v1/watch/members", get(watch::members))
+        // Inside the access checks (a refused request holds no watcher
+        // slot), per matched route (to tell watches from the rest).
+        .route_layer(middleware::from_fn_with_state(app.clone(), bound_request))
         // Per matched route, so the route template and `{namespace}` are
         // known: tokens, then content type.
         .route_layer(middleware::from_fn_with_state(
@@ -536,11 +565,7 @@ impl<S: Send + Sync> FromRequestParts<S> for QueryPairs {
 /// A body-read failure as an API error (413 when over the limit).
 pub(crate) fn body_error(e: BytesRejection) -> ApiError {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_large",
-            "request body exceeds the node's http_max_body_bytes",
-        )
+        body_too_large()
     } else {
         ApiError::bad_request("invalid_body", e.body_text())
     }
@@ -630,4 +655,111 @@ async fn rate_limit(rate: Arc<RateLimiter>, req: Request, next: Next) -> Respons
         }
     }
     next.run(req).await
+}
+
+/// Whether a request to `route` (a route template) with `query` is a watch
+/// stream or a blocking query: long by design, so not timed out, and
+/// counted against `max_watchers`.
+fn is_watch(route: &str, query: Option<&str>) -> bool {
+    if route.starts_with("/v1/watch/") {
+        return true;
+    }
+    // `GET /v1/kv/{ns}?index=R` with R > 0 blocks (see `kv::list`).
+    route == "/v1/kv/{namespace}"
+        && query.is_some_and(|q| {
+            q.split('&')
+                .filter_map(|pair| pair.split_once('='))
+                .any(|(k, v)| k == "index" && v.parse::<u64>().is_ok_and(|i| i > 0))
+        })
+}
+
+/// Middleware: the body size limit (up front when the request says its
+/// length; counted either way), the request timeout, and the cap on open
+/// watches.
+async fn bound_request(State(app): State<App>, req: Request, next: Next) -> Response {
+    let metrics = app.node.latency_metrics().clone();
+    let max_body = app.limits.max_body_bytes;
+    let declared = req
+        .headers()
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max_body as u64) {
+        metrics.exceeded(Limit::HttpBodySize);
+        return body_too_large().into_response();
+    }
+    // A body of unknown length is measured as the handler reads it, so a
+    // 413 from its extractor is counted too.
+    let (req, read) = if declared.is_none() {
+        let read = Arc::new(AtomicUsize::new(0));
+        let tally = read.clone();
+        let (parts, body) = req.into_parts();
+        let body = Body::from_stream(body.into_data_stream().inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                tally.fetch_add(c.len(), Ordering::Relaxed);
+            }
+        }));
+        (Request::from_parts(parts, body), Some(read))
+    } else {
+        (req, None)
+    };
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
+    let response = if is_watch(&route, req.uri().query()) {
+        let Ok(permit) = app.watchers.clone().try_acquire_owned() else {
+            metrics.exceeded(Limit::HttpWatchers);
+            return ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too_many_watchers",
+                format!(
+                    "this node already serves {} watch streams and blocking queries \
+                     (limits.http_max_watchers); retry later or watch through another node",
+                    app.limits.max_watchers
+                ),
+            )
+            .into_response();
+        };
+        // The slot is held until the answer's body is done: for a watch
+        // stream, until the client goes away or the node stops.
+        let (parts, body) = next.run(req).await.into_parts();
+        let body = Body::from_stream(body.into_data_stream().map(move |chunk| {
+            let _held = &permit;
+            chunk
+        }));
+        Response::from_parts(parts, body)
+    } else {
+        match tokio::time::timeout(app.limits.request_timeout, next.run(req)).await {
+            Ok(response) => response,
+            Err(_) => {
+                metrics.exceeded(Limit::HttpTimeout);
+                return ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "timeout",
+                    format!(
+                        "the request was not answered within {} ms (limits.http_request_timeout_ms); \
+                         the node may be overloaded",
+                        app.limits.request_timeout.as_millis()
+                    ),
+                )
+                .into_response();
+            }
+        }
+    };
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE
+        && read.is_some_and(|r| r.load(Ordering::Relaxed) > max_body)
+    {
+        metrics.exceeded(Limit::HttpBodySize);
+    }
+    response
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_large",
+        "request body exceeds the node's http_max_body_bytes",
+    )
 }

@@ -1,12 +1,21 @@
 //! The network behaviour every node runs, its settings (gossipsub, Kademlia,
-//! identify, ping, request-response), and the names derived from the
-//! cluster name.
+//! identify, ping, request-response, connection limits), and the names
+//! derived from the cluster name.
+//!
+//! Gossipsub validates before it forwards: every received message waits
+//! for the driver's verdict (`report_message_validation_result`, after the
+//! engine took it in), and peer scoring penalises the peer that delivered
+//! an invalid one (P4) until, below [`GRAYLIST_THRESHOLD`], everything it
+//! sends is ignored.
 
 use std::time::Duration;
 
+use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams};
 use libp2p::{
-    allow_block_list, gossipsub, identify, identity, kad, mdns, ping, request_response, StreamProtocol,
+    allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns, ping, request_response,
+    StreamProtocol,
 };
+use prometheus_client::metrics::counter::Counter;
 
 use super::codec::SyncCodec;
 
@@ -16,7 +25,9 @@ pub use derived::{Behaviour, BehaviourEvent};
 mod derived {
     use libp2p::swarm::behaviour::toggle::Toggle;
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{allow_block_list, gossipsub, identify, kad, mdns, ping, request_response};
+    use libp2p::{
+        allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping, request_response,
+    };
 
     use super::SyncCodec;
 
@@ -27,6 +38,9 @@ mod derived {
         pub blocked: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
         /// Peers refused by the operator (config `deny_peers`).
         pub denied: allow_block_list::Behaviour<allow_block_list::BlockedPeers>,
+        /// Connection limits (config `[limits]`), after the deny-list so a
+        /// denied peer is counted as denied.
+        pub limits: connection_limits::Behaviour,
         /// Heartbeats and deltas.
         pub gossipsub: gossipsub::Behaviour,
         /// LAN discovery (off with `--no-mdns`).
@@ -69,19 +83,100 @@ impl ClusterNames {
     }
 }
 
+/// A peer whose gossipsub score is below this is graylisted: every RPC it
+/// sends is ignored until its score decays back above it. With the P4
+/// weight below, that is a fourth invalid message delivered within a few
+/// minutes (three in a row, fresh).
+pub const GRAYLIST_THRESHOLD: f64 = -80.0;
+
+/// P4: score per invalid message delivered, squared (`-10 n²` per topic).
+const INVALID_MESSAGE_WEIGHT: f64 = -10.0;
+
+/// The P4 counter decays to a tenth over this long (sampled every second).
+const INVALID_MESSAGE_MEMORY: Duration = Duration::from_secs(600);
+
+/// What the network layer bounds, from the node config.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NetLimits {
+    /// Largest gossip message and anti-entropy frame, bytes.
+    pub max_message_bytes: usize,
+    /// Connection limits.
+    pub connections: connection_limits::ConnectionLimits,
+    /// Counts anti-entropy frames refused for their length prefix.
+    pub oversized_frames: Counter,
+}
+
+impl NetLimits {
+    /// Limits of `max_message_bytes` per message, at most
+    /// `max_incoming` established and `max_pending_incoming` pending
+    /// inbound connections and `max_per_peer` with one peer.
+    pub fn new(
+        max_message_bytes: usize,
+        max_incoming: u32,
+        max_pending_incoming: u32,
+        max_per_peer: u32,
+        oversized_frames: Counter,
+    ) -> Self {
+        NetLimits {
+            max_message_bytes,
+            connections: connection_limits::ConnectionLimits::default()
+                .with_max_established_incoming(Some(max_incoming))
+                .with_max_pending_incoming(Some(max_pending_incoming))
+                .with_max_established_per_peer(Some(max_per_peer)),
+            oversized_frames,
+        }
+    }
+}
+
+/// Gossipsub peer scoring: only P4 (invalid messages) on both topics, plus
+/// gossipsub's own behaviour penalty (P7: broken IWANT promises, GRAFT
+/// floods). No positive scores (nothing to earn that would absorb
+/// penalties), no mesh-delivery penalty (P3: the delta topic is quiet by
+/// nature) and no IP colocation penalty (P6: nodes behind one NAT, or a
+/// whole test cluster on loopback, share an address).
+pub fn peer_score(names: &ClusterNames) -> (PeerScoreParams, PeerScoreThresholds) {
+    let topic = TopicScoreParams {
+        topic_weight: 1.0,
+        time_in_mesh_weight: 0.0,
+        first_message_deliveries_weight: 0.0,
+        mesh_message_deliveries_weight: 0.0,
+        mesh_failure_penalty_weight: 0.0,
+        invalid_message_deliveries_weight: INVALID_MESSAGE_WEIGHT,
+        invalid_message_deliveries_decay: gossipsub::score_parameter_decay(INVALID_MESSAGE_MEMORY),
+        ..TopicScoreParams::default()
+    };
+    let mut params = PeerScoreParams {
+        ip_colocation_factor_weight: 0.0,
+        app_specific_weight: 0.0,
+        ..PeerScoreParams::default()
+    };
+    for t in [&names.heartbeat_topic, &names.delta_topic] {
+        params.topics.insert(t.hash(), topic.clone());
+    }
+    let thresholds = PeerScoreThresholds {
+        graylist_threshold: GRAYLIST_THRESHOLD,
+        ..PeerScoreThresholds::default()
+    };
+    (params, thresholds)
+}
+
 impl Behaviour {
     /// Build the behaviour for `key` in the named cluster.
     pub fn new(
         key: &identity::Keypair,
         names: &ClusterNames,
         enable_mdns: bool,
-        max_message_bytes: usize,
+        limits: &NetLimits,
         sync_timeout: Duration,
     ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
+        let max_message_bytes = limits.max_message_bytes;
         let gossip_cfg = gossipsub::ConfigBuilder::default()
             .heartbeat_interval(Duration::from_millis(500))
             .validation_mode(gossipsub::ValidationMode::Strict)
+            // Nothing is forwarded before the engine has judged it.
+            .validate_messages()
             .message_id_fn(|m: &gossipsub::Message| {
                 gossipsub::MessageId::from(xxhash_rust::xxh3::xxh3_128(&m.data).to_be_bytes().to_vec())
             })
@@ -91,6 +186,10 @@ impl Behaviour {
         let mut gossipsub =
             gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossip_cfg)
                 .map_err(|e| format!("gossipsub: {e}"))?;
+        let (params, thresholds) = peer_score(names);
+        gossipsub
+            .with_peer_score(params, thresholds)
+            .map_err(|e| format!("gossipsub peer score: {e}"))?;
         gossipsub
             .subscribe(&names.heartbeat_topic)
             .map_err(|e| format!("subscribe: {e}"))?;
@@ -116,7 +215,7 @@ impl Behaviour {
         );
         let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
         let sync = request_response::Behaviour::with_codec(
-            SyncCodec::new(max_message_bytes),
+            SyncCodec::new(max_message_bytes, limits.oversized_frames.clone()),
             [(
                 names.sync_protocol.clone(),
                 request_response::ProtocolSupport::Full,
@@ -126,6 +225,7 @@ impl Behaviour {
         Ok(Behaviour {
             blocked: allow_block_list::Behaviour::default(),
             denied: allow_block_list::Behaviour::default(),
+            limits: connection_limits::Behaviour::new(limits.connections.clone()),
             gossipsub,
             mdns: mdns.into(),
             kad,

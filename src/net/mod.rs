@@ -16,7 +16,7 @@ mod private;
 mod swarm;
 
 pub use addrs::advertised_addrs;
-pub use behaviour::{Behaviour, BehaviourEvent, ClusterNames};
+pub use behaviour::{peer_score, Behaviour, BehaviourEvent, ClusterNames, NetLimits, GRAYLIST_THRESHOLD};
 pub use codec::SyncCodec;
 pub use ids::{display_id, node_id_of, peer_id_of};
 pub use key::{ClusterKey, ClusterKeyError};

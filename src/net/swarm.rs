@@ -11,7 +11,7 @@ use std::time::Duration;
 use libp2p::core::upgrade::Version;
 use libp2p::{identity, noise, tcp, yamux, Swarm, Transport};
 
-use super::behaviour::{Behaviour, ClusterNames};
+use super::behaviour::{Behaviour, ClusterNames, NetLimits};
 use super::private::KeyCheck;
 
 /// How long an idle connection is kept open.
@@ -42,12 +42,12 @@ pub fn build_swarm(
     key: identity::Keypair,
     names: &ClusterNames,
     mdns: bool,
-    max_message_bytes: usize,
+    limits: &NetLimits,
     sync_timeout: Duration,
     cluster_key: Option<KeyCheck>,
 ) -> Result<Swarm<Behaviour>, SwarmError> {
     let behaviour = |key: &identity::Keypair| {
-        Behaviour::new(key, names, mdns, max_message_bytes, sync_timeout)
+        Behaviour::new(key, names, mdns, limits, sync_timeout)
             .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
     };
     let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::core::{Config as ProtocolConfig, ConfigError};
 use crate::http::{HttpAccess, HttpToken};
 
+use super::limits::Limits;
+
 /// How log lines are written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -100,6 +102,9 @@ pub struct NodeConfig {
     /// with `write` on a namespace could run programs here). Service files
     /// and the Rust API may always use them. Restart to change.
     pub http_command_checks: bool,
+    /// Network and HTTP limits (`[limits]`; see docs/SECURITY.md). Restart
+    /// to change.
+    pub limits: Limits,
 }
 
 impl Default for NodeConfig {
@@ -128,6 +133,7 @@ impl Default for NodeConfig {
             dns_ttl_secs: crate::dns::DEFAULT_TTL_SECS,
             services_dir: None,
             http_command_checks: false,
+            limits: Limits::default(),
         }
     }
 }
@@ -261,6 +267,8 @@ impl NodeConfig {
             return Err(field("services_dir", "empty path".into()));
         }
         self.validate_admission()?;
+        self.limits
+            .validate(self.name.as_deref().unwrap_or(""), self.tags.iter())?;
         self.protocol
             .clone()
             .validated()
@@ -325,7 +333,7 @@ impl NodeConfig {
     /// and `watch_log_capacity`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 13] = [
+        let fixed: [(&'static str, bool); 14] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -351,6 +359,7 @@ impl NodeConfig {
                 "http_command_checks",
                 self.http_command_checks == new.http_command_checks,
             ),
+            ("limits", self.limits == new.limits),
         ];
         if let Some((field, _)) = fixed.iter().find(|(_, same)| !same) {
             return Err(ReloadError::RestartOnly { field });

@@ -10,25 +10,33 @@
 //! nothing imports it but the module that starts nodes.
 
 use std::collections::{BTreeSet, HashMap};
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p::swarm::{DialError, ListenError, SwarmEvent};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use libp2p::gossipsub::{MessageAcceptance, MessageId};
+use libp2p::swarm::{ConnectionDenied, DialError, ListenError, SwarmEvent};
 use libp2p::{
-    gossipsub, identify, mdns, multiaddr::Protocol, ping, request_response, Multiaddr, PeerId, Swarm,
+    connection_limits, gossipsub, identify, mdns, multiaddr::Protocol, ping, request_response, Multiaddr,
+    PeerId, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
 
+use crate::core::wire::{peek_kind, MessageKind};
 use crate::core::{
-    Action, Command, CommandError, CommandOutput, Engine, Input, MemberStatus, NodeId, NodeInfo,
-    PersistBatch, RequestRefused, Runtime, Topic, WatchEvent,
+    Action, Command, CommandError, CommandOutput, Counters, Engine, Input, MemberStatus, NodeId, NodeInfo,
+    PersistBatch, RejectReason, RequestRefused, Runtime, Topic, WatchEvent,
 };
-use crate::net::{advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames};
+use crate::net::{
+    advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames, GRAYLIST_THRESHOLD,
+};
 use crate::store::Store;
 
 use super::clock::wall_ms;
-use super::metrics::{DeniedEvent, LatencyProbe, NodeMetrics};
+use super::limits::Limits;
+use super::metrics::{DeniedEvent, LatencyProbe, Limit, NodeMetrics, Validation};
 use super::request::Request;
 use super::types::{DriverView, WatchError};
 use super::watch::{WatchHub, WATCH_QUEUE};
@@ -62,6 +70,14 @@ pub(crate) struct Driver {
     /// Effects of the input being driven that need to read the engine; run
     /// in order once it returns.
     after: Vec<After>,
+    /// Largest heartbeat taken from gossip or sent (`limits.heartbeat_max_bytes`).
+    heartbeat_max_bytes: usize,
+    /// Incoming anti-entropy requests per peer (`limits.sync_requests_*`).
+    sync_rate: DefaultKeyedRateLimiter<PeerId>,
+    /// Connected peers seen below the gossipsub graylist threshold.
+    graylisted: BTreeSet<PeerId>,
+    /// Whether our own oversized heartbeat was reported at `warn` yet.
+    warned_own_heartbeat: bool,
     /// Test hook: requests sent for a test, not the engine, by id, with
     /// where their answer goes. Never in `outbound`, so their answers and
     /// failures never reach the engine.
@@ -99,6 +115,9 @@ struct NodeRuntime<'a> {
     blocked: &'a BTreeSet<PeerId>,
     denied: &'a BTreeSet<PeerId>,
     after: &'a mut Vec<After>,
+    heartbeat_max_bytes: usize,
+    metrics: &'a NodeMetrics,
+    warned_own_heartbeat: &'a mut bool,
 }
 
 impl Runtime for NodeRuntime<'_> {
@@ -110,6 +129,19 @@ impl Runtime for NodeRuntime<'_> {
     }
 
     fn publish(&mut self, topic: Topic, bytes: Vec<u8>) {
+        if topic == Topic::Heartbeat && bytes.len() > self.heartbeat_max_bytes {
+            // Every peer would reject it and penalise this node for it.
+            self.metrics.exceeded(Limit::HeartbeatSize);
+            if !std::mem::replace(self.warned_own_heartbeat, true) {
+                tracing::warn!(
+                    bytes = bytes.len(),
+                    limit = self.heartbeat_max_bytes,
+                    "this node's heartbeat is over limits.heartbeat_max_bytes and is not sent: \
+                     shorten its name, tags or listen addresses, or raise the limit on every node"
+                );
+            }
+            return;
+        }
         let t = match topic {
             Topic::Heartbeat => self.names.heartbeat_topic.clone(),
             Topic::Delta => self.names.delta_topic.clone(),
@@ -164,6 +196,7 @@ impl Driver {
         info: NodeInfo,
     ) -> Self {
         let latency = LatencyProbe::new(Arc::new(NodeMetrics::new()), &engine);
+        let defaults = Limits::default();
         Driver {
             engine,
             swarm,
@@ -185,6 +218,10 @@ impl Driver {
             stopping: None,
             latency,
             after: Vec::new(),
+            heartbeat_max_bytes: defaults.heartbeat_max_bytes,
+            sync_rate: sync_rate_limiter(&defaults),
+            graylisted: BTreeSet::new(),
+            warned_own_heartbeat: false,
             #[cfg(feature = "test-utils")]
             raw_outbound: HashMap::new(),
         }
@@ -195,6 +232,14 @@ impl Driver {
     pub(crate) fn with_admission(mut self, metrics: Arc<NodeMetrics>, denied: BTreeSet<PeerId>) -> Self {
         self.latency = LatencyProbe::new(metrics, &self.engine);
         self.set_denied(denied);
+        self
+    }
+
+    /// Enforce `limits` (the ones the driver enforces: heartbeat size,
+    /// incoming sync rate).
+    pub(crate) fn with_limits(mut self, limits: &Limits) -> Self {
+        self.heartbeat_max_bytes = limits.heartbeat_max_bytes;
+        self.sync_rate = sync_rate_limiter(limits);
         self
     }
 
@@ -258,6 +303,9 @@ impl Driver {
             blocked: &self.blocked,
             denied: &self.denied,
             after: &mut self.after,
+            heartbeat_max_bytes: self.heartbeat_max_bytes,
+            metrics: self.latency.metrics_ref(),
+            warned_own_heartbeat: &mut self.warned_own_heartbeat,
         };
         self.engine.drive(wall_ms(), input, &mut rt);
         for effect in std::mem::take(&mut self.after) {
@@ -396,28 +444,10 @@ impl Driver {
     fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
-                message, ..
-            })) => {
-                // Gossipsub drops what a denied (blacklisted) peer wrote or
-                // relays; this keeps the engine deaf to it either way.
-                if message.source.is_some_and(|p| self.denied.contains(&p)) {
-                    return;
-                }
-                let Some(author) = message.source.as_ref().and_then(node_id_of) else {
-                    return;
-                };
-                let stamp = self.latency.heartbeat_stamp(&message.data);
-                let accepted_before = self.engine.counters().heartbeats_received;
-                self.feed(Input::Gossip {
-                    from: author,
-                    bytes: message.data,
-                });
-                if let Some(stamp) = stamp {
-                    if self.engine.counters().heartbeats_received > accepted_before {
-                        self.latency.heartbeat_accepted(author, stamp, wall_ms());
-                    }
-                }
-            }
+                propagation_source,
+                message_id,
+                message,
+            })) => self.on_gossip(propagation_source, &message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 let mut seen = BTreeSet::new();
@@ -480,6 +510,22 @@ impl Driver {
                 tracing::debug!(%peer, "refused to dial a denied peer");
                 self.latency.metrics_ref().denied(DeniedEvent::RefusedOutbound);
             }
+            SwarmEvent::IncomingConnectionError {
+                error: ListenError::Denied { cause },
+                send_back_addr,
+                ..
+            } if over_connection_limit(&cause) => {
+                tracing::debug!(addr = %send_back_addr, %cause, "refused an incoming connection");
+                self.latency.metrics_ref().exceeded(Limit::Connections);
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id,
+                error: DialError::Denied { cause },
+                ..
+            } if over_connection_limit(&cause) => {
+                tracing::debug!(peer = ?peer_id, %cause, "refused an outgoing connection");
+                self.latency.metrics_ref().exceeded(Limit::Connections);
+            }
             SwarmEvent::NewListenAddr { address, .. } => {
                 tracing::info!(%address, "listening");
                 self.listen_dirty = true;
@@ -500,6 +546,15 @@ impl Driver {
                 }
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
+                        if self.sync_rate.check_key(&peer).is_err() {
+                            // Dropping the channel closes the stream: the
+                            // requester fails at once (no timeout to wait
+                            // out) and tries again later.
+                            self.latency.metrics_ref().exceeded(Limit::SyncRate);
+                            tracing::debug!(%peer, "incoming sync request over the peer's rate; refused");
+                            drop(channel);
+                            return;
+                        }
                         let id = self.next_inbound;
                         self.next_inbound += 1;
                         self.inbound.insert(id, channel);
@@ -547,9 +602,116 @@ impl Driver {
         }
     }
 
+    /// A gossip message, judged and then reported to gossipsub, which
+    /// forwards it only if accepted and penalises `via` for a rejection.
+    fn on_gossip(&mut self, via: PeerId, id: &MessageId, message: gossipsub::Message) {
+        let topic = if message.topic == self.names.heartbeat_topic.hash() {
+            "heartbeat"
+        } else {
+            "delta"
+        };
+        let verdict = self.judge_gossip(message);
+        let metrics = self.latency.metrics_ref();
+        metrics.validated(topic, verdict).inc();
+        let acceptance = match verdict {
+            Validation::Accept => MessageAcceptance::Accept,
+            Validation::Reject => MessageAcceptance::Reject,
+            Validation::Ignore => MessageAcceptance::Ignore,
+        };
+        self.swarm
+            .behaviour_mut()
+            .gossipsub
+            .report_message_validation_result(id, &via, acceptance);
+        if verdict == Validation::Reject {
+            self.check_graylist(via);
+        }
+    }
+
+    /// Feed a gossip message to the engine (unless a limit refuses it
+    /// first) and tell from the engine's counters what became of it.
+    fn judge_gossip(&mut self, message: gossipsub::Message) -> Validation {
+        // Gossipsub drops what a denied (blacklisted) peer wrote or
+        // relays; this keeps the engine deaf to it either way.
+        if message.source.is_some_and(|p| self.denied.contains(&p)) {
+            return Validation::Ignore;
+        }
+        let Some(author) = message.source.as_ref().and_then(node_id_of) else {
+            return Validation::Ignore;
+        };
+        let kind = peek_kind(&message.data);
+        let on_heartbeat_topic = message.topic == self.names.heartbeat_topic.hash();
+        // By kind and by topic, so a heartbeat cannot dodge the limit on
+        // the delta topic, nor a delta take the heartbeat topic.
+        if (kind == Some(MessageKind::Heartbeat) || on_heartbeat_topic)
+            && message.data.len() > self.heartbeat_max_bytes
+        {
+            self.latency.metrics_ref().exceeded(Limit::HeartbeatSize);
+            tracing::debug!(
+                bytes = message.data.len(),
+                limit = self.heartbeat_max_bytes,
+                "heartbeat over limits.heartbeat_max_bytes; rejected"
+            );
+            return Validation::Reject;
+        }
+        let stamp = self.latency.heartbeat_stamp(&message.data);
+        let before = Rejections::of(self.engine.counters());
+        let accepted_before = self.engine.counters().heartbeats_received;
+        self.feed(Input::Gossip {
+            from: author,
+            bytes: message.data,
+        });
+        if let Some(stamp) = stamp {
+            if self.engine.counters().heartbeats_received > accepted_before {
+                self.latency.heartbeat_accepted(author, stamp, wall_ms());
+            }
+        }
+        Rejections::of(self.engine.counters()).verdict_since(&before)
+    }
+
+    /// Count `peer` as graylisted if its score just fell below the
+    /// threshold.
+    fn check_graylist(&mut self, peer: PeerId) {
+        let score = self.swarm.behaviour().gossipsub.peer_score(&peer);
+        if score.is_some_and(|s| s < GRAYLIST_THRESHOLD) && self.graylisted.insert(peer) {
+            let metrics = self.latency.metrics_ref();
+            metrics.exceeded(Limit::GossipGraylist);
+            metrics.graylisted_peers.set(self.graylisted.len() as i64);
+            tracing::warn!(
+                %peer,
+                score = score.unwrap_or_default(),
+                "peer graylisted: it delivered invalid gossip, which is now ignored from it until its \
+                 score decays back"
+            );
+        }
+    }
+
+    /// Forget graylisted peers whose score recovered or that left, and
+    /// idle rate-limit entries.
+    fn refresh_limits(&mut self) {
+        let gossipsub = &self.swarm.behaviour().gossipsub;
+        let recovered: Vec<PeerId> = self
+            .graylisted
+            .iter()
+            .filter(|p| {
+                !self.swarm.is_connected(p) || gossipsub.peer_score(p).is_none_or(|s| s >= GRAYLIST_THRESHOLD)
+            })
+            .copied()
+            .collect();
+        for p in recovered {
+            self.graylisted.remove(&p);
+            tracing::info!(peer = %p, "peer no longer graylisted");
+        }
+        self.latency
+            .metrics_ref()
+            .graylisted_peers
+            .set(self.graylisted.len() as i64);
+        self.sync_rate.retain_recent();
+    }
+
     /// Dial members (and bootstrap peers) we are not connected to, so a
     /// healed partition reconnects without waiting for discovery.
     fn redial(&mut self) {
+        self.refresh_limits();
         let members: Vec<(NodeId, Vec<Multiaddr>)> = self
             .engine
             .members()
@@ -629,5 +791,98 @@ impl Driver {
             id,
             command: Command::SetInfo(self.info.clone()),
         });
+    }
+}
+
+/// The per-peer limiter of incoming sync requests for `limits`.
+fn sync_rate_limiter(limits: &Limits) -> DefaultKeyedRateLimiter<PeerId> {
+    let rate = NonZeroU32::new(limits.sync_requests_per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(limits.sync_requests_burst).unwrap_or(rate);
+    DefaultKeyedRateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+}
+
+/// Whether a refused connection was refused by the connection limits.
+fn over_connection_limit(cause: &ConnectionDenied) -> bool {
+    cause.downcast_ref::<connection_limits::Exceeded>().is_some()
+}
+
+/// The engine's rejections, summed: those that prove the message invalid
+/// (its sender relayed or wrote something no honest node would), and all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Rejections {
+    invalid: u64,
+    all: u64,
+}
+
+impl Rejections {
+    fn of(c: &Counters) -> Self {
+        let mut r = Rejections { invalid: 0, all: 0 };
+        for (reason, n) in &c.rejected {
+            r.all += n;
+            if proves_invalid(*reason) {
+                r.invalid += n;
+            }
+        }
+        r
+    }
+
+    /// What gossipsub is told about a message the engine took in between
+    /// `before` and `self`.
+    fn verdict_since(self, before: &Rejections) -> Validation {
+        if self.invalid > before.invalid {
+            Validation::Reject
+        } else if self.all > before.all {
+            Validation::Ignore
+        } else {
+            Validation::Accept
+        }
+    }
+}
+
+/// Whether a rejection proves the message invalid whoever judges it: it
+/// does not decode, a signature does not verify, a field is out of every
+/// accepted range. Such a message is rejected and its sender penalised.
+/// The rest depend on this node's view (its clock, its configured value
+/// size) or on a protocol version this node does not know: ignored, no
+/// penalty, since an honest peer may send them. Exhaustive on purpose: a
+/// new reason needs a decision here.
+fn proves_invalid(reason: RejectReason) -> bool {
+    match reason {
+        RejectReason::UnsupportedVersion
+        | RejectReason::UnknownKind
+        | RejectReason::ClockDrift
+        | RejectReason::VersionValueTooLarge
+        // What this node has seen its origins sign so far.
+        | RejectReason::VersionContextAhead
+        | RejectReason::KnowledgeAhead
+        // Sync-only reasons, never from gossip; no judgement needed.
+        | RejectReason::UnexpectedAsRequest(_)
+        | RejectReason::UnexpectedAsResponse(_)
+        | RejectReason::UnexpectedResponse
+        | RejectReason::UnsolicitedPush
+        | RejectReason::ResponseFromWrongPeer => false,
+        RejectReason::Truncated
+        | RejectReason::TooLarge
+        | RejectReason::BadMagic
+        | RejectReason::WrongCluster
+        | RejectReason::Malformed
+        | RejectReason::UnexpectedOnGossip(_)
+        | RejectReason::HeartbeatSpoofed
+        | RejectReason::MemberBadSignature
+        | RejectReason::VersionBadSignature
+        | RejectReason::VersionNotOwner
+        | RejectReason::BadBucketCount
+        | RejectReason::BadKnowledgeBuckets
+        | RejectReason::KnowledgeSeqOutOfRange
+        | RejectReason::VersionZeroSeq
+        | RejectReason::VersionSeqOutOfRange
+        | RejectReason::VersionBadContext
+        | RejectReason::VersionContextMissesOwnDot
+        | RejectReason::VersionBadInstance
+        | RejectReason::VersionBadCanary
+        | RejectReason::VersionPayloadKindMismatch
+        | RejectReason::VersionChecksumMismatch
+        | RejectReason::VersionSignatureTooLarge
+        | RejectReason::BadGrave => true,
     }
 }

@@ -17,6 +17,7 @@ use libp2p::request_response::OutboundRequestId;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use tokio::time::Instant;
 
@@ -50,6 +51,105 @@ pub(crate) struct NodeMetrics {
     pub denied_connections: Family<DeniedLabels, Counter>,
     /// The DNS server's counters (`crate::dns`).
     pub dns: crate::dns::metrics::DnsMetrics,
+    /// Refusals by the limit that refused, by [`Limit`].
+    pub limits: Family<LimitLabels, Counter>,
+    /// Gossip messages by topic and validation result.
+    pub gossip_validation: Family<ValidationLabels, Counter>,
+    /// Connected peers whose gossipsub score is below the graylist
+    /// threshold (their gossip is ignored).
+    pub graylisted_peers: Gauge,
+}
+
+/// A limit that refused something (docs/SECURITY.md, "Limits").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Limit {
+    /// A heartbeat over `limits.heartbeat_max_bytes` (received, or our
+    /// own not sent).
+    HeartbeatSize,
+    /// An anti-entropy frame whose length prefix is over
+    /// `protocol.max_message_bytes`.
+    SyncFrameSize,
+    /// An incoming anti-entropy request over the peer's rate.
+    SyncRate,
+    /// A connection refused by the connection limits.
+    Connections,
+    /// A peer's gossipsub score fell below the graylist threshold.
+    GossipGraylist,
+    /// An HTTP request that ran past `limits.http_request_timeout_ms`.
+    HttpTimeout,
+    /// An HTTP request body over `http_max_body_bytes`.
+    HttpBodySize,
+    /// A watch or blocking query past `limits.http_max_watchers`.
+    HttpWatchers,
+}
+
+impl Limit {
+    const ALL: [Limit; 8] = [
+        Limit::HeartbeatSize,
+        Limit::SyncFrameSize,
+        Limit::SyncRate,
+        Limit::Connections,
+        Limit::GossipGraylist,
+        Limit::HttpTimeout,
+        Limit::HttpBodySize,
+        Limit::HttpWatchers,
+    ];
+
+    /// The `limit` label.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Limit::HeartbeatSize => "heartbeat_size",
+            Limit::SyncFrameSize => "sync_frame_size",
+            Limit::SyncRate => "sync_rate",
+            Limit::Connections => "connections",
+            Limit::GossipGraylist => "gossip_graylist",
+            Limit::HttpTimeout => "http_timeout",
+            Limit::HttpBodySize => "http_body_size",
+            Limit::HttpWatchers => "http_watchers",
+        }
+    }
+}
+
+/// Labels of `starling_limit_exceeded_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct LimitLabels {
+    /// [`Limit::as_str`].
+    limit: &'static str,
+}
+
+/// What the driver told gossipsub about a received message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Validation {
+    /// Taken: forwarded to other peers.
+    Accept,
+    /// Invalid (malformed, a bad signature, over a limit): not forwarded,
+    /// and the peer that sent it is penalised.
+    Reject,
+    /// Not taken, through no provable fault of the sender (a denied peer,
+    /// a clock judged too far ahead, a newer protocol): not forwarded, no
+    /// penalty.
+    Ignore,
+}
+
+impl Validation {
+    const ALL: [Validation; 3] = [Validation::Accept, Validation::Reject, Validation::Ignore];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Validation::Accept => "accept",
+            Validation::Reject => "reject",
+            Validation::Ignore => "ignore",
+        }
+    }
+}
+
+/// Labels of `starling_gossip_messages_validated_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct ValidationLabels {
+    /// `heartbeat` or `delta`.
+    topic: &'static str,
+    /// `accept`, `reject` or `ignore`.
+    result: &'static str,
 }
 
 /// What happened to a connection of a peer in `deny_peers`.
@@ -98,9 +198,50 @@ impl NodeMetrics {
             key_mismatches: Counter::default(),
             denied_connections: Family::default(),
             dns: crate::dns::metrics::DnsMetrics::new(),
+            limits: Family::default(),
+            gossip_validation: Family::default(),
+            graylisted_peers: Gauge::default(),
         };
         m.touch_denied();
+        for l in Limit::ALL {
+            let _ = m.limit_count(l);
+        }
+        for topic in ["heartbeat", "delta"] {
+            for v in Validation::ALL {
+                let _ = m.validated(topic, v);
+            }
+        }
         m
+    }
+
+    /// The counter of refusals by `limit` (a handle on the same series,
+    /// for a layer that counts on its own, such as the sync codec).
+    pub(crate) fn limit(&self, limit: Limit) -> Counter {
+        self.limits
+            .get_or_create(&LimitLabels {
+                limit: limit.as_str(),
+            })
+            .clone()
+    }
+
+    /// Count one refusal by `limit`.
+    pub(crate) fn exceeded(&self, limit: Limit) {
+        self.limit(limit).inc();
+    }
+
+    /// How many refusals `limit` counted.
+    pub(crate) fn limit_count(&self, limit: Limit) -> u64 {
+        self.limit(limit).get()
+    }
+
+    /// The counter of gossip messages on `topic` given result `v`.
+    pub(crate) fn validated(&self, topic: &'static str, v: Validation) -> Counter {
+        self.gossip_validation
+            .get_or_create(&ValidationLabels {
+                topic,
+                result: v.as_str(),
+            })
+            .clone()
     }
 
     /// Count one event of a denied peer's connection.

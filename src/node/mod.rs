@@ -37,6 +37,7 @@ mod config;
 mod driver;
 mod error;
 mod handle;
+mod limits;
 pub(crate) mod metrics;
 mod pick;
 mod picker;
@@ -53,6 +54,7 @@ pub use checks::{CheckSpec, CheckStatus, MAX_CHECKS_PER_INSTANCE, MAX_CHECKS_PER
 pub use config::{LogFormat, NodeConfig, NodeConfigError, ReloadError};
 pub use error::NodeError;
 pub use handle::NodeHandle;
+pub use limits::Limits;
 pub use picker::Picked;
 pub use start::Node;
 pub use types::{MemberView, NodeStatus, WatchError, WatchFilter, WatchItem, WriteResult};

@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 
 use crate::core::crypto::{Ed25519Keys, SharedKeys};
 use crate::core::{Engine, NodeInfo};
-use crate::net::{build_swarm, node_id_of, ClusterKey, ClusterNames, KeyCheck};
+use crate::net::{build_swarm, node_id_of, ClusterKey, ClusterNames, KeyCheck, NetLimits};
 use crate::store::Store;
 
 use super::checks::Checks;
@@ -20,7 +20,7 @@ use super::config::{default_listen, NodeConfig, NodeConfigError};
 use super::driver::Driver;
 use super::error::NodeError;
 use super::handle::NodeHandle;
-use super::metrics::NodeMetrics;
+use super::metrics::{Limit, NodeMetrics};
 use super::picker::Picker;
 use super::services_dir;
 
@@ -74,11 +74,19 @@ impl Node {
         let names = ClusterNames::new(&config.protocol.cluster);
         let metrics = Arc::new(NodeMetrics::new());
         let check = cluster_key.map(|k| KeyCheck::new(k, metrics.key_mismatches.clone()));
+        let l = &config.limits;
+        let net_limits = NetLimits::new(
+            config.protocol.max_message_bytes,
+            l.connections_max_incoming,
+            l.connections_max_pending_incoming,
+            l.connections_max_per_peer,
+            metrics.limit(Limit::SyncFrameSize),
+        );
         let mut swarm = build_swarm(
             key,
             &names,
             config.mdns,
-            config.protocol.max_message_bytes,
+            &net_limits,
             Duration::from_millis(config.protocol.sync_timeout_ms),
             check,
         )?;
@@ -91,8 +99,9 @@ impl Node {
         let bootstrap = parse_addrs("bootstrap", &config.bootstrap)?;
         let (tx, rx) = mpsc::channel(REQUEST_QUEUE);
         let denied: BTreeSet<PeerId> = config.deny_peers.iter().filter_map(|p| p.parse().ok()).collect();
-        let driver =
-            Driver::new(engine, swarm, store, names, rx, bootstrap, info).with_admission(metrics, denied);
+        let driver = Driver::new(engine, swarm, store, names, rx, bootstrap, info)
+            .with_admission(metrics, denied)
+            .with_limits(&config.limits);
         let metrics = driver.latency_metrics();
         // Every line the node's task logs carries its id.
         tokio::spawn(tracing::Instrument::instrument(

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::scenario::{FaultKind, FaultSpec, Scenario};
+use crate::scenario::{
+    Attack, FaultKind, FaultSpec, Scenario, DEFAULT_ATTACK_RATE, DEFAULT_FLOOD_BURST, MAX_FLOOD_BURST,
+};
 
 /// Default time between swizzle steps.
 const SWIZZLE_STEP_MS: u64 = 2_000;
@@ -65,6 +67,22 @@ pub enum FaultAction {
         /// The nodes.
         nodes: Vec<usize>,
     },
+    /// Liars: the nodes keep their honest engine and, while the fault
+    /// lasts, also send crafted messages.
+    Byzantine(Byzantine),
+}
+
+/// A byzantine fault: who lies, how, and how often.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Byzantine {
+    /// The liars.
+    pub nodes: Vec<usize>,
+    /// The attacks each round draws from.
+    pub attacks: Vec<Attack>,
+    /// Time between one liar's attack rounds (µs of virtual time).
+    pub interval_us: u64,
+    /// Messages of one flood round.
+    pub burst: usize,
 }
 
 /// A swizzle: clog nodes one by one, restore them in another order.
@@ -220,6 +238,19 @@ impl FaultPlan {
         }
     }
 
+    /// Every node slot any byzantine fault makes a liar: the checks of a
+    /// run are about the others (see `oracle`).
+    pub fn liars(&self) -> BTreeSet<usize> {
+        self.faults
+            .iter()
+            .filter_map(|f| match &f.action {
+                FaultAction::Byzantine(b) => Some(b.nodes.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Whether any fault crashes nodes.
     pub fn has_crash(&self) -> bool {
         self.faults.iter().any(|f| f.kind == FaultKind::Crash)
@@ -346,6 +377,16 @@ fn action_of(f: &FaultSpec, slots: usize) -> FaultAction {
         },
         FaultKind::Join => FaultAction::Join { nodes },
         FaultKind::Leave => FaultAction::Leave { nodes },
+        FaultKind::Byzantine => FaultAction::Byzantine(Byzantine {
+            nodes,
+            attacks: if f.attacks.is_empty() {
+                Attack::DEFAULT.to_vec()
+            } else {
+                f.attacks.clone()
+            },
+            interval_us: (1e6 / f.rate_per_s.unwrap_or(DEFAULT_ATTACK_RATE)).max(1.0) as u64,
+            burst: f.burst.unwrap_or(DEFAULT_FLOOD_BURST).clamp(1, MAX_FLOOD_BURST),
+        }),
     }
 }
 

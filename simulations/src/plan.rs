@@ -408,6 +408,43 @@ mod tests {
     }
 
     #[test]
+    fn a_byzantine_fault_resolves_its_attacks_and_names_its_liars() {
+        let sc = scenario(
+            "[cluster]\nsize = 5\n[phases]\nheal_at_ms = 10000\ndeadline_ms = 20000\n\
+             [[fault]]\nkind = \"byzantine\"\nat_ms = 1000\nnodes = [3, 4]\n\
+             [[fault]]\nkind = \"byzantine\"\nat_ms = 2000\nduration_ms = 1000\nnodes = [1]\n\
+             attacks = [\"forged-leave\", \"wipe-response\"]\nrate_per_s = 10.0\nburst = 3\n",
+        );
+        assert_eq!(sc.faults[0].attacks, Attack::DEFAULT.to_vec(), "made explicit");
+        assert_eq!(sc.faults[0].rate_per_s, Some(DEFAULT_ATTACK_RATE));
+        let plan = FaultPlan::new(&sc);
+        assert_eq!(plan.liars().into_iter().collect::<Vec<_>>(), [1, 3, 4]);
+        assert_eq!(plan.faults[0].end_ms, Some(10_000), "until the heal");
+        let FaultAction::Byzantine(b) = &plan.faults[1].action else {
+            panic!("a byzantine action");
+        };
+        assert_eq!(b.attacks, [Attack::ForgedLeave, Attack::WipeResponse]);
+        assert_eq!((b.interval_us, b.burst), (100_000, 3));
+        // Resolving again changes nothing.
+        assert_eq!(sc.to_toml(), Scenario::parse(&sc.to_toml()).unwrap().resolve(1).to_toml());
+    }
+
+    #[test]
+    fn byzantine_settings_are_checked_when_the_scenario_is_read() {
+        let bad = [
+            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\n", "name the liars"),
+            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nattacks = [\"forged-grave\"]\n", "forged-grave"),
+            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nburst = 0\n", "burst"),
+            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nrate_per_s = 0.0\n", "rate_per_s"),
+            ("[[fault]]\nkind = \"pause\"\nat_ms = 1\nnodes = [0]\nattacks = [\"flood\"]\n", "byzantine faults"),
+        ];
+        for (text, want) in bad {
+            let e = Scenario::parse(text).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {}", e.0);
+        }
+    }
+
+    #[test]
     fn faults_end_at_their_duration_or_the_heal_whichever_is_first() {
         let sc = scenario(
             "[phases]\nheal_at_ms = 10000\ndeadline_ms = 20000\n\

@@ -507,7 +507,9 @@ impl Oracle {
             // will never fetch them when they are (and, about itself,
             // writes past the range every peer accepts).
             if let Some(&o) = self.slot_of.get(origin) {
-                if !self.liars.contains(&o) && self.current_identity_is(o, *origin) && range.max() > self.own_written[o]
+                if !self.liars.contains(&o)
+                    && self.current_identity_is(o, *origin)
+                    && range.max() > self.own_written[o]
                 {
                     self.violate(
                         t_ms,

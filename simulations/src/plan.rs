@@ -426,17 +426,32 @@ mod tests {
         assert_eq!(b.attacks, [Attack::ForgedLeave, Attack::WipeResponse]);
         assert_eq!((b.interval_us, b.burst), (100_000, 3));
         // Resolving again changes nothing.
-        assert_eq!(sc.to_toml(), Scenario::parse(&sc.to_toml()).unwrap().resolve(1).to_toml());
+        assert_eq!(
+            sc.to_toml(),
+            Scenario::parse(&sc.to_toml()).unwrap().resolve(1).to_toml()
+        );
     }
 
     #[test]
     fn byzantine_settings_are_checked_when_the_scenario_is_read() {
         let bad = [
             ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\n", "name the liars"),
-            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nattacks = [\"forged-grave\"]\n", "forged-grave"),
-            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nburst = 0\n", "burst"),
-            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nrate_per_s = 0.0\n", "rate_per_s"),
-            ("[[fault]]\nkind = \"pause\"\nat_ms = 1\nnodes = [0]\nattacks = [\"flood\"]\n", "byzantine faults"),
+            (
+                "[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nattacks = [\"forged-grave\"]\n",
+                "forged-grave",
+            ),
+            (
+                "[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nburst = 0\n",
+                "burst",
+            ),
+            (
+                "[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nrate_per_s = 0.0\n",
+                "rate_per_s",
+            ),
+            (
+                "[[fault]]\nkind = \"pause\"\nat_ms = 1\nnodes = [0]\nattacks = [\"flood\"]\n",
+                "byzantine faults",
+            ),
         ];
         for (text, want) in bad {
             let e = Scenario::parse(text).unwrap_err();

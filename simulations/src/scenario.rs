@@ -770,7 +770,9 @@ impl Scenario {
                     return err("[[fault]] byzantine rate_per_s must be in (0, 1000]".into());
                 }
                 if f.burst.is_some_and(|b| b == 0 || b > MAX_FLOOD_BURST) {
-                    return err(format!("[[fault]] byzantine burst must be in 1..={MAX_FLOOD_BURST}"));
+                    return err(format!(
+                        "[[fault]] byzantine burst must be in 1..={MAX_FLOOD_BURST}"
+                    ));
                 }
             } else if !f.attacks.is_empty() || f.rate_per_s.is_some() || f.burst.is_some() {
                 return err(format!(

@@ -80,7 +80,11 @@ fn byzantine_liars_are_rejected_and_honest_nodes_lose_nothing() {
         let m = &r.summary.metrics;
         assert_eq!(m["liars"], 2.0);
         assert_eq!(m["lost_writes"], 0.0, "seed {seed}");
-        assert!(m["rejected_total"] > 100.0, "seed {seed}: {}", m["rejected_total"]);
+        assert!(
+            m["rejected_total"] > 100.0,
+            "seed {seed}: {}",
+            m["rejected_total"]
+        );
         for (k, v) in m {
             if let Some(a) = k.strip_prefix("attacks.") {
                 if *v > 0.0 {
@@ -95,7 +99,11 @@ fn byzantine_liars_are_rejected_and_honest_nodes_lose_nothing() {
         }
     }
     for a in starling_sim::scenario::Attack::DEFAULT {
-        assert!(played.contains(a.as_str()), "attack {} never played: {played:?}", a.as_str());
+        assert!(
+            played.contains(a.as_str()),
+            "attack {} never played: {played:?}",
+            a.as_str()
+        );
     }
     for reason in [
         "member_bad_signature",
@@ -125,7 +133,12 @@ fn assert_regression_valid(name: &str) {
     let sc = Scenario::load(&path).unwrap();
     for seed in SEEDS {
         let r = starling_sim::run(&sc, seed, RunOptions::default());
-        assert_eq!(r.summary.verdict, Verdict::Valid, "seed {seed}: {:#?}", r.summary.reasons);
+        assert_eq!(
+            r.summary.verdict,
+            Verdict::Valid,
+            "seed {seed}: {:#?}",
+            r.summary.reasons
+        );
     }
 }
 

@@ -158,7 +158,13 @@ impl Sim {
             return;
         }
         let Some(b) = self.byz_fault(fi) else { return };
-        self.push(self.now + b.interval_us, Ev::Byzantine { fault: fi, node: liar });
+        self.push(
+            self.now + b.interval_us,
+            Ev::Byzantine {
+                fault: fi,
+                node: liar,
+            },
+        );
         if !self.runnable(liar) || self.nodes[liar].paused {
             return;
         }
@@ -228,11 +234,15 @@ impl Sim {
                 }
             }
             Attack::SpoofedHeartbeat => {
-                let Some(v) = self.pick_victim(fi, liar) else { return };
+                let Some(v) = self.pick_victim(fi, liar) else {
+                    return;
+                };
                 let vid = self.nodes[v].id;
                 let local = self.local_ms(liar);
                 let seq = self.byz_rng(fi, liar).gen();
-                let Some(e) = self.nodes[liar].engine.as_ref() else { return };
+                let Some(e) = self.nodes[liar].engine.as_ref() else {
+                    return;
+                };
                 let incarnation = e.member(&vid).map_or(1, |m| m.incarnation.saturating_add(1));
                 let hb = Heartbeat {
                     seq,
@@ -252,7 +262,9 @@ impl Sim {
                 self.byz_gossip(liar, Topic::Heartbeat, &Message::Heartbeat(hb));
             }
             Attack::Truncated => {
-                let Some(e) = self.nodes[liar].engine.as_ref() else { return };
+                let Some(e) = self.nodes[liar].engine.as_ref() else {
+                    return;
+                };
                 let msg = Message::Delta(Delta {
                     versions: Vec::new(),
                     members: vec![e.local_member()],
@@ -470,7 +482,12 @@ impl Sim {
                 // The victim is the origin of the key's winner when honest.
                 let origin = winner
                     .map(|w| w.node)
-                    .filter(|n| self.oracle.slot_of.get(n).is_some_and(|s| !self.liars.slots.contains(s)))
+                    .filter(|n| {
+                        self.oracle
+                            .slot_of
+                            .get(n)
+                            .is_some_and(|s| !self.liars.slots.contains(s))
+                    })
                     .unwrap_or(vid);
                 let dot = Dot {
                     node: origin,
@@ -529,7 +546,9 @@ impl Sim {
             // Knowledge of every origin claimed up to the range limit, and
             // a version under the victim's dot.
             _ => {
-                let Some(e) = self.nodes[liar].engine.as_ref() else { return };
+                let Some(e) = self.nodes[liar].engine.as_ref() else {
+                    return;
+                };
                 let n = resp.knowledge.buckets.0.len();
                 let ranges = Knowledge::from_ranges(e.state().knowledge().iter().map(|(o, _)| {
                     (
@@ -621,12 +640,20 @@ impl Sim {
             // The liar's whole knowledge shipped, one honest origin's range
             // inflated to the range limit.
             _ => {
-                let Some(v) = self.pick_victim(fi, liar) else { return bytes };
+                let Some(v) = self.pick_victim(fi, liar) else {
+                    return bytes;
+                };
                 let vid = self.nodes[v].id;
-                let Some(e) = self.nodes[liar].engine.as_ref() else { return bytes };
+                let Some(e) = self.nodes[liar].engine.as_ref() else {
+                    return bytes;
+                };
                 let n = resp.knowledge.buckets.0.len();
-                let mut ranges: BTreeMap<NodeId, DotRange> =
-                    e.state().knowledge().iter().map(|(o, r)| (*o, r.clone())).collect();
+                let mut ranges: BTreeMap<NodeId, DotRange> = e
+                    .state()
+                    .knowledge()
+                    .iter()
+                    .map(|(o, r)| (*o, r.clone()))
+                    .collect();
                 ranges.insert(
                     vid,
                     DotRange {

@@ -601,7 +601,11 @@ impl Sim {
             }
             Ev::ReqTimeout { req } => {
                 let Some(r) = self.reqs.remove(&req) else { return };
-                if r.done || r.byz.is_some() || self.nodes[r.from].life != r.from_life || !self.runnable(r.from) {
+                if r.done
+                    || r.byz.is_some()
+                    || self.nodes[r.from].life != r.from_life
+                    || !self.runnable(r.from)
+                {
                     return;
                 }
                 if self.nodes[r.from].paused {

@@ -74,7 +74,10 @@ impl Sim {
                 *self.nodes[i].crashed_counters.entry(k.clone()).or_default() += v;
             }
             for (r, v) in &e.counters().rejected {
-                *self.nodes[i].crashed_rejected.entry(r.as_str().to_string()).or_default() += v;
+                *self.nodes[i]
+                    .crashed_rejected
+                    .entry(r.as_str().to_string())
+                    .or_default() += v;
             }
         }
         let n = &mut self.nodes[i];

@@ -192,6 +192,8 @@ pub struct Truth {
     pub paused: bool,
     /// Faults touching it make suspicions of it expected until this time.
     pub disturbed_until: u64,
+    /// It was told to leave (a record of it as left is its own).
+    pub leaving: bool,
 }
 
 /// Safety checks and metrics.
@@ -238,6 +240,13 @@ pub struct Oracle {
     log_members: bool,
     /// Per slot: the identity running there now (set by the simulator).
     pub current: Vec<Option<NodeId>>,
+    /// Slots of liars (byzantine faults): what they write and sign is not
+    /// required to survive, and may hold values no client wrote.
+    pub liars: BTreeSet<usize>,
+    /// Per slot: the highest seq its current identity wrote.
+    own_written: Vec<u64>,
+    /// When each version was first persisted anywhere (ms).
+    first_seen: HashMap<Dot, u64>,
 }
 
 impl Oracle {
@@ -270,6 +279,32 @@ impl Oracle {
             member_log: Vec::new(),
             log_members: slots <= 50,
             current: vec![None; slots],
+            liars: BTreeSet::new(),
+            own_written: vec![0; slots],
+            first_seen: HashMap::default(),
+        }
+    }
+
+    /// Whether `id` is (or was) the identity of a liar's slot.
+    pub fn is_liar(&self, id: &NodeId) -> bool {
+        self.slot_of.get(id).is_some_and(|s| self.liars.contains(s))
+    }
+
+    /// Whether a version signed at `signed_ms` by `author` may supersede
+    /// acknowledged write `w`: it was signed after the write (nobody
+    /// supersedes a write before it exists: a context claiming a future
+    /// write is a pin), and, signed by a liar, after the write reached the
+    /// liar (a liar's context may claim writes it never saw).
+    fn fair_cover(&self, author: &NodeId, signed_ms: u64, w: &WriteRec) -> bool {
+        if signed_ms < w.ack_ms {
+            return false;
+        }
+        match self.slot_of.get(author) {
+            Some(s) if self.liars.contains(s) => {
+                let a = w.arrivals[*s];
+                a != u32::MAX && w.ack_ms + a as u64 <= signed_ms
+            }
+            _ => true,
         }
     }
 
@@ -294,6 +329,7 @@ impl Oracle {
         self.collected[slot].clear();
         self.knowledge_base[slot].clear();
         self.own_incarnation[slot] = 0;
+        self.own_written[slot] = 0;
         let mut lost = 0;
         for w in &mut self.writes {
             if w.arrivals[slot] != u32::MAX {
@@ -355,11 +391,22 @@ impl Oracle {
     pub fn accounted(&self, engine: &starling::core::Engine, idx: usize) -> bool {
         let w = &self.writes[idx];
         // A key reduced to a grave counts as collected, like an absent one.
-        let held = |dot: &Dot| match engine.state().get(&w.key).filter(|ks| ks.all().next().is_some()) {
-            Some(ks) => ks.all().any(|v| v.dot == *dot) || ks.live.iter().any(|v| v.ctx.covers(dot)),
-            None => engine.state().knowledge().contains(dot),
+        // A live version covers a write only if it may (see `fair_cover`).
+        let held = |rec: &WriteRec| match engine.state().get(&w.key).filter(|ks| ks.all().next().is_some()) {
+            Some(ks) => {
+                ks.all().any(|v| v.dot == rec.dot)
+                    || ks.live.iter().any(|v| {
+                        v.ctx.covers(&rec.dot)
+                            && self.fair_cover(
+                                &v.dot.node,
+                                self.first_seen.get(&v.dot).copied().unwrap_or(u64::MAX),
+                                rec,
+                            )
+                    })
+            }
+            None => engine.state().knowledge().contains(&rec.dot),
         };
-        if held(&w.dot) {
+        if held(w) {
             return true;
         }
         let collected = |dot: &Dot| {
@@ -371,7 +418,10 @@ impl Oracle {
         };
         if self.by_key[&w.key].iter().any(|&j| {
             let o = &self.writes[j];
-            j != idx && o.ctx.covers(&w.dot) && (held(&o.dot) || (o.tombstone && collected(&o.dot)))
+            j != idx
+                && o.ctx.covers(&w.dot)
+                && self.fair_cover(&o.dot.node, o.ack_ms, w)
+                && (held(o) || (o.tombstone && collected(&o.dot)))
         }) {
             return true;
         }
@@ -434,7 +484,7 @@ impl Oracle {
         // it arrived.
         let fresh: Vec<NodeId> = batch.knowledge.iter().map(|(n, _)| *n).collect();
         for (key, ks) in &batch.keys {
-            self.check_key(t_ms, slot, key, ks.as_ref(), &fresh);
+            self.check_key(t_ms, slot, me, key, ks.as_ref(), &fresh);
         }
         // Knowledge: it never shrinks, and it tells which writes arrived.
         for (origin, range) in &batch.knowledge {
@@ -452,6 +502,28 @@ impl Oracle {
                 );
             }
             self.knowledge_base[slot].insert(*origin, range.base);
+            // Knowledge of an honest origin never runs ahead of what it
+            // wrote: a node that believes it has seen writes never made
+            // will never fetch them when they are (and, about itself,
+            // writes past the range every peer accepts).
+            if let Some(&o) = self.slot_of.get(origin) {
+                if !self.liars.contains(&o)
+                    && self.current_identity_is(o, *origin)
+                    && range.max() > self.own_written[o]
+                {
+                    self.violate(
+                        t_ms,
+                        "knowledge-inflated",
+                        Some(slot),
+                        format!(
+                            "holds knowledge of node {o} ({}) up to seq {}, which wrote up to {}",
+                            origin.short(),
+                            range.max(),
+                            self.own_written[o]
+                        ),
+                    );
+                }
+            }
             let Some(seqs) = self.by_origin.get(origin) else {
                 continue;
             };
@@ -481,7 +553,15 @@ impl Oracle {
         }
     }
 
-    fn check_key(&mut self, t_ms: u64, slot: usize, key: &StateKey, ks: Option<&KeyState>, fresh: &[NodeId]) {
+    fn check_key(
+        &mut self,
+        t_ms: u64,
+        slot: usize,
+        me: NodeId,
+        key: &StateKey,
+        ks: Option<&KeyState>,
+        fresh: &[NodeId],
+    ) {
         let Some(ks) = ks else {
             // Collected (tombstone GC) or emptied: remember what was dropped.
             if let Some((dot, _)) = self.winners[slot].remove(key) {
@@ -508,7 +588,16 @@ impl Oracle {
         // No value nobody wrote (a version's content is checked once: it
         // is the same on every node, the engine checks its checksum).
         for v in ks.all() {
-            if !fresh.contains(&v.dot.node) || !self.checked.insert((v.dot, v.checksum)) {
+            if !fresh.contains(&v.dot.node) {
+                continue;
+            }
+            if v.dot.node == me {
+                self.own_written[slot] = self.own_written[slot].max(v.dot.seq);
+            }
+            self.first_seen.entry(v.dot).or_insert(t_ms);
+            // What a liar signed as itself may hold anything (it is a
+            // member: no writer ACLs yet).
+            if !self.checked.insert((v.dot, v.checksum)) || self.is_liar(&v.dot.node) {
                 continue;
             }
             match &v.payload {
@@ -603,6 +692,28 @@ impl Oracle {
             self.member_log.push((t_ms, observer, subject, m.status));
         }
         let subject_is_current = self.current_identity_is(subject, m.node);
+        // No honest node is evicted on anyone's word: it is held left only
+        // after it left, and suspect, dead or left only at an incarnation
+        // it signed.
+        if subject_is_current && !self.liars.contains(&subject) && m.status != MemberStatus::Alive {
+            let tr = &self.truth[subject];
+            let forged_leave = m.status == MemberStatus::Left && tr.up && !tr.leaving;
+            let unsigned = m.incarnation > self.own_incarnation[subject];
+            if forged_leave || unsigned {
+                self.violate(
+                    t_ms,
+                    "no-eviction",
+                    Some(observer),
+                    format!(
+                        "holds node {subject} as {} at incarnation {} (its own: {}, {})",
+                        m.status.as_str(),
+                        m.incarnation,
+                        self.own_incarnation[subject],
+                        if tr.up { "up" } else { "down" }
+                    ),
+                );
+            }
+        }
         if matches!(m.status, MemberStatus::Suspect | MemberStatus::Dead) {
             let tr = &self.truth[subject];
             let healthy = subject_is_current && tr.up && !tr.paused && t_ms > tr.disturbed_until;

@@ -10,7 +10,9 @@
 
 use std::collections::BTreeSet;
 
-use crate::scenario::{FaultKind, FaultSpec, Scenario};
+use crate::scenario::{
+    Attack, FaultKind, FaultSpec, Scenario, DEFAULT_ATTACK_RATE, DEFAULT_FLOOD_BURST, MAX_FLOOD_BURST,
+};
 
 /// Default time between swizzle steps.
 const SWIZZLE_STEP_MS: u64 = 2_000;
@@ -65,6 +67,22 @@ pub enum FaultAction {
         /// The nodes.
         nodes: Vec<usize>,
     },
+    /// Liars: the nodes keep their honest engine and, while the fault
+    /// lasts, also send crafted messages.
+    Byzantine(Byzantine),
+}
+
+/// A byzantine fault: who lies, how, and how often.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Byzantine {
+    /// The liars.
+    pub nodes: Vec<usize>,
+    /// The attacks each round draws from.
+    pub attacks: Vec<Attack>,
+    /// Time between one liar's attack rounds (µs of virtual time).
+    pub interval_us: u64,
+    /// Messages of one flood round.
+    pub burst: usize,
 }
 
 /// A swizzle: clog nodes one by one, restore them in another order.
@@ -220,6 +238,19 @@ impl FaultPlan {
         }
     }
 
+    /// Every node slot any byzantine fault makes a liar: the checks of a
+    /// run are about the others (see `oracle`).
+    pub fn liars(&self) -> BTreeSet<usize> {
+        self.faults
+            .iter()
+            .filter_map(|f| match &f.action {
+                FaultAction::Byzantine(b) => Some(b.nodes.iter().copied()),
+                _ => None,
+            })
+            .flatten()
+            .collect()
+    }
+
     /// Whether any fault crashes nodes.
     pub fn has_crash(&self) -> bool {
         self.faults.iter().any(|f| f.kind == FaultKind::Crash)
@@ -346,6 +377,16 @@ fn action_of(f: &FaultSpec, slots: usize) -> FaultAction {
         },
         FaultKind::Join => FaultAction::Join { nodes },
         FaultKind::Leave => FaultAction::Leave { nodes },
+        FaultKind::Byzantine => FaultAction::Byzantine(Byzantine {
+            nodes,
+            attacks: if f.attacks.is_empty() {
+                Attack::DEFAULT.to_vec()
+            } else {
+                f.attacks.clone()
+            },
+            interval_us: (1e6 / f.rate_per_s.unwrap_or(DEFAULT_ATTACK_RATE)).max(1.0) as u64,
+            burst: f.burst.unwrap_or(DEFAULT_FLOOD_BURST).clamp(1, MAX_FLOOD_BURST),
+        }),
     }
 }
 
@@ -364,6 +405,58 @@ mod tests {
         let e =
             Scenario::parse("[nemesis]\nenabled = true\nkinds = [\"partition\", \"flood\"]\n").unwrap_err();
         assert!(e.0.contains("flood"), "{}", e.0);
+    }
+
+    #[test]
+    fn a_byzantine_fault_resolves_its_attacks_and_names_its_liars() {
+        let sc = scenario(
+            "[cluster]\nsize = 5\n[phases]\nheal_at_ms = 10000\ndeadline_ms = 20000\n\
+             [[fault]]\nkind = \"byzantine\"\nat_ms = 1000\nnodes = [3, 4]\n\
+             [[fault]]\nkind = \"byzantine\"\nat_ms = 2000\nduration_ms = 1000\nnodes = [1]\n\
+             attacks = [\"forged-leave\", \"wipe-response\"]\nrate_per_s = 10.0\nburst = 3\n",
+        );
+        assert_eq!(sc.faults[0].attacks, Attack::DEFAULT.to_vec(), "made explicit");
+        assert_eq!(sc.faults[0].rate_per_s, Some(DEFAULT_ATTACK_RATE));
+        let plan = FaultPlan::new(&sc);
+        assert_eq!(plan.liars().into_iter().collect::<Vec<_>>(), [1, 3, 4]);
+        assert_eq!(plan.faults[0].end_ms, Some(10_000), "until the heal");
+        let FaultAction::Byzantine(b) = &plan.faults[1].action else {
+            panic!("a byzantine action");
+        };
+        assert_eq!(b.attacks, [Attack::ForgedLeave, Attack::WipeResponse]);
+        assert_eq!((b.interval_us, b.burst), (100_000, 3));
+        // Resolving again changes nothing.
+        assert_eq!(
+            sc.to_toml(),
+            Scenario::parse(&sc.to_toml()).unwrap().resolve(1).to_toml()
+        );
+    }
+
+    #[test]
+    fn byzantine_settings_are_checked_when_the_scenario_is_read() {
+        let bad = [
+            ("[[fault]]\nkind = \"byzantine\"\nat_ms = 1\n", "name the liars"),
+            (
+                "[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nattacks = [\"forged-grave\"]\n",
+                "forged-grave",
+            ),
+            (
+                "[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nburst = 0\n",
+                "burst",
+            ),
+            (
+                "[[fault]]\nkind = \"byzantine\"\nat_ms = 1\nnodes = [0]\nrate_per_s = 0.0\n",
+                "rate_per_s",
+            ),
+            (
+                "[[fault]]\nkind = \"pause\"\nat_ms = 1\nnodes = [0]\nattacks = [\"flood\"]\n",
+                "byzantine faults",
+            ),
+        ];
+        for (text, want) in bad {
+            let e = Scenario::parse(text).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {}", e.0);
+        }
     }
 
     #[test]

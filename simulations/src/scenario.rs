@@ -296,7 +296,8 @@ impl Default for WorkloadSpec {
 }
 
 /// What a fault does; written in scenario files as `partition`, `one-way`,
-/// `swizzle`, `crash`, `pause`, `clock-jump`, `join` or `leave`. Any other
+/// `swizzle`, `crash`, `pause`, `clock-jump`, `join`, `leave` or
+/// `byzantine`. Any other
 /// kind (in `[[fault]]` or `[nemesis] kinds`) is an error when the
 /// scenario is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -318,11 +319,14 @@ pub enum FaultKind {
     Join,
     /// Leave gracefully and stop.
     Leave,
+    /// Nodes that lie: they keep running their honest engine and also send
+    /// crafted messages (see [`Attack`]).
+    Byzantine,
 }
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 8] = [
+    pub const ALL: [FaultKind; 9] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Swizzle,
@@ -331,6 +335,7 @@ impl FaultKind {
         FaultKind::ClockJump,
         FaultKind::Join,
         FaultKind::Leave,
+        FaultKind::Byzantine,
     ];
 
     /// The name scenario files use.
@@ -344,6 +349,7 @@ impl FaultKind {
             FaultKind::ClockJump => "clock-jump",
             FaultKind::Join => "join",
             FaultKind::Leave => "leave",
+            FaultKind::Byzantine => "byzantine",
         }
     }
 }
@@ -400,6 +406,176 @@ pub struct FaultSpec {
     /// Crash: never restart, not even at heal.
     #[serde(default)]
     pub permanent: bool,
+    /// Byzantine: the attacks the liars (`nodes`) draw from (resolved:
+    /// empty means [`Attack::DEFAULT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attacks: Vec<Attack>,
+    /// Byzantine: attack rounds per second per liar (resolved; default
+    /// [`DEFAULT_ATTACK_RATE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_per_s: Option<f64>,
+    /// Byzantine: messages one `flood` round sends (resolved; default
+    /// [`DEFAULT_FLOOD_BURST`], at most [`MAX_FLOOD_BURST`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub burst: Option<usize>,
+}
+
+/// Attack rounds per second per liar when a byzantine fault names none.
+pub const DEFAULT_ATTACK_RATE: f64 = 4.0;
+/// Messages of one flood round when a byzantine fault names none.
+pub const DEFAULT_FLOOD_BURST: usize = 40;
+/// Most messages one flood round may send.
+pub const MAX_FLOOD_BURST: usize = 500;
+
+/// What a liar of a `byzantine` fault may send, besides what its honest
+/// engine sends. Every message is built with the real wire types and
+/// signed, where it is signed at all, with the liar's own simulated key: a
+/// liar is a keyed insider, it cannot sign as another node.
+///
+/// Not yet: *forged graves* (a collected delete naming a victim's dot, to
+/// bury its versions). Graves are becoming signed tombstone versions in
+/// the core; the attack is to be added once they are (see
+/// `sim::byzantine`, `TODO(forged-grave)`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attack {
+    /// Gossip a victim's record as left at incarnation `u64::MAX`, signed
+    /// by the liar.
+    ForgedLeave,
+    /// Gossip a victim's record as dead at a huge incarnation, carrying the
+    /// victim's real proof of its current one.
+    ForgedDead,
+    /// Gossip a victim's record as alive at a higher incarnation with a
+    /// signature that is not the victim's.
+    ForgedAlive,
+    /// Gossip a victim as suspect or dead at its current incarnation (with
+    /// its real proof): allowed to any member, the victim must refute.
+    Slander,
+    /// Gossip a version under a victim's dot (next seq, or the review's
+    /// `2^63 - 1`), signed by the liar.
+    ForgedDot,
+    /// Gossip a version whose dot is past the accepted range (the liar's
+    /// own, or a victim's).
+    HugeSeq,
+    /// Gossip a liar-signed version whose context claims a victim's seq
+    /// `u64::MAX` for the key (past the range limit).
+    PinContext,
+    /// The same, claiming the highest seq still in range (`u64::MAX / 2`).
+    /// Not in [`Attack::DEFAULT`]: the engine takes it (see docs/SECURITY.md).
+    PinInRange,
+    /// Gossip a service instance naming a victim as its owner, written by
+    /// the liar.
+    ForeignInstance,
+    /// Gossip a tombstone for a key a victim wrote, under the victim's
+    /// next dot, without the victim's signature.
+    ForgedTombstone,
+    /// Re-send one of the liar's own earlier sync pushes (out of any sync).
+    ReplayPush,
+    /// Answer a sync request with an earlier sync response of the liar.
+    ReplayResponse,
+    /// Open a sync with a victim, then push "the wipe": an empty manifest
+    /// for every bucket and the victim's own knowledge as the liar's.
+    WipePush,
+    /// Answer a sync request with the wipe: the requester's own knowledge
+    /// claimed, an empty manifest for every bucket.
+    WipeResponse,
+    /// Answer a sync request with knowledge of an honest origin inflated
+    /// to the highest seq in range. Not in [`Attack::DEFAULT`]: the engine
+    /// adopts it (see docs/SECURITY.md).
+    InflateKnowledge,
+    /// Open a sync with a victim, then push knowledge claiming every
+    /// origin up to the highest seq in range (and a forged version).
+    InflatePush,
+    /// Send a real message cut short (gossip or request).
+    Truncated,
+    /// Gossip a heartbeat in a victim's name.
+    SpoofedHeartbeat,
+    /// Many messages in one round ([`FaultSpec::burst`]): forged deltas and
+    /// sync requests.
+    Flood,
+}
+
+impl Attack {
+    /// Every attack.
+    pub const ALL: [Attack; 19] = [
+        Attack::ForgedLeave,
+        Attack::ForgedDead,
+        Attack::ForgedAlive,
+        Attack::Slander,
+        Attack::ForgedDot,
+        Attack::HugeSeq,
+        Attack::PinContext,
+        Attack::PinInRange,
+        Attack::ForeignInstance,
+        Attack::ForgedTombstone,
+        Attack::ReplayPush,
+        Attack::ReplayResponse,
+        Attack::WipePush,
+        Attack::WipeResponse,
+        Attack::InflateKnowledge,
+        Attack::InflatePush,
+        Attack::Truncated,
+        Attack::SpoofedHeartbeat,
+        Attack::Flood,
+    ];
+
+    /// The attacks a byzantine fault draws from when it names none: every
+    /// attack the engine is expected to withstand today (all but
+    /// [`Attack::PinInRange`] and [`Attack::InflateKnowledge`], which
+    /// succeed against it; `tests/scenarios.rs` shows each, ignored).
+    pub const DEFAULT: [Attack; 17] = [
+        Attack::ForgedLeave,
+        Attack::ForgedDead,
+        Attack::ForgedAlive,
+        Attack::Slander,
+        Attack::ForgedDot,
+        Attack::HugeSeq,
+        Attack::PinContext,
+        Attack::ForeignInstance,
+        Attack::ForgedTombstone,
+        Attack::ReplayPush,
+        Attack::ReplayResponse,
+        Attack::WipePush,
+        Attack::WipeResponse,
+        Attack::InflatePush,
+        Attack::Truncated,
+        Attack::SpoofedHeartbeat,
+        Attack::Flood,
+    ];
+
+    /// Whether the liar plays it when it answers a sync request (the
+    /// others it sends on its own).
+    pub fn is_responder(self) -> bool {
+        matches!(
+            self,
+            Attack::ReplayResponse | Attack::WipeResponse | Attack::InflateKnowledge
+        )
+    }
+
+    /// The name scenario files use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attack::ForgedLeave => "forged-leave",
+            Attack::ForgedDead => "forged-dead",
+            Attack::ForgedAlive => "forged-alive",
+            Attack::Slander => "slander",
+            Attack::ForgedDot => "forged-dot",
+            Attack::HugeSeq => "huge-seq",
+            Attack::PinContext => "pin-context",
+            Attack::PinInRange => "pin-in-range",
+            Attack::ForeignInstance => "foreign-instance",
+            Attack::ForgedTombstone => "forged-tombstone",
+            Attack::ReplayPush => "replay-push",
+            Attack::ReplayResponse => "replay-response",
+            Attack::WipePush => "wipe-push",
+            Attack::WipeResponse => "wipe-response",
+            Attack::InflateKnowledge => "inflate-knowledge",
+            Attack::InflatePush => "inflate-push",
+            Attack::Truncated => "truncated",
+            Attack::SpoofedHeartbeat => "spoofed-heartbeat",
+            Attack::Flood => "flood",
+        }
+    }
 }
 
 impl FaultSpec {
@@ -583,6 +759,27 @@ impl Scenario {
                     ));
                 }
             }
+            if f.kind == FaultKind::Byzantine {
+                if f.nodes.is_empty() && f.pick.is_none() {
+                    return err(format!(
+                        "[[fault]] byzantine at {} ms: name the liars (`nodes`) or `pick` some",
+                        f.at_ms
+                    ));
+                }
+                if f.rate_per_s.is_some_and(|r| !(r > 0.0 && r <= 1000.0)) {
+                    return err("[[fault]] byzantine rate_per_s must be in (0, 1000]".into());
+                }
+                if f.burst.is_some_and(|b| b == 0 || b > MAX_FLOOD_BURST) {
+                    return err(format!(
+                        "[[fault]] byzantine burst must be in 1..={MAX_FLOOD_BURST}"
+                    ));
+                }
+            } else if !f.attacks.is_empty() || f.rate_per_s.is_some() || f.burst.is_some() {
+                return err(format!(
+                    "[[fault]] {} at {} ms: attacks, rate_per_s and burst are for byzantine faults",
+                    f.kind, f.at_ms
+                ));
+            }
             if let Some(st) = &f.state {
                 if st != "kept" && st != "lost" {
                     return err(format!("[[fault]] state {st:?}: use kept or lost"));
@@ -680,6 +877,9 @@ impl Scenario {
                     step_ms: None,
                     restore_order: Vec::new(),
                     permanent: false,
+                    attacks: Vec::new(),
+                    rate_per_s: None,
+                    burst: None,
                 };
                 match kind {
                     FaultKind::Partition => {
@@ -697,6 +897,7 @@ impl Scenario {
                         f.jump_ms = Some(rng.gen_range(-5_000..=5_000));
                         f.duration_ms = None;
                     }
+                    FaultKind::Byzantine => f.pick = Some(1),
                     // Drawn as is: nothing to choose.
                     FaultKind::Join | FaultKind::Leave => {}
                 }
@@ -729,6 +930,13 @@ impl Scenario {
                     order.shuffle(&mut rng);
                     f.restore_order = order;
                 }
+            }
+            if f.kind == FaultKind::Byzantine {
+                if f.attacks.is_empty() {
+                    f.attacks = Attack::DEFAULT.to_vec();
+                }
+                f.rate_per_s.get_or_insert(DEFAULT_ATTACK_RATE);
+                f.burst.get_or_insert(DEFAULT_FLOOD_BURST);
             }
             if f.kind == FaultKind::Crash && f.state.is_none() {
                 f.state = Some("kept".into());

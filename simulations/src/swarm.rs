@@ -2,10 +2,14 @@
 //! network, clocks, workload and nemesis), so many seeds explore many
 //! combinations nobody thought to write down.
 
+use rand::seq::SliceRandom;
 use rand::Rng;
 
 use crate::rng::stream;
-use crate::scenario::{BurstLoss, FaultKind, Latency, Scenario};
+use crate::scenario::{Attack, BurstLoss, FaultKind, FaultSpec, Latency, Scenario};
+
+/// Share of swarm scenarios with liars (a byzantine fault).
+const BYZANTINE_SHARE: f64 = 0.25;
 
 /// The scenario of swarm seed `seed`.
 pub fn scenario_for(seed: u64) -> Scenario {
@@ -77,5 +81,32 @@ pub fn scenario_for(seed: u64) -> Scenario {
     let heal = rng.gen_range(30_000..90_000);
     s.phases.heal_at_ms = Some(heal);
     s.phases.deadline_ms = heal + 60_000;
+    // Drawn last, so a seed drawn without liars is the scenario it was
+    // before liars existed.
+    if rng.gen_bool(BYZANTINE_SHARE) {
+        let n = s.cluster.size;
+        let mut nodes: Vec<usize> = (0..n).collect();
+        nodes.shuffle(&mut rng);
+        nodes.truncate(rng.gen_range(1..=(n / 4).max(1)));
+        nodes.sort_unstable();
+        s.faults.push(FaultSpec {
+            kind: FaultKind::Byzantine,
+            at_ms: rng.gen_range(3_000..10_000),
+            duration_ms: None,
+            mode: None,
+            groups: Vec::new(),
+            nodes,
+            to: Vec::new(),
+            pick: None,
+            state: None,
+            jump_ms: None,
+            step_ms: None,
+            restore_order: Vec::new(),
+            permanent: false,
+            attacks: Attack::DEFAULT.to_vec(),
+            rate_per_s: Some([1.0, 2.0, 4.0, 8.0][rng.gen_range(0..4)]),
+            burst: Some(rng.gen_range(5..=60)),
+        });
+    }
     s
 }

@@ -123,8 +123,9 @@ impl Harness {
                 self.disturb(&all, end);
                 self.apply_blocks().await;
             }
-            // Real nodes share the host clock (reported as skipped).
-            FaultAction::ClockJump { .. } => {}
+            // Real nodes share the host clock; liars are simulator-only
+            // (both reported as skipped).
+            FaultAction::ClockJump { .. } | FaultAction::Byzantine(_) => {}
             FaultAction::Join { nodes } => {
                 for n in nodes {
                     if self.lock().slots[n].state == SlotState::NotStarted {
@@ -179,7 +180,10 @@ impl Harness {
                 }
                 self.apply_blocks().await;
             }
-            FaultAction::ClockJump { .. } | FaultAction::Join { .. } | FaultAction::Leave { .. } => {}
+            FaultAction::ClockJump { .. }
+            | FaultAction::Join { .. }
+            | FaultAction::Leave { .. }
+            | FaultAction::Byzantine(_) => {}
         }
     }
 

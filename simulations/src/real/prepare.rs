@@ -90,6 +90,11 @@ pub fn prepare(sc: &Scenario, seed: u64, opts: &RealOptions) -> Result<Prepared,
                  so one direction cannot be dropped alone)",
                 f.at_ms, f.nodes
             )),
+            "byzantine" => skipped.push(format!(
+                "fault #{i} byzantine at {} ms on nodes {:?}: skipped (liars are played by the simulator only; \
+                 tests/hostile_node.rs plays some attacks through real nodes)",
+                f.at_ms, f.nodes
+            )),
             "pause" => approximated.push(format!(
                 "fault #{i} pause at {} ms of {:?}: the node is isolated (blocked from every peer) but keeps running",
                 f.at_ms, f.nodes

@@ -45,12 +45,21 @@ impl Runtime for NodeRuntime<'_> {
         self.calls += 1;
         // Never refused at once: an unreachable peer times out, like the
         // libp2p request-response behaviour.
+        if self.sim.liars.slots.contains(&self.node) {
+            self.sim.byz_record_request(self.node, &bytes);
+        }
         self.sim.send_request(self.node, to, id, bytes);
         Ok(())
     }
 
     fn respond(&mut self, id: u64, bytes: Vec<u8>) {
         self.calls += 1;
+        if self.sim.liars.lying(self.node) {
+            // Held until the liar's engine is back in its node: the
+            // responder attacks read its state.
+            self.sim.liars.held.push((id, bytes));
+            return;
+        }
         self.sim.respond(self.node, id, bytes);
     }
 
@@ -103,6 +112,10 @@ impl Sim {
         }
         let calls = rt.calls;
         self.nodes[i].engine = Some(engine);
+        for (id, bytes) in std::mem::take(&mut self.liars.held) {
+            let bytes = self.byz_answer(i, bytes);
+            self.respond(i, id, bytes);
+        }
         // Nothing else enters the trace while actions run, so recording
         // the count after them hashes the same bytes as before them.
         self.trace_ev(20, i, calls);
@@ -121,7 +134,8 @@ impl Sim {
 
     // ----- requests --------------------------------------------------
 
-    pub(super) fn send_request(&mut self, from: usize, to: NodeId, engine_id: u64, bytes: Vec<u8>) {
+    /// Put a request of node `from` on the network; returns its id.
+    pub(super) fn send_request(&mut self, from: usize, to: NodeId, engine_id: u64, bytes: Vec<u8>) -> u64 {
         let req = self.next_req;
         self.next_req += 1;
         let timeout = self.now + self.net.request_timeout_us();
@@ -139,14 +153,15 @@ impl Sim {
                 // request times out with no one to answer it).
                 to: target.unwrap_or(from),
                 done: false,
+                byz: None,
             },
         );
         let Some(t) = target else {
-            return;
+            return req;
         };
         self.wire_bytes += bytes.len() as u64;
         if self.nodes[t].state != NodeState::Up {
-            return;
+            return req;
         }
         if let Fate::Delivered(delays) = self.net.send(from, t) {
             let bytes = Rc::new(bytes);
@@ -163,6 +178,7 @@ impl Sim {
                 );
             }
         }
+        req
     }
 
     pub(super) fn respond(&mut self, responder: usize, req: u64, bytes: Vec<u8>) {

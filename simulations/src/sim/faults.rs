@@ -101,9 +101,11 @@ impl Sim {
                     }
                 }
             }
+            FaultAction::Byzantine(b) => self.byz_start(fi, &b),
             FaultAction::Leave { nodes } => {
                 for n in nodes {
                     if self.runnable(n) {
+                        self.oracle.truth[n].leaving = true;
                         let op = self.next_op;
                         self.next_op += 1;
                         let res = self.command(n, op, Command::Leave);
@@ -200,6 +202,7 @@ impl Sim {
                     self.resume(n);
                 }
             }
+            FaultAction::Byzantine(b) => self.byz_end(fi, &b),
             FaultAction::ClockJump { .. } | FaultAction::Join { .. } | FaultAction::Leave { .. } => {}
         }
     }

@@ -12,7 +12,9 @@ use crate::workload::{api, ns_svc};
 impl Sim {
     pub(super) fn finish(mut self) -> RunResult {
         let t_end = self.now_ms();
+        // The core is honest: liars' state and views are not judged.
         let core: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| !self.liars.slots.contains(&i))
             .filter(|&i| self.runnable(i) && !self.nodes[i].paused)
             .filter(|&i| !self.nodes[i].engine.as_ref().is_some_and(|e| e.has_left()))
             .collect();
@@ -39,7 +41,8 @@ impl Sim {
         for &o in &core {
             let e = self.nodes[o].engine.as_ref().expect("core");
             for (j, nj) in self.nodes.iter().enumerate() {
-                if j == o || nj.state == NodeState::NotStarted {
+                // What honest nodes hold of a liar is the liar's doing.
+                if j == o || nj.state == NodeState::NotStarted || self.liars.slots.contains(&j) {
                     continue;
                 }
                 let want = if core.contains(&j) {
@@ -71,7 +74,9 @@ impl Sim {
             ));
         }
         // 3. No acknowledged write lost.
-        let (mut lost, mut lost_explained) = (0u64, 0u64);
+        // Liars' own writes (their engines' acknowledged writes) need not
+        // survive: they are counted apart.
+        let (mut lost, mut lost_explained, mut lost_liars) = (0u64, 0u64, 0u64);
         let mut lost_example = String::new();
         for (wi, w) in self.oracle.writes.iter().enumerate() {
             let mut missing_on = None;
@@ -83,7 +88,9 @@ impl Sim {
                 }
             }
             if let Some(i) = missing_on {
-                if w.orphaned {
+                if self.liars.slots.contains(&w.origin) {
+                    lost_liars += 1;
+                } else if w.orphaned {
                     lost_explained += 1;
                 } else {
                     lost += 1;
@@ -154,6 +161,13 @@ impl Sim {
         m.insert("writes_unreached_at_end".into(), unreached as f64);
         m.insert("lost_writes".into(), lost as f64);
         m.insert("lost_writes_explained".into(), lost_explained as f64);
+        if !self.liars.slots.is_empty() {
+            m.insert("liars".into(), self.liars.slots.len() as f64);
+            m.insert("lost_writes_of_liars".into(), lost_liars as f64);
+            for (attack, n) in &self.liars.sent {
+                m.insert(format!("attacks.{attack}"), *n as f64);
+            }
+        }
         m.insert("misses_unexplained".into(), lost as f64);
         m.insert("misses_explained".into(), lost_explained as f64);
         m.insert("reads".into(), self.oracle.reads as f64);
@@ -186,6 +200,25 @@ impl Sim {
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
         let mut msg_totals: BTreeMap<String, u64> = BTreeMap::new();
         let mut syncs = (0u64, 0u64, 0u64);
+        // Input honest engines rejected, by reason (crashed lives included).
+        let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if self.liars.slots.contains(&i) {
+                continue;
+            }
+            for (k, v) in &n.crashed_rejected {
+                *rejected.entry(k.clone()).or_default() += v;
+            }
+            if let Some(e) = &n.engine {
+                for (r, v) in &e.counters().rejected {
+                    *rejected.entry(r.as_str().to_string()).or_default() += v;
+                }
+            }
+        }
+        m.insert("rejected_total".into(), rejected.values().sum::<u64>() as f64);
+        for (k, v) in &rejected {
+            m.insert(format!("rejected.{k}"), *v as f64);
+        }
         for n in &self.nodes {
             let mut b = n.crashed_counters.clone();
             if let Some(e) = &n.engine {

@@ -40,6 +40,7 @@
 //!   inputs and timers until it resumes. **Clocks**: node time is
 //!   `start + offset + t·(1 + drift)`; jumps change the offset.
 
+mod byzantine;
 mod clients;
 pub mod driver;
 mod faults;
@@ -143,6 +144,7 @@ struct Node {
     timer_at: u64,
     down_since_ms: u64,
     crashed_counters: BTreeMap<String, u64>,
+    crashed_rejected: BTreeMap<String, u64>,
     bytes_base: BTreeMap<String, u64>,
     msgs_base: BTreeMap<String, u64>,
 }
@@ -200,6 +202,10 @@ enum Ev {
     Heal,
     Sample,
     Mesh,
+    Byzantine {
+        fault: usize,
+        node: usize,
+    },
     Stop {
         node: usize,
     },
@@ -235,6 +241,8 @@ struct Req {
     engine_id: u64,
     to: usize,
     done: bool,
+    /// Sent by a liar's attack, not by its engine.
+    byz: Option<byzantine::ByzReq>,
 }
 
 struct Service {
@@ -294,6 +302,7 @@ pub struct Sim {
     flood_heap: BinaryHeap<Reverse<(u64, usize)>>,
     flood_reached: Vec<usize>,
     keep_disk: bool,
+    liars: byzantine::Liars,
 }
 
 impl Sim {
@@ -318,6 +327,7 @@ impl Sim {
                 timer_at: u64::MAX,
                 down_since_ms: 0,
                 crashed_counters: BTreeMap::new(),
+                crashed_rejected: BTreeMap::new(),
                 bytes_base: BTreeMap::new(),
                 msgs_base: BTreeMap::new(),
             });
@@ -328,8 +338,12 @@ impl Sim {
         let converge_ref_ms = plan.converge_ref_ms;
         let end_ms = sc.phases.deadline_ms;
         let heat_subjects: Vec<usize> = (0..slots.min(64)).collect();
+        let mut oracle = Oracle::new(slots, cfg.history_limit);
+        oracle.liars = plan.liars();
+        let liars = byzantine::Liars::new(plan.liars());
         Sim {
-            oracle: Oracle::new(slots, cfg.history_limit),
+            oracle,
+            liars,
             cfg,
             now: 0,
             seq: 0,
@@ -545,6 +559,9 @@ impl Sim {
                 let Some(r) = self.reqs.get(&req) else { return };
                 let from = self.nodes[r.from].id;
                 self.trace_ev(3, to, req);
+                if self.liars.lying(to) {
+                    self.liars.answering = Some((*bytes).clone());
+                }
                 self.handle(
                     to,
                     Input::Request {
@@ -553,6 +570,7 @@ impl Sim {
                         bytes: (*bytes).clone(),
                     },
                 );
+                self.liars.answering = None;
             }
             Ev::Response { to, life, req, bytes } => {
                 if self.nodes[to].life != life || !self.runnable(to) {
@@ -566,8 +584,12 @@ impl Sim {
                 }
                 let Some(r) = self.reqs.get_mut(&req) else { return };
                 r.done = true;
-                let (eid, from) = (r.engine_id, self.nodes[r.to].id);
+                let (eid, from, byz, responder) = (r.engine_id, self.nodes[r.to].id, r.byz, r.to);
                 self.trace_ev(4, to, req);
+                if let Some(what) = byz {
+                    self.byz_response(to, responder, what, &bytes);
+                    return;
+                }
                 self.handle(
                     to,
                     Input::Response {
@@ -579,7 +601,11 @@ impl Sim {
             }
             Ev::ReqTimeout { req } => {
                 let Some(r) = self.reqs.remove(&req) else { return };
-                if r.done || self.nodes[r.from].life != r.from_life || !self.runnable(r.from) {
+                if r.done
+                    || r.byz.is_some()
+                    || self.nodes[r.from].life != r.from_life
+                    || !self.runnable(r.from)
+                {
                     return;
                 }
                 if self.nodes[r.from].paused {
@@ -606,6 +632,7 @@ impl Sim {
                 self.maintain_mesh();
                 self.push(self.now + self.sc.cluster.gossip_interval_ms * 1000, Ev::Mesh);
             }
+            Ev::Byzantine { fault, node } => self.byz_round(fault, node),
             Ev::Stop { node } => {
                 if self.nodes[node].state == NodeState::Up {
                     self.stop_node(node, NodeState::Gone);

@@ -14,6 +14,11 @@ use crate::rng::splitmix;
 const WORLD_SALT: u64 = 0x7369_676e_6174_7572;
 
 impl Sim {
+    /// The secret of this run's simulated signatures.
+    pub(super) fn world_secret(&self) -> u64 {
+        splitmix(self.seed ^ WORLD_SALT)
+    }
+
     pub(super) fn start_node(&mut self, i: usize, lost: bool) {
         if lost {
             self.nodes[i].identity += 1;
@@ -44,7 +49,7 @@ impl Sim {
         // Signatures are modelled (a keyed hash under a secret of this
         // run), as cheap as the simulator needs; the engine checks them
         // exactly as it checks ed25519 in a real node.
-        let keys = Arc::new(SimulatedKeys::new(id, splitmix(self.seed ^ WORLD_SALT)));
+        let keys = Arc::new(SimulatedKeys::new(id, self.world_secret()));
         let engine = Engine::new(self.cfg.clone(), keys, info, local, engine_seed, snapshot)
             .expect("the scenario's [protocol] section was validated when it was parsed");
         let n = &mut self.nodes[i];
@@ -67,6 +72,12 @@ impl Sim {
         if let Some(e) = self.nodes[i].engine.take() {
             for (k, v) in &e.counters().bytes_out {
                 *self.nodes[i].crashed_counters.entry(k.clone()).or_default() += v;
+            }
+            for (r, v) in &e.counters().rejected {
+                *self.nodes[i]
+                    .crashed_rejected
+                    .entry(r.as_str().to_string())
+                    .or_default() += v;
             }
         }
         let n = &mut self.nodes[i];

@@ -147,7 +147,6 @@ fn assert_regression_valid(name: &str) {
 /// pins the key; the victim's later writes to it are rejected everywhere
 /// (`version_context_misses_own_dot`) and lost.
 #[test]
-#[ignore = "finding (open in src/core): a context entry at u64::MAX / 2 pins a key; see regressions/byzantine-pin-in-range.toml"]
 fn byzantine_pin_in_range_loses_no_write() {
     assert_regression_valid("byzantine-pin-in-range");
 }
@@ -157,7 +156,6 @@ fn byzantine_pin_in_range_loses_no_write() {
 /// requester adopts it after a complete ack and honest anti-entropy
 /// spreads it (`knowledge-inflated`, lost writes).
 #[test]
-#[ignore = "finding (open in src/core): inflated knowledge in a sync response is adopted; see regressions/byzantine-inflate-knowledge.toml"]
 fn byzantine_inflated_knowledge_is_not_adopted() {
     assert_regression_valid("byzantine-inflate-knowledge");
 }

@@ -257,6 +257,9 @@ impl Sim {
                     digest: e.digest(),
                     members_hash: e.members_hash(),
                     interval_ms: e.heartbeat_interval_ms(),
+                    // Were it believed, every claim about the victim's
+                    // writes would pass.
+                    high_seq: u64::MAX / 2,
                 };
                 self.count(attack);
                 self.byz_gossip(liar, Topic::Heartbeat, &Message::Heartbeat(hb));

@@ -142,7 +142,7 @@ fn assert_regression_valid(name: &str) {
     }
 }
 
-/// Finding of the byzantine nemesis, open in the engine: a liar's signed
+/// Finding of the byzantine nemesis, fixed in the engine: a liar's signed
 /// version whose context claims a victim's seq `u64::MAX / 2` (in range)
 /// pins the key; the victim's later writes to it are rejected everywhere
 /// (`version_context_misses_own_dot`) and lost.
@@ -151,7 +151,7 @@ fn byzantine_pin_in_range_loses_no_write() {
     assert_regression_valid("byzantine-pin-in-range");
 }
 
-/// Finding of the byzantine nemesis, open in the engine: a liar answering
+/// Finding of the byzantine nemesis, fixed in the engine: a liar answering
 /// a sync ships an honest origin's knowledge at `u64::MAX / 2`; the
 /// requester adopts it after a complete ack and honest anti-entropy
 /// spreads it (`knowledge-inflated`, lost writes).

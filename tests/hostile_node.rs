@@ -353,16 +353,7 @@ async fn a_push_claiming_everything_was_seen_and_dropped_wipes_nothing_with_or_w
 
     // 2. Inside a sync the hostile node opens itself: the push is taken in
     // (answered with an ack), and still drops no live value.
-    let pull = SyncRequest {
-        knowledge: KnowledgeSummary {
-            buckets: Hashes(vec![0]),
-            shipped: Vec::new(),
-            ranges: Knowledge::new(),
-        },
-        buckets: Hashes(vec![0; BUCKETS]),
-        members_hash: 0,
-        member_buckets: Hashes(Vec::new()),
-    };
+    let pull = SyncRequest::telling_nothing();
     let response = h
         .request(target, Message::SyncRequest(pull))
         .await

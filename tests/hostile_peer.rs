@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use starling::core::wire::{self, Delta, Hashes, KnowledgeSummary, Message, SyncPush, SyncRequest};
 use starling::core::{
     Config, Context, Dot, HealthStatus, Hlc, Input, Knowledge, Member, MemberStatus, Payload, RejectReason,
-    ServiceInstance, StateKey, Version, BUCKETS,
+    ServiceInstance, StateKey, Version,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -305,16 +305,7 @@ fn a_service_instance_registered_for_another_owner_is_rejected() {
 /// second half) and pushes `push`.
 fn push_inside_a_sync(net: &mut Net, i: usize, push: SyncPush) {
     let cluster = wire::cluster_id(&net.engines[0].config().cluster);
-    let pull = SyncRequest {
-        knowledge: KnowledgeSummary {
-            buckets: Hashes(vec![0]),
-            shipped: Vec::new(),
-            ranges: Knowledge::new(),
-        },
-        buckets: Hashes(vec![0; BUCKETS]),
-        members_hash: 0,
-        member_buckets: Hashes(Vec::new()),
-    };
+    let pull = SyncRequest::telling_nothing();
     for msg in [Message::SyncRequest(pull), Message::SyncPush(push)] {
         net.request_from(LIAR, i, wire::encode(&msg, cluster));
     }

@@ -11,8 +11,8 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use starling::core::wire::{self, Hashes, KnowledgeSummary, Message, SyncRequest};
-use starling::core::{Knowledge, MemberStatus, NodeId, Topic, BUCKETS};
+use starling::core::wire::{self, Message, SyncRequest};
+use starling::core::{MemberStatus, NodeId, Topic};
 use starling::http::{self, HttpLimits, HttpServer};
 use starling::node::testing::{
     eventually, fast_protocol, key, launch, loopback_config, ns, wait_formed, ScratchDir,
@@ -159,16 +159,7 @@ fn encode(cluster: &str, msg: Message) -> Vec<u8> {
 
 /// A well-formed pull that any node answers.
 fn pull() -> Message {
-    Message::SyncRequest(SyncRequest {
-        knowledge: KnowledgeSummary {
-            buckets: Hashes(vec![0]),
-            shipped: Vec::new(),
-            ranges: Knowledge::new(),
-        },
-        buckets: Hashes(vec![0; BUCKETS]),
-        members_hash: 0,
-        member_buckets: Hashes(Vec::new()),
-    })
+    Message::SyncRequest(SyncRequest::telling_nothing())
 }
 
 /// `node` publishes `bytes` raw on `topic`, retrying while gossipsub has

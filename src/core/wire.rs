@@ -24,7 +24,7 @@ use super::hlc::Hlc;
 use super::ids::NodeId;
 use super::ids::StateKey;
 use super::membership::{Member, MemberStatus, NodeInfo};
-use super::state::{Digest, Version};
+use super::state::{Digest, Version, BUCKETS};
 
 /// The first four bytes of every message.
 pub const MAGIC: [u8; 4] = *b"STRL";
@@ -260,6 +260,25 @@ pub struct SyncRequest {
     /// digests differ, the responder sends only the records of the buckets
     /// that differ.
     pub member_buckets: Hashes,
+}
+
+impl SyncRequest {
+    /// A request that tells nothing (one knowledge bucket, zeroed state
+    /// hashes, no member buckets): any node answers it with its whole
+    /// knowledge, a manifest of every differing bucket and its member
+    /// records. What a probe or a test peer sends.
+    pub fn telling_nothing() -> SyncRequest {
+        SyncRequest {
+            knowledge: KnowledgeSummary {
+                buckets: Hashes(vec![0]),
+                shipped: Vec::new(),
+                ranges: Knowledge::new(),
+            },
+            buckets: Hashes(vec![0; BUCKETS]),
+            members_hash: 0,
+            member_buckets: Hashes(Vec::new()),
+        }
+    }
 }
 
 /// Anti-entropy response: where the responder differs from the requester.

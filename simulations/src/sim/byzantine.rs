@@ -683,14 +683,5 @@ impl Sim {
 /// member hashes): the responder answers with its whole knowledge, a
 /// manifest of every bucket and every member record.
 fn probe_request() -> SyncRequest {
-    SyncRequest {
-        knowledge: KnowledgeSummary {
-            buckets: Hashes(vec![0]),
-            shipped: Vec::new(),
-            ranges: Knowledge::new(),
-        },
-        buckets: Hashes(vec![0; BUCKETS]),
-        members_hash: 0,
-        member_buckets: Hashes(Vec::new()),
-    }
+    SyncRequest::telling_nothing()
 }

@@ -320,6 +320,12 @@ async fn an_oversized_heartbeat_is_rejected_before_the_engine_and_counted() {
         .await
         .expect("two nodes see each other alive");
     let limit = NodeConfig::default().limits.heartbeat_max_bytes;
+    // Formed can mean "learned by anti-entropy": wait for gossip too.
+    eventually(T, "heartbeats arrive over gossip", || async {
+        let c = nodes.node(h0).counters().await.expect("counters");
+        c.messages_in.get("heartbeat").copied().unwrap_or(0) > 0
+    })
+    .await;
     let engine_before = nodes.node(h0).counters().await.expect("counters");
     // Real heartbeats (announcing ones carry the record and its signature)
     // are far below the default limit.

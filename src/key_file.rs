@@ -74,9 +74,8 @@ pub(crate) fn check_mode(meta: &fs::Metadata, forbidden: u32) -> Result<(), u32>
 /// ends the error message (how to make a good file).
 pub(crate) fn parse(text: &str, type_line: &str, hint: &str) -> Result<[u8; KEY_BYTES], String> {
     let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-    let expected = format!(
-        "a key file has three lines: `{type_line}`, `{ENCODING_LINE}` and 64 hex digits ({hint})"
-    );
+    let expected =
+        format!("a key file has three lines: `{type_line}`, `{ENCODING_LINE}` and 64 hex digits ({hint})");
     let (key_type, encoding, hex) = match lines.as_slice() {
         [t, e, h, rest @ ..] if rest.iter().all(|l| l.is_empty()) => (*t, *e, *h),
         [_, _, _, ..] => return Err(format!("unexpected text after the key line; {expected}")),

@@ -48,11 +48,12 @@ impl Node {
         let mut store = Store::open(&config.data_dir)?;
         let mut secret = store.identity_secret()?;
         let signer: SharedKeys = Arc::new(Ed25519Keys::from_secret(secret));
-        let key =
-            libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| IdentityError::Format {
+        let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| {
+            IdentityError::Format {
                 path: config.data_dir.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let peer_id = key.public().to_peer_id();
         let me = node_id_of(&peer_id).expect("an ed25519 peer id always maps to a node id");
         let snapshot = store.load()?;

@@ -165,9 +165,19 @@ impl IdentityError {
 
 impl Store {
     /// The node's persistent identity: its 32-byte ed25519 secret key, read
-    /// from `DIR/identity/node.key`; made on a brand-new data directory and
-    /// moved there from the store on an older one (see the
-    /// [module docs](self) for the layout and every case).
+    /// from `DIR/identity/node.key` (a text file, mode 0600, in a directory
+    /// of mode 0700; either one open to the group or other users is refused).
+    ///
+    /// * The file exists: it is checked and used.
+    /// * No file, but the store still holds the key in its `meta` table (a
+    ///   data directory from an older build): the file is written with that
+    ///   key (same id), then the row is deleted. A row that differs from an
+    ///   existing file is [`IdentityError::Conflict`].
+    /// * No file, no row, and a store with no data: a new key is made.
+    /// * No file, no row, and a store holding data: [`IdentityError::Lost`];
+    ///   no new identity is made for state written under the old one.
+    ///
+    /// Writes are atomic (temp file, fsync, rename, directory fsync).
     pub fn identity_secret(&mut self) -> Result<[u8; 32], IdentityError> {
         let dir = self.dir.join(IDENTITY_DIR);
         let path = dir.join(IDENTITY_FILE);

@@ -15,7 +15,7 @@
 //!   [`StoreError`], never a panic and never silent loss.
 //!
 //! # Layout
-//! `DIR/starling.redb`, mode 0600 on Unix (it holds the node's secret key),
+//! `DIR/starling.redb`, mode 0600 on Unix (it holds the cluster's state),
 //! with four tables; every value is bincode 2 (serde, standard config):
 //!
 //! | table       | key                     | value                       |
@@ -26,7 +26,10 @@
 //! | `meta`      | row name                | row value                   |
 //!
 //! `meta` rows: `schema_version` (u32 little-endian), `meta` (encoded
-//! [`PersistedMeta`]), `identity` (the 32-byte ed25519 secret key). The
+//! [`PersistedMeta`]). Builds before the identity had its own file
+//! (`DIR/identity/node.key`, see [`Store::identity_secret`]) kept the 32-byte ed25519 secret
+//! key in an `identity` row; it is moved to the file and the row deleted
+//! at start, which changes no table layout, so the schema version stays. The
 //! `meta` table's type and its `schema_version` row never change, so any
 //! build can tell whether it understands a file. No savepoints and no table
 //! renames: the store needs neither, and plain tables and transactions are
@@ -55,8 +58,8 @@ use serde::Serialize;
 use crate::core::{NodeId, PersistBatch, Snapshot, StateKey};
 
 pub use error::StoreError;
-pub use identity::IdentityError;
 use error::{io_error, redb_error};
+pub use identity::IdentityError;
 
 /// The schema this build writes and understands.
 // v2: KeyState gained `grave`; v3: node ids encode as byte strings;
@@ -477,7 +480,8 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     Ok(db)
 }
 
-/// The database holds the node's secret key: owner-only on Unix.
+/// The database holds the cluster's state (and, before migration, the
+/// node's secret key): owner-only on Unix.
 #[cfg(unix)]
 fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;

@@ -277,8 +277,15 @@ fn the_identity_lives_in_an_owner_only_file_and_not_in_the_database() {
     let secret = store.identity_secret().unwrap();
     let path = identity::key_path(dir.path());
     let text = fs::read_to_string(&path).unwrap();
-    assert!(text.starts_with("/key/starling/node-identity/ed25519/1.0.0/\n/base16/\n"), "{text}");
-    assert_eq!(store.legacy_identity().unwrap(), None, "the secret is in one place");
+    assert!(
+        text.starts_with("/key/starling/node-identity/ed25519/1.0.0/\n/base16/\n"),
+        "{text}"
+    );
+    assert_eq!(
+        store.legacy_identity().unwrap(),
+        None,
+        "the secret is in one place"
+    );
     #[cfg(unix)]
     {
         assert_eq!(mode(&path), 0o600);
@@ -287,7 +294,10 @@ fn the_identity_lives_in_an_owner_only_file_and_not_in_the_database() {
     drop(store);
     // The file alone is the identity: it survives the database being replaced.
     fs::remove_file(dir.path().join(DB_FILE)).unwrap();
-    assert_eq!(Store::open(dir.path()).unwrap().identity_secret().unwrap(), secret);
+    assert_eq!(
+        Store::open(dir.path()).unwrap().identity_secret().unwrap(),
+        secret
+    );
 }
 
 #[test]
@@ -301,7 +311,11 @@ fn a_legacy_identity_row_moves_to_the_file_and_keeps_the_id() {
     assert_eq!(store.legacy_identity().unwrap(), None, "the row is deleted");
     drop(store);
     let mut store = Store::open(dir.path()).unwrap();
-    assert_eq!(store.identity_secret().unwrap(), legacy, "the file is used from now on");
+    assert_eq!(
+        store.identity_secret().unwrap(),
+        legacy,
+        "the file is used from now on"
+    );
     // A crash between writing the file and deleting the row leaves both,
     // equal: the next start finishes the move.
     identity::write_legacy_row(&mut store, &legacy);
@@ -326,7 +340,10 @@ fn a_store_with_data_and_no_identity_is_refused_not_given_a_new_one() {
     let err = Store::open(dir.path()).unwrap().identity_secret().unwrap_err();
     assert!(matches!(err, IdentityError::Lost { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.contains(&path.display().to_string()) && msg.contains("backup"), "{msg}");
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("backup"),
+        "{msg}"
+    );
     assert!(!path.exists(), "no identity was minted");
 }
 
@@ -357,13 +374,21 @@ fn an_identity_file_or_directory_open_to_others_is_refused_with_the_fix() {
         assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
     }
     chmod(&path, 0o400);
-    assert_eq!(store.identity_secret().unwrap(), secret, "owner read-only is fine");
+    assert_eq!(
+        store.identity_secret().unwrap(),
+        secret,
+        "owner read-only is fine"
+    );
     let id_dir = path.parent().unwrap();
     for wide in [0o750, 0o705] {
         chmod(id_dir, wide);
         let err = store.identity_secret().unwrap_err();
         assert!(matches!(err, IdentityError::DirPermissions { .. }), "{err:?}");
-        assert!(err.to_string().contains(&format!("chmod 700 {}", id_dir.display())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", id_dir.display())),
+            "{err}"
+        );
     }
     chmod(id_dir, 0o700);
     assert_eq!(store.identity_secret().unwrap(), secret);

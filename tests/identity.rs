@@ -8,38 +8,38 @@
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_starling");
 const T: Duration = Duration::from_secs(30);
 
-fn run_command(data: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.args([
-        "run",
-        "--no-mdns",
-        "--no-http",
-        "--no-dns",
-        "--listen",
-        "/ip4/127.0.0.1/tcp/0",
-        "--data-dir",
-    ])
-    .arg(data)
-    .env_remove("STARLING_CONFIG")
-    .stdin(Stdio::null());
-    cmd
+/// `starling run` on `data`, loopback only, with mDNS, HTTP and DNS off.
+fn spawn(data: &Path, stdout: Stdio, stderr: Stdio) -> Child {
+    Command::new(BIN)
+        .args([
+            "run",
+            "--no-mdns",
+            "--no-http",
+            "--no-dns",
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--data-dir",
+        ])
+        .arg(data)
+        .env_remove("STARLING_CONFIG")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn starling")
 }
 
 /// Start `starling run` on `data` until its ready line, stop it, and
 /// return the node id it reported.
 fn start_and_stop(data: &Path) -> String {
-    let mut child = run_command(data)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn starling");
+    let mut child = spawn(data, Stdio::piped(), Stdio::null());
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -62,11 +62,7 @@ fn start_and_stop(data: &Path) -> String {
 
 /// Run `starling run` on `data`, expecting it to exit by itself.
 fn run_to_exit(data: &Path) -> Output {
-    let mut child = run_command(data)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn starling");
+    let mut child = spawn(data, Stdio::null(), Stdio::piped());
     let deadline = std::time::Instant::now() + T;
     while child.try_wait().unwrap().is_none() {
         if std::time::Instant::now() > deadline {

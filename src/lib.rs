@@ -16,6 +16,8 @@ pub mod dns;
 #[cfg(feature = "node")]
 pub mod http;
 #[cfg(feature = "node")]
+mod key_file;
+#[cfg(feature = "node")]
 pub mod net;
 #[cfg(feature = "node")]
 pub mod node;

@@ -108,8 +108,11 @@ async fn run_node(config: NodeConfig, args: RunArgs) -> ExitCode {
         Err(e) => {
             tracing::error!(error = %e, "node failed to start");
             eprintln!("starling: cannot start the node: {e}");
-            // A bad cluster key file is a configuration error.
-            let code = if matches!(e, crate::node::NodeError::ClusterKey(_)) {
+            // A bad cluster key file, or an identity key file or directory
+            // open to other users, is a configuration error.
+            let code = if matches!(&e, crate::node::NodeError::ClusterKey(_))
+                || matches!(&e, crate::node::NodeError::Identity(i) if i.is_permissions())
+            {
                 EXIT_USAGE
             } else {
                 EXIT_FAILED

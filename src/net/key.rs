@@ -12,25 +12,18 @@
 //! gets as far as the noise handshake.
 
 use std::fmt;
-use std::io::{self, Write};
+use std::io;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
 use libp2p::pnet::PreSharedKey;
 
+use crate::key_file::{self, KeyFileError, KEY_BYTES};
+
 /// The first line of a key file.
 const KEY_TYPE_LINE: &str = "/key/swarm/psk/1.0.0/";
-/// The second line: the only encoding supported.
-const ENCODING_LINE: &str = "/base16/";
-/// Bytes in a key.
-const KEY_BYTES: usize = 32;
-/// Largest key file read (a valid one is 89 bytes): anything bigger is not
-/// a key file, and is not read into memory.
-const MAX_KEY_FILE_BYTES: u64 = 4096;
 /// Permission bits a key file must not have: any access by other users,
 /// or write access by the group (group read is allowed, for a service
 /// group that runs the node).
-#[cfg(unix)]
 const FORBIDDEN_MODE_BITS: u32 = 0o027;
 
 /// A cluster key, loaded from a key file or freshly generated. Its
@@ -93,104 +86,40 @@ impl ClusterKey {
 
     /// Parse the text of a key file. The error says what is wrong.
     pub fn parse(text: &str) -> Result<ClusterKey, String> {
-        let lines: Vec<&str> = text.lines().map(str::trim_end).collect();
-        let expected = format!(
-            "a key file has three lines: `{KEY_TYPE_LINE}`, `{ENCODING_LINE}` and 64 hex digits \
-             (make one with `starling keygen`)"
-        );
-        let (key_type, encoding, hex) = match lines.as_slice() {
-            [t, e, h, rest @ ..] if rest.iter().all(|l| l.is_empty()) => (*t, *e, *h),
-            [_, _, _, ..] => return Err(format!("unexpected text after the key line; {expected}")),
-            _ => return Err(format!("{} line(s) found; {expected}", lines.len())),
-        };
-        if key_type != KEY_TYPE_LINE {
-            return Err(format!(
-                "first line is {:?}, expected `{KEY_TYPE_LINE}` (not a pre-shared key file?)",
-                shorten(key_type)
-            ));
-        }
-        if encoding != ENCODING_LINE {
-            return Err(format!(
-                "second line is {:?}, expected `{ENCODING_LINE}` (only base16 keys are supported)",
-                shorten(encoding)
-            ));
-        }
-        if let Some((i, c)) = hex.char_indices().find(|(_, c)| !c.is_ascii_hexdigit()) {
-            return Err(format!(
-                "the key line has {c:?} at position {}: only hex digits 0-9, a-f are allowed",
-                i + 1
-            ));
-        }
-        if hex.len() != 2 * KEY_BYTES {
-            return Err(format!(
-                "the key is {} hex digits long, expected {} ({KEY_BYTES} bytes)",
-                hex.len(),
-                2 * KEY_BYTES
-            ));
-        }
-        // The text is now known to be well-formed (ASCII hex of the right
-        // length, which the libp2p parser slices byte-wise).
-        let canonical = format!("{KEY_TYPE_LINE}\n{ENCODING_LINE}\n{hex}\n");
-        PreSharedKey::from_str(&canonical)
-            .map(ClusterKey)
-            .map_err(|e| format!("not a pre-shared key: {e}"))
+        key_file::parse(text, KEY_TYPE_LINE, "make one with `starling keygen`")
+            .map(|bytes| ClusterKey(PreSharedKey::new(bytes)))
     }
 
     /// Read and check a key file: a regular file, not accessible to other
     /// users (on Unix), in the key file format.
     pub fn load(path: &Path) -> Result<ClusterKey, ClusterKeyError> {
-        let read = |source| ClusterKeyError::Read {
-            path: path.to_path_buf(),
-            source,
-        };
-        let format = |reason: String| ClusterKeyError::Format {
+        let text = key_file::read_checked(path, FORBIDDEN_MODE_BITS).map_err(|e| match e {
+            KeyFileError::Read(source) => ClusterKeyError::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            KeyFileError::Permissions(mode) => ClusterKeyError::Permissions {
+                path: path.to_path_buf(),
+                mode,
+            },
+            KeyFileError::Format(reason) => ClusterKeyError::Format {
+                path: path.to_path_buf(),
+                reason,
+            },
+        })?;
+        ClusterKey::parse(&text).map_err(|reason| ClusterKeyError::Format {
             path: path.to_path_buf(),
             reason,
-        };
-        let meta = std::fs::metadata(path).map_err(read)?;
-        if !meta.is_file() {
-            return Err(format("not a regular file".into()));
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & FORBIDDEN_MODE_BITS != 0 {
-                return Err(ClusterKeyError::Permissions {
-                    path: path.to_path_buf(),
-                    mode,
-                });
-            }
-        }
-        if meta.len() > MAX_KEY_FILE_BYTES {
-            return Err(format(format!(
-                "{} bytes; a key file is under 100 bytes",
-                meta.len()
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(read)?;
-        let text = String::from_utf8(bytes).map_err(|_| format("not UTF-8 text".into()))?;
-        ClusterKey::parse(&text).map_err(format)
+        })
     }
 
     /// Write the key to a new file `path`, readable and writable by its
     /// owner only (mode 0600 on Unix). Fails if the file exists.
     pub fn write_new(&self, path: &Path) -> Result<(), ClusterKeyError> {
-        let write = |source| ClusterKeyError::Write {
+        key_file::write_new(path, &self.to_file_text()).map_err(|source| ClusterKeyError::Write {
             path: path.to_path_buf(),
             source,
-        };
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::OpenOptionsExt;
-            options.mode(0o600);
-        }
-        let mut file = options.open(path).map_err(write)?;
-        file.write_all(self.to_file_text().as_bytes())
-            .and_then(|()| file.sync_all())
-            .map_err(write)
+        })
     }
 
     /// The key file text (the secret itself: handle with care).
@@ -218,14 +147,10 @@ impl fmt::Debug for ClusterKey {
     }
 }
 
-/// At most 40 characters of a line, for an error message.
-fn shorten(line: &str) -> String {
-    line.chars().take(40).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::key_file::ENCODING_LINE;
 
     const HEX: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

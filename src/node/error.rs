@@ -1,13 +1,12 @@
 //! Why a node operation failed. A leaf: it imports only the config types.
 
 use std::io;
-use std::path::PathBuf;
 
 use libp2p::{Multiaddr, TransportError};
 
 use crate::core::{CommandError, ConfigError, SnapshotRequired};
 use crate::net::{ClusterKeyError, SwarmError};
-use crate::store::StoreError;
+use crate::store::{IdentityError, StoreError};
 
 use super::config::{NodeConfigError, ReloadError};
 
@@ -37,17 +36,12 @@ pub enum NodeError {
     /// nothing on disk changed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Start-up: the identity key stored in the data directory is not a
-    /// valid ed25519 secret. No node runs; nothing changed. Restore the
-    /// directory from a backup, or move it aside to start with a new
-    /// identity (and resync from peers).
-    #[error("identity key in {}: {reason}", data_dir.display())]
-    Identity {
-        /// The data directory.
-        data_dir: PathBuf,
-        /// What was wrong with the key.
-        reason: String,
-    },
+    /// Start-up: the node identity key (`DATA_DIR/identity/node.key`) is
+    /// accessible to other users, unreadable, invalid or lost (see
+    /// [`IdentityError`]: each case says what changed and what to do). No
+    /// node runs.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
     /// Start-up: the engine refused the protocol settings. No node runs;
     /// nothing changed. Fix the `[protocol]` field the message names.
     #[error(transparent)]

@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use crate::core::crypto::{Ed25519Keys, SharedKeys};
 use crate::core::{Engine, NodeInfo};
 use crate::net::{build_swarm, node_id_of, ClusterKey, ClusterNames, KeyCheck, NetLimits};
-use crate::store::Store;
+use crate::store::{IdentityError, Store};
 
 use super::checks::Checks;
 use super::clock::wall_ms;
@@ -43,14 +43,17 @@ impl Node {
             Some(path) => Some(ClusterKey::load(path)?),
             None => None,
         };
+        // The identity is read, migrated or made under the store's lock; a
+        // key file or directory open to other users is refused here.
         let mut store = Store::open(&config.data_dir)?;
         let mut secret = store.identity_secret()?;
         let signer: SharedKeys = Arc::new(Ed25519Keys::from_secret(secret));
-        let key =
-            libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| NodeError::Identity {
-                data_dir: config.data_dir.clone(),
+        let key = libp2p::identity::Keypair::ed25519_from_bytes(&mut secret).map_err(|e| {
+            IdentityError::Format {
+                path: config.data_dir.clone(),
                 reason: e.to_string(),
-            })?;
+            }
+        })?;
         let peer_id = key.public().to_peer_id();
         let me = node_id_of(&peer_id).expect("an ed25519 peer id always maps to a node id");
         let snapshot = store.load()?;

@@ -43,7 +43,8 @@ pub enum StoreError {
     /// The database file is damaged or is not a Starling database. Nothing
     /// was changed. Restore the file from a backup, or move it aside and
     /// restart: the node then resyncs the cluster's state from its peers
-    /// (but writes only this node held are lost, and it gets a new identity).
+    /// (but writes only this node held are lost; it keeps its identity, which
+    /// is in `identity/node.key`, not in the database).
     #[error("database {} is corrupt: {reason}; restore it from a backup, or move it aside to resync from peers", path.display())]
     Corrupt {
         /// The database file.

@@ -15,7 +15,7 @@
 //!   [`StoreError`], never a panic and never silent loss.
 //!
 //! # Layout
-//! `DIR/starling.redb`, mode 0600 on Unix (it holds the node's secret key),
+//! `DIR/starling.redb`, mode 0600 on Unix (it holds the cluster's state),
 //! with four tables; every value is bincode 2 (serde, standard config):
 //!
 //! | table       | key                     | value                       |
@@ -26,7 +26,10 @@
 //! | `meta`      | row name                | row value                   |
 //!
 //! `meta` rows: `schema_version` (u32 little-endian), `meta` (encoded
-//! [`PersistedMeta`]), `identity` (the 32-byte ed25519 secret key). The
+//! [`PersistedMeta`]). Builds before the identity had its own file
+//! (`DIR/identity/node.key`, see [`Store::identity_secret`]) kept the 32-byte ed25519 secret
+//! key in an `identity` row; it is moved to the file and the row deleted
+//! at start, which changes no table layout, so the schema version stays. The
 //! `meta` table's type and its `schema_version` row never change, so any
 //! build can tell whether it understands a file. No savepoints and no table
 //! renames: the store needs neither, and plain tables and transactions are
@@ -41,6 +44,7 @@
 //! [`PersistedMeta`]: crate::core::PersistedMeta
 
 mod error;
+mod identity;
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
@@ -55,6 +59,7 @@ use crate::core::{NodeId, PersistBatch, Snapshot, StateKey};
 
 pub use error::StoreError;
 use error::{io_error, redb_error};
+pub use identity::IdentityError;
 
 /// The schema this build writes and understands.
 // v2: KeyState gained `grave`; v3: node ids encode as byte strings;
@@ -96,8 +101,8 @@ pub struct Store {
 }
 
 impl Store {
-    /// Open or create the store in `dir`, creating the directory if needed,
-    /// and create the node identity on first open.
+    /// Open or create the store in `dir`, creating the directory if needed.
+    /// The node identity is read (or made) by [`Store::identity_secret`].
     ///
     /// Fails with [`StoreError::Locked`] if another `Store` (in any process)
     /// has `dir` open, [`StoreError::Io`] if `dir` cannot be created or
@@ -202,19 +207,59 @@ impl Store {
         result
     }
 
-    /// The node's persistent identity: the 32-byte ed25519 secret key
-    /// created on first open and stored in the database.
-    pub fn identity_secret(&mut self) -> Result<[u8; 32], StoreError> {
+    /// The identity row of a data directory written before the identity
+    /// had its own file (see [`identity`]), if it is still there.
+    fn legacy_identity(&mut self) -> Result<Option<[u8; 32]>, StoreError> {
         let path = self.db_path.clone();
         let path = path.as_path();
         let db = self.database()?;
         let txn = db.begin_read().map_err(re(path))?;
         let table = txn.open_table(META).map_err(re(path))?;
-        let row = table
-            .get(ROW_IDENTITY)
+        let Some(row) = table.get(ROW_IDENTITY).map_err(re(path))? else {
+            return Ok(None);
+        };
+        <[u8; 32]>::try_from(row.value())
+            .map(Some)
+            .map_err(|_| corrupt(path, "the node identity row is not 32 bytes"))
+    }
+
+    /// Delete the legacy identity row, durably.
+    fn remove_legacy_identity(&mut self) -> Result<(), StoreError> {
+        let path = self.db_path.clone();
+        let path = path.as_path();
+        let db = self.database()?;
+        let mut txn = db.begin_write().map_err(re(path))?;
+        txn.set_durability(Durability::Immediate).map_err(re(path))?;
+        txn.open_table(META)
             .map_err(re(path))?
-            .ok_or_else(|| corrupt(path, "the node identity is missing"))?;
-        <[u8; 32]>::try_from(row.value()).map_err(|_| corrupt(path, "the node identity is not 32 bytes"))
+            .remove(ROW_IDENTITY)
+            .map_err(re(path))?;
+        txn.commit().map_err(re(path))
+    }
+
+    /// Whether the database holds anything a node wrote (node meta, keys,
+    /// knowledge or members), i.e. is not a brand-new store.
+    fn holds_data(&mut self) -> Result<bool, StoreError> {
+        let path = self.db_path.clone();
+        let path = path.as_path();
+        let db = self.database()?;
+        let txn = db.begin_read().map_err(re(path))?;
+        if txn
+            .open_table(META)
+            .map_err(re(path))?
+            .get(ROW_META)
+            .map_err(re(path))?
+            .is_some()
+        {
+            return Ok(true);
+        }
+        for def in [KEYS, KNOWLEDGE, MEMBERS] {
+            let table = txn.open_table(def).map_err(re(path))?;
+            if table.first().map_err(re(path))?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     fn try_apply(&mut self, batch: &PersistBatch) -> Result<(), StoreError> {
@@ -285,8 +330,8 @@ impl Store {
         Ok(self.db.as_ref().expect("set just above"))
     }
 
-    /// Check the schema version; on a new database write it and the
-    /// identity. Commits only if it wrote something.
+    /// Check the schema version; on a new database write it. Commits only
+    /// if it wrote something.
     fn initialise(&mut self) -> Result<(), StoreError> {
         let path = self.db_path.clone();
         let path = path.as_path();
@@ -337,11 +382,6 @@ impl Store {
                         .map_err(re(path))?;
                     changed = true;
                 }
-            }
-            if meta.get(ROW_IDENTITY).map_err(re(path))?.is_none() {
-                let secret = libp2p::identity::ed25519::SecretKey::generate();
-                meta.insert(ROW_IDENTITY, secret.as_ref()).map_err(re(path))?;
-                changed = true;
             }
             // Create the other tables so reads never meet a missing one.
             for def in [KEYS, KNOWLEDGE, MEMBERS] {
@@ -440,7 +480,8 @@ fn open_database(path: &Path) -> Result<Database, StoreError> {
     Ok(db)
 }
 
-/// The database holds the node's secret key: owner-only on Unix.
+/// The database holds the cluster's state (and, before migration, the
+/// node's secret key): owner-only on Unix.
 #[cfg(unix)]
 fn restrict_permissions(path: &Path) -> Result<(), StoreError> {
     use std::os::unix::fs::PermissionsExt;

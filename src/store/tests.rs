@@ -259,6 +259,142 @@ fn the_identity_is_created_once_and_stable_across_reopen() {
 }
 
 #[cfg(unix)]
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[cfg(unix)]
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_identity_lives_in_an_owner_only_file_and_not_in_the_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let secret = store.identity_secret().unwrap();
+    let path = identity::key_path(dir.path());
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.starts_with("/key/starling/node-identity/ed25519/1.0.0/\n/base16/\n"),
+        "{text}"
+    );
+    assert_eq!(
+        store.legacy_identity().unwrap(),
+        None,
+        "the secret is in one place"
+    );
+    #[cfg(unix)]
+    {
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+    }
+    drop(store);
+    // The file alone is the identity: it survives the database being replaced.
+    fs::remove_file(dir.path().join(DB_FILE)).unwrap();
+    assert_eq!(
+        Store::open(dir.path()).unwrap().identity_secret().unwrap(),
+        secret
+    );
+}
+
+#[test]
+fn a_legacy_identity_row_moves_to_the_file_and_keeps_the_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let legacy = [7u8; 32];
+    let mut store = Store::open(dir.path()).unwrap();
+    identity::write_legacy_row(&mut store, &legacy);
+    store.apply(&put_batch(1)).unwrap(); // it holds a node's state
+    assert_eq!(store.identity_secret().unwrap(), legacy);
+    assert_eq!(store.legacy_identity().unwrap(), None, "the row is deleted");
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    assert_eq!(
+        store.identity_secret().unwrap(),
+        legacy,
+        "the file is used from now on"
+    );
+    // A crash between writing the file and deleting the row leaves both,
+    // equal: the next start finishes the move.
+    identity::write_legacy_row(&mut store, &legacy);
+    assert_eq!(store.identity_secret().unwrap(), legacy);
+    assert_eq!(store.legacy_identity().unwrap(), None);
+    // A row that differs from the file is refused, and nothing changes.
+    identity::write_legacy_row(&mut store, &[9u8; 32]);
+    let err = store.identity_secret().unwrap_err();
+    assert!(matches!(err, IdentityError::Conflict { .. }), "{err:?}");
+    assert_eq!(store.legacy_identity().unwrap(), Some([9u8; 32]));
+}
+
+#[test]
+fn a_store_with_data_and_no_identity_is_refused_not_given_a_new_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.identity_secret().unwrap();
+    store.apply(&put_batch(1)).unwrap();
+    drop(store);
+    let path = identity::key_path(dir.path());
+    fs::remove_file(&path).unwrap();
+    let err = Store::open(dir.path()).unwrap().identity_secret().unwrap_err();
+    assert!(matches!(err, IdentityError::Lost { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("backup"),
+        "{msg}"
+    );
+    assert!(!path.exists(), "no identity was minted");
+}
+
+#[test]
+fn a_damaged_identity_file_is_refused_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    store.identity_secret().unwrap();
+    let path = identity::key_path(dir.path());
+    fs::write(&path, "/key/swarm/psk/1.0.0/\n/base16/\n00\n").unwrap();
+    let err = store.identity_secret().unwrap_err();
+    assert!(matches!(err, IdentityError::Format { .. }), "{err:?}");
+    assert!(err.to_string().contains(&path.display().to_string()), "{err}");
+}
+
+#[cfg(unix)]
+#[test]
+fn an_identity_file_or_directory_open_to_others_is_refused_with_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    let secret = store.identity_secret().unwrap();
+    let path = identity::key_path(dir.path());
+    for wide in [0o640, 0o604, 0o620] {
+        chmod(&path, wide);
+        let err = store.identity_secret().unwrap_err();
+        assert!(err.is_permissions(), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&format!("chmod 600 {}", path.display())), "{msg}");
+    }
+    chmod(&path, 0o400);
+    assert_eq!(
+        store.identity_secret().unwrap(),
+        secret,
+        "owner read-only is fine"
+    );
+    let id_dir = path.parent().unwrap();
+    for wide in [0o750, 0o705] {
+        chmod(id_dir, wide);
+        let err = store.identity_secret().unwrap_err();
+        assert!(matches!(err, IdentityError::DirPermissions { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("chmod 700 {}", id_dir.display())),
+            "{err}"
+        );
+    }
+    chmod(id_dir, 0o700);
+    assert_eq!(store.identity_secret().unwrap(), secret);
+}
+
+#[cfg(unix)]
 #[test]
 fn the_database_file_is_readable_by_its_owner_only() {
     use std::os::unix::fs::PermissionsExt;

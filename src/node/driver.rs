@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::wire::{peek_kind, MessageKind};
 use crate::core::{
     Action, Command, CommandError, CommandOutput, Counters, Engine, Input, MemberStatus, NodeId, NodeInfo,
-    PersistBatch, RejectReason, RequestRefused, Runtime, Topic, WatchEvent,
+    PersistBatch, RequestRefused, Runtime, Topic, WatchEvent,
 };
 use crate::net::{
     advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames, GRAYLIST_THRESHOLD,
@@ -819,7 +819,7 @@ impl Rejections {
         let mut r = Rejections { invalid: 0, all: 0 };
         for (reason, n) in &c.rejected {
             r.all += n;
-            if proves_invalid(*reason) {
+            if reason.proves_invalid() {
                 r.invalid += n;
             }
         }
@@ -836,53 +836,5 @@ impl Rejections {
         } else {
             Validation::Accept
         }
-    }
-}
-
-/// Whether a rejection proves the message invalid whoever judges it: it
-/// does not decode, a signature does not verify, a field is out of every
-/// accepted range. Such a message is rejected and its sender penalised.
-/// The rest depend on this node's view (its clock, its configured value
-/// size) or on a protocol version this node does not know: ignored, no
-/// penalty, since an honest peer may send them. Exhaustive on purpose: a
-/// new reason needs a decision here.
-fn proves_invalid(reason: RejectReason) -> bool {
-    match reason {
-        RejectReason::UnsupportedVersion
-        | RejectReason::UnknownKind
-        | RejectReason::ClockDrift
-        | RejectReason::VersionValueTooLarge
-        // What this node has seen its origins sign so far.
-        | RejectReason::VersionContextAhead
-        | RejectReason::KnowledgeAhead
-        // Sync-only reasons, never from gossip; no judgement needed.
-        | RejectReason::UnexpectedAsRequest(_)
-        | RejectReason::UnexpectedAsResponse(_)
-        | RejectReason::UnexpectedResponse
-        | RejectReason::UnsolicitedPush
-        | RejectReason::ResponseFromWrongPeer => false,
-        RejectReason::Truncated
-        | RejectReason::TooLarge
-        | RejectReason::BadMagic
-        | RejectReason::WrongCluster
-        | RejectReason::Malformed
-        | RejectReason::UnexpectedOnGossip(_)
-        | RejectReason::HeartbeatSpoofed
-        | RejectReason::MemberBadSignature
-        | RejectReason::VersionBadSignature
-        | RejectReason::VersionNotOwner
-        | RejectReason::BadBucketCount
-        | RejectReason::BadKnowledgeBuckets
-        | RejectReason::KnowledgeSeqOutOfRange
-        | RejectReason::VersionZeroSeq
-        | RejectReason::VersionSeqOutOfRange
-        | RejectReason::VersionBadContext
-        | RejectReason::VersionContextMissesOwnDot
-        | RejectReason::VersionBadInstance
-        | RejectReason::VersionBadCanary
-        | RejectReason::VersionPayloadKindMismatch
-        | RejectReason::VersionChecksumMismatch
-        | RejectReason::VersionSignatureTooLarge
-        | RejectReason::BadGrave => true,
     }
 }

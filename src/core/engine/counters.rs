@@ -251,6 +251,54 @@ impl RejectReason {
         }
     }
 
+    /// Whether a rejection proves the message invalid whoever judges it: it
+    /// does not decode, a signature does not verify, a field is out of every
+    /// accepted range. Such a message is rejected and its sender penalised.
+    /// The rest depend on this node's view (its clock, its configured value
+    /// size) or on a protocol version this node does not know: ignored, no
+    /// penalty, since an honest peer may send them. Exhaustive on purpose: a
+    /// new reason needs a decision here.
+    pub fn proves_invalid(&self) -> bool {
+        match self {
+            RejectReason::UnsupportedVersion
+            | RejectReason::UnknownKind
+            | RejectReason::ClockDrift
+            | RejectReason::VersionValueTooLarge
+            // What this node has seen its origins sign so far.
+            | RejectReason::VersionContextAhead
+            | RejectReason::KnowledgeAhead
+            // Sync-only reasons, never from gossip; no judgement needed.
+            | RejectReason::UnexpectedAsRequest(_)
+            | RejectReason::UnexpectedAsResponse(_)
+            | RejectReason::UnexpectedResponse
+            | RejectReason::UnsolicitedPush
+            | RejectReason::ResponseFromWrongPeer => false,
+            RejectReason::Truncated
+            | RejectReason::TooLarge
+            | RejectReason::BadMagic
+            | RejectReason::WrongCluster
+            | RejectReason::Malformed
+            | RejectReason::UnexpectedOnGossip(_)
+            | RejectReason::HeartbeatSpoofed
+            | RejectReason::MemberBadSignature
+            | RejectReason::VersionBadSignature
+            | RejectReason::VersionNotOwner
+            | RejectReason::BadBucketCount
+            | RejectReason::BadKnowledgeBuckets
+            | RejectReason::KnowledgeSeqOutOfRange
+            | RejectReason::VersionZeroSeq
+            | RejectReason::VersionSeqOutOfRange
+            | RejectReason::VersionBadContext
+            | RejectReason::VersionContextMissesOwnDot
+            | RejectReason::VersionBadInstance
+            | RejectReason::VersionBadCanary
+            | RejectReason::VersionPayloadKindMismatch
+            | RejectReason::VersionChecksumMismatch
+            | RejectReason::VersionSignatureTooLarge
+            | RejectReason::BadGrave => true,
+        }
+    }
+
     /// The reason with this label, if any.
     pub fn from_label(label: &str) -> Option<RejectReason> {
         Self::all().find(|r| r.as_str() == label)

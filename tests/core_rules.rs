@@ -720,16 +720,73 @@ fn a_suspected_node_refutes_by_raising_its_incarnation_and_is_alive_everywhere()
 }
 
 #[test]
+fn a_peer_reported_unreachable_is_suspect_at_once_everywhere_and_refutes_if_alive() {
+    let mut net = Net::new(3, cfg(), T0);
+    net.run_for(5_000, 100);
+    let inc = net.engines[0].member(&node(2)).unwrap().incarnation;
+    // First-hand evidence at node 0 (its connection broke, the re-dial
+    // failed): suspected there at once, no detector, no stagger.
+    net.input(0, starling::core::Input::PeerUnreachable(node(2)));
+    assert_eq!(status(&net, 0, 2), Some(MemberStatus::Suspect));
+    assert_eq!(net.engines[0].counters().unreachable_reports, 1);
+    // Reported again while suspect: nothing more to say.
+    net.input(0, starling::core::Input::PeerUnreachable(node(2)));
+    assert_eq!(net.engines[0].counters().unreachable_reports, 1);
+    // The suspicion is gossiped; node 2 is in fact alive, hears it and
+    // refutes at a higher incarnation, which everyone takes.
+    net.run();
+    for i in 0..3 {
+        let m = net.engines[i].member(&node(2)).unwrap();
+        assert_eq!(m.status, MemberStatus::Alive, "node {i}");
+        assert!(m.incarnation > inc, "node {i}: refuted at a higher incarnation");
+    }
+    // A node never takes a report about itself.
+    net.input(2, starling::core::Input::PeerUnreachable(node(2)));
+    assert_eq!(status(&net, 2, 2), Some(MemberStatus::Alive));
+}
+
+#[test]
+fn a_peer_reported_unreachable_and_really_gone_is_dead_after_the_suspect_timeout() {
+    let mut net = Net::new(3, cfg(), T0);
+    net.run_for(5_000, 100);
+    net.isolate(&[2]);
+    net.input(0, starling::core::Input::PeerUnreachable(node(2)));
+    net.run();
+    // Node 1 has no evidence of its own: it takes node 0's word, gossiped,
+    // long before its own detector would say anything.
+    assert_eq!(status(&net, 1, 2), Some(MemberStatus::Suspect));
+    let timeout = net.engines[0].config().suspect_timeout_ms;
+    net.run_for(timeout + 1_000, 50);
+    assert_eq!(status(&net, 0, 2), Some(MemberStatus::Dead));
+    assert_eq!(status(&net, 1, 2), Some(MemberStatus::Dead));
+    // Healed, it refutes and is alive everywhere again.
+    net.heal();
+    net.run_for(15_000, 100);
+    for i in 0..3 {
+        assert_eq!(status(&net, i, 2), Some(MemberStatus::Alive), "node {i}");
+    }
+}
+
+#[test]
 fn a_node_cut_off_long_enough_to_be_suspected_is_alive_everywhere_after_healing() {
     let mut net = Net::new(3, cfg(), T0);
     net.run_for(5_000, 100);
     net.isolate(&[1]);
-    // Default detector: suspect after about one interval of pause plus ~6
-    // spreads of half an interval (~5 s), dead 5 s of suspicion later.
-    net.run_for(7_000, 100);
-    assert_eq!(status(&net, 0, 1), Some(MemberStatus::Suspect));
+    // This net models no connections, so only the heartbeat backstop sees
+    // the cut: at the default fanin of 1, three nodes heartbeat every 3 s
+    // each; suspect after about an interval of silence plus the detector's
+    // spread, dead `suspect_timeout_ms` later.
+    net.run_for(15_000, 100);
+    assert!(
+        matches!(
+            status(&net, 0, 1),
+            Some(MemberStatus::Suspect | MemberStatus::Dead)
+        ),
+        "{:?}",
+        status(&net, 0, 1)
+    );
     net.heal();
-    net.run_for(5_000, 100);
+    net.run_for(15_000, 100);
     for i in 0..3 {
         for j in 0..3 {
             assert_eq!(status(&net, i, j), Some(MemberStatus::Alive), "{i} sees {j}");

@@ -236,6 +236,7 @@ fn seed_messages() -> Vec<Message> {
             buckets: Hashes(buckets.clone()),
             members_hash: 5,
             member_buckets: Hashes(vec![1, 2, 3, 4]),
+            high_seq: 9,
         }),
         Message::SyncResponse(SyncResponse {
             knowledge: summary(),
@@ -244,6 +245,7 @@ fn seed_messages() -> Vec<Message> {
             graves: graves(),
             members: vec![member(2, MemberStatus::Alive), member(4, MemberStatus::Dead)],
             member_buckets: Hashes(vec![9, 8, 7, 6]),
+            high_seq: 3,
         }),
         Message::SyncPush(SyncPush {
             versions: versions(),
@@ -613,6 +615,7 @@ fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
                 graves: Vec::new(),
                 members: Vec::new(),
                 member_buckets: Hashes(Vec::new()),
+                high_seq: 0,
             }),
             cluster(),
         );

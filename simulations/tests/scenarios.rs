@@ -267,7 +267,14 @@ fn regression_refutation_storm_after_heal() {
          refutations {}",
         m["refutations"]
     );
-    assert!(m["refutations"] < 120.0, "refutations: {}", m["refutations"]);
+    // Both sides declare the other dead (first-hand at the cut links, then
+    // gossiped), so about every node refutes once after the heal; a storm
+    // is nodes refuting again and again (185 on 74 nodes before the fix).
+    assert!(
+        m["refutations"] < sc.cluster.size as f64,
+        "refutations: {}",
+        m["refutations"]
+    );
 }
 
 #[test]

@@ -14,11 +14,17 @@ use serde::{Deserialize, Serialize};
 pub struct Config {
     /// Cluster name; nodes only merge state from their own cluster.
     pub cluster: String,
-    /// Base heartbeat interval.
+    /// Base heartbeat interval: the unit of the liveness timers (failure
+    /// checks, declaration spread) and the heartbeat period of a cluster
+    /// no larger than `heartbeat_fanin`.
     pub heartbeat_interval_ms: u64,
-    /// Each node aims to receive at most about this many heartbeats per
-    /// base interval: with more alive members than this, the interval grows
-    /// in proportion, keeping idle traffic per node flat as the cluster grows.
+    /// Each node aims to receive about this many gossiped heartbeats per
+    /// base interval from the whole cluster: with more alive members, each
+    /// node's interval grows in proportion, so idle traffic per node stays
+    /// flat as the cluster grows. Failures are found first-hand by a
+    /// node's connected neighbours ([`crate::core::Input::PeerUnreachable`]);
+    /// gossiped heartbeats carry digests and announcements and are the
+    /// slow backstop of failure detection.
     pub heartbeat_fanin: u32,
     /// Phi above which a silent peer is suspected.
     pub phi_threshold: f64,
@@ -62,9 +68,9 @@ impl Default for Config {
         Config {
             cluster: "default".into(),
             heartbeat_interval_ms: 1_000,
-            heartbeat_fanin: 32,
+            heartbeat_fanin: 1,
             phi_threshold: 8.0,
-            suspect_timeout_ms: 5_000,
+            suspect_timeout_ms: 2_000,
             max_clock_drift_ms: 60_000,
             max_value_bytes: 1 << 20,
             history_limit: 16,
@@ -121,7 +127,7 @@ impl Config {
             "heartbeat_interval_ms",
             "10..=600000",
         )?;
-        check(c.heartbeat_fanin >= 2, "heartbeat_fanin", "at least 2")?;
+        check(c.heartbeat_fanin >= 1, "heartbeat_fanin", "at least 1")?;
         check(
             c.phi_threshold.is_finite() && (1.0..=100.0).contains(&c.phi_threshold),
             "phi_threshold",

@@ -34,7 +34,7 @@ pub const MAGIC: [u8; 4] = *b"STRL";
 /// the ranges of differing buckets; the ack carries the requester's
 /// missing versions). Version 4: signed versions and member records.
 /// Version 5: graves travel as their signed tombstones.
-pub const PROTOCOL_VERSION: u8 = 5;
+pub const PROTOCOL_VERSION: u8 = 6;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.
@@ -260,6 +260,10 @@ pub struct SyncRequest {
     /// digests differ, the responder sends only the records of the buckets
     /// that differ.
     pub member_buckets: Hashes,
+    /// The sender's own highest sequence number issued: its word about its
+    /// own writes, as in its heartbeats, so an origin asked directly
+    /// settles the versions held back for naming its writes.
+    pub high_seq: u64,
 }
 
 impl SyncRequest {
@@ -277,6 +281,7 @@ impl SyncRequest {
             buckets: Hashes(vec![0; BUCKETS]),
             members_hash: 0,
             member_buckets: Hashes(Vec::new()),
+            high_seq: 0,
         }
     }
 }
@@ -303,6 +308,10 @@ pub struct SyncResponse {
     /// The responder's member bucket hashes (as many as the request's),
     /// when the membership digests differed; empty when they were equal.
     pub member_buckets: Hashes,
+    /// The sender's own highest sequence number issued: its word about its
+    /// own writes, as in its heartbeats, so an origin asked directly
+    /// settles the versions held back for naming its writes.
+    pub high_seq: u64,
 }
 
 /// The requester's half of a sync.

@@ -435,6 +435,13 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "peers_unreachable",
+            "Members suspected first-hand: a lost connection that could not be re-dialled, or an unanswered ping",
+            None,
+            c.unreachable_reports,
+        )?;
+        counter(
+            &mut enc,
             "tombstones_collected",
             "Deleted keys whose tombstones were collected",
             None,

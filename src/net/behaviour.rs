@@ -83,6 +83,22 @@ impl ClusterNames {
     }
 }
 
+/// Gossipsub mesh degree per topic (low one less, high twice).
+const MESH_N: usize = 4;
+
+/// Messages at least this long are announced with IDONTWANT to mesh peers
+/// on arrival, so they do not send another copy (gossipsub 1.2).
+const IDONTWANT_MIN_BYTES: usize = 256;
+
+/// How often each side of a connection pings the other. With about twice
+/// `limits.neighbours` connections per node, a hung node is pinged by one
+/// of its neighbours every second or so.
+pub const PING_INTERVAL: Duration = Duration::from_secs(6);
+
+/// An unanswered ping after this long means the peer hangs or the path is
+/// cut: the driver reports it unreachable (suspected at once).
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// A peer whose gossipsub score is below this is graylisted: every RPC it
 /// sends is ignored until its score decays back above it. With the P4
 /// weight below, that is a fourth invalid message delivered within a few
@@ -172,8 +188,20 @@ impl Behaviour {
     ) -> Result<Self, String> {
         let peer_id = key.public().to_peer_id();
         let max_message_bytes = limits.max_message_bytes;
+        // A small mesh over a partial view, no flooding of own publishes
+        // (they go to the mesh, topped up with random subscribers while
+        // the mesh is forming), IDONTWANT for anything bigger than a
+        // heartbeat-sized message, and lazy gossip to few peers: one copy
+        // of a message per node or little more, whatever the cluster size.
         let gossip_cfg = gossipsub::ConfigBuilder::default()
-            .heartbeat_interval(Duration::from_millis(500))
+            .heartbeat_interval(Duration::from_secs(1))
+            .mesh_n(MESH_N)
+            .mesh_n_low(MESH_N - 1)
+            .mesh_n_high(2 * MESH_N)
+            .mesh_outbound_min(MESH_N / 2)
+            .gossip_lazy(MESH_N)
+            .flood_publish(false)
+            .idontwant_message_size_threshold(IDONTWANT_MIN_BYTES)
             .validation_mode(gossipsub::ValidationMode::Strict)
             // Nothing is forwarded before the engine has judged it.
             .validate_messages()
@@ -213,7 +241,11 @@ impl Behaviour {
             identify::Config::new("/starling/id/1".into(), key.public())
                 .with_agent_version(format!("starling/{}", env!("CARGO_PKG_VERSION"))),
         );
-        let ping = ping::Behaviour::new(ping::Config::new().with_interval(Duration::from_secs(5)));
+        let ping = ping::Behaviour::new(
+            ping::Config::new()
+                .with_interval(PING_INTERVAL)
+                .with_timeout(PING_TIMEOUT),
+        );
         let sync = request_response::Behaviour::with_codec(
             SyncCodec::new(max_message_bytes, limits.oversized_frames.clone()),
             [(

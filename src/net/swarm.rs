@@ -14,8 +14,10 @@ use libp2p::{identity, noise, tcp, yamux, Swarm, Transport};
 use super::behaviour::{Behaviour, ClusterNames, NetLimits};
 use super::private::KeyCheck;
 
-/// How long an idle connection is kept open.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long an idle connection is kept open. Gossipsub keeps its mesh
+/// links alive; a link opened for a sync or a lookup closes after this,
+/// so the connections of a node stay about its partial view.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How long a keyed connection may take from TCP connect to a working
 /// multiplexer (a peer that says nothing is dropped after it).

@@ -78,6 +78,13 @@ pub(crate) struct Driver {
     graylisted: BTreeSet<PeerId>,
     /// Whether our own oversized heartbeat was reported at `warn` yet.
     warned_own_heartbeat: bool,
+    /// How many peers this node keeps connected (`limits.neighbours`).
+    neighbours: usize,
+    /// Members whose last connection broke (not closed on purpose), being
+    /// re-dialled once: if that dial fails, they are unreachable.
+    lost: BTreeSet<PeerId>,
+    /// Re-dial rounds so far: varies which members a round picks.
+    redial_round: u64,
     /// Test hook: requests sent for a test, not the engine, by id, with
     /// where their answer goes. Never in `outbound`, so their answers and
     /// failures never reach the engine.
@@ -222,6 +229,9 @@ impl Driver {
             sync_rate: sync_rate_limiter(&defaults),
             graylisted: BTreeSet::new(),
             warned_own_heartbeat: false,
+            neighbours: defaults.neighbours as usize,
+            lost: BTreeSet::new(),
+            redial_round: 0,
             #[cfg(feature = "test-utils")]
             raw_outbound: HashMap::new(),
         }
@@ -240,6 +250,7 @@ impl Driver {
     pub(crate) fn with_limits(mut self, limits: &Limits) -> Self {
         self.heartbeat_max_bytes = limits.heartbeat_max_bytes;
         self.sync_rate = sync_rate_limiter(limits);
+        self.neighbours = limits.neighbours as usize;
         self
     }
 
@@ -453,7 +464,14 @@ impl Driver {
                 let mut seen = BTreeSet::new();
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    if seen.insert(peer) && !self.swarm.is_connected(&peer) && !self.denied.contains(&peer) {
+                    // Up to the neighbour count: the rest are known (kad)
+                    // and learned as members through gossip.
+                    let room = self.swarm.connected_peers().count() < self.neighbours;
+                    if room
+                        && seen.insert(peer)
+                        && !self.swarm.is_connected(&peer)
+                        && !self.denied.contains(&peer)
+                    {
                         let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
                     }
                 }
@@ -470,9 +488,14 @@ impl Driver {
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer, result: Err(e), ..
             })) => {
-                // Ping failures no longer close connections by themselves: a
-                // silent partition would go unnoticed. Close it here.
+                // An unanswered ping is first-hand evidence of a hang or a
+                // silent partition: tell the engine, and close the
+                // connection (ping failures no longer do it themselves).
                 tracing::debug!(%peer, error = %e, "ping failed; closing connection");
+                if let Some(node) = node_id_of(&peer) {
+                    self.lost.remove(&peer);
+                    self.feed(Input::PeerUnreachable(node));
+                }
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             SwarmEvent::ConnectionEstablished {
@@ -480,6 +503,7 @@ impl Driver {
                 num_established,
                 ..
             } if num_established.get() == 1 => {
+                self.lost.remove(&peer_id);
                 if let Some(node) = node_id_of(&peer_id) {
                     self.feed(Input::PeerConnected(node));
                 }
@@ -487,10 +511,28 @@ impl Driver {
             SwarmEvent::ConnectionClosed {
                 peer_id,
                 num_established: 0,
+                cause,
                 ..
             } => {
                 if let Some(node) = node_id_of(&peer_id) {
                     self.feed(Input::PeerDisconnected(node));
+                    // Broken rather than closed on purpose (a crashed
+                    // process, a reset): dial once at once; if that
+                    // fails too, the member is unreachable.
+                    if cause.is_some() && self.redial_lost(peer_id, &node) {
+                        self.lost.insert(peer_id);
+                    }
+                }
+            }
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if self.lost.contains(&peer) && !matches!(error, DialError::DialPeerConditionFalse(_)) => {
+                self.lost.remove(&peer);
+                if let Some(node) = node_id_of(&peer) {
+                    tracing::debug!(%peer, %error, "lost peer cannot be re-dialled");
+                    self.feed(Input::PeerUnreachable(node));
                 }
             }
             SwarmEvent::IncomingConnectionError {
@@ -724,6 +766,21 @@ impl Driver {
                 )
             })
             .collect();
+        // A partial view: dial members only up to the neighbour count, a
+        // different pick each round (ordered by a hash salted with the
+        // round), so the cluster's connections form a random graph and
+        // each node's idle cost stays flat as the cluster grows.
+        let connected = self.swarm.connected_peers().count();
+        let mut want = self.neighbours.saturating_sub(connected);
+        self.redial_round += 1;
+        let round = self.redial_round;
+        let mut members = members;
+        members.sort_by_key(|(node, _)| {
+            let mut b = [0u8; 40];
+            b[..32].copy_from_slice(node.as_bytes());
+            b[32..].copy_from_slice(&round.to_le_bytes());
+            xxhash_rust::xxh3::xxh3_64(&b)
+        });
         for (node, addrs) in members {
             let Some(peer) = peer_id_of(&node) else { continue };
             if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.swarm.is_connected(&peer) {
@@ -732,13 +789,34 @@ impl Driver {
             for a in addrs {
                 self.swarm.behaviour_mut().kad.add_address(&peer, a);
             }
-            let _ = self.swarm.dial(peer);
+            if want > 0 {
+                want -= 1;
+                let _ = self.swarm.dial(peer);
+            }
         }
         if self.swarm.connected_peers().next().is_none() {
             for addr in self.bootstrap.clone() {
                 self.dial_addr(addr);
             }
         }
+    }
+
+    /// Dial a member whose connection broke, unless it is gone on its own
+    /// word (left) or refused here. Whether a dial was started.
+    fn redial_lost(&mut self, peer: PeerId, node: &NodeId) -> bool {
+        if self.blocked.contains(&peer) || self.denied.contains(&peer) {
+            return false;
+        }
+        let Some(m) = self.engine.member(node) else {
+            return false;
+        };
+        if m.status != MemberStatus::Alive {
+            return false;
+        }
+        for a in self.member_addrs(node) {
+            self.swarm.behaviour_mut().kad.add_address(&peer, a);
+        }
+        self.swarm.dial(peer).is_ok()
     }
 
     fn dial_addr(&mut self, addr: Multiaddr) {

@@ -18,6 +18,13 @@ pub struct Limits {
     /// its sender penalised in gossipsub's peer score. The node's own
     /// name and tags must fit in half of it.
     pub heartbeat_max_bytes: usize,
+    /// How many peers this node keeps connected: its partial view of the
+    /// cluster. It dials members (or bootstrap peers) until it has this
+    /// many connections and no more; others may still connect to it (up
+    /// to `connections_max_incoming`). Gossip travels over these links,
+    /// and these neighbours are the ones that notice first-hand when this
+    /// node fails, so each node's idle cost does not grow with the cluster.
+    pub neighbours: u32,
     /// Most established inbound connections.
     pub connections_max_incoming: u32,
     /// Most inbound connections still in their handshake.
@@ -43,6 +50,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             heartbeat_max_bytes: 16 << 10,
+            neighbours: 4,
             connections_max_incoming: 1024,
             connections_max_pending_incoming: 256,
             connections_max_per_peer: 4,
@@ -71,6 +79,7 @@ impl Limits {
             return Err(field("heartbeat_max_bytes", "1024..=1048576".into()));
         }
         for (f, v) in [
+            ("neighbours", self.neighbours),
             ("connections_max_incoming", self.connections_max_incoming),
             (
                 "connections_max_pending_incoming",

@@ -638,6 +638,7 @@ impl Sim {
                     graves: Vec::new(),
                     members: Vec::new(),
                     member_buckets: Hashes(Vec::new()),
+                    high_seq: resp.high_seq,
                 }
             }
             // The liar's whole knowledge shipped, one honest origin's range

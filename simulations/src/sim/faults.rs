@@ -19,7 +19,10 @@ impl Sim {
         let grace = self.detection_window_ms();
         for &n in nodes {
             let t = &mut self.oracle.truth[n];
-            t.disturbed_until = t.disturbed_until.max(until_ms.max(self.now / 1000) + grace);
+            // A fault with no end (no duration, no heal) disturbs for good.
+            t.disturbed_until = t
+                .disturbed_until
+                .max(until_ms.max(self.now / 1000).saturating_add(grace));
         }
     }
 

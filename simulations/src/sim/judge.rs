@@ -200,6 +200,7 @@ impl Sim {
         let mut totals: BTreeMap<String, u64> = BTreeMap::new();
         let mut msg_totals: BTreeMap<String, u64> = BTreeMap::new();
         let mut syncs = (0u64, 0u64, 0u64);
+        let (mut deferred, mut unreachable, mut held_back) = (0u64, 0u64, 0u64);
         // Input honest engines rejected, by reason (crashed lives included).
         let mut rejected: BTreeMap<String, u64> = BTreeMap::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -232,6 +233,9 @@ impl Sim {
                 syncs.0 += c.syncs_started;
                 syncs.1 += c.syncs_completed;
                 syncs.2 += c.syncs_failed;
+                deferred += c.deferred;
+                held_back += e.deferred_now() as u64;
+                unreachable += c.unreachable_reports;
             }
             for (k, v) in &b {
                 *totals.entry(k.clone()).or_default() += v;
@@ -257,6 +261,9 @@ impl Sim {
         m.insert("syncs_started".into(), syncs.0 as f64);
         m.insert("syncs_completed".into(), syncs.1 as f64);
         m.insert("syncs_failed".into(), syncs.2 as f64);
+        m.insert("versions_deferred".into(), deferred as f64);
+        m.insert("versions_held_back_at_end".into(), held_back as f64);
+        m.insert("peers_unreachable".into(), unreachable as f64);
         m.insert("events".into(), self.events as f64);
 
         // Verdict.

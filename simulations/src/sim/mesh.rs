@@ -50,6 +50,13 @@ impl Sim {
         self.nodes[b].state == NodeState::Up && !self.net.blocked(a, b) && !self.net.blocked(b, a)
     }
 
+    /// Whether `a` can hold a working link to `b`: reachable, and not
+    /// paused (a hung process accepts a TCP connection but answers no
+    /// handshake and no ping).
+    fn linkable(&self, a: usize, b: usize) -> bool {
+        self.reachable(a, b) && !self.nodes[b].paused
+    }
+
     /// Graft node `i` up to degree D; `connect` announces the new links.
     pub(super) fn graft(&mut self, i: usize, connect: bool) {
         let slots = self.nodes.len();
@@ -59,7 +66,7 @@ impl Sim {
         while self.mesh[i].len() < d && tries < 8 * d {
             tries += 1;
             let b = self.net.rng().gen_range(0..slots);
-            if b == i || self.mesh[i].contains(&b) || !self.reachable(i, b) || self.mesh[b].len() >= 2 * d {
+            if b == i || self.mesh[i].contains(&b) || !self.linkable(i, b) || self.mesh[b].len() >= 2 * d {
                 continue;
             }
             self.mesh[i].insert(b);
@@ -72,10 +79,7 @@ impl Sim {
             // link at all, as gossipsub accepts a graft from a peer with
             // none. Take the next reachable peer by index (no draw, so runs
             // that never get here replay unchanged).
-            if let Some(b) = (1..slots)
-                .map(|k| (i + k) % slots)
-                .find(|&b| self.reachable(i, b))
-            {
+            if let Some(b) = (1..slots).map(|k| (i + k) % slots).find(|&b| self.linkable(i, b)) {
                 self.mesh[i].insert(b);
                 self.mesh[b].insert(i);
                 added.push(b);
@@ -109,7 +113,7 @@ impl Sim {
             let mut pick = None;
             for _ in 0..8 {
                 let b = self.net.rng().gen_range(0..slots);
-                if b != i && !self.mesh[i].contains(&b) && self.reachable(i, b) {
+                if b != i && !self.mesh[i].contains(&b) && self.linkable(i, b) {
                     pick = Some(b);
                     break;
                 }
@@ -134,17 +138,22 @@ impl Sim {
             if self.nodes[i].state != NodeState::Up {
                 continue;
             }
+            // A link to a crashed or cut-off peer breaks and cannot be
+            // re-dialled; one to a paused (hung) peer stops answering
+            // pings. Either way the node holding it has first-hand
+            // evidence (`PeerUnreachable`), as the libp2p driver does. A
+            // paused node notices nothing until it resumes.
             let dead: Vec<usize> = self.mesh[i]
                 .iter()
                 .copied()
-                .filter(|&p| !self.reachable(i, p))
+                .filter(|&p| !self.linkable(i, p))
                 .collect();
             for p in dead {
                 self.mesh[i].remove(&p);
                 self.mesh[p].remove(&i);
                 let pid = self.nodes[p].id;
                 if !self.nodes[i].paused && self.runnable(i) {
-                    self.handle(i, Input::PeerDisconnected(pid));
+                    self.handle(i, Input::PeerUnreachable(pid));
                 }
             }
             if self.mesh[i].len() < d {

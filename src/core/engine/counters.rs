@@ -38,6 +38,9 @@ pub struct Counters {
     pub heartbeats_sent: u64,
     /// Heartbeats received.
     pub heartbeats_received: u64,
+    /// Peers suspected on first-hand evidence from the driver
+    /// ([`super::Input::PeerUnreachable`]) while held alive.
+    pub unreachable_reports: u64,
     /// Tombstoned keys collected.
     pub tombstones_collected: u64,
     /// Writes undone because they could not be persisted.

@@ -63,6 +63,12 @@ pub enum Input {
     PeerConnected(NodeId),
     /// The last connection to a peer closed.
     PeerDisconnected(NodeId),
+    /// First-hand evidence that a peer is gone: the driver lost its
+    /// connection to it and could not re-establish it, or a liveness ping
+    /// on its connection went unanswered. A member held alive is suspected
+    /// at once and the suspicion gossiped (the subject, if it lives,
+    /// refutes it); also counts as [`Input::PeerDisconnected`].
+    PeerUnreachable(NodeId),
     /// A local client command; answered by [`Action::Reply`] with the same id.
     Command {
         /// Caller-chosen id, echoed in the reply.

@@ -25,6 +25,11 @@ use crate::core::membership::{Member, MemberStatus};
 use crate::core::phi::PhiDetector;
 use crate::core::wire::{Delta, Heartbeat, Message, ANNOUNCE_HEARTBEATS};
 
+/// How soon after a new connection a node whose own record is not yet
+/// announced sends its heartbeat (time for the peers to exchange gossip
+/// subscriptions on the new connection).
+const ANNOUNCE_DELAY_MS: u64 = 200;
+
 /// What a node tracks about the liveness of its peers and announces about
 /// its own.
 #[derive(Clone, Debug, Default)]
@@ -34,6 +39,10 @@ pub(super) struct Liveness {
     peers: IdMap<Peer>,
     /// When each member currently held as suspect was first suspected.
     suspect_since: BTreeMap<NodeId, u64>,
+    /// Members reported unreachable first-hand and not reached since:
+    /// silent whatever their detector says (their last heartbeat may be
+    /// recent; at scale heartbeats are far apart).
+    unreachable: std::collections::BTreeSet<NodeId>,
     /// `(incarnation, heartbeats left)`: the own incarnation last
     /// announced in full in heartbeats, and how many more will carry it.
     announced: (u64, u32),
@@ -107,6 +116,60 @@ impl Engine {
             .set(Timer::Heartbeat, now + interval - interval / 20 + jitter);
     }
 
+    /// First-hand evidence from the driver that `node` is gone (see
+    /// [`super::Input::PeerUnreachable`]): a member held alive is suspected
+    /// now, without the declaration spread — only its few neighbours see
+    /// the evidence, so there is no crowd of declarations to thin out.
+    pub(super) fn on_unreachable(&mut self, node: NodeId) {
+        if node == self.me || self.left {
+            return;
+        }
+        let Some(m) = self.members.get(&node) else {
+            return;
+        };
+        match m.status {
+            MemberStatus::Alive => {}
+            MemberStatus::Suspect => {
+                // Already suspected (on someone's word): now on ours too,
+                // so it turns dead on time here whatever the detector says.
+                self.liveness.unreachable.insert(node);
+                return;
+            }
+            MemberStatus::Dead | MemberStatus::Left => return,
+        }
+        self.liveness.unreachable.insert(node);
+        self.counters.unreachable_reports += 1;
+        tracing::debug!(me = %self.me.short(), peer = %node.short(), "unreachable: suspecting");
+        let rec = Member {
+            status: MemberStatus::Suspect,
+            ..m.clone()
+        };
+        self.merge_member(rec.clone());
+        self.publish_members(vec![rec]);
+        // The suspicion turns to death within the suspect timeout.
+        let at = self.now_ms + (self.cfg.heartbeat_interval_ms / 4).max(MIN_CHECK_INTERVAL_MS);
+        self.timers.set_earlier(Timer::FailureCheck, at);
+    }
+
+    /// A connection to `node` opened: whatever first-hand evidence there
+    /// was of it being gone is void (its detector decides again).
+    pub(super) fn reached(&mut self, node: &NodeId) {
+        self.liveness.unreachable.remove(node);
+    }
+
+    /// Send the next heartbeat soon when this node's own record has not
+    /// been announced yet (it just started, or its incarnation changed): a
+    /// new connection means gossip can now carry it, and waiting a whole
+    /// interval (which grows with the cluster) would slow every join.
+    pub(super) fn announce_soon(&mut self) {
+        let fresh =
+            self.liveness.announced.0 != self.incarnation || self.liveness.announced.1 == ANNOUNCE_HEARTBEATS;
+        if fresh && !self.left {
+            self.timers
+                .set_earlier(Timer::Heartbeat, self.now_ms + ANNOUNCE_DELAY_MS);
+        }
+    }
+
     /// The failure check is due: run it and re-arm.
     pub(super) fn on_failure_check_timer(&mut self, now: u64) {
         self.check_failures();
@@ -117,7 +180,11 @@ impl Engine {
         // simulator measured it dominating at 1,000 nodes).
         // Jittered (half to one and a half quarters) so that the
         // scans of nodes started together drift apart.
-        let quarter = (self.heartbeat_interval_ms() / 4).max(MIN_CHECK_INTERVAL_MS);
+        let mut quarter = (self.heartbeat_interval_ms() / 4).max(MIN_CHECK_INTERVAL_MS);
+        if !self.liveness.suspect_since.is_empty() {
+            // A suspicion turns to death on time, whatever the cluster size.
+            quarter = quarter.min((self.cfg.heartbeat_interval_ms / 4).max(MIN_CHECK_INTERVAL_MS));
+        }
         self.timers.set(
             Timer::FailureCheck,
             now + quarter / 2 + self.rng.gen_range(0..=quarter),
@@ -212,6 +279,7 @@ impl Engine {
                 }
                 _ => {
                     self.liveness.suspect_since.remove(&node);
+                    self.liveness.unreachable.remove(&node);
                 }
             }
             let threshold = self.cfg.phi_threshold;
@@ -261,13 +329,18 @@ impl Engine {
         let now = self.now_ms;
         let mut changed = Vec::new();
         let alive = self.members_not_gone();
-        let spread = self.interval_for(alive) / 2 * alive.min(FULL_SPREAD_MEMBERS) / FULL_SPREAD_MEMBERS;
+        // At most half a base interval: the effective interval grows with
+        // the cluster, a declaration's delay must not.
+        let spread = self.interval_for(alive).min(self.cfg.heartbeat_interval_ms) / 2
+            * alive.min(FULL_SPREAD_MEMBERS)
+            / FULL_SPREAD_MEMBERS;
         for (node, peer) in &self.liveness.peers {
             let Some((_, status)) = peer.held else {
                 continue;
             };
             let delay = self.declaration_delay_ms(node, spread);
-            let silent = peer.deadline.is_some_and(|d| now >= d.saturating_add(delay));
+            let silent = peer.deadline.is_some_and(|d| now >= d.saturating_add(delay))
+                || self.liveness.unreachable.contains(node);
             if !silent || !matches!(status, MemberStatus::Alive | MemberStatus::Suspect) || *node == self.me {
                 continue;
             }

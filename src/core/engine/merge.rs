@@ -38,10 +38,18 @@ impl RemoteMerge {
 #[derive(Debug, Default)]
 pub(super) struct Deferred {
     /// Oldest first.
-    held: std::collections::VecDeque<(StateKey, Version)>,
+    pub(super) held: std::collections::VecDeque<(StateKey, Version)>,
     /// An origin's signed high mark rose since the last look.
     ready: bool,
+    /// When the origins named ahead were last asked.
+    asked_at: Option<u64>,
 }
+
+/// Held-back versions looked at per round of asking their origins.
+const ASK_SCAN: usize = 64;
+
+/// Origins asked per round (each a sync, within the sync limits).
+const ASK_ORIGINS: usize = 4;
 
 impl Engine {
     /// Validate and merge a version from a peer.
@@ -107,6 +115,17 @@ impl Engine {
         }
     }
 
+    /// An origin's own word in a sync message (`high_seq`): raises the
+    /// mark of an origin already heard from by heartbeat, so versions held
+    /// back for naming its writes are settled by asking it directly. It
+    /// does not make an origin judged (that takes a heartbeat), so a sync
+    /// alone never starts holding versions back.
+    pub(super) fn told_by_origin(&mut self, origin: NodeId, high_seq: u64) {
+        if self.signed_high.contains_key(&origin) {
+            self.heard_from(origin, high_seq);
+        }
+    }
+
     /// Hold back a verified version whose context is ahead. The oldest
     /// goes (counted as `version_context_ahead`) when too many are held:
     /// a liar's pins cannot grow memory, and an honest version evicted
@@ -120,6 +139,44 @@ impl Engine {
         if self.deferred.held.len() > MAX_DEFERRED {
             self.deferred.held.pop_front();
             self.reject(RejectReason::VersionContextAhead);
+        }
+    }
+
+    /// Ask the origins that held-back versions name beyond what they were
+    /// seen to sign: a sync with an origin carries its word on how far it
+    /// has written (`high_seq`), which settles an honest context without
+    /// waiting for the origin's next heartbeat (rare in a big cluster).
+    /// Called from the housekeeping check (an origin out of reach is asked
+    /// again once it is back), at most once per `sync_min_interval_ms`,
+    /// over the oldest few held.
+    pub(super) fn ask_ahead_origins(&mut self) {
+        let now = self.now_ms;
+        if self.deferred.held.is_empty()
+            || self
+                .deferred
+                .asked_at
+                .is_some_and(|t| now.saturating_sub(t) < self.cfg.sync_min_interval_ms)
+        {
+            return;
+        }
+        self.deferred.asked_at = Some(now);
+        let mut ahead = std::collections::BTreeSet::new();
+        for (_, v) in self.deferred.held.iter().take(ASK_SCAN) {
+            for d in v.ctx.dots() {
+                if d.node != v.dot.node
+                    && d.node != self.me
+                    && self.signed_up_to(&d.node).is_some_and(|high| d.seq > high)
+                    && self
+                        .members
+                        .get(&d.node)
+                        .is_some_and(|m| m.status == MemberStatus::Alive)
+                {
+                    ahead.insert(d.node);
+                }
+            }
+        }
+        for origin in ahead.into_iter().take(ASK_ORIGINS) {
+            self.want_sync(origin);
         }
     }
 

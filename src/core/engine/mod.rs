@@ -261,10 +261,16 @@ impl Engine {
             Input::RequestFailed { id } => self.on_request_failed(id),
             Input::PeerConnected(peer) => {
                 self.connected.insert(peer);
+                self.reached(&peer);
                 self.want_sync(peer);
+                self.announce_soon();
             }
             Input::PeerDisconnected(peer) => {
                 self.connected.remove(&peer);
+            }
+            Input::PeerUnreachable(peer) => {
+                self.connected.remove(&peer);
+                self.on_unreachable(peer);
             }
             Input::Command { id, command } => self.on_command(id, command),
             Input::PersistFailed { batch, reason } => self.on_persist_failed(batch, reason),
@@ -339,6 +345,7 @@ impl Engine {
             }
             self.check_ttls();
             self.expire_syncs();
+            self.ask_ahead_origins();
             self.timers.set(
                 Timer::Check,
                 now + (self.cfg.heartbeat_interval_ms / 4).max(limits::MIN_CHECK_INTERVAL_MS),

@@ -133,10 +133,20 @@ impl Engine {
     /// depend on its driver re-dialling — and re-arm the timer (jittered).
     pub(super) fn on_sync_timer(&mut self, now: u64) {
         let others = || self.members.iter().filter(|m| m.node != self.me);
+        // Connected neighbours first: a sync with one needs no new
+        // connection, so the periodic round keeps each node's connections
+        // (and its idle cost) bounded. Anything a neighbour lacks spreads
+        // hop by hop, and digests in heartbeats start syncs with anyone.
         let mut candidates: Vec<NodeId> = others()
-            .filter(|m| m.status == MemberStatus::Alive)
+            .filter(|m| m.status == MemberStatus::Alive && self.connected.contains(&m.node))
             .map(|m| m.node)
             .collect();
+        if candidates.is_empty() {
+            candidates = others()
+                .filter(|m| m.status == MemberStatus::Alive)
+                .map(|m| m.node)
+                .collect();
+        }
         if candidates.is_empty() {
             candidates = others()
                 .filter(|m| matches!(m.status, MemberStatus::Suspect | MemberStatus::Dead))
@@ -191,6 +201,7 @@ impl Engine {
         };
         match msg {
             Message::SyncRequest(req) => {
+                self.told_by_origin(from, req.high_seq);
                 let Some(resp) = self.build_response(&req) else {
                     return;
                 };
@@ -279,6 +290,7 @@ impl Engine {
     }
 
     fn on_sync_response(&mut self, from: NodeId, resp: SyncResponse) {
+        self.told_by_origin(from, resp.high_seq);
         if resp.buckets.0.len() != BUCKETS {
             self.counters.syncs_failed += 1;
             self.reject(RejectReason::BadBucketCount);
@@ -517,6 +529,7 @@ impl Engine {
             buckets: Hashes(buckets),
             members,
             member_buckets: Hashes(member_buckets),
+            high_seq: self.state.next_seq(&self.me) - 1,
         })
     }
     pub(super) fn expire_syncs(&mut self) {
@@ -601,6 +614,7 @@ impl Engine {
                 self.members
                     .bucket_hashes(member_bucket_count(self.members.len())),
             ),
+            high_seq: self.state.next_seq(&self.me) - 1,
         };
         let bytes = self.encode(&Message::SyncRequest(req));
         let id = self.sync.next_request_id();

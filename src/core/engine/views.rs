@@ -396,6 +396,12 @@ impl Engine {
         &self.counters
     }
 
+    /// How many verified versions are held back now, their context naming
+    /// writes not yet seen signed by their origins.
+    pub fn deferred_now(&self) -> usize {
+        self.deferred.held.len()
+    }
+
     /// Current phi of a peer, if tracked.
     pub fn phi(&self, node: &NodeId) -> Option<f64> {
         self.liveness.phi(node, self.now_ms)

@@ -58,7 +58,10 @@ The figures
    N members with status `alive`; for Serf every agent has logged
    EventMemberJoin for N distinct names (itself and the N-1 others), with
    none failed since. Bounded by --join-timeout (60 s). The raw samples also
-   hold the time from starting n1..n(N-1) (after n0 was ready).
+   hold the time from starting n1..n(N-1) (after n0 was ready), the first
+   node's time, and (Starling) when the last node printed its ready line:
+   with many processes starting at once on few cores, process start-up can
+   dominate the figure.
 2. write->visible on every node, p50 and p99 (Starling only: Serf has no
    key/value store). A watch `GET /v1/watch/kv/bench?prefix=w/` is held on
    every node; --writes (100) PUTs of `/v1/kv/bench/w/K` go round-robin to
@@ -97,12 +100,20 @@ The figures
    until every other live node shows it suspect/dead (Starling) / failed
    (Serf); then SIGCONT at once, and the time from the SIGCONT until every
    other live node shows it `alive` again (`>30 s` if it does not come
-   back).
+   back). With --stop-until dead the SIGCONT waits until every other live
+   node shows it `dead` (Starling; Serf: `failed`, which is its first
+   visible state anyway), also reported: the harder case of a paused node
+   that must refute its own death.
 8. stripped binary size: each binary is copied to a temporary file and
    `strip`ped; its size in bytes.
 
-The machine, date, versions, load average and every option are recorded in
-the JSON. A run that fails (e.g. a cluster that does not form) stops the
+Medians: over the runs of one system and N, the median of each figure
+(mean of the two middle values for an even count); a figure that timed out
+counts as infinitely long, printed `>T s` and stored as the string "inf" in
+the JSON. A failed run counts for the figures it got (a cluster that never
+formed counts as a join timeout). The machine, date, versions, binary
+checksum, load average and every option are recorded in the JSON;
+--keep-logs also copies every node's log there. A run that fails (e.g. a cluster that does not form) stops the
 benchmark unless --keep-going is given, in which case it is recorded with
 its error and the next run starts.
 """
@@ -467,6 +478,8 @@ class StarlingCluster:
         self.procs = [None] * n
         self.ready = [threading.Event() for _ in range(n)]
         self.info = [None] * n  # dict from the ready line
+        self.t_ready = [None] * n
+        self.watch_error = [None] * n
         self.member_streams = {}
         self.last_rev = {}
         self.kv_seen = {}  # key -> {node: t}
@@ -488,6 +501,14 @@ class StarlingCluster:
             if line.startswith("starling ready "):
                 info = dict(kv.split("=", 1) for kv in line.split()[2:] if "=" in kv)
                 self.info[i] = info
+                self.t_ready[i] = time.monotonic()
+                # Open the member watch from here, at once: `since=0` replays
+                # the whole view anyway, but a late stream would stamp the
+                # replayed events late.
+                try:
+                    self._open_member_watch(i, 0)
+                except Exception as e:  # noqa: BLE001 - reported by start
+                    self.watch_error[i] = repr(e)
                 self.ready[i].set()
         self.ready[i].set()  # EOF: the process ended (checked by start)
 
@@ -506,7 +527,8 @@ class StarlingCluster:
         if self.info[i] is None:
             raise RuntimeError(f"{self.names[i]} exited before ready "
                                f"(code {self.procs[i].poll()}):\n{self.log_tail(i)}")
-        self._open_member_watch(i, 0)
+        if self.watch_error[i]:
+            raise RuntimeError(f"{self.names[i]}: member watch: {self.watch_error[i]}")
 
     def log_tail(self, i, lines=15):
         try:
@@ -553,7 +575,7 @@ class StarlingCluster:
             self._spawn(i, listen)
         for i in range(1, self.n):
             self._wait_ready(i, deadline)
-        t_all_ready = time.monotonic()
+        t_all_ready = max(self.t_ready)
         join = probe.wait(join_timeout)
         self.tracker.drop(probe)
         raw = probe.raw()
@@ -862,13 +884,21 @@ def percentile(values, q):
     return v[k]
 
 
-def run_once(kind, binary, n, args):
+def run_once(kind, binary, n, args, sample):
+    """One cluster of one system; fills `sample` (partly, if it fails)."""
     cls = StarlingCluster if kind == "starling" else SerfCluster
-    sample = {"system": kind, "n": n, "started": datetime.datetime.now(datetime.timezone.utc).isoformat()}
+    sample.update({"system": kind, "n": n,
+                   "started": datetime.datetime.now(datetime.timezone.utc).isoformat()})
     if not args.in_netns:
-        sample["lo_baseline_bytes_per_s"] = baseline_lo(args.baseline_secs)
+        base = baseline_lo(args.baseline_secs)
+        sample["lo_baseline_bytes_per_s"] = base
+        if base > 1000:
+            print(f"  warning: {base:,.0f} B/s on lo before the cluster started (other programs): "
+                  "the idle bytes figure includes it; use --netns on (root) or a quiet machine",
+                  flush=True)
     cluster = cls(binary, n, args)
     try:
+        sample["join_s"] = INF  # until it is known
         join, raw = cluster.start(args.join_timeout)
         sample["join_s"] = join
         sample["join_raw"] = raw
@@ -1104,6 +1134,8 @@ def main(argv=None):
         "starling_version": version_of([starling, "--version"]) if ("starling", starling) in systems else None,
         "starling_sha256": sha256_of(starling) if ("starling", starling) in systems else None,
         "serf": serf, "serf_version": version_of([serf, "version"]) if serf else None,
+        "serf_package": version_of(["dpkg-query", "-W", "-f", "${Package} ${Version}", "serf"])
+        if serf and shutil.which("dpkg-query") else None,
         "netns": netns_note,
         "options": {k: v for k, v in vars(args).items() if k != "node_counts"},
         "notes": notes,
@@ -1126,13 +1158,15 @@ def main(argv=None):
                     print(f"[{time.strftime('%H:%M:%S')}] N={n} run {run + 1}/{args.runs}: {kind} ...",
                           flush=True)
                     entry = results[kind].setdefault(str(n), {"samples": [], "median": {}})
+                    s = {}
                     try:
-                        s = run_once(kind, binary, n, args)
+                        run_once(kind, binary, n, args, s)
                     except KeyboardInterrupt:
                         raise
                     except Exception as e:  # noqa: BLE001
                         print(f"  {kind} N={n} run {run + 1} failed: {type(e).__name__}: {e}", flush=True)
-                        entry["samples"].append({"system": kind, "n": n, "error": f"{type(e).__name__}: {e}"})
+                        s["error"] = f"{type(e).__name__}: {e}"
+                        entry["samples"].append(s)
                         failed = True
                         save()
                         if not args.keep_going:
@@ -1143,19 +1177,25 @@ def main(argv=None):
                         f"{k}={fmt(s.get(k), u, timeout_for(k, args))}" for k, _, u in METRICS
                         if k in s), flush=True)
                     save()
-            for kind, _ in systems:
-                entry = results[kind].get(str(n))
-                if entry:
-                    ok = [s for s in entry["samples"] if "error" not in s]
-                    entry["median"] = {k: median_of(ok, k) for k, _, _ in METRICS}
-                    entry["runs_ok"] = len(ok)
+            summarize(results)
             save()
     finally:
         meta["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        summarize(results)
         save()
         cleanup()
         print_report(results, meta, args, systems)
     return 1 if failed else 0
+
+
+def summarize(results):
+    """Medians per system and N. A failed run counts for the figures it got
+    (a cluster that did not form counts as a join timeout)."""
+    for per_n in results.values():
+        for entry in per_n.values():
+            entry["median"] = {k: median_of(entry["samples"], k) for k, _, _ in METRICS}
+            entry["runs_ok"] = sum(1 for s in entry["samples"] if "error" not in s)
+            entry["runs"] = len(entry["samples"])
 
 
 def print_report(results, meta, args, systems):
@@ -1194,6 +1234,10 @@ def print_report(results, meta, args, systems):
         print()
         print(table(rows, headers))
         print("runs ok: " + ", ".join(f"{k} {v}/{args.runs}" for k, v in runs_ok.items()))
+        for k in kinds:
+            for smp in results.get(k, {}).get(str(n), {}).get("samples", []):
+                if "error" in smp:
+                    print(f"  {k} failed run: {smp['error'].splitlines()[0]}")
     sizes = meta.get("stripped_size_bytes", {})
     row = ["stripped binary size"]
     if "serf" in kinds:

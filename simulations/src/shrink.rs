@@ -123,7 +123,7 @@ fn effective_ms(f: &crate::scenario::FaultSpec, heal: Option<u64>, deadline: u64
 fn secs(ms: u64) -> String {
     if ms < 1000 {
         format!("{ms} ms")
-    } else if ms % 1000 == 0 {
+    } else if ms.is_multiple_of(1000) {
         format!("{} s", ms / 1000)
     } else {
         format!("{:.1} s", ms as f64 / 1000.0)
@@ -480,7 +480,7 @@ pub fn remove_slots(sc: &Scenario, drop: &BTreeSet<usize>) -> Option<Scenario> {
             let keep = match f.kind {
                 FaultKind::Partition => !f.groups.is_empty(),
                 // An emptied receiver list would mean "everyone else".
-                FaultKind::OneWay => !f.nodes.is_empty() && !(had_to && f.to.is_empty()),
+                FaultKind::OneWay => !(f.nodes.is_empty() || had_to && f.to.is_empty()),
                 _ => !f.nodes.is_empty(),
             };
             keep.then_some(f)

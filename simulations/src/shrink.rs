@@ -97,9 +97,11 @@ impl std::fmt::Display for Size {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} nodes, {} faults ({}), ~{} writes, {} run",
+            "{} node{}, {} fault{} ({}), ~{} writes, {} run",
             self.nodes,
+            if self.nodes == 1 { "" } else { "s" },
             self.faults,
+            if self.faults == 1 { "" } else { "s" },
             secs(self.fault_ms),
             self.writes,
             secs(self.run_ms)

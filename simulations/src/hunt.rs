@@ -664,6 +664,11 @@ where
                     outcome: Outcome::harness(Status::Panic, &msg),
                     lines: vec![format!("FAIL seed {seed} (Panic): {msg}")],
                 });
+                // Stop here, not when the report is read: the other
+                // workers must not start more seeds meanwhile.
+                if opts.until_failure && report.outcome.status != Status::Valid {
+                    stop.store(true, Ordering::SeqCst);
+                }
                 if tx.send((i, report)).is_err() {
                     break;
                 }
@@ -674,9 +679,6 @@ where
         let mut pending: BTreeMap<usize, SeedReport> = BTreeMap::new();
         let mut flushed = 0usize;
         for (i, report) in rx {
-            if opts.until_failure && report.outcome.status != Status::Valid {
-                stop.store(true, Ordering::SeqCst);
-            }
             sum.add(&report);
             pending.insert(i, report);
             while let Some(r) = pending.remove(&flushed) {
@@ -865,7 +867,13 @@ mod tests {
             |seed| SeedReport {
                 seed,
                 outcome: Outcome {
-                    status: if seed == 5 { Status::Invalid } else { Status::Valid },
+                    status: if seed == 5 {
+                        Status::Invalid
+                    } else {
+                        // Slow enough that no worker runs far ahead.
+                        std::thread::sleep(Duration::from_millis(1));
+                        Status::Valid
+                    },
                     class: (seed == 5).then(|| "safety: x".to_string()),
                     classes: vec![],
                     reason: None,
@@ -876,7 +884,8 @@ mod tests {
             },
             |_| {},
         );
-        assert!(sum.done >= 5 && sum.done < 1000, "{}", sum.done);
+        // Seeds 1–5, and the few the other worker started meanwhile.
+        assert!(sum.done >= 5 && sum.done < 100, "{}", sum.done);
         assert!(sum.stopped.is_some());
         assert_eq!(sum.exit_code(), 1);
     }

@@ -10,10 +10,15 @@
 //! timeline), the [`workload`] (every client choice drawn from the seed)
 //! and the [`summary`] (what a run reports, and the verdict rule).
 //!
+//! [`hunt`] runs many random seeds in parallel and groups what fails;
+//! [`shrink`] reduces a failing run to a small scenario that fails the
+//! same way.
+//!
 //! With the `real` feature (on by default), `real` runs the same scenario
 //! files on real libp2p nodes in this process (`starling-sim swarm-real`).
 #![forbid(unsafe_code)]
 
+pub mod hunt;
 pub mod model;
 pub mod net;
 pub mod oracle;
@@ -23,6 +28,7 @@ pub mod real;
 pub mod report;
 pub mod rng;
 pub mod scenario;
+pub mod shrink;
 pub mod sim;
 pub mod summary;
 pub mod swarm;

@@ -5,10 +5,13 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use starling_sim::hunt::{self, HuntOptions, Outcome, Plant, SeedReport, Status, PLANT_FILE};
 use starling_sim::report::{self, Provenance};
-use starling_sim::{RunOptions, Scenario, Verdict};
+use starling_sim::shrink::{self, ShrinkOptions};
+use starling_sim::{RunOptions, RunResult, Scenario, Verdict};
 
 #[derive(Parser)]
 #[command(
@@ -95,7 +98,10 @@ enum Cmd {
         #[arg(long)]
         time_scale: Option<f64>,
     },
-    /// Random scenarios, everything drawn from each seed.
+    /// Random scenarios, everything drawn from each seed: a bug hunt.
+    /// Seeds run in parallel; each gets its run directory `OUT/<seed>` and
+    /// one log line (in seed order); a summary groups the seeds by verdict
+    /// and failure class.
     Swarm {
         /// A seed range `A..B`.
         #[arg(long, default_value = "1..20")]
@@ -103,7 +109,55 @@ enum Cmd {
         /// Output directory.
         #[arg(long, default_value = "sim-out/swarm")]
         out: PathBuf,
+        /// Seeds run at once (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Stop starting seeds at the first run that is not valid (runs
+        /// already started finish).
+        #[arg(long)]
+        until_failure: bool,
+        /// Stop starting seeds after this long (`90s`, `10m`, `1h`).
+        #[arg(long, value_parser = parse_duration)]
+        time_budget: Option<Duration>,
     },
+    /// Shrink a failing run: search for a smaller scenario (fewer nodes,
+    /// fewer and shorter faults, fewer writes, a shorter run) that fails
+    /// the same way (same verdict, same failed check), and write it with
+    /// its seed and a one-line story to `<run-dir>/shrunk/`.
+    Shrink {
+        /// A failing run's directory (from `run` or `swarm`).
+        dir: PathBuf,
+        /// Most simulation runs to spend.
+        #[arg(long, default_value_t = 200)]
+        max_runs: usize,
+        /// Stop searching after this long (`90s`, `10m`); the result then
+        /// depends on the machine's speed.
+        #[arg(long, value_parser = parse_duration)]
+        time_budget: Option<Duration>,
+    },
+}
+
+/// `90s`, `10m`, `1h`, `500ms`; a bare number is seconds.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("bad duration {s:?} (e.g. 90s, 10m, 1h)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" | "min" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("bad duration {s:?} (e.g. 90s, 10m, 1h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("bad duration {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
 }
 
 fn main() -> ExitCode {
@@ -133,7 +187,18 @@ fn main() -> ExitCode {
             }
             0
         }
-        Cmd::Swarm { seeds, out } => cmd_swarm(&seeds, &out),
+        Cmd::Swarm {
+            seeds,
+            out,
+            jobs,
+            until_failure,
+            time_budget,
+        } => cmd_swarm(&seeds, &out, jobs, until_failure, time_budget),
+        Cmd::Shrink {
+            dir,
+            max_runs,
+            time_budget,
+        } => cmd_shrink(&dir, max_runs, time_budget),
         Cmd::SwarmReal {
             scenario,
             nodes,
@@ -199,15 +264,37 @@ fn run_and_write(
     // never fed into the simulation).
     #[allow(clippy::disallowed_methods)]
     let start = std::time::Instant::now();
-    let r = starling_sim::run(sc, seed, RunOptions { progress, logs: true });
+    let mut r = starling_sim::run(sc, seed, RunOptions { progress, logs: true });
+    // The hidden planted check (see `hunt::Plant`), for reproducing a
+    // shrunk planted failure.
+    let plant = Plant::from_env()?;
+    if let Some(p) = plant {
+        p.apply(&mut r);
+    }
     let prov = Provenance {
         scenario_path: path_label.to_string(),
         git_rev: report::git_rev(),
         wall_ms: start.elapsed().as_millis() as u64,
     };
-    report::write_run(dir, &r, &prov).map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    report::write_run(dir, &r, &prov)
+        .and_then(|_| match plant {
+            Some(p) => std::fs::write(dir.join(PLANT_FILE), p.as_str()),
+            None => Ok(()),
+        })
+        .map_err(|e| format!("writing {}: {e}", dir.display()))?;
+    for line in run_lines(&r, &prov, dir) {
+        println!("{line}");
+    }
+    Ok((r.summary.verdict, report::results_json(&r, &prov).to_string()))
+}
+
+/// The log lines of a finished run: one with its verdict and figures (CI
+/// counts the lines with ` valid `), and a `FAIL` line with the first
+/// reason and the reproduction when it is not valid.
+fn run_lines(r: &RunResult, prov: &Provenance, dir: &Path) -> Vec<String> {
     let m = &r.summary.metrics;
-    println!(
+    let seed = r.summary.seed;
+    let mut lines = vec![format!(
         "{:<28} seed {:<6} {:<8} reach p99 {:>6} ms  lost {}  converge {:>6} ms  {} events in {:.2} s  → {}",
         r.summary.scenario.name,
         seed,
@@ -218,18 +305,18 @@ fn run_and_write(
         r.events,
         prov.wall_ms as f64 / 1000.0,
         dir.join("summary.md").display()
-    );
+    )];
     if r.summary.verdict != Verdict::Valid {
-        println!(
+        lines.push(format!(
             "FAIL {} seed {} ({:?}): {} | repro: {}",
             r.summary.scenario.name,
             seed,
             r.summary.verdict,
             r.summary.reasons.first().map(String::as_str).unwrap_or("?"),
-            report::repro_line(&prov, seed)
-        );
+            report::repro_line(prov, seed)
+        ));
     }
-    Ok((r.summary.verdict, report::results_json(&r, &prov).to_string()))
+    lines
 }
 
 fn cmd_run(paths: &[PathBuf], seed: Option<u64>, seeds: Option<&str>, out: Option<&Path>) -> i32 {
@@ -298,7 +385,22 @@ fn cmd_replay(dir: &Path) -> i32 {
     let Some(seed) = res["seed"].as_u64() else {
         return harness_error("results.json has no seed");
     };
-    let r = starling_sim::run(&sc, seed, RunOptions::default());
+    let plant = match Plant::of_run_dir(dir) {
+        Ok(p) => p,
+        Err(e) => return harness_error(e),
+    };
+    // A planted check reads the history: keep the logs then.
+    let mut r = starling_sim::run(
+        &sc,
+        seed,
+        RunOptions {
+            progress: false,
+            logs: plant.is_some(),
+        },
+    );
+    if let Some(p) = plant {
+        p.apply(&mut r);
+    }
     let want = res["trace_hash"].as_str().unwrap_or("");
     let got = format!("{:016x}", r.trace_hash);
     println!(
@@ -436,27 +538,206 @@ fn cmd_compare(base: &Path, cur: &Path) -> i32 {
     }
 }
 
-fn cmd_swarm(seeds: &str, out: &Path) -> i32 {
+fn cmd_swarm(
+    seeds: &str,
+    out: &Path,
+    jobs: Option<usize>,
+    until_failure: bool,
+    time_budget: Option<Duration>,
+) -> i32 {
     let seeds = match parse_seeds(None, Some(seeds)) {
         Ok(s) => s,
         Err(e) => return harness_error(e),
     };
-    let mut codes = Vec::new();
-    for seed in seeds {
-        let sc = starling_sim::swarm::scenario_for(seed);
-        let dir = out.join(seed.to_string());
-        let label = dir.join("scenario.toml");
-        let _ = std::fs::create_dir_all(&dir);
-        if let Err(e) = std::fs::write(&label, sc.to_toml()) {
-            codes.push(harness_error(e));
-            continue;
+    let plant = match Plant::from_env() {
+        Ok(p) => p,
+        Err(e) => return harness_error(e),
+    };
+    let git_rev = report::git_rev();
+    let opts = HuntOptions {
+        jobs: jobs.unwrap_or_else(hunt::default_jobs),
+        until_failure,
+        time_budget,
+        progress: Some(std::io::stderr().is_terminal()),
+    };
+    let job = |seed| swarm_seed(seed, out, &git_rev, plant);
+    let sum = hunt::hunt(&seeds, &opts, job, |r| {
+        for line in &r.lines {
+            println!("{line}");
         }
-        match run_and_write(&sc, &label.display().to_string(), seed, &dir) {
-            Ok((v, _)) => codes.push(v.exit_code()),
-            Err(e) => codes.push(harness_error(e)),
+    });
+    let text = sum.render();
+    print!("{text}");
+    let _ = std::fs::write(out.join("hunt.txt"), &text);
+    sum.exit_code()
+}
+
+/// One seed of `swarm`: draw its scenario, run it (a panic caught and
+/// recorded in `panic.json`), write its run directory.
+fn swarm_seed(seed: u64, out: &Path, git_rev: &Option<String>, plant: Option<Plant>) -> SeedReport {
+    let dir = out.join(seed.to_string());
+    let error = |msg: String| SeedReport {
+        seed,
+        outcome: Outcome::harness(Status::Error, &msg),
+        lines: vec![format!("starling-sim: error: seed {seed}: {msg}")],
+    };
+    let sc = match hunt::catch_run(|| starling_sim::swarm::scenario_for(seed)) {
+        Ok(sc) => sc,
+        Err(msg) => {
+            return SeedReport {
+                seed,
+                outcome: Outcome::harness(Status::Panic, &msg),
+                lines: vec![format!(
+                    "FAIL swarm seed {seed} (Panic): drawing the scenario: {msg}"
+                )],
+            }
+        }
+    };
+    let label = dir.join("scenario.toml");
+    if let Err(e) = std::fs::create_dir_all(&dir).and_then(|_| std::fs::write(&label, sc.to_toml())) {
+        return error(format!("writing {}: {e}", label.display()));
+    }
+    if let Some(p) = plant {
+        if let Err(e) = std::fs::write(dir.join(PLANT_FILE), p.as_str()) {
+            return error(e.to_string());
         }
     }
-    combine(&codes)
+    let prov = |wall_ms| Provenance {
+        scenario_path: label.display().to_string(),
+        git_rev: git_rev.clone(),
+        wall_ms,
+    };
+    #[allow(clippy::disallowed_methods)]
+    let start = std::time::Instant::now();
+    let run = hunt::catch_run(|| {
+        let mut r = starling_sim::run(
+            &sc,
+            seed,
+            RunOptions {
+                progress: false,
+                logs: true,
+            },
+        );
+        if let Some(p) = plant {
+            p.apply(&mut r);
+        }
+        r
+    });
+    let prov = prov(start.elapsed().as_millis() as u64);
+    match run {
+        Ok(r) => {
+            if let Err(e) = report::write_run(&dir, &r, &prov) {
+                return error(format!("writing {}: {e}", dir.display()));
+            }
+            SeedReport {
+                seed,
+                outcome: Outcome::of(&r.summary),
+                lines: run_lines(&r, &prov, &dir),
+            }
+        }
+        Err(msg) => {
+            let outcome = Outcome::harness(Status::Panic, &msg);
+            let record = serde_json::json!({
+                "scenario": sc.name, "seed": seed, "panic": msg, "class": outcome.class,
+                "repro": report::repro_line(&prov, seed),
+            });
+            let _ = std::fs::write(
+                dir.join("panic.json"),
+                serde_json::to_string_pretty(&record).unwrap_or_default(),
+            );
+            SeedReport {
+                seed,
+                outcome,
+                lines: vec![format!(
+                    "FAIL {} seed {seed} (Panic): {msg} | repro: {}",
+                    sc.name,
+                    report::repro_line(&prov, seed)
+                )],
+            }
+        }
+    }
+}
+
+/// What `shrink` starts from: the resolved scenario, the seed, and the
+/// outcome to keep.
+fn failing_run(dir: &Path) -> Result<(Scenario, u64, Outcome), String> {
+    if dir.join("results.json").exists() {
+        let res = read_json(&dir.join("results.json"))?;
+        let sc = Scenario::load(&dir.join("scenario.resolved.toml")).map_err(|e| e.to_string())?;
+        let seed = res["seed"].as_u64().ok_or("results.json has no seed")?;
+        return Ok((sc, seed, Outcome::of_results(&res)));
+    }
+    if dir.join("panic.json").exists() {
+        let res = read_json(&dir.join("panic.json"))?;
+        let seed = res["seed"].as_u64().ok_or("panic.json has no seed")?;
+        let msg = res["panic"].as_str().unwrap_or("panic");
+        let sc = Scenario::load(&dir.join("scenario.toml")).map_err(|e| e.to_string())?;
+        let resolved = hunt::catch_run(|| sc.resolve(seed))
+            .map_err(|m| format!("the scenario panics while resolving ({m}): nothing to shrink"))?;
+        return Ok((resolved, seed, Outcome::harness(Status::Panic, msg)));
+    }
+    Err(format!(
+        "{}: no results.json or panic.json: not a run directory",
+        dir.display()
+    ))
+}
+
+fn cmd_shrink(dir: &Path, max_runs: usize, time_budget: Option<Duration>) -> i32 {
+    let (sc, seed, target) = match failing_run(dir) {
+        Ok(x) => x,
+        Err(e) => return harness_error(e),
+    };
+    let plant = match Plant::of_run_dir(dir) {
+        Ok(p) => p,
+        Err(e) => return harness_error(e),
+    };
+    let opts = ShrinkOptions {
+        max_runs,
+        time_budget,
+        plant,
+    };
+    eprintln!(
+        "shrink {} seed {seed}: keep {} (budget {max_runs} runs)",
+        sc.name,
+        target.label()
+    );
+    let mut attempts = Vec::new();
+    let sh = match shrink::shrink(&sc, seed, &target, &opts, |a| {
+        eprintln!("{a}");
+        attempts.push(a.to_string());
+    }) {
+        Ok(sh) => sh,
+        Err(e) => return harness_error(e),
+    };
+    let out = dir.join("shrunk");
+    let path = match shrink::write(&out, &sh, &dir.display().to_string(), &attempts, plant) {
+        Ok(p) => p,
+        Err(e) => return harness_error(format!("writing {}: {e}", out.display())),
+    };
+    println!(
+        "shrunk in {} runs{}: {} → {}",
+        sh.runs,
+        sh.stopped
+            .as_deref()
+            .map(|w| format!(" (stopped: {w})"))
+            .unwrap_or_default(),
+        sh.from,
+        sh.size
+    );
+    println!("story: {}", sh.story);
+    println!("seed: {seed}");
+    println!("scenario: {}", path.display());
+    let env = plant
+        .map(|p| format!("{}={} ", hunt::PLANT_ENV, p.as_str()))
+        .unwrap_or_default();
+    println!(
+        "reproduce: {env}starling-sim run {} --seed {seed}",
+        path.display()
+    );
+    if sh.result.is_some() {
+        println!("replay: starling-sim replay {}", out.join("run").display());
+    }
+    0
 }
 
 #[cfg(feature = "real")]

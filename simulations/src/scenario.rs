@@ -786,6 +786,10 @@ impl Scenario {
                 }
             }
         }
+        if self.nemesis.enabled && self.nemesis.interval_ms == 0 {
+            // Resolving would draw faults at one instant forever.
+            return err("[nemesis] interval_ms must be positive".into());
+        }
         if self.phases.deadline_ms == 0 || self.phases.sample_ms == 0 {
             return err("[phases] deadline_ms and sample_ms must be positive".into());
         }

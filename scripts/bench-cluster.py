@@ -16,7 +16,7 @@ How the clusters are started
 ----------------------------
 Starling: `starling run --no-mdns --no-dns --data-dir TMP/nI --name nI
 --listen /ip4/127.0.0.1/tcp/0 --http 127.0.0.1:0` (default protocol
-settings: 1 s heartbeats, phi threshold 8, suspect timeout 5 s; default
+settings; default
 log level, logs to a file). Node n0 is started first; once it prints its
 `starling ready ... listen=... http=...` line, n1..n(N-1) are started at
 once with `--bootstrap <n0's listen multiaddr>/p2p/<id>`. Ports are chosen
@@ -317,10 +317,18 @@ class Tracker:
         self.lock = threading.Lock()
         self.views = {n: {} for n in names}
         self.probes = []
+        # Nodes a fault was applied to (killed, stopped): statuses about
+        # them, and seen by them, are expected; any other suspect/failed/
+        # dead report is a false suspicion.
+        self.faulted = set()
+        self.false_suspicions = 0
 
     def apply(self, obs, member, status, t):
         with self.lock:
             view = self.views[obs]
+            if (status not in (None, "alive", "left") and member not in self.faulted
+                    and obs not in self.faulted and view.get(member) != status):
+                self.false_suspicions += 1
             if status is None:
                 view.pop(member, None)
             else:
@@ -833,6 +841,7 @@ def failures(cluster, args):
     victim = n - 1
     observers = [cluster.names[i] for i in live if i != victim]
     target = cluster.names[victim]
+    tr.faulted.add(target)
     t_kill = time.monotonic()
     suspect = tr.probe(observers, status_in(target, cluster.suspect_statuses), t0=t_kill)
     dead = tr.probe(observers, status_in(target, cluster.dead_statuses), t0=t_kill)
@@ -851,6 +860,7 @@ def failures(cluster, args):
     stopped = n - 2
     target = cluster.names[stopped]
     observers = [cluster.names[i] for i in live if i != stopped]
+    tr.faulted.add(target)
     t_stop = time.monotonic()
     suspect = tr.probe(observers, status_in(target, cluster.suspect_statuses), t0=t_stop)
     dead = tr.probe(observers, status_in(target, cluster.dead_statuses), t0=t_stop)
@@ -914,6 +924,7 @@ def run_once(kind, binary, n, args, sample):
         sample.update(idle_window(cluster, args.settle_secs, args.idle_secs))
         cluster.resume_observation()
         sample.update(failures(cluster, args))
+        sample["false_suspicions"] = cluster.tracker.false_suspicions
         return sample
     except BaseException as e:
         sample["error"] = f"{type(e).__name__}: {e}"
@@ -942,6 +953,7 @@ METRICS = [
     ("stop_suspect_s", "SIGSTOP: suspect/failed everywhere", "time"),
     ("stop_dead_s", "SIGSTOP: dead everywhere (--stop-until dead)", "time"),
     ("stop_alive_again_s", "SIGCONT: alive again everywhere", "time"),
+    ("false_suspicions", "false suspicions (whole run, unfaulted nodes)", "count"),
 ]
 
 

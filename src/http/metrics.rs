@@ -159,6 +159,18 @@ fn render(
          another key or none",
         latency.key_mismatches.clone(),
     );
+    let wire = Family::<Vec<(String, String)>, Counter>::default();
+    for (direction, c) in [("in", &latency.wire.received), ("out", &latency.wire.sent)] {
+        wire.get_or_create(&vec![("direction".to_string(), direction.to_string())])
+            .inc_by(c.get());
+    }
+    registry.register_with_unit(
+        "wire",
+        "Bytes on the node's TCP connections, by direction: everything libp2p reads and writes \
+         (noise, yamux, gossipsub and sync framing included; IP and TCP headers and QUIC not)",
+        Unit::Bytes,
+        wire,
+    );
     registry.register(
         "denied_connections",
         "Connections of peers in deny_peers: refused inbound, refused outbound, or closed \

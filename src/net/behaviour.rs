@@ -121,6 +121,8 @@ pub struct NetLimits {
     pub connections: connection_limits::ConnectionLimits,
     /// Counts anti-entropy frames refused for their length prefix.
     pub oversized_frames: Counter,
+    /// Where TCP connections count their bytes.
+    pub wire: super::WireCounters,
 }
 
 impl NetLimits {
@@ -141,6 +143,7 @@ impl NetLimits {
                 .with_max_pending_incoming(Some(max_pending_incoming))
                 .with_max_established_per_peer(Some(max_per_peer)),
             oversized_frames,
+            wire: super::WireCounters::default(),
         }
     }
 }

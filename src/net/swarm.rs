@@ -12,6 +12,7 @@ use libp2p::core::upgrade::Version;
 use libp2p::{identity, noise, tcp, yamux, Swarm, Transport};
 
 use super::behaviour::{Behaviour, ClusterNames, NetLimits};
+use super::counted::Counted;
 use super::private::KeyCheck;
 
 /// How long an idle connection is kept open. Gossipsub keeps its mesh
@@ -53,15 +54,22 @@ pub fn build_swarm(
             .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })
     };
     let swarm_config = |c: libp2p::swarm::Config| c.with_idle_connection_timeout(IDLE_CONNECTION_TIMEOUT);
+    let wire = limits.wire.clone();
     let swarm = match cluster_key {
         None => {
-            let builder = libp2p::SwarmBuilder::with_existing_identity(key)
-                .with_tokio()
-                .with_tcp(tcp_config(), noise::Config::new, yamux::Config::default)
-                .map_err(|e| SwarmError::Transport(e.to_string()))?;
+            let builder = libp2p::SwarmBuilder::with_existing_identity(key).with_tokio();
             #[cfg(feature = "quic")]
             let builder = builder.with_quic();
             builder
+                .with_other_transport(|keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
+                    let noise = noise::Config::new(keypair)?;
+                    Ok(tcp::tokio::Transport::new(tcp_config())
+                        .map(move |socket, _| Counted::new(socket, wire.clone()))
+                        .upgrade(Version::V1Lazy)
+                        .authenticate(noise)
+                        .multiplex(yamux::Config::default()))
+                })
+                .map_err(|e| SwarmError::Transport(e.to_string()))?
                 .with_behaviour(behaviour)
                 .map_err(|e| SwarmError::Behaviour(e.to_string()))?
                 .with_swarm_config(swarm_config)
@@ -72,6 +80,7 @@ pub fn build_swarm(
             .with_other_transport(|keypair| -> Result<_, Box<dyn std::error::Error + Send + Sync>> {
                 let noise = noise::Config::new(keypair)?;
                 Ok(tcp::tokio::Transport::new(tcp_config())
+                    .map(move |socket, _| Counted::new(socket, wire.clone()))
                     .and_then(move |socket, endpoint| check.clone().admit(socket, endpoint))
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)

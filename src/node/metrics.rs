@@ -47,6 +47,8 @@ pub(crate) struct NodeMetrics {
     pub sync_latency: Histogram,
     /// Connections that failed the cluster key check, both directions.
     pub key_mismatches: Counter,
+    /// Bytes on TCP connections, by direction.
+    pub wire: crate::net::WireCounters,
     /// Connections of denied peers, by [`DeniedEvent`].
     pub denied_connections: Family<DeniedLabels, Counter>,
     /// The DNS server's counters (`crate::dns`).
@@ -196,6 +198,7 @@ impl NodeMetrics {
             // 1 ms .. 32.8 s.
             sync_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
             key_mismatches: Counter::default(),
+            wire: crate::net::WireCounters::default(),
             denied_connections: Family::default(),
             dns: crate::dns::metrics::DnsMetrics::new(),
             limits: Family::default(),

@@ -78,13 +78,14 @@ impl Node {
         let metrics = Arc::new(NodeMetrics::new());
         let check = cluster_key.map(|k| KeyCheck::new(k, metrics.key_mismatches.clone()));
         let l = &config.limits;
-        let net_limits = NetLimits::new(
+        let mut net_limits = NetLimits::new(
             config.protocol.max_message_bytes,
             l.connections_max_incoming,
             l.connections_max_pending_incoming,
             l.connections_max_per_peer,
             metrics.limit(Limit::SyncFrameSize),
         );
+        net_limits.wire = metrics.wire.clone();
         let mut swarm = build_swarm(
             key,
             &names,

@@ -25,6 +25,10 @@ use crate::core::membership::{Member, MemberStatus};
 use crate::core::phi::PhiDetector;
 use crate::core::wire::{Delta, Heartbeat, Message, ANNOUNCE_HEARTBEATS};
 
+/// First-hand suspicions are declared within this long of the evidence,
+/// at a delay fixed per pair of nodes (see [`Engine::on_unreachable`]).
+const FIRST_HAND_SPREAD_MS: u64 = 100;
+
 /// How soon after a new connection a node whose own record is not yet
 /// announced sends its heartbeat (time for the peers to exchange gossip
 /// subscriptions on the new connection).
@@ -39,10 +43,10 @@ pub(super) struct Liveness {
     peers: IdMap<Peer>,
     /// When each member currently held as suspect was first suspected.
     suspect_since: BTreeMap<NodeId, u64>,
-    /// Members reported unreachable first-hand and not reached since:
-    /// silent whatever their detector says (their last heartbeat may be
-    /// recent; at scale heartbeats are far apart).
-    unreachable: std::collections::BTreeSet<NodeId>,
+    /// Members reported unreachable first-hand and not reached since,
+    /// with when: silent whatever their detector says (their last
+    /// heartbeat may be recent; at scale heartbeats are far apart).
+    unreachable: BTreeMap<NodeId, u64>,
     /// `(incarnation, heartbeats left)`: the own incarnation last
     /// announced in full in heartbeats, and how many more will carry it.
     announced: (u64, u32),
@@ -117,9 +121,11 @@ impl Engine {
     }
 
     /// First-hand evidence from the driver that `node` is gone (see
-    /// [`super::Input::PeerUnreachable`]): a member held alive is suspected
-    /// now, without the declaration spread — only its few neighbours see
-    /// the evidence, so there is no crowd of declarations to thin out.
+    /// [`super::Input::PeerUnreachable`]): a member held alive is declared
+    /// suspect by the failure check within [`FIRST_HAND_SPREAD_MS`] (a
+    /// share fixed per pair of nodes), not after its detector's deadline.
+    /// Its few neighbours see the evidence at once; staggered, the first
+    /// declaration reaches the others before they make their own.
     pub(super) fn on_unreachable(&mut self, node: NodeId) {
         if node == self.me || self.left {
             return;
@@ -127,28 +133,20 @@ impl Engine {
         let Some(m) = self.members.get(&node) else {
             return;
         };
-        match m.status {
-            MemberStatus::Alive => {}
-            MemberStatus::Suspect => {
-                // Already suspected (on someone's word): now on ours too,
-                // so it turns dead on time here whatever the detector says.
-                self.liveness.unreachable.insert(node);
-                return;
-            }
-            MemberStatus::Dead | MemberStatus::Left => return,
+        if !matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect) {
+            return;
         }
-        self.liveness.unreachable.insert(node);
-        self.counters.unreachable_reports += 1;
-        tracing::debug!(me = %self.me.short(), peer = %node.short(), "unreachable: suspecting");
-        let rec = Member {
-            status: MemberStatus::Suspect,
-            ..m.clone()
-        };
-        self.merge_member(rec.clone());
-        self.publish_members(vec![rec]);
-        // The suspicion turns to death within the suspect timeout.
-        let at = self.now_ms + (self.cfg.heartbeat_interval_ms / 4).max(MIN_CHECK_INTERVAL_MS);
+        // A suspect one (on someone's word) is now suspect on ours too: it
+        // turns dead on time here whatever the detector says.
+        let alive = m.status == MemberStatus::Alive;
+        let now = self.now_ms;
+        if self.liveness.unreachable.insert(node, now).is_none() && alive {
+            self.counters.unreachable_reports += 1;
+            tracing::debug!(me = %self.me.short(), peer = %node.short(), "unreachable: suspecting");
+        }
+        let at = now + self.declaration_delay_ms(&node, FIRST_HAND_SPREAD_MS);
         self.timers.set_earlier(Timer::FailureCheck, at);
+        self.timers.set_earlier(Timer::Check, at);
     }
 
     /// A connection to `node` opened: whatever first-hand evidence there
@@ -338,9 +336,14 @@ impl Engine {
             let Some((_, status)) = peer.held else {
                 continue;
             };
-            let delay = self.declaration_delay_ms(node, spread);
+            let first_hand = self.liveness.unreachable.get(node).copied();
+            let delay = if first_hand.is_some() {
+                self.declaration_delay_ms(node, FIRST_HAND_SPREAD_MS)
+            } else {
+                self.declaration_delay_ms(node, spread)
+            };
             let silent = peer.deadline.is_some_and(|d| now >= d.saturating_add(delay))
-                || self.liveness.unreachable.contains(node);
+                || first_hand.is_some_and(|t| now >= t.saturating_add(delay));
             if !silent || !matches!(status, MemberStatus::Alive | MemberStatus::Suspect) || *node == self.me {
                 continue;
             }

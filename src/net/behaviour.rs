@@ -83,17 +83,24 @@ impl ClusterNames {
     }
 }
 
-/// Gossipsub mesh degree per topic (low one less, high twice).
-const MESH_N: usize = 4;
+/// Gossipsub mesh degree per topic (low one less, high twice): each node
+/// forwards a message to two peers besides the one it came from.
+const MESH_N: usize = 3;
+
+/// How often Kademlia walks the network to refresh its routing table.
+const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Peers sent lazy gossip (IHAVE) each gossipsub heartbeat, at least.
+const GOSSIP_LAZY: usize = 2;
 
 /// Messages at least this long are announced with IDONTWANT to mesh peers
 /// on arrival, so they do not send another copy (gossipsub 1.2).
 const IDONTWANT_MIN_BYTES: usize = 256;
 
 /// How often each side of a connection pings the other. With about twice
-/// `limits.neighbours` connections per node, a hung node is pinged by one
-/// of its neighbours every second or so.
-pub const PING_INTERVAL: Duration = Duration::from_secs(6);
+/// `limits.neighbours` connections per node, each pinged from both sides,
+/// a hung node is pinged by one of its neighbours every 0.6 s or so.
+pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// An unanswered ping after this long means the peer hangs or the path is
 /// cut: the driver reports it unreachable (suspected at once).
@@ -201,8 +208,9 @@ impl Behaviour {
             .mesh_n(MESH_N)
             .mesh_n_low(MESH_N - 1)
             .mesh_n_high(2 * MESH_N)
-            .mesh_outbound_min(MESH_N / 2)
-            .gossip_lazy(MESH_N)
+            .mesh_outbound_min(1)
+            .gossip_lazy(GOSSIP_LAZY)
+            .gossip_factor(0.1)
             .flood_publish(false)
             .idontwant_message_size_threshold(IDONTWANT_MIN_BYTES)
             .validation_mode(gossipsub::ValidationMode::Strict)
@@ -236,7 +244,12 @@ impl Behaviour {
             None
         };
         let mut kad_cfg = kad::Config::new(names.kad_protocol.clone());
-        kad_cfg.set_periodic_bootstrap_interval(Some(Duration::from_secs(60)));
+        // Members carry their addresses and the driver dials what it needs:
+        // Kademlia finds peers beyond the bootstrap list at start, and a
+        // random walk every ten minutes keeps its table fresh. (Every minute,
+        // each walk opened connections and handshakes to a dozen peers: the
+        // largest idle cost that grew with the cluster.)
+        kad_cfg.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
         let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
         // LAN nodes rarely learn a confirmed external address: serve anyway.
         kad.set_mode(Some(kad::Mode::Server));

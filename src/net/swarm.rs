@@ -16,9 +16,11 @@ use super::counted::Counted;
 use super::private::KeyCheck;
 
 /// How long an idle connection is kept open. Gossipsub keeps its mesh
-/// links alive; a link opened for a sync or a lookup closes after this,
-/// so the connections of a node stay about its partial view.
-const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+/// links alive; a link opened for a sync, a Kademlia lookup (a joining
+/// node's walk connects to a dozen peers) or a dial beyond the partial
+/// view closes after this, so the connections of a node, and the pings
+/// they carry, stay about its view.
+const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a keyed connection may take from TCP connect to a working
 /// multiplexer (a peer that says nothing is dropped after it).

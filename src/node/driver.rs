@@ -17,7 +17,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use governor::{DefaultKeyedRateLimiter, Quota};
 use libp2p::gossipsub::{MessageAcceptance, MessageId};
-use libp2p::swarm::{ConnectionDenied, DialError, ListenError, SwarmEvent};
+use libp2p::swarm::dial_opts::DialOpts;
+use libp2p::swarm::{ConnectionDenied, ConnectionError, DialError, ListenError, SwarmEvent};
 use libp2p::{
     connection_limits, gossipsub, identify, mdns, multiaddr::Protocol, ping, request_response, Multiaddr,
     PeerId, Swarm,
@@ -31,6 +32,7 @@ use crate::core::{
 };
 use crate::net::{
     advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames, GRAYLIST_THRESHOLD,
+    PING_INTERVAL, PING_TIMEOUT,
 };
 use crate::store::Store;
 
@@ -43,6 +45,13 @@ use super::watch::{WatchHub, WATCH_QUEUE};
 
 /// How often the driver re-dials members it is not connected to.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
+
+/// A peer whose connection broke is re-dialled at once, at most this often.
+const LOST_REDIAL_EVERY: Duration = Duration::from_secs(60);
+
+/// How often the driver looks for connected peers that stopped answering
+/// pings.
+const WATCHDOG_INTERVAL: Duration = Duration::from_millis(200);
 
 type ReplySender = oneshot::Sender<Result<CommandOutput, CommandError>>;
 
@@ -85,6 +94,18 @@ pub(crate) struct Driver {
     lost: BTreeSet<PeerId>,
     /// Re-dial rounds so far: varies which members a round picks.
     redial_round: u64,
+    /// Per connected peer, when it last answered a ping (or connected):
+    /// libp2p reports a failed ping only after the second in a row, which
+    /// for a hung peer (whose next ping stream never opens) takes 10 s
+    /// and more; a peer silent for a ping interval plus the ping timeout
+    /// is unreachable now.
+    last_pong: HashMap<PeerId, tokio::time::Instant>,
+    /// When the ping watchdog last ran.
+    last_watch: tokio::time::Instant,
+    /// When each peer was last re-dialled after its connection broke: at
+    /// most once a minute, so a peer that keeps closing its connection to
+    /// this node does not cost a handshake each time.
+    lost_redialed: HashMap<PeerId, tokio::time::Instant>,
     /// Test hook: requests sent for a test, not the engine, by id, with
     /// where their answer goes. Never in `outbound`, so their answers and
     /// failures never reach the engine.
@@ -232,6 +253,9 @@ impl Driver {
             neighbours: defaults.neighbours as usize,
             lost: BTreeSet::new(),
             redial_round: 0,
+            last_pong: HashMap::new(),
+            last_watch: tokio::time::Instant::now(),
+            lost_redialed: HashMap::new(),
             #[cfg(feature = "test-utils")]
             raw_outbound: HashMap::new(),
         }
@@ -265,6 +289,8 @@ impl Driver {
         }
         let mut redial = tokio::time::interval(REDIAL_INTERVAL);
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let now = wall_ms();
             let deadline = self.engine.poll_timeout();
@@ -280,6 +306,7 @@ impl Driver {
                 },
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => self.feed(Input::Tick),
                 _ = redial.tick() => self.redial(),
+                _ = watchdog.tick() => self.watch_pings(),
             }
             if self.listen_dirty {
                 self.listen_dirty = false;
@@ -486,8 +513,16 @@ impl Driver {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
+                peer, result: Ok(_), ..
+            })) => {
+                if let Some(t) = self.last_pong.get_mut(&peer) {
+                    *t = tokio::time::Instant::now();
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer, result: Err(e), ..
             })) => {
+                self.last_pong.remove(&peer);
                 // An unanswered ping is first-hand evidence of a hang or a
                 // silent partition: tell the engine, and close the
                 // connection (ping failures no longer do it themselves).
@@ -504,6 +539,7 @@ impl Driver {
                 ..
             } if num_established.get() == 1 => {
                 self.lost.remove(&peer_id);
+                self.last_pong.insert(peer_id, tokio::time::Instant::now());
                 if let Some(node) = node_id_of(&peer_id) {
                     self.feed(Input::PeerConnected(node));
                 }
@@ -514,12 +550,23 @@ impl Driver {
                 cause,
                 ..
             } => {
+                self.last_pong.remove(&peer_id);
                 if let Some(node) = node_id_of(&peer_id) {
                     self.feed(Input::PeerDisconnected(node));
-                    // Broken rather than closed on purpose (a crashed
-                    // process, a reset): dial once at once; if that
-                    // fails too, the member is unreachable.
-                    if cause.is_some() && self.redial_lost(peer_id, &node) {
+                    // Not closed here nor idle (a crashed process, a reset,
+                    // or the peer closing it): dial once at once; if that
+                    // fails, the member is unreachable. At most once a
+                    // minute per peer.
+                    let now = tokio::time::Instant::now();
+                    let recently = self
+                        .lost_redialed
+                        .get(&peer_id)
+                        .is_some_and(|t| now.duration_since(*t) < LOST_REDIAL_EVERY);
+                    if matches!(cause, Some(ConnectionError::IO(_)))
+                        && !recently
+                        && self.redial_lost(peer_id, &node)
+                    {
+                        self.lost_redialed.insert(peer_id, now);
                         self.lost.insert(peer_id);
                     }
                 }
@@ -528,7 +575,9 @@ impl Driver {
                 peer_id: Some(peer),
                 error,
                 ..
-            } if self.lost.contains(&peer) && !matches!(error, DialError::DialPeerConditionFalse(_)) => {
+            } if self.lost.contains(&peer)
+                && matches!(error, DialError::Transport(_) | DialError::WrongPeerId { .. }) =>
+            {
                 self.lost.remove(&peer);
                 if let Some(node) = node_id_of(&peer) {
                     tracing::debug!(%peer, %error, "lost peer cannot be re-dialled");
@@ -782,22 +831,58 @@ impl Driver {
             xxhash_rust::xxh3::xxh3_64(&b)
         });
         for (node, addrs) in members {
+            if want == 0 {
+                break;
+            }
             let Some(peer) = peer_id_of(&node) else { continue };
             if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.swarm.is_connected(&peer) {
                 continue;
             }
-            for a in addrs {
-                self.swarm.behaviour_mut().kad.add_address(&peer, a);
-            }
-            if want > 0 {
-                want -= 1;
-                let _ = self.swarm.dial(peer);
-            }
+            // Addresses go with the dial, not into Kademlia's table: a new
+            // entry there starts a walk (a dozen connections) every time.
+            want -= 1;
+            let _ = self.swarm.dial(
+                DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
+                    .build(),
+            );
         }
         if self.swarm.connected_peers().next().is_none() {
             for addr in self.bootstrap.clone() {
                 self.dial_addr(addr);
             }
+        }
+    }
+
+    /// Report connected peers that stopped answering pings (see
+    /// `last_pong`) unreachable, and close their connections.
+    fn watch_pings(&mut self) {
+        let now = tokio::time::Instant::now();
+        // This node itself stalled (stopped, starved of CPU): its peers'
+        // silence says nothing, so start their clocks over.
+        let stalled = now.duration_since(self.last_watch) > WATCHDOG_INTERVAL * 5;
+        self.last_watch = now;
+        if stalled {
+            for t in self.last_pong.values_mut() {
+                *t = now;
+            }
+            return;
+        }
+        let silent: Vec<PeerId> = self
+            .last_pong
+            .iter()
+            .filter(|(_, t)| now.duration_since(**t) > PING_INTERVAL + PING_TIMEOUT)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in silent {
+            self.last_pong.remove(&peer);
+            tracing::debug!(%peer, "no ping answered for a ping interval and timeout; closing connection");
+            if let Some(node) = node_id_of(&peer) {
+                self.lost.remove(&peer);
+                self.feed(Input::PeerUnreachable(node));
+            }
+            let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
 
@@ -813,10 +898,15 @@ impl Driver {
         if m.status != MemberStatus::Alive {
             return false;
         }
-        for a in self.member_addrs(node) {
-            self.swarm.behaviour_mut().kad.add_address(&peer, a);
-        }
-        self.swarm.dial(peer).is_ok()
+        let addrs = self.member_addrs(node);
+        self.swarm
+            .dial(
+                DialOpts::peer_id(peer)
+                    .addresses(addrs)
+                    .extend_addresses_through_behaviour()
+                    .build(),
+            )
+            .is_ok()
     }
 
     fn dial_addr(&mut self, addr: Multiaddr) {

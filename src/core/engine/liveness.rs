@@ -25,6 +25,10 @@ use crate::core::membership::{Member, MemberStatus};
 use crate::core::phi::PhiDetector;
 use crate::core::wire::{Delta, Heartbeat, Message, ANNOUNCE_HEARTBEATS};
 
+/// A member known from a record but never heard by heartbeat is silent
+/// after this many effective heartbeat intervals.
+const UNHEARD_INTERVALS: u64 = 3;
+
 /// First-hand suspicions are declared within this long of the evidence,
 /// at a delay fixed per pair of nodes (see [`Engine::on_unreachable`]).
 const FIRST_HAND_SPREAD_MS: u64 = 100;
@@ -63,6 +67,10 @@ struct Peer {
     deadline: Option<u64>,
     /// `(incarnation, status)` of the record held for it, once one is.
     held: Option<(u64, MemberStatus)>,
+    /// Whether a heartbeat of its own has arrived: until one has, its
+    /// interval is unknown (it grows with a cluster this node may not
+    /// know in full yet), so its detector's deadline is not used.
+    heard: bool,
 }
 
 impl Liveness {
@@ -87,6 +95,7 @@ impl Peer {
             detector: detector(interval_ms),
             deadline: None,
             held: None,
+            heard: true,
         }
     }
 
@@ -99,6 +108,7 @@ impl Peer {
             deadline: d.suspect_deadline_ms(threshold),
             detector: d,
             held: None,
+            heard: false,
         }
     }
 }
@@ -217,6 +227,7 @@ impl Engine {
             *det = detector(interval);
         }
         det.heartbeat(now);
+        peer.heard = true;
         peer.deadline = det.suspect_deadline_ms(self.cfg.phi_threshold);
         // The sender's record: merged when announced in full; a newer
         // incarnation (or status) than ours without the info means we
@@ -332,6 +343,7 @@ impl Engine {
         let spread = self.interval_for(alive).min(self.cfg.heartbeat_interval_ms) / 2
             * alive.min(FULL_SPREAD_MEMBERS)
             / FULL_SPREAD_MEMBERS;
+        let unheard_after = UNHEARD_INTERVALS * self.interval_for(alive);
         for (node, peer) in &self.liveness.peers {
             let Some((_, status)) = peer.held else {
                 continue;
@@ -342,8 +354,16 @@ impl Engine {
             } else {
                 self.declaration_delay_ms(node, spread)
             };
-            let silent = peer.deadline.is_some_and(|d| now >= d.saturating_add(delay))
-                || first_hand.is_some_and(|t| now >= t.saturating_add(delay));
+            let by_detector = if peer.heard {
+                peer.deadline.is_some_and(|d| now >= d.saturating_add(delay))
+            } else {
+                // Known from a record, never heard: silent after a few of
+                // the intervals its heartbeats should come at.
+                peer.detector
+                    .last_arrival_ms()
+                    .is_some_and(|t| now >= t.saturating_add(unheard_after).saturating_add(delay))
+            };
+            let silent = by_detector || first_hand.is_some_and(|t| now >= t.saturating_add(delay));
             if !silent || !matches!(status, MemberStatus::Alive | MemberStatus::Suspect) || *node == self.me {
                 continue;
             }

@@ -523,14 +523,13 @@ impl Driver {
                 peer, result: Err(e), ..
             })) => {
                 self.last_pong.remove(&peer);
-                // An unanswered ping is first-hand evidence of a hang or a
-                // silent partition: tell the engine, and close the
-                // connection (ping failures no longer do it themselves).
+                // Two unanswered pings in a row: close the connection (ping
+                // failures no longer do it themselves). Not reported as
+                // evidence: the watchdog (`watch_pings`) reports silent
+                // peers sooner, and knows when this node itself stalled —
+                // after a SIGSTOP/SIGCONT of this process, its own pings
+                // time out and would accuse every peer.
                 tracing::debug!(%peer, error = %e, "ping failed; closing connection");
-                if let Some(node) = node_id_of(&peer) {
-                    self.lost.remove(&peer);
-                    self.feed(Input::PeerUnreachable(node));
-                }
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             SwarmEvent::ConnectionEstablished {

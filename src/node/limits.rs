@@ -18,12 +18,13 @@ pub struct Limits {
     /// its sender penalised in gossipsub's peer score. The node's own
     /// name and tags must fit in half of it.
     pub heartbeat_max_bytes: usize,
-    /// How many peers this node keeps connected: its partial view of the
-    /// cluster. It dials members (or bootstrap peers) until it has this
-    /// many connections and no more; others may still connect to it (up
-    /// to `connections_max_incoming`). Gossip travels over these links,
-    /// and these neighbours are the ones that notice first-hand when this
-    /// node fails, so each node's idle cost does not grow with the cluster.
+    /// How many connections this node opens on its own: it dials members
+    /// (or bootstrap peers) until it has this many connections, and no
+    /// more; others may still connect to it (up to
+    /// `connections_max_incoming`), and syncs and lookups open more.
+    /// Gossip travels over the connections, and the peers at their other
+    /// ends are the ones that notice first-hand when this node fails
+    /// (docs/DESIGN.md, "Liveness from neighbours").
     pub neighbours: u32,
     /// Most established inbound connections.
     pub connections_max_incoming: u32,

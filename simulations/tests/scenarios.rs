@@ -142,6 +142,18 @@ fn assert_regression_valid(name: &str) {
     }
 }
 
+/// Found by the 10,000-seed hunt after liveness from neighbours (swarm seed
+/// 3469, shrunk): the mesh healed into two islands that never synced, and
+/// each kept holding the other's nodes dead.
+#[test]
+fn regression_membership_islands_after_heal() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/membership-islands-after-heal.toml");
+    let sc = Scenario::load(&path).unwrap();
+    let r = starling_sim::run(&sc, 3469, RunOptions::default());
+    assert_eq!(r.summary.verdict, Verdict::Valid, "{:#?}", r.summary.reasons);
+    assert_regression_valid("membership-islands-after-heal");
+}
+
 /// Finding of the byzantine nemesis, fixed in the engine: a liar's signed
 /// version whose context claims a victim's seq `u64::MAX / 2` (in range)
 /// pins the key; the victim's later writes to it are rejected everywhere

@@ -163,6 +163,9 @@ impl Sim {
         if self.nodes[t].state != NodeState::Up {
             return req;
         }
+        if t != from && !self.mesh[from].contains(&t) {
+            self.dialed.push((from, t));
+        }
         if let Fate::Delivered(delays) = self.net.send(from, t) {
             let bytes = Rc::new(bytes);
             let life = self.nodes[t].life;

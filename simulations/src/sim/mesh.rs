@@ -134,6 +134,26 @@ impl Sim {
     pub(super) fn maintain_mesh(&mut self) {
         let slots = self.nodes.len();
         let d = self.sc.cluster.mesh_degree;
+        // Connections opened for requests beyond the links (a sync with a
+        // non-neighbour): they bridge islands of the mesh, as in libp2p,
+        // where gossipsub takes every connection as a topic peer.
+        for (a, b) in std::mem::take(&mut self.dialed) {
+            if self.mesh[a].contains(&b)
+                || !self.runnable(a)
+                || self.nodes[a].paused
+                || !self.linkable(a, b)
+                || self.mesh[b].len() >= 2 * d
+            {
+                continue;
+            }
+            self.mesh[a].insert(b);
+            self.mesh[b].insert(a);
+            let (ia, ib) = (self.nodes[a].id, self.nodes[b].id);
+            self.handle(a, Input::PeerConnected(ib));
+            if self.runnable(b) && !self.nodes[b].paused {
+                self.handle(b, Input::PeerConnected(ia));
+            }
+        }
         for i in 0..slots {
             if self.nodes[i].state != NodeState::Up {
                 continue;

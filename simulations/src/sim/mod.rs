@@ -272,6 +272,10 @@ pub struct Sim {
     nodes: Vec<Node>,
     net: Network,
     mesh: Vec<BTreeSet<usize>>,
+    /// Requests sent to a peer outside the sender's links: as the libp2p
+    /// driver dials for them, each opens a link at the next mesh
+    /// maintenance (if the peer can still be reached).
+    dialed: Vec<(usize, usize)>,
     wl: ChaCha8Rng,
     reqs: BTreeMap<u64, Req>,
     next_req: u64,
@@ -351,6 +355,7 @@ impl Sim {
             nodes,
             net,
             mesh: vec![BTreeSet::new(); slots],
+            dialed: Vec::new(),
             wl: stream(seed, 1, 0),
             reqs: BTreeMap::new(),
             next_req: 1,

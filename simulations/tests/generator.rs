@@ -8,17 +8,7 @@ use starling_sim::plan::FaultPlan;
 use starling_sim::scenario::{FaultKind, FaultSpec, Scenario};
 use starling_sim::{RunOptions, Sim};
 
-const KINDS: [FaultKind; 9] = [
-    FaultKind::Partition,
-    FaultKind::OneWay,
-    FaultKind::Swizzle,
-    FaultKind::Crash,
-    FaultKind::Pause,
-    FaultKind::ClockJump,
-    FaultKind::Join,
-    FaultKind::Leave,
-    FaultKind::Byzantine,
-];
+const KINDS: [FaultKind; 9] = FaultKind::ALL;
 
 const MODES: [&str; 6] = ["one", "majority", "minority", "bridge", "ring", "halves"];
 

@@ -150,7 +150,10 @@ impl Engine {
         // turns dead on time here whatever the detector says.
         let alive = m.status == MemberStatus::Alive;
         let now = self.now_ms;
-        if self.liveness.unreachable.insert(node, now).is_none() && alive {
+        // The first report's time stands: repeats do not delay it.
+        let first = !self.liveness.unreachable.contains_key(&node);
+        self.liveness.unreachable.entry(node).or_insert(now);
+        if first && alive {
             self.counters.unreachable_reports += 1;
             tracing::debug!(me = %self.me.short(), peer = %node.short(), "unreachable: suspecting");
         }

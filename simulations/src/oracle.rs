@@ -95,6 +95,10 @@ pub struct WriteRec {
     pub tombstone: bool,
     /// Its HLC stamp.
     pub hlc: starling::core::Hlc,
+    /// Arrivals at identities since retired (a slot's restart with a lost
+    /// disk): (identity, ms after the ack). A liar's context is judged by
+    /// what its own identity saw, also after its slot moved on.
+    pub retired_arrivals: Vec<(NodeId, u32)>,
 }
 
 /// A log-bucketed histogram of milliseconds.
@@ -301,7 +305,14 @@ impl Oracle {
         }
         match self.slot_of.get(author) {
             Some(s) if self.liars.contains(s) => {
-                let a = w.arrivals[*s];
+                let a = if self.current[*s] == Some(*author) {
+                    w.arrivals[*s]
+                } else {
+                    w.retired_arrivals
+                        .iter()
+                        .find(|(id, _)| id == author)
+                        .map_or(u32::MAX, |(_, a)| *a)
+                };
                 a != u32::MAX && w.ack_ms + a as u64 <= signed_ms
             }
             _ => true,
@@ -330,9 +341,13 @@ impl Oracle {
         self.knowledge_base[slot].clear();
         self.own_incarnation[slot] = 0;
         self.own_written[slot] = 0;
+        let retired = self.current[slot];
         let mut lost = 0;
         for w in &mut self.writes {
             if w.arrivals[slot] != u32::MAX {
+                if let Some(old) = retired {
+                    w.retired_arrivals.push((old, w.arrivals[slot]));
+                }
                 w.arrivals[slot] = u32::MAX;
                 lost += 1;
             }
@@ -341,10 +356,11 @@ impl Oracle {
     }
 
     /// The disk of `slot` is about to be wiped: writes only it held are
-    /// orphaned (their loss is explained by the fault).
+    /// orphaned (their loss is explained by the fault), whoever wrote them
+    /// (the other holders may have lost their disks before).
     pub fn disk_lost(&mut self, slot: usize) {
         for w in &mut self.writes {
-            if w.origin == slot
+            if w.arrivals[slot] != u32::MAX
                 && w.arrivals
                     .iter()
                     .enumerate()
@@ -380,6 +396,7 @@ impl Oracle {
             ctx: v.ctx.clone(),
             tombstone: v.payload.is_tombstone(),
             hlc: v.hlc,
+            retired_arrivals: Vec::new(),
         });
         self.by_origin.entry(dot.node).or_default().insert(dot.seq, idx);
         self.by_key.entry(key).or_default().push(idx);

@@ -154,6 +154,43 @@ fn regression_membership_islands_after_heal() {
     assert_regression_valid("membership-islands-after-heal");
 }
 
+fn run_regression(name: &str, seed: u64) -> starling_sim::RunResult {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("regressions/{name}.toml"));
+    let sc = Scenario::load(&path).unwrap();
+    let r = starling_sim::run(&sc, seed, RunOptions::default());
+    assert_eq!(
+        r.summary.verdict,
+        Verdict::Valid,
+        "{name} seed {seed}: {:#?}",
+        r.summary.reasons
+    );
+    r
+}
+
+/// Oracle finding of the 10,000-seed hunt (swarm seed 8155, shrunk; five
+/// seeds of that hunt): a liar that lost its disk had its arrivals cleared,
+/// so the write its old identity had honestly superseded read as lost.
+#[test]
+fn regression_oracle_retired_liar_arrivals() {
+    let r = run_regression("oracle-retired-liar-arrivals", 8155);
+    assert_eq!(r.summary.metrics["lost_writes"], 0.0);
+    assert_regression_valid("oracle-retired-liar-arrivals");
+}
+
+/// Oracle finding of the 10,000-seed hunt (swarm seed 1636, shrunk): a
+/// registration whose every copy went with two disk losses is explained by
+/// the faults, though its writer was not the last to lose its disk.
+#[test]
+fn regression_oracle_orphaned_by_two_disk_losses() {
+    let r = run_regression("oracle-orphaned-by-two-disk-losses", 1636);
+    assert!(
+        r.summary.metrics["lost_writes_explained"] >= 1.0,
+        "the scenario must still lose a registration to the disk faults: {:?}",
+        r.summary.metrics
+    );
+    assert_regression_valid("oracle-orphaned-by-two-disk-losses");
+}
+
 /// Finding of the byzantine nemesis, fixed in the engine: a liar's signed
 /// version whose context claims a victim's seq `u64::MAX / 2` (in range)
 /// pins the key; the victim's later writes to it are rejected everywhere

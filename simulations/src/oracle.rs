@@ -251,6 +251,17 @@ pub struct Oracle {
     own_written: Vec<u64>,
     /// When each version was first persisted anywhere (ms).
     first_seen: HashMap<Dot, u64>,
+    /// Every delete (tombstone) persisted anywhere, per key, whoever signed
+    /// it: the only thing that explains a key gone from a node.
+    deletes_seen: HashMap<StateKey, Vec<SeenDelete>>,
+}
+
+/// A tombstone the oracle saw persisted.
+#[derive(Clone, Debug)]
+struct SeenDelete {
+    dot: Dot,
+    ctx: starling::core::Context,
+    hlc: starling::core::Hlc,
 }
 
 impl Oracle {
@@ -286,6 +297,7 @@ impl Oracle {
             liars: BTreeSet::new(),
             own_written: vec![0; slots],
             first_seen: HashMap::default(),
+            deletes_seen: HashMap::default(),
         }
     }
 
@@ -403,16 +415,21 @@ impl Oracle {
     }
 
     /// Whether `engine` still accounts for acknowledged write `idx`: it
-    /// holds it, holds a version superseding it, or holds (or collected) a
-    /// delete that superseded it.
+    /// holds it, holds a version superseding it, or collected a delete that
+    /// superseded it (or outranked it, concurrent). Knowledge alone
+    /// explains nothing: a dot known but whose version is gone must be
+    /// justified by a version or a delete the oracle saw.
     pub fn accounted(&self, engine: &starling::core::Engine, idx: usize) -> bool {
         let w = &self.writes[idx];
-        // A key reduced to a grave counts as collected, like an absent one.
+        let state = engine.state();
+        // A key reduced to a grave holds no version, like an absent one.
+        let ks = state.get(&w.key).filter(|ks| ks.all().next().is_some());
+        let holds = |dot: &Dot| ks.is_some_and(|ks| ks.all().any(|v| v.dot == *dot));
         // A live version covers a write only if it may (see `fair_cover`).
-        let held = |rec: &WriteRec| match engine.state().get(&w.key).filter(|ks| ks.all().next().is_some()) {
-            Some(ks) => {
-                ks.all().any(|v| v.dot == rec.dot)
-                    || ks.live.iter().any(|v| {
+        let held = |rec: &WriteRec| {
+            holds(&rec.dot)
+                || ks.is_some_and(|ks| {
+                    ks.live.iter().any(|v| {
                         v.ctx.covers(&rec.dot)
                             && self.fair_cover(
                                 &v.dot.node,
@@ -420,50 +437,51 @@ impl Oracle {
                                 rec,
                             )
                     })
-            }
-            None => engine.state().knowledge().contains(&rec.dot),
+                })
         };
         if held(w) {
             return true;
         }
-        let collected = |dot: &Dot| {
-            engine.state().knowledge().contains(dot)
-                && !engine
-                    .state()
-                    .get(&w.key)
-                    .is_some_and(|ks| ks.all().any(|v| v.dot == *dot))
-        };
+        // Superseded by an acknowledged write the node holds.
         if self.by_key[&w.key].iter().any(|&j| {
             let o = &self.writes[j];
-            j != idx
-                && o.ctx.covers(&w.dot)
-                && self.fair_cover(&o.dot.node, o.ack_ms, w)
-                && (held(o) || (o.tombstone && collected(&o.dot)))
+            j != idx && o.ctx.covers(&w.dot) && self.fair_cover(&o.dot.node, o.ack_ms, w) && held(o)
         }) {
             return true;
         }
-        // Lost to a concurrent delete that outranks it (kept or collected):
-        // with the tombstone kept it would be a losing sibling, and the key
-        // reads as deleted either way.
-        if self.by_key[&w.key].iter().any(|&j| {
-            let o = &self.writes[j];
-            j != idx
-                && o.tombstone
-                && !w.ctx.covers(&o.dot)
-                && (o.hlc, o.dot.node) > (w.hlc, w.dot.node)
-                && engine.state().knowledge().contains(&o.dot)
-        }) {
+        // Deleted: a tombstone the oracle saw, which this node has seen
+        // (knowledge) and no longer holds (collected), and which is the
+        // write itself, supersedes it, or is concurrent and outranks it
+        // (kept, it would make the write a losing sibling; the key reads as
+        // deleted either way).
+        let rank = (w.hlc, w.dot.node);
+        let deleted = self.deletes_seen.get(&w.key).is_some_and(|ds| {
+            ds.iter().any(|d| {
+                state.knowledge().contains(&d.dot)
+                    && !holds(&d.dot)
+                    && ((d.dot == w.dot
+                        // A collected delete of this very write explains
+                        // its absence if nothing it outranks reads instead.
+                        && ks.is_none_or(|ks| ks.winner().is_some_and(|win| win.rank() > rank)))
+                        || (d.ctx.covers(&w.dot)
+                            && self.fair_cover(
+                                &d.dot.node,
+                                self.first_seen.get(&d.dot).copied().unwrap_or(u64::MAX),
+                                w,
+                            ))
+                        || (!w.ctx.covers(&d.dot) && (d.hlc, d.dot.node) > rank))
+            })
+        });
+        if deleted {
             return true;
         }
-        // A collected delete with a concurrent sibling that outranks it:
-        // reads are what they would be had the tombstone been kept.
-        w.tombstone
-            && collected(&w.dot)
-            && engine
-                .state()
-                .get(&w.key)
-                .and_then(|ks| ks.winner())
-                .is_some_and(|win| win.rank() > (w.hlc, w.dot.node))
+        // Lost to a concurrent delete that outranks it and is kept as a
+        // sibling: the key reads as deleted.
+        ks.is_some_and(|ks| {
+            ks.live
+                .iter()
+                .any(|v| v.payload.is_tombstone() && !w.ctx.covers(&v.dot) && (v.hlc, v.dot.node) > rank)
+        })
     }
 
     /// A read at `slot` of `key` returned the winner `dot` (None: absent).
@@ -611,7 +629,16 @@ impl Oracle {
             if v.dot.node == me {
                 self.own_written[slot] = self.own_written[slot].max(v.dot.seq);
             }
-            self.first_seen.entry(v.dot).or_insert(t_ms);
+            if self.first_seen.insert(v.dot, t_ms).is_none() && v.payload.is_tombstone() {
+                self.deletes_seen
+                    .entry(key.clone())
+                    .or_default()
+                    .push(SeenDelete {
+                        dot: v.dot,
+                        ctx: v.ctx.clone(),
+                        hlc: v.hlc,
+                    });
+            }
             // What a liar signed as itself may hold anything (it is a
             // member: no writer ACLs yet).
             if !self.checked.insert((v.dot, v.checksum)) || self.is_liar(&v.dot.node) {

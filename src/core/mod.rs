@@ -118,6 +118,7 @@ pub use pick::{
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
 pub use runtime::{RequestRefused, Runtime};
 pub use state::{
-    Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS,
+    encoded_len, Digest, Grave, KeyLimit, KeyOrder, KeyState, MergeOutcome, Payload, ReplicatedState,
+    Version, VersionId, BUCKETS, MAX_KEY_BYTES,
 };
 pub use watch::{SnapshotRequired, WatchChange, WatchEvent, WatchLog};

@@ -107,7 +107,10 @@ pub use engine::{
 };
 pub use hlc::{Hlc, HlcClock, HlcError};
 pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
-pub use membership::{Member, MemberStatus, Membership, NodeInfo};
+pub use membership::{
+    Member, MemberStatus, Membership, NodeInfo, MAX_NODE_ADDRS, MAX_NODE_FIELD_BYTES, MAX_NODE_TAGS,
+    MAX_NODE_TAG_KEY_BYTES,
+};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
 #[cfg(test)]

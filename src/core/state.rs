@@ -390,6 +390,7 @@ fn sort_by_rank(vs: &mut [Version]) {
 /// How a key orders its live versions: the first is what a plain read
 /// returns, and when a bound is reached the last ones go first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KeyOrder {
     /// Config keys and canaries: highest `(hlc, origin)` first, tombstones
     /// included (a concurrent delete that ranks highest reads as deleted).
@@ -431,6 +432,7 @@ impl KeyOrder {
 
 /// Which bound of a key refused a version (see [`ReplicatedState::merge`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum KeyLimit {
     /// More live versions (siblings) than the key may hold.
     Siblings,
@@ -448,6 +450,29 @@ pub const MAX_KEY_BYTES: usize = 128 << 20;
 /// Bytes a key's record takes beyond its versions and grave (the lengths
 /// of its lists and the grave's tag), at most.
 const KEY_RECORD_OVERHEAD: usize = 32;
+
+/// At least the encoded size of `v`, from its in-memory sizes (twice the
+/// estimate plus room for every fixed field at its largest): below the
+/// byte bound by this measure, a key needs no exact count.
+fn size_ceiling(v: &Version) -> usize {
+    2 * v.approx_size() + 512
+}
+
+/// At least the encoded size of `g`.
+fn grave_ceiling(g: &Grave) -> usize {
+    g.tombstone.as_ref().map_or(0, size_ceiling) + 48 * g.ctx.dots().len() + 128
+}
+
+impl KeyState {
+    /// Whether this key is far enough below the byte bound, with `extra`
+    /// (a version about to join it), that no exact count is needed.
+    fn clearly_fits(&self, extra: Option<&Version>) -> bool {
+        let total = KEY_RECORD_OVERHEAD
+            + self.grave.as_ref().map_or(0, grave_ceiling)
+            + self.all().chain(extra).map(size_ceiling).sum::<usize>();
+        total <= MAX_KEY_BYTES
+    }
+}
 
 /// The encoded size of `value` (bincode, standard config: what the store
 /// and the wire write), counted without allocating.
@@ -719,6 +744,9 @@ impl ReplicatedState {
         if ks.all().any(|o| o.supersedes(v)) {
             return None; // history: trimmed, never refused
         }
+        if ks.live.len() < self.max_siblings && ks.clearly_fits(Some(v)) {
+            return None;
+        }
         let mut live: Vec<&Version> = ks.live.iter().filter(|l| !v.supersedes(l)).collect();
         live.push(v);
         let ahead = |a: &Version| order.before(a, v);
@@ -740,6 +768,9 @@ impl ReplicatedState {
         let Some(ks) = self.entries.get(key) else {
             return;
         };
+        if ks.live.len() <= self.max_siblings && ks.clearly_fits(None) {
+            return;
+        }
         let mut bytes = KEY_RECORD_OVERHEAD + ks.grave.as_ref().map_or(0, encoded_len);
         let mut evict = Vec::new();
         for (i, l) in ks.live.iter().enumerate() {

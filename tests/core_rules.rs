@@ -139,6 +139,66 @@ fn concurrent_writes_keep_both_siblings_and_every_node_picks_the_highest_hlc() {
     assert_converged(&net);
 }
 
+/// `n` nodes each write `k` while cut off from the others (a concurrent
+/// write per node), then the partition heals and anti-entropy runs.
+fn concurrent_writes_of_one_key(n: usize, max_siblings: usize) -> Net {
+    let mut c = cfg();
+    c.max_siblings = max_siblings;
+    let mut net = Net::new(n, c, T0);
+    for i in 0..n {
+        net.isolate(&[i]);
+    }
+    for i in 0..n {
+        net.now += 3;
+        written(net.cmd(i, put("hot", &format!("from-{i}"))));
+    }
+    net.drop_all();
+    net.heal();
+    net.run_for(3_000, 100);
+    net.sync_all(2);
+    net
+}
+
+#[test]
+fn concurrent_writes_up_to_max_siblings_are_all_kept_on_every_node() {
+    let net = concurrent_writes_of_one_key(4, 4);
+    for i in 0..4 {
+        let e = net.engines[i].kv_get(&ns(), &key("hot")).unwrap();
+        assert_eq!(e.siblings.len(), 4, "node {i} keeps every sibling");
+        assert_eq!(e.value, b"from-3", "node {i}: the latest wins");
+        assert_eq!(rejected(&net, i, "siblings_limit"), 0, "node {i}");
+    }
+    assert_converged(&net);
+}
+
+#[test]
+fn past_max_siblings_every_node_keeps_the_same_highest_ranked_ones_and_drops_the_lowest() {
+    let net = concurrent_writes_of_one_key(5, 4);
+    for i in 0..5 {
+        let e = net.engines[i].kv_get(&ns(), &key("hot")).unwrap();
+        let vals: BTreeSet<Vec<u8>> = e.siblings.iter().map(|(_, v)| v.clone().unwrap()).collect();
+        let want: BTreeSet<Vec<u8>> = (1..5).map(|j| format!("from-{j}").into_bytes()).collect();
+        assert_eq!(
+            vals, want,
+            "node {i}: the earliest write ranks lowest and is dropped"
+        );
+    }
+    assert!(
+        (0..5).map(|i| rejected(&net, i, "siblings_limit")).sum::<u64>() >= 1,
+        "counted"
+    );
+    assert_converged(&net);
+    // Node 0's own dropped write stays seen there: its next write takes a
+    // new dot and supersedes the four.
+    let mut net = net;
+    written(net.cmd(0, put("hot", "after")));
+    net.run();
+    for i in 0..5 {
+        assert_eq!(read(&net, i, "hot").as_deref(), Some("after"), "node {i}");
+    }
+    assert_converged(&net);
+}
+
 #[test]
 fn concurrent_writes_with_equal_hlc_pick_the_higher_origin_everywhere() {
     let mut net = Net::new(3, cfg(), T0);

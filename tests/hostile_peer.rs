@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use starling::core::wire::{self, Delta, Hashes, KnowledgeSummary, Message, SyncPush, SyncRequest};
 use starling::core::{
-    Config, Context, Dot, HealthStatus, Hlc, Input, Knowledge, Member, MemberStatus, Payload, RejectReason,
-    ServiceInstance, StateKey, Version,
+    Config, Context, Dot, HealthStatus, Hlc, Input, Knowledge, Member, MemberStatus, NodeInfo, Payload,
+    RejectReason, ServiceInstance, ServiceQuery, StateKey, Version,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -31,7 +31,12 @@ fn cfg() -> Config {
 
 /// A formed cluster of three honest nodes and the liar.
 fn cluster() -> Net {
-    let mut net = Net::new(HONEST + 1, cfg(), T0);
+    cluster_with(cfg())
+}
+
+/// [`cluster`] with another config.
+fn cluster_with(cfg: Config) -> Net {
+    let mut net = Net::new(HONEST + 1, cfg, T0);
     net.run_for(3_000, 50);
     for i in 0..=LIAR {
         assert_eq!(
@@ -372,5 +377,316 @@ fn a_grave_not_signed_by_its_tombstones_origin_buries_nothing() {
             Some(Payload::Value(b"value".to_vec())),
             "node {i} still reads the value"
         );
+    }
+}
+
+// ----- bounds on what a peer can grow -------------------------------------
+
+/// `n` concurrent writes of `key`, each by an identity the liar made up
+/// (it holds their keys; versions of origins that are not members are
+/// taken, so that a node that joins after an origin died converges), in
+/// rank order (the same stamp, higher ids rank higher).
+fn concurrent_siblings(key: &StateKey, n: usize) -> Vec<Version> {
+    (0..n)
+        .map(|i| {
+            let dot = Dot {
+                node: node(100 + i),
+                seq: 1,
+            };
+            let mut ctx = Context::default();
+            ctx.add(dot);
+            let mut v = forged_version(key, dot, ctx, Payload::Value(format!("s{i}").into_bytes()));
+            let claim = version_claim(key, &v.dot, &v.ctx, &v.hlc, &v.payload, v.checksum);
+            v.signature = Some(keys_of(dot.node).sign(&claim).0.to_vec());
+            v
+        })
+        .collect()
+}
+
+/// The liar gossips each version on its own to honest node `i`, in order.
+fn gossip_each_to(net: &mut Net, i: usize, versions: &[Version], key: &StateKey) {
+    let cluster = wire::cluster_id(&net.engines[0].config().cluster);
+    for v in versions {
+        let delta = Delta {
+            versions: vec![(key.clone(), v.clone())],
+            members: Vec::new(),
+        };
+        net.input(
+            i,
+            Input::Gossip {
+                from: node(LIAR),
+                bytes: wire::encode(&Message::Delta(delta), cluster),
+            },
+        );
+    }
+}
+
+fn live_dots(net: &Net, i: usize, key: &StateKey) -> Vec<Dot> {
+    net.engines[i]
+        .state()
+        .get(key)
+        .map_or(Vec::new(), |ks| ks.live.iter().map(|v| v.dot).collect())
+}
+
+#[test]
+fn a_flood_of_concurrent_siblings_stops_at_max_siblings_with_the_same_ones_kept_on_every_node() {
+    let mut c = cfg();
+    c.max_siblings = 4;
+    let mut net = cluster_with(c);
+    let key = testing::kv_key("prod", "hot");
+    let flood = concurrent_siblings(&key, 10);
+    // Each honest node gets the flood in another order.
+    let mut reversed = flood.clone();
+    reversed.reverse();
+    let mut shuffled = flood.clone();
+    shuffled.rotate_left(3);
+    shuffled.swap(0, 7);
+    for (i, order) in [flood.clone(), reversed, shuffled].iter().enumerate() {
+        gossip_each_to(&mut net, i, order, &key);
+    }
+    let kept: Vec<Dot> = flood[6..].iter().rev().map(|v| v.dot).collect();
+    for i in 0..HONEST {
+        assert_eq!(
+            live_dots(&net, i, &key),
+            kept,
+            "node {i} keeps the four first in rank"
+        );
+        assert_eq!(
+            rejected(&net, i, RejectReason::SiblingsLimit),
+            6,
+            "node {i} refused or evicted six"
+        );
+        for v in &flood[..6] {
+            assert!(
+                !net.engines[i].state().knowledge().contains(&v.dot),
+                "node {i} did not record a refused sibling as seen"
+            );
+        }
+    }
+    // An honest write that saw the four supersedes them and makes room for
+    // three of the six refused: offered again, they are taken, and every
+    // node ends with the same four (the write, then the three highest).
+    net.cmd(1, testing::put("prod", "hot", "honest"))
+        .expect("node 1 writes");
+    net.run_for(3_000, 50);
+    for i in 0..HONEST {
+        gossip_each_to(&mut net, i, &flood, &key);
+    }
+    net.run_for(3_000, 50);
+    net.sync_all(2);
+    let first = live_dots(&net, 0, &key);
+    assert_eq!(first[1..], [flood[5].dot, flood[4].dot, flood[3].dot]);
+    for i in 0..HONEST {
+        let ks = net.engines[i].state().get(&key).expect("held");
+        assert_eq!(
+            ks.winner().map(|w| w.payload.clone()),
+            Some(Payload::Value(b"honest".to_vec())),
+            "node {i}"
+        );
+        assert_eq!(live_dots(&net, i, &key), first, "node {i}");
+        assert_eq!(
+            net.engines[i].digest(),
+            net.engines[0].digest(),
+            "node {i} converged"
+        );
+    }
+}
+
+/// A member record of a made-up identity (the liar makes the keys).
+fn made_up_member(i: usize, info: NodeInfo) -> Member {
+    let id = node(i);
+    let claim = member_claim(&id, &info, 1, false);
+    Member {
+        node: id,
+        info,
+        incarnation: 1,
+        status: MemberStatus::Alive,
+        proof: keys_of(id).sign(&claim),
+    }
+}
+
+#[test]
+fn records_of_made_up_identities_past_max_members_are_refused_and_known_members_still_change() {
+    let mut c = cfg();
+    c.max_members = HONEST + 1 + 2;
+    let mut net = cluster_with(c);
+    let flood: Vec<Member> = (100..110)
+        .map(|i| made_up_member(i, NodeInfo::default()))
+        .collect();
+    gossip(
+        &mut net,
+        Delta {
+            versions: Vec::new(),
+            members: flood,
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(net.engines[i].members().len(), HONEST + 1 + 2, "node {i} is full");
+        assert_eq!(rejected(&net, i, RejectReason::MemberLimit), 8, "node {i}");
+    }
+    // At the bound, a known member still refutes, changes its info, and
+    // every member stays alive.
+    let mut info = net.engines[2].local_member().info;
+    info.tags.insert("role".into(), "edge".into());
+    net.cmd(2, starling::core::Command::SetInfo(info))
+        .expect("set info");
+    net.run_for(2_000, 50);
+    for i in 0..HONEST {
+        let m = net.engines[i].member(&node(2)).expect("known");
+        assert_eq!(
+            m.info.tags.get("role").map(String::as_str),
+            Some("edge"),
+            "node {i}"
+        );
+        for j in 0..=LIAR {
+            assert_eq!(status_of(&net, i, j), MemberStatus::Alive, "node {i} on {j}");
+        }
+    }
+}
+
+#[test]
+fn a_member_record_with_an_oversized_self_description_is_refused() {
+    let mut net = cluster();
+    let info = NodeInfo {
+        name: "big".into(),
+        addrs: (0..1_000).map(|i| format!("/ip4/10.0.0.1/tcp/{i}")).collect(),
+        tags: Default::default(),
+    };
+    gossip(
+        &mut net,
+        Delta {
+            versions: Vec::new(),
+            members: vec![made_up_member(100, info)],
+        },
+    );
+    for i in 0..HONEST {
+        assert_eq!(rejected(&net, i, RejectReason::MemberBadInfo), 1, "node {i}");
+        assert!(net.engines[i].member(&node(100)).is_none(), "node {i}");
+    }
+}
+
+// ----- deregistration by the owner only -----------------------------------
+
+fn instance_key() -> StateKey {
+    StateKey::Service {
+        namespace: starling::core::Namespace::new("prod").unwrap(),
+        service: starling::core::ServiceName::new("api").unwrap(),
+        instance: starling::core::InstanceId::new("api-1").unwrap(),
+    }
+}
+
+fn listed(net: &Net, i: usize) -> Vec<starling::core::NodeId> {
+    net.engines[i]
+        .services(
+            &starling::core::Namespace::new("prod").unwrap(),
+            &starling::core::ServiceName::new("api").unwrap(),
+            &ServiceQuery::default(),
+        )
+        .into_iter()
+        .map(|v| v.owner)
+        .collect()
+}
+
+#[test]
+fn a_foreign_tombstone_on_another_owners_instance_removes_it_on_no_node() {
+    let mut net = cluster();
+    let spec = testing::instance_spec("10.0.0.1", 80);
+    net.cmd(1, testing::register_instance("prod", "api", "api-1", spec))
+        .expect("node 1 registers");
+    net.run_for(1_000, 50);
+    let reg = net.engines[1].state().get(&instance_key()).expect("held").live[0].clone();
+    let dot = Dot {
+        node: node(LIAR),
+        seq: net.engines[LIAR].state().next_seq(&node(LIAR)),
+    };
+    // As the old rule wanted it: a tombstone whose context covers the
+    // owner's registration. Refused outright.
+    let mut covering = reg.ctx.clone();
+    covering.add(dot);
+    let sweeping = forged_version(&instance_key(), dot, covering, Payload::Tombstone);
+    // With the liar's own context only: a valid tombstone, which removes
+    // only what the liar itself registered (nothing).
+    let mut own = Context::default();
+    let own_dot = Dot {
+        seq: dot.seq + 1,
+        ..dot
+    };
+    own.add(own_dot);
+    let harmless = forged_version(&instance_key(), own_dot, own, Payload::Tombstone);
+    gossip(
+        &mut net,
+        Delta {
+            versions: vec![(instance_key(), sweeping), (instance_key(), harmless)],
+            members: Vec::new(),
+        },
+    );
+    net.run_for(2_000, 50);
+    net.sync_all(1);
+    for i in 0..HONEST {
+        assert_eq!(
+            rejected(&net, i, RejectReason::VersionForeignContext),
+            1,
+            "node {i}"
+        );
+        assert_eq!(
+            listed(&net, i),
+            vec![node(1)],
+            "node {i} still lists the instance"
+        );
+    }
+    // A non-owner's deregistration command is refused locally too.
+    assert!(matches!(
+        net.cmd(2, testing::deregister_instance("prod", "api", "api-1")),
+        Err(starling::core::CommandError::NotOwner(_))
+    ));
+    // The owner's own deregistration removes it everywhere.
+    net.cmd(1, testing::deregister_instance("prod", "api", "api-1"))
+        .expect("the owner deregisters");
+    net.run_for(2_000, 50);
+    for i in 0..HONEST {
+        assert!(listed(&net, i).is_empty(), "node {i} dropped it");
+        assert_eq!(net.engines[i].digest(), net.engines[0].digest(), "node {i}");
+    }
+}
+
+#[test]
+fn an_owner_restarting_with_a_new_identity_registers_its_instance_again() {
+    let mut net = cluster();
+    let spec = testing::instance_spec("10.0.0.1", 80);
+    net.cmd(
+        1,
+        testing::register_instance("prod", "api", "api-1", spec.clone()),
+    )
+    .expect("node 1 registers");
+    net.run_for(1_000, 50);
+    // Node 1 loses its disk: gone long enough to be dead, then back under
+    // a new identity.
+    net.isolate(&[1]);
+    net.run_for(15_000, 100);
+    assert_eq!(status_of(&net, 0, 1), MemberStatus::Dead);
+    let reborn = node(11);
+    net.restart_as(1, reborn, cfg());
+    net.heal();
+    net.run_for(5_000, 100);
+    let moved = starling::core::ServiceSpec {
+        address: "10.0.0.2".into(),
+        ..spec
+    };
+    net.cmd(1, testing::register_instance("prod", "api", "api-1", moved))
+        .expect("the new identity registers the instance again");
+    net.run_for(3_000, 100);
+    for i in 0..HONEST {
+        let v = net.engines[i].services(
+            &starling::core::Namespace::new("prod").unwrap(),
+            &starling::core::ServiceName::new("api").unwrap(),
+            &ServiceQuery::default(),
+        );
+        assert_eq!(v.len(), 1, "node {i}");
+        assert_eq!(
+            (v[0].owner, v[0].spec.address.as_str()),
+            (reborn, "10.0.0.2"),
+            "node {i}"
+        );
+        assert_eq!(v[0].health, HealthStatus::Passing, "node {i}");
     }
 }

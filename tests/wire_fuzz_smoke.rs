@@ -24,6 +24,38 @@ use starling::core::{
     ServiceSpec, StateKey, Version, BUCKETS,
 };
 
+/// The global allocator of this test binary: the system's, recording the
+/// largest single allocation made on each thread (see
+/// [`a_sync_message_claiming_huge_lists_allocates_only_what_arrives`]).
+struct Recording;
+
+thread_local! {
+    static LARGEST_ALLOCATION: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+fn note_allocation(size: usize) {
+    let _ = LARGEST_ALLOCATION.try_with(|l| l.set(l.get().max(size)));
+}
+
+// SAFETY: every call is passed on to the system allocator unchanged; the
+// recording touches only a const-initialized thread-local `Cell`.
+unsafe impl std::alloc::GlobalAlloc for Recording {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        note_allocation(layout.size());
+        unsafe { std::alloc::System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        unsafe { std::alloc::System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        note_allocation(new_size);
+        unsafe { std::alloc::System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Recording = Recording;
+
 /// Local time of every engine here; stamps near it pass the drift check.
 const NOW_MS: u64 = 1_700_000_000_000;
 /// Inputs per property.
@@ -592,6 +624,51 @@ fn own_record_at_max_incarnation_from_a_peer_does_not_panic() {
 
 /// A sync response whose knowledge claims every dot up to `u64::MAX` of
 /// some origin (here: of the node itself).
+/// What a sync response or push looks like to the decoder up to its
+/// manifest, with the manifest's one bucket claiming `claimed` dots (the
+/// length prefix of a list is a varint, as a `u64` is) and nothing after.
+#[derive(serde::Serialize)]
+struct ClaimingManifest {
+    knowledge: KnowledgeSummary,
+    buckets: Hashes,
+    manifest: BTreeMap<u16, u64>,
+}
+
+/// The codec never allocates what a peer claims: a manifest (or any
+/// list) announcing 2^40 dots in a few bytes fails to decode having
+/// allocated at most a bounded first chunk (serde preallocates at most
+/// 1 MiB for a list, whatever its length prefix says), and a message is
+/// at most `max_message_bytes` before it is decoded at all.
+#[test]
+fn a_sync_message_claiming_huge_lists_allocates_only_what_arrives() {
+    let cfg = bincode::config::standard();
+    let body = bincode::serde::encode_to_vec(
+        ClaimingManifest {
+            knowledge: summary(),
+            buckets: Hashes(vec![7; BUCKETS]),
+            manifest: BTreeMap::from([(3, 1u64 << 40)]),
+        },
+        cfg,
+    )
+    .expect("encodes");
+    for kind in [MessageKind::SyncResponse, MessageKind::SyncPush] {
+        let mut bytes = header(kind as u8);
+        bytes.extend_from_slice(&body);
+        LARGEST_ALLOCATION.with(|l| l.set(0));
+        let decoded = wire::decode(&bytes, cluster(), 32 << 20);
+        let largest = LARGEST_ALLOCATION.with(|l| l.get());
+        assert!(
+            matches!(decoded, Err(WireError::Malformed { .. })),
+            "{kind:?}: {decoded:?}"
+        );
+        assert!(
+            largest <= 1 << 20,
+            "{kind:?}: decoding {} bytes allocated {largest} bytes at once",
+            bytes.len()
+        );
+    }
+}
+
 #[test]
 fn knowledge_up_to_u64_max_in_a_sync_response_does_not_panic() {
     for origin in [1, 2] {

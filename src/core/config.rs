@@ -61,6 +61,20 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// Watch events kept for resuming watchers.
     pub watch_log_capacity: usize,
+    /// Most live versions (concurrent siblings) one key holds. At the
+    /// bound the key keeps the first ones in its order (highest rank; a
+    /// service instance's registrations before tombstones) and refuses
+    /// the rest without recording them as seen, so they come back once a
+    /// write supersedes the siblings. Set it alike on every node: nodes
+    /// with different bounds keep different siblings of a key past the
+    /// smaller one.
+    pub max_siblings: usize,
+    /// Most members (any status, this node included) the membership view
+    /// holds. A record for an unknown identity past it is refused and
+    /// counted (`member_limit`); known members are never evicted for it.
+    /// Set it above the largest cluster expected, with room for the dead
+    /// and departed members the view keeps.
+    pub max_members: usize,
 }
 
 impl Default for Config {
@@ -84,6 +98,8 @@ impl Default for Config {
             sync_budget_bytes: 8 << 20,
             max_message_bytes: 32 << 20,
             watch_log_capacity: 10_000,
+            max_siblings: 64,
+            max_members: 4_096,
         }
     }
 }
@@ -170,6 +186,12 @@ impl Config {
             "1024..=max_message_bytes/2",
         )?;
         check(c.watch_log_capacity >= 1, "watch_log_capacity", "at least 1")?;
+        check((1..=1024).contains(&c.max_siblings), "max_siblings", "1..=1024")?;
+        check(
+            (2..=1 << 20).contains(&c.max_members),
+            "max_members",
+            "2..=1048576",
+        )?;
         Ok(self)
     }
 }

@@ -427,6 +427,15 @@ impl Context {
         }
     }
 
+    /// This context cut to `node`'s entry alone.
+    pub fn only(&self, node: &NodeId) -> Context {
+        let mut ctx = Context::default();
+        if let Some(d) = self.0.iter().find(|d| d.node == *node) {
+            ctx.add(*d);
+        }
+        ctx
+    }
+
     /// The entries, sorted by node.
     pub fn dots(&self) -> &[Dot] {
         &self.0

@@ -53,6 +53,48 @@ pub struct NodeInfo {
     pub tags: BTreeMap<String, String>,
 }
 
+/// Longest node name, address, or tag value in a [`NodeInfo`], in bytes.
+pub const MAX_NODE_FIELD_BYTES: usize = 256;
+/// Longest tag key in a [`NodeInfo`], in bytes.
+pub const MAX_NODE_TAG_KEY_BYTES: usize = 128;
+/// Most addresses a [`NodeInfo`] lists.
+pub const MAX_NODE_ADDRS: usize = 128;
+/// Most tags a [`NodeInfo`] carries.
+pub const MAX_NODE_TAGS: usize = 128;
+
+impl NodeInfo {
+    /// Check the limits a self-description must keep (every member record
+    /// from a peer is checked against them, `member_bad_info`): the name,
+    /// each address and each tag value at most [`MAX_NODE_FIELD_BYTES`],
+    /// tag keys at most [`MAX_NODE_TAG_KEY_BYTES`], at most
+    /// [`MAX_NODE_ADDRS`] addresses and [`MAX_NODE_TAGS`] tags. So one
+    /// record is at most about 100 KiB, however it travels.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.len() > MAX_NODE_FIELD_BYTES {
+            return Err(format!("name longer than {MAX_NODE_FIELD_BYTES} bytes"));
+        }
+        if self.addrs.len() > MAX_NODE_ADDRS {
+            return Err(format!("more than {MAX_NODE_ADDRS} addresses"));
+        }
+        if self.addrs.iter().any(|a| a.len() > MAX_NODE_FIELD_BYTES) {
+            return Err(format!("an address longer than {MAX_NODE_FIELD_BYTES} bytes"));
+        }
+        if self.tags.len() > MAX_NODE_TAGS {
+            return Err(format!("more than {MAX_NODE_TAGS} tags"));
+        }
+        if self
+            .tags
+            .iter()
+            .any(|(k, v)| k.len() > MAX_NODE_TAG_KEY_BYTES || v.len() > MAX_NODE_FIELD_BYTES)
+        {
+            return Err(format!(
+                "a tag key over {MAX_NODE_TAG_KEY_BYTES} bytes or value over {MAX_NODE_FIELD_BYTES}"
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// One member as this node sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Member {

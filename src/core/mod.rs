@@ -107,7 +107,10 @@ pub use engine::{
 };
 pub use hlc::{Hlc, HlcClock, HlcError};
 pub use ids::{IdError, InstanceId, Key, Namespace, NodeId, ServiceName, StateKey};
-pub use membership::{Member, MemberStatus, Membership, NodeInfo};
+pub use membership::{
+    Member, MemberStatus, Membership, NodeInfo, MAX_NODE_ADDRS, MAX_NODE_FIELD_BYTES, MAX_NODE_TAGS,
+    MAX_NODE_TAG_KEY_BYTES,
+};
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
 #[cfg(test)]
@@ -118,6 +121,7 @@ pub use pick::{
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
 pub use runtime::{RequestRefused, Runtime};
 pub use state::{
-    Digest, Grave, KeyState, MergeOutcome, Payload, ReplicatedState, Version, VersionId, BUCKETS,
+    encoded_len, Digest, Grave, KeyLimit, KeyOrder, KeyState, MergeOutcome, Payload, ReplicatedState,
+    Version, VersionId, BUCKETS, MAX_KEY_BYTES,
 };
 pub use watch::{SnapshotRequired, WatchChange, WatchEvent, WatchLog};

@@ -240,11 +240,17 @@ impl Grave {
     }
 
     /// Whether `v` lost to the collected delete: the delete superseded it,
-    /// or `v` never saw the delete and ranks below it.
-    fn buries(&self, v: &Version) -> bool {
+    /// or `v` never saw the delete and ranks below it. On a service key
+    /// (`service`) a delete removes only what its context covers (its own
+    /// origin's versions, see [`KeyOrder`]): a registration of another
+    /// origin never loses to it, only a lower-ranked concurrent tombstone
+    /// does (which would read as deleted anyway).
+    fn buries(&self, v: &Version, service: bool) -> bool {
         v.dot == self.dot
             || self.ctx.covers(&v.dot)
-            || (!v.ctx.covers(&self.dot) && v.rank() < (self.hlc, self.dot.node))
+            || ((!service || v.payload.is_tombstone())
+                && !v.ctx.covers(&self.dot)
+                && v.rank() < (self.hlc, self.dot.node))
     }
 }
 
@@ -293,9 +299,12 @@ impl KeyState {
         ctx
     }
 
-    /// Whether `v` lost to this key's collected delete (see [`Grave`]).
-    pub fn buries(&self, v: &Version) -> bool {
-        self.grave.as_ref().is_some_and(|g| g.buries(v))
+    /// Whether `v` lost to this key's collected delete (see [`Grave`]);
+    /// `order` is the key's.
+    pub fn buries(&self, v: &Version, order: KeyOrder) -> bool {
+        self.grave
+            .as_ref()
+            .is_some_and(|g| g.buries(v, order == KeyOrder::Registrations))
     }
 
     fn holds(&self, dot: &Dot) -> bool {
@@ -304,7 +313,7 @@ impl KeyState {
 
     /// Add a version, recompute live/history, trim history. Returns the dots
     /// of versions dropped by trimming (possibly including `v` itself).
-    fn add(&mut self, v: Version, history_limit: usize) -> Vec<Version> {
+    fn add(&mut self, v: Version, history_limit: usize, order: KeyOrder) -> Vec<Version> {
         let superseded = self.all().any(|o| o.supersedes(&v));
         if superseded {
             self.history.push(v);
@@ -315,7 +324,7 @@ impl KeyState {
             self.live.push(v);
             self.history.extend(now_history);
         }
-        sort_by_rank(&mut self.live);
+        order.sort_live(&mut self.live);
         sort_by_rank(&mut self.history);
         if self.history.len() > history_limit {
             self.history.split_off(history_limit)
@@ -328,7 +337,7 @@ impl KeyState {
     /// that could not be made durable, and nothing else), history versions
     /// that only it superseded become live again; otherwise removing a
     /// version never changes what the others are.
-    fn remove(&mut self, dot: &Dot, revive: bool) -> Option<Version> {
+    fn remove(&mut self, dot: &Dot, revive: bool, order: KeyOrder) -> Option<Version> {
         if let Some(i) = self.live.iter().position(|v| v.dot == *dot) {
             let v = self.live.remove(i);
             if !revive {
@@ -354,7 +363,7 @@ impl KeyState {
                     self.live.push(r);
                 }
             }
-            sort_by_rank(&mut self.live);
+            order.sort_live(&mut self.live);
             sort_by_rank(&mut self.history);
             return Some(v);
         }
@@ -378,6 +387,112 @@ fn sort_by_rank(vs: &mut [Version]) {
     vs.sort_by(|a, b| b.rank().cmp(&a.rank()).then(b.dot.seq.cmp(&a.dot.seq)));
 }
 
+/// How a key orders its live versions: the first is what a plain read
+/// returns, and when a bound is reached the last ones go first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyOrder {
+    /// Config keys and canaries: highest `(hlc, origin)` first, tombstones
+    /// included (a concurrent delete that ranks highest reads as deleted).
+    Rank,
+    /// Service instances: live registrations first (highest rank first),
+    /// then tombstones. An instance reads as its highest live registration
+    /// and as deleted only when every live version is a tombstone. Service
+    /// versions carry causal context for their own origin only, so a
+    /// tombstone supersedes its own origin's registrations and nothing
+    /// else: only the owner's deregistration removes an instance, and a
+    /// foreign tombstone stays a harmless live sibling.
+    Registrations,
+}
+
+impl KeyOrder {
+    /// The order of `key`'s live versions.
+    pub fn of(key: &StateKey) -> KeyOrder {
+        match key {
+            StateKey::Service { .. } => KeyOrder::Registrations,
+            StateKey::Kv { .. } | StateKey::Canary { .. } => KeyOrder::Rank,
+        }
+    }
+
+    /// Whether `a` comes before `b` in this order.
+    fn before(self, a: &Version, b: &Version) -> bool {
+        let tomb = |v: &Version| self == KeyOrder::Registrations && v.payload.is_tombstone();
+        let key = |v: &Version| (std::cmp::Reverse(tomb(v)), v.rank(), v.dot.seq);
+        key(a) > key(b)
+    }
+
+    fn sort_live(self, live: &mut [Version]) {
+        sort_by_rank(live);
+        if self == KeyOrder::Registrations {
+            // Stable: each group keeps its rank order.
+            live.sort_by_key(|v| v.payload.is_tombstone());
+        }
+    }
+}
+
+/// Which bound of a key refused a version (see [`ReplicatedState::merge`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum KeyLimit {
+    /// More live versions (siblings) than the key may hold.
+    Siblings,
+    /// More stored bytes than the key may hold ([`MAX_KEY_BYTES`]).
+    Bytes,
+}
+
+/// Most bytes one key's stored record — its live versions, history and
+/// grave, encoded as the store writes it — may hold. The store refuses
+/// to decode a record over 256 MiB (it reads its own file as corrupt and
+/// the node cannot restart), so the engine keeps every key under this:
+/// history is trimmed to fit, and live versions beyond it are refused.
+pub const MAX_KEY_BYTES: usize = 128 << 20;
+
+/// Bytes a key's record takes beyond its versions and grave (the lengths
+/// of its lists and the grave's tag), at most.
+const KEY_RECORD_OVERHEAD: usize = 32;
+
+/// At least the encoded size of `v`, from its in-memory sizes (twice the
+/// estimate plus room for every fixed field at its largest): below the
+/// byte bound by this measure, a key needs no exact count.
+fn size_ceiling(v: &Version) -> usize {
+    2 * v.approx_size() + 512
+}
+
+/// At least the encoded size of `g`.
+fn grave_ceiling(g: &Grave) -> usize {
+    g.tombstone.as_ref().map_or(0, size_ceiling) + 48 * g.ctx.dots().len() + 128
+}
+
+impl KeyState {
+    /// Whether this key is far enough below the byte bound, with `extra`
+    /// (a version about to join it), that no exact count is needed.
+    fn clearly_fits(&self, extra: Option<&Version>) -> bool {
+        let total = KEY_RECORD_OVERHEAD
+            + self.grave.as_ref().map_or(0, grave_ceiling)
+            + self.all().chain(extra).map(size_ceiling).sum::<usize>();
+        total <= MAX_KEY_BYTES
+    }
+}
+
+/// The encoded size of `value` (bincode, standard config: what the store
+/// and the wire write), counted without allocating.
+pub fn encoded_len<T: Serialize>(value: &T) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    bincode::serde::encode_into_std_write(value, &mut c, bincode::config::standard())
+        .expect("counting the encoding of an in-memory value cannot fail");
+    c.0
+}
+
 /// The result of merging one version.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MergeOutcome {
@@ -388,6 +503,12 @@ pub enum MergeOutcome {
     /// The dot was seen before and has since been superseded or collected:
     /// ignored, so a deleted key cannot come back.
     Obsolete,
+    /// The version would be live but the key is at one of its bounds, and
+    /// every version it already holds there comes before this one in the
+    /// key's order ([`KeyOrder`]): refused, nothing changed, and its dot
+    /// is *not* recorded as seen, so anti-entropy offers it again (it is
+    /// taken once a write supersedes what stood in its way).
+    Refused(KeyLimit),
 }
 
 /// A compact summary of the state: equal digests ⇔ equal held versions.
@@ -411,6 +532,14 @@ pub struct ReplicatedState {
     dirty_origins: BTreeSet<NodeId>,
     /// Entries holding only a grave (no versions), not counted as keys.
     graves_only: usize,
+    /// Most live versions a key holds (see [`ReplicatedState::merge`]).
+    max_siblings: usize,
+    /// Live versions evicted by a bound since the last
+    /// [`take_evicted`](Self::take_evicted).
+    evicted: Vec<KeyLimit>,
+    /// This node's id: its own writes evicted by a bound stay seen (see
+    /// [`set_local_origin`](Self::set_local_origin)).
+    local: Option<NodeId>,
 }
 
 /// What changed since the last [`ReplicatedState::take_dirty`].
@@ -437,12 +566,35 @@ impl ReplicatedState {
             dirty_live: BTreeSet::new(),
             dirty_origins: BTreeSet::new(),
             graves_only: 0,
+            max_siblings: usize::MAX,
+            evicted: Vec::new(),
+            local: None,
         }
     }
 
     /// Change the per-key history bound (applies from the next write).
     pub fn set_history_limit(&mut self, limit: usize) {
         self.history_limit = limit;
+    }
+
+    /// Bound the live versions (siblings) of every key (at least 1;
+    /// applies from the next merge).
+    pub fn set_max_siblings(&mut self, limit: usize) {
+        self.max_siblings = limit.max(1);
+    }
+
+    /// Name this node: a write of its own that a key's bound evicts (a
+    /// concurrent write that ranks below every sibling kept) stays in
+    /// knowledge, so its dot is never issued again. It is lost, as a write
+    /// that loses to a delete is, and every replica agrees on that.
+    pub fn set_local_origin(&mut self, me: NodeId) {
+        self.local = Some(me);
+    }
+
+    /// The live versions that bounds evicted since the last call (each by
+    /// the bound that evicted it).
+    pub fn take_evicted(&mut self) -> Vec<KeyLimit> {
+        std::mem::take(&mut self.evicted)
     }
 
     /// The digest-bucket a key falls in.
@@ -509,9 +661,23 @@ impl ReplicatedState {
     }
 
     /// Merge one version of `key`.
+    ///
+    /// Bounds: a key holds at most `max_siblings` live versions and
+    /// [`MAX_KEY_BYTES`] in all. They are applied by the key's order
+    /// ([`KeyOrder`]), never by arrival: the live versions kept are the
+    /// longest prefix of that order within both bounds. A version that
+    /// would fall beyond it is refused ([`MergeOutcome::Refused`]); one
+    /// that comes before versions held pushes them out (*evicted*, see
+    /// [`take_evicted`](Self::take_evicted)). Neither is recorded as seen,
+    /// so both come back with anti-entropy when room is made (a write
+    /// supersedes the siblings). Replicas holding the same versions so
+    /// keep the same ones whatever order they came in. History is trimmed
+    /// to fit the byte bound, lowest rank first (trimmed versions stay
+    /// seen, as with the history limit).
     pub fn merge(&mut self, key: StateKey, v: Version) -> MergeOutcome {
+        let order = KeyOrder::of(&key);
         let (held, buried) = match self.entries.get(&key) {
-            Some(ks) => (ks.holds(&v.dot), ks.buries(&v)),
+            Some(ks) => (ks.holds(&v.dot), ks.buries(&v, order)),
             None => (false, false),
         };
         if held {
@@ -519,6 +685,11 @@ impl ReplicatedState {
         }
         if self.knowledge.contains(&v.dot) {
             return MergeOutcome::Obsolete;
+        }
+        if !buried {
+            if let Some(limit) = self.refuses(&key, &v, order) {
+                return MergeOutcome::Refused(limit);
+            }
         }
         let key_hash = key.stable_hash();
         let bucket = (key_hash % BUCKETS as u64) as usize;
@@ -553,14 +724,86 @@ impl ReplicatedState {
         if ks.is_grave_only() {
             self.graves_only -= 1;
         }
-        for dropped in ks.add(v, limit) {
+        for dropped in ks.add(v, limit, order) {
             self.buckets[bucket] ^= dropped.digest_hash(key_hash);
         }
         if ks.live.iter().any(|l| l.dot == dot) {
             self.dirty_live.insert(key.clone());
         }
-        self.dirty_keys.insert(key);
+        self.dirty_keys.insert(key.clone());
+        self.enforce_bounds(&key);
         MergeOutcome::Applied
+    }
+
+    /// Whether `key`'s bounds refuse `v`: it would be live, and the live
+    /// versions that come before it in the key's order (with it) are more
+    /// than `max_siblings`, or take more than [`MAX_KEY_BYTES`] with the
+    /// grave.
+    fn refuses(&self, key: &StateKey, v: &Version, order: KeyOrder) -> Option<KeyLimit> {
+        let ks = self.entries.get(key)?;
+        if ks.all().any(|o| o.supersedes(v)) {
+            return None; // history: trimmed, never refused
+        }
+        if ks.live.len() < self.max_siblings && ks.clearly_fits(Some(v)) {
+            return None;
+        }
+        let mut live: Vec<&Version> = ks.live.iter().filter(|l| !v.supersedes(l)).collect();
+        live.push(v);
+        let ahead = |a: &Version| order.before(a, v);
+        let before: Vec<&Version> = live.into_iter().filter(|l| ahead(l)).collect();
+        if before.len() >= self.max_siblings {
+            return Some(KeyLimit::Siblings);
+        }
+        let bytes = KEY_RECORD_OVERHEAD
+            + ks.grave.as_ref().map_or(0, encoded_len)
+            + before.iter().map(|l| encoded_len(*l)).sum::<usize>()
+            + encoded_len(v);
+        (bytes > MAX_KEY_BYTES).then_some(KeyLimit::Bytes)
+    }
+
+    /// Apply `key`'s bounds after a merge: evict the live versions beyond
+    /// the longest prefix of its order within both bounds (forgetting
+    /// their dots, so they can come back), then trim history to fit.
+    fn enforce_bounds(&mut self, key: &StateKey) {
+        let Some(ks) = self.entries.get(key) else {
+            return;
+        };
+        if ks.live.len() <= self.max_siblings && ks.clearly_fits(None) {
+            return;
+        }
+        let mut bytes = KEY_RECORD_OVERHEAD + ks.grave.as_ref().map_or(0, encoded_len);
+        let mut evict = Vec::new();
+        for (i, l) in ks.live.iter().enumerate() {
+            let size = encoded_len(l);
+            if i >= self.max_siblings {
+                evict.push((l.dot, KeyLimit::Siblings));
+            } else if bytes + size > MAX_KEY_BYTES && i > 0 {
+                evict.push((l.dot, KeyLimit::Bytes));
+            } else {
+                bytes += size;
+            }
+        }
+        let mut trim = Vec::new();
+        for h in &ks.history {
+            let size = encoded_len(h);
+            if bytes + size > MAX_KEY_BYTES {
+                trim.push(h.dot);
+            } else {
+                bytes += size;
+            }
+        }
+        for (dot, limit) in evict {
+            if self.remove_version(key, &dot, false) {
+                if self.local != Some(dot.node) {
+                    self.knowledge.remove(&dot);
+                    self.dirty_origins.insert(dot.node);
+                }
+                self.evicted.push(limit);
+            }
+        }
+        for dot in trim {
+            self.remove_version(key, &dot, false);
+        }
     }
 
     /// Remove a held version and forget its dot (undo of a write that could
@@ -579,7 +822,7 @@ impl ReplicatedState {
             return false;
         };
         let was_live = ks.live.iter().any(|l| l.dot == *dot);
-        let Some(v) = ks.remove(dot, revive) else {
+        let Some(v) = ks.remove(dot, revive, KeyOrder::of(key)) else {
             return false;
         };
         if was_live {
@@ -630,6 +873,13 @@ impl ReplicatedState {
 
     /// The dots held in each of the given buckets.
     pub fn manifest(&self, buckets: &[u16]) -> BTreeMap<u16, Vec<Dot>> {
+        self.manifest_within(buckets, usize::MAX)
+    }
+
+    /// The dots held in each of the given buckets, whole buckets in order
+    /// for as long as they hold at most `max_dots` in all (a bucket left
+    /// out tells the peer nothing, so it drops nothing there).
+    pub fn manifest_within(&self, buckets: &[u16], max_dots: usize) -> BTreeMap<u16, Vec<Dot>> {
         let wanted: BTreeSet<u16> = buckets.iter().copied().collect();
         let mut out: BTreeMap<u16, Vec<Dot>> = wanted.iter().map(|b| (*b, Vec::new())).collect();
         if wanted.is_empty() {
@@ -641,6 +891,11 @@ impl ReplicatedState {
                 list.extend(ks.all().map(|v| v.dot));
             }
         }
+        let mut total = 0usize;
+        out.retain(|_, dots| {
+            total = total.saturating_add(dots.len());
+            total <= max_dots
+        });
         out
     }
 
@@ -704,9 +959,15 @@ impl ReplicatedState {
         if manifest.is_empty() {
             return doomed;
         }
+        // Looked up once per history version: sets, not lists, so a long
+        // manifest costs its length once.
+        let held: BTreeMap<u16, BTreeSet<&Dot>> = manifest
+            .iter()
+            .map(|(b, dots)| (*b, dots.iter().collect()))
+            .collect();
         for (key, ks) in &self.entries {
             let b = Self::bucket_of(key) as u16;
-            let Some(held) = manifest.get(&b) else {
+            let Some(held) = held.get(&b) else {
                 continue;
             };
             for v in &ks.history {
@@ -810,15 +1071,16 @@ impl ReplicatedState {
         let Some(ks) = self.entries.get_mut(key) else {
             return 0;
         };
+        let order = KeyOrder::of(key);
         let mut buried = 0;
         loop {
-            let now_buried: Vec<Dot> = ks.all().filter(|v| ks.buries(v)).map(|v| v.dot).collect();
+            let now_buried: Vec<Dot> = ks.all().filter(|v| ks.buries(v, order)).map(|v| v.dot).collect();
             if now_buried.is_empty() {
                 break;
             }
             for dot in now_buried {
                 let was_live = ks.live.iter().any(|l| l.dot == dot);
-                if let Some(v) = ks.remove(&dot, false) {
+                if let Some(v) = ks.remove(&dot, false, order) {
                     self.buckets[b] ^= v.digest_hash(key_hash);
                     ks.grave.as_mut().expect("only a grave buries").ctx.join(&v.ctx);
                     if was_live {
@@ -980,7 +1242,9 @@ impl ReplicatedState {
     /// Restore from storage: keys with their versions, and knowledge.
     pub fn restore(&mut self, entries: Vec<(StateKey, KeyState)>, knowledge: Knowledge) {
         self.knowledge = knowledge;
-        for (key, ks) in entries {
+        for (key, mut ks) in entries {
+            // A store written before service keys had their own order.
+            KeyOrder::of(&key).sort_live(&mut ks.live);
             let key_hash = key.stable_hash();
             let b = (key_hash % BUCKETS as u64) as usize;
             for v in ks.all() {
@@ -1115,5 +1379,143 @@ mod tests {
         assert_eq!(b.merge(key(), loser), MergeOutcome::Obsolete);
         assert_eq!(b.merge(key(), later.clone()), MergeOutcome::Applied);
         assert_eq!(b.get(&key()).and_then(|ks| ks.winner()), Some(&later));
+    }
+
+    /// Five concurrent writes of one key by five origins (seen nothing).
+    fn concurrent(n: u64) -> Vec<Version> {
+        (1..=n)
+            .map(|i| version(i, 1, 1_000 + i, &[], Payload::Value(vec![i as u8])))
+            .collect()
+    }
+
+    fn live_dots(s: &ReplicatedState) -> Vec<Dot> {
+        s.get(&key())
+            .map_or(Vec::new(), |ks| ks.live.iter().map(|v| v.dot).collect())
+    }
+
+    #[test]
+    fn at_the_sibling_bound_replicas_keep_the_same_siblings_whatever_the_arrival_order() {
+        let vs = concurrent(5);
+        let orders: [[usize; 5]; 4] = [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 4, 0, 3, 1], [1, 0, 4, 2, 3]];
+        let mut seen = Vec::new();
+        for order in orders {
+            let mut s = ReplicatedState::new(16);
+            s.set_max_siblings(3);
+            for i in order {
+                let _ = s.merge(key(), vs[i].clone());
+            }
+            assert_eq!(s.get(&key()).map(|ks| ks.live.len()), Some(3));
+            for v in &vs[..2] {
+                assert!(
+                    !s.knowledge().contains(&v.dot),
+                    "a refused or evicted version is not recorded as seen"
+                );
+            }
+            seen.push((live_dots(&s), s.digest()));
+        }
+        assert!(seen.windows(2).all(|w| w[0] == w[1]), "{seen:?}");
+        // The highest-ranked three are kept.
+        assert_eq!(seen[0].0, vec![vs[4].dot, vs[3].dot, vs[2].dot]);
+    }
+
+    #[test]
+    fn a_refused_sibling_is_taken_once_a_write_makes_room() {
+        let vs = concurrent(3);
+        let mut s = ReplicatedState::new(16);
+        s.set_max_siblings(2);
+        for v in &vs {
+            let _ = s.merge(key(), v.clone());
+        }
+        assert_eq!(
+            s.merge(key(), vs[0].clone()),
+            MergeOutcome::Refused(KeyLimit::Siblings),
+            "still refused while the others stand"
+        );
+        // A write that saw the two kept supersedes them: room for the third.
+        let w = version(
+            9,
+            1,
+            5_000,
+            &[vs[1].dot, vs[2].dot],
+            Payload::Value(b"w".to_vec()),
+        );
+        assert_eq!(s.merge(key(), w.clone()), MergeOutcome::Applied);
+        assert_eq!(s.merge(key(), vs[0].clone()), MergeOutcome::Applied);
+        assert_eq!(live_dots(&s), vec![w.dot, vs[0].dot]);
+    }
+
+    #[test]
+    fn a_service_instance_keeps_its_registrations_before_tombstones_at_the_bound() {
+        let k = StateKey::Service {
+            namespace: Namespace::new("app").expect("valid namespace"),
+            service: crate::core::ids::ServiceName::new("api").expect("valid service"),
+            instance: crate::core::ids::InstanceId::new("i1").expect("valid instance"),
+        };
+        let owner = NodeId::from_index(1);
+        let reg = version(
+            1,
+            1,
+            1_000,
+            &[],
+            Payload::Instance(crate::core::registry::ServiceInstance {
+                spec: crate::core::registry::ServiceSpec {
+                    address: "10.0.0.1".into(),
+                    port: 80,
+                    tags: BTreeSet::new(),
+                    metadata: BTreeMap::new(),
+                    weight: 100,
+                    ttl_ms: None,
+                },
+                owner,
+                health: crate::core::registry::HealthStatus::Passing,
+            }),
+        );
+        let mut s = ReplicatedState::new(16);
+        s.set_max_siblings(2);
+        assert_eq!(s.merge(k.clone(), reg.clone()), MergeOutcome::Applied);
+        // Foreign tombstones, newer than the registration, each with its
+        // own origin's context only: they never push the registration out.
+        for i in 2..6 {
+            let _ = s.merge(k.clone(), version(i, 1, 2_000 + i, &[], Payload::Tombstone));
+        }
+        let ks = s.get(&k).expect("held");
+        assert_eq!(ks.live.len(), 2);
+        assert_eq!(
+            ks.winner().map(|w| w.dot),
+            Some(reg.dot),
+            "read as its registration"
+        );
+        assert!(!ks.is_deleted());
+    }
+
+    #[test]
+    fn a_key_never_stores_more_than_max_key_bytes_and_the_highest_ranked_values_stay() {
+        let mib = 1 << 20;
+        let big = |i: u64| version(i, 1, 1_000 + i, &[], Payload::Value(vec![i as u8; 24 * mib]));
+        let mut s = ReplicatedState::new(16);
+        let mut outcomes = Vec::new();
+        for i in 1..=7 {
+            outcomes.push(s.merge(key(), big(i)));
+        }
+        let ks = s.get(&key()).expect("held").clone();
+        assert!(encoded_len(&ks) <= MAX_KEY_BYTES, "{} bytes", encoded_len(&ks));
+        assert_eq!(ks.live.len(), 5, "five of 24 MiB fit in 128 MiB");
+        assert_eq!(ks.winner().map(|w| w.dot.node), Some(NodeId::from_index(7)));
+        assert_eq!(
+            s.take_evicted(),
+            vec![KeyLimit::Bytes, KeyLimit::Bytes],
+            "the two lowest-ranked went as higher ones came"
+        );
+        assert!(outcomes.iter().all(|o| *o == MergeOutcome::Applied));
+        // Arriving again, the lowest is refused: the five above it fill the key.
+        assert_eq!(s.merge(key(), big(1)), MergeOutcome::Refused(KeyLimit::Bytes));
+        // History is trimmed to fit too: a write superseding them all keeps
+        // as much history as fits.
+        let seen: Vec<Dot> = ks.live.iter().map(|v| v.dot).collect();
+        let w = version(9, 1, 9_000, &seen, Payload::Value(vec![9; 24 * mib]));
+        assert_eq!(s.merge(key(), w), MergeOutcome::Applied);
+        let ks = s.get(&key()).expect("held");
+        assert!(encoded_len(ks) <= MAX_KEY_BYTES);
+        assert_eq!((ks.live.len(), ks.history.len()), (1, 4));
     }
 }

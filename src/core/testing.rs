@@ -186,7 +186,11 @@ impl Runtime for Port<'_> {
 
     fn send_request(&mut self, to: NodeId, id: u64, bytes: Vec<u8>) -> Result<(), RequestRefused> {
         let from = self.at;
-        let to = self.net.index_of(to);
+        // A node no longer in the net (it restarted under a new identity)
+        // is unreachable.
+        let Some(to) = self.net.ids.iter().position(|n| *n == to) else {
+            return Err(RequestRefused);
+        };
         if self.net.is_blocked(from, to) {
             return Err(RequestRefused);
         }
@@ -257,6 +261,19 @@ impl Net {
             next_net_id: 1,
             next_cmd_id: 1,
         }
+    }
+
+    /// Engine `i` loses its disk and starts again under a new identity
+    /// `id` (a fresh store, no state), at the current time.
+    pub fn restart_as(&mut self, i: usize, id: NodeId, cfg: Config) {
+        let info = NodeInfo {
+            name: format!("n{i}"),
+            ..NodeInfo::default()
+        };
+        self.engines[i] =
+            Engine::new(cfg, keys_of(id), info, self.now, 100 + i as u64, None).expect("valid config");
+        self.stores[i] = MemoryStore::new();
+        self.ids[i] = id;
     }
 
     /// The index of the engine with this node id.

@@ -3,7 +3,7 @@
 //! ```text
 //! offset  size  field
 //! 0       4     magic "STRL"
-//! 4       1     protocol version (currently 3)
+//! 4       1     protocol version (currently 7)
 //! 5       1     message kind
 //! 6       8     cluster id (xxh3 of the cluster name, little endian)
 //! 14      ..    bincode 2 (standard config) body
@@ -33,8 +33,12 @@ pub const MAGIC: [u8; 4] = *b"STRL";
 /// announcing) and anti-entropy by knowledge summaries (bucket hashes plus
 /// the ranges of differing buckets; the ack carries the requester's
 /// missing versions). Version 4: signed versions and member records.
-/// Version 5: graves travel as their signed tombstones.
-pub const PROTOCOL_VERSION: u8 = 6;
+/// Version 5: graves travel as their signed tombstones. Version 6:
+/// liveness from neighbours. Version 7: service versions carry causal
+/// context for their own origin only (a peer's service version naming
+/// another origin is refused), so only an instance's owner deregisters
+/// it; sync manifests and graves are bounded per message.
+pub const PROTOCOL_VERSION: u8 = 7;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.

@@ -329,11 +329,11 @@ impl NodeConfig {
     ///
     /// Reloadable: `log_level`, `name`, `tags`, `bootstrap`,
     /// `http_rate_limit`, `deny_peers`, `http_tokens`, `http_allowed_hosts`
-    /// and the `[protocol]` settings other than `cluster`, `max_value_bytes`
-    /// and `watch_log_capacity`.
+    /// and the `[protocol]` settings other than `cluster`, `max_value_bytes`,
+    /// `watch_log_capacity`, `max_siblings` and `max_members`.
     pub fn reload_changes(&self, new: &NodeConfig) -> Result<Vec<&'static str>, ReloadError> {
         new.validate()?;
-        let fixed: [(&'static str, bool); 14] = [
+        let fixed: [(&'static str, bool); 16] = [
             ("data_dir", self.data_dir == new.data_dir),
             ("listen", self.listen == new.listen),
             ("http", self.http == new.http),
@@ -351,6 +351,14 @@ impl NodeConfig {
             (
                 "protocol.watch_log_capacity",
                 self.protocol.watch_log_capacity == new.protocol.watch_log_capacity,
+            ),
+            (
+                "protocol.max_siblings",
+                self.protocol.max_siblings == new.protocol.max_siblings,
+            ),
+            (
+                "protocol.max_members",
+                self.protocol.max_members == new.protocol.max_members,
             ),
             ("http_tls_cert", self.http_tls_cert == new.http_tls_cert),
             ("http_tls_key", self.http_tls_key == new.http_tls_key),

@@ -76,6 +76,13 @@ const CACHE_BYTES: usize = 64 << 20;
 /// Largest value the decoder accepts (a corrupt length prefix must not
 /// make it allocate without bound).
 const DECODE_LIMIT: usize = 256 << 20;
+// The engine keeps every key's record under `MAX_KEY_BYTES`, so a node
+// always reads back what it wrote (a key over the decode limit made the
+// whole store read as corrupt, and the node could not restart).
+const _: () = assert!(
+    crate::core::MAX_KEY_BYTES < DECODE_LIMIT,
+    "every key the engine may hold must decode from the store"
+);
 
 const KEYS: TableDefinition<&[u8], &[u8]> = TableDefinition::new("keys");
 const KNOWLEDGE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("knowledge");

@@ -181,6 +181,43 @@ fn applied_batches_reload_after_reopen_exactly_as_a_memory_store_holds_them() {
     assert_eq!(loaded.members.len(), 5);
 }
 
+/// The failure: some 260 siblings of 1 MiB made a key's record
+/// larger than the store decodes, and the node read its own store as
+/// corrupt at the next start. Siblings merged from peers are now bounded
+/// in count and bytes, and a key at the byte bound reads back.
+#[test]
+fn a_key_filled_to_its_bounds_by_peers_is_read_back_after_reopen() {
+    let mut state = crate::core::ReplicatedState::new(16);
+    state.set_max_siblings(1024);
+    let key = kv("app", "big");
+    for origin in 1..=160u64 {
+        let mut v = version(origin, 1, Payload::Value(vec![origin as u8; 1 << 20]));
+        v.hlc.wall_ms += origin;
+        let _ = state.merge(key.clone(), v);
+    }
+    let ks = state.get(&key).expect("the key is held").clone();
+    let size = crate::core::encoded_len(&ks);
+    assert!(size <= crate::core::MAX_KEY_BYTES, "{size} bytes held");
+    assert!(ks.live.len() > 100, "as many siblings as fit: {}", ks.live.len());
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let mut store = Store::open(dir.path()).unwrap();
+        let batch = PersistBatch {
+            id: 1,
+            keys: vec![(key.clone(), Some(ks.clone()))],
+            knowledge: Vec::new(),
+            members: Vec::new(),
+            meta: meta(1),
+        };
+        store.apply(&batch).unwrap();
+    }
+    let loaded = Store::open(dir.path())
+        .unwrap()
+        .load()
+        .expect("the store reads back");
+    assert_eq!(loaded.keys, vec![(key, ks)]);
+}
+
 #[test]
 fn removed_keys_stay_removed_after_reopen() {
     let dir = tempfile::tempdir().unwrap();

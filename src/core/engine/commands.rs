@@ -113,13 +113,10 @@ impl Engine {
                     service,
                     instance,
                 };
-                let cur = match self.state.get(&sk).and_then(|ks| ks.winner()).map(|v| &v.payload) {
-                    Some(Payload::Instance(i)) => i.clone(),
-                    _ => return Err(CommandError::NotFound),
+                let cur = match self.own_registration(&sk) {
+                    Some(i) => i,
+                    None => return Err(self.not_owned(&sk)),
                 };
-                if cur.owner != self.me {
-                    return Err(CommandError::NotOwner(cur.owner.to_string()));
-                }
                 self.owned_heartbeats.insert(sk.clone(), self.now_ms);
                 let want = health.unwrap_or(HealthStatus::Passing);
                 if cur.health == want {
@@ -138,8 +135,10 @@ impl Engine {
                     service,
                     instance,
                 };
-                if self.state.get(&sk).is_none_or(|ks| ks.is_deleted()) {
-                    return Err(CommandError::NotFound);
+                // Only the owner's own deregistration removes an instance
+                // (a tombstone supersedes its own origin's versions only).
+                if self.own_registration(&sk).is_none() {
+                    return Err(self.not_owned(&sk));
                 }
                 self.owned_heartbeats.remove(&sk);
                 Ok(self.write_local(sk, Payload::Tombstone))
@@ -179,6 +178,7 @@ impl Engine {
                 Ok(self.write_local(StateKey::Canary { namespace, key }, Payload::Tombstone))
             }
             Command::SetInfo(info) => {
+                info.validate().map_err(CommandError::Invalid)?;
                 if info.tags != self.info.tags {
                     // Which canaries target this node may change: readers of
                     // those keys hear about it like any other change.
@@ -243,12 +243,10 @@ impl Engine {
         let now = self.now_ms;
         let mut lapsed = Vec::new();
         for (sk, last) in &self.owned_heartbeats {
-            let Some(Payload::Instance(i)) =
-                self.state.get(sk).and_then(|ks| ks.winner()).map(|v| &v.payload)
-            else {
+            let Some(i) = self.own_registration(sk) else {
                 continue;
             };
-            if i.owner != self.me || i.health == HealthStatus::Critical {
+            if i.health == HealthStatus::Critical {
                 continue;
             }
             if let Some(ttl) = i.spec.ttl_ms {
@@ -284,6 +282,24 @@ impl Engine {
         }
     }
 
+    /// This node's own live registration of the instance `sk`, if any
+    /// (another owner's may rank above it).
+    pub(super) fn own_registration(&self, sk: &StateKey) -> Option<ServiceInstance> {
+        self.state.get(sk)?.live.iter().find_map(|v| match &v.payload {
+            Payload::Instance(i) if i.owner == self.me && v.dot.node == self.me => Some(i.clone()),
+            _ => None,
+        })
+    }
+
+    /// Why this node may not heartbeat or deregister `sk`: another node
+    /// owns the registration, or there is none.
+    fn not_owned(&self, sk: &StateKey) -> CommandError {
+        match self.state.get(sk).and_then(|ks| ks.winner()).map(|v| &v.payload) {
+            Some(Payload::Instance(i)) => CommandError::NotOwner(i.owner.to_string()),
+            _ => CommandError::NotFound,
+        }
+    }
+
     fn owner_gone(&self, owner: &NodeId) -> bool {
         self.members
             .get(owner)
@@ -306,6 +322,11 @@ impl Engine {
     /// live one, and publish it as a delta.
     fn write_local(&mut self, sk: StateKey, payload: Payload) -> CommandOutput {
         let mut ctx = self.state.get(&sk).map(KeyState::context).unwrap_or_default();
+        if matches!(sk, StateKey::Service { .. }) {
+            // A service version supersedes its own origin's only (see
+            // `KeyOrder::Registrations`): its context names no other.
+            ctx = ctx.only(&self.me);
+        }
         let dot = Dot {
             node: self.me,
             seq: self.state.next_seq(&self.me),
@@ -327,11 +348,19 @@ impl Engine {
         let outcome = self.state.merge(sk.clone(), v.clone());
         debug_assert_eq!(outcome, MergeOutcome::Applied, "a fresh local dot is always new");
         debug_assert!(
+            matches!(sk, StateKey::Service { .. })
+                || self
+                    .state
+                    .get(&sk)
+                    .and_then(|ks| ks.winner())
+                    .is_some_and(|w| w.dot == dot),
+            "a local write supersedes every live version, so it is the winner"
+        );
+        debug_assert!(
             self.state
                 .get(&sk)
-                .and_then(|ks| ks.winner())
-                .is_some_and(|w| w.dot == dot),
-            "a local write supersedes every live version, so it is the winner"
+                .is_some_and(|ks| ks.live.iter().any(|l| l.dot == dot)),
+            "a local write is live"
         );
         self.counters.writes += 1;
         self.pending.applied.push((sk.clone(), dot));

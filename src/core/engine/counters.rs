@@ -143,6 +143,26 @@ pub enum RejectReason {
     /// Adopted knowledge that claimed writes of an origin beyond any that
     /// origin has been seen to sign: the claim was cut down to that.
     KnowledgeAhead,
+    /// A service version whose causal context names another origin than
+    /// its own (service versions supersede their own origin's only).
+    VersionForeignContext,
+    /// A version refused, or one held evicted, because its key was at its
+    /// bound of live versions (`max_siblings`) and the others come first
+    /// in the key's order; not recorded as seen, so it comes back once a
+    /// write makes room.
+    SiblingsLimit,
+    /// A version refused, or one held evicted, because its key's stored
+    /// record would pass `MAX_KEY_BYTES`; not recorded as seen.
+    KeySizeLimit,
+    /// A member record for an identity this node does not know, refused
+    /// because the member table is full (`max_members`).
+    MemberLimit,
+    /// A member record whose self-description (name, addresses, tags) is
+    /// over the limits of `NodeInfo::validate`.
+    MemberBadInfo,
+    /// A sync message listing more dots in its manifest, or more graves,
+    /// than any node sends (`MAX_MANIFEST_DOTS`, `MAX_SYNC_GRAVES`).
+    ManifestTooLarge,
 }
 
 /// Every message kind, for enumerating the reasons that carry one.
@@ -157,7 +177,7 @@ const KINDS: [MessageKind; 6] = [
 
 impl RejectReason {
     /// Every reason without a message kind.
-    const PLAIN: [RejectReason; 31] = [
+    const PLAIN: [RejectReason; 37] = [
         RejectReason::Truncated,
         RejectReason::TooLarge,
         RejectReason::BadMagic,
@@ -189,6 +209,12 @@ impl RejectReason {
         RejectReason::BadGrave,
         RejectReason::VersionContextAhead,
         RejectReason::KnowledgeAhead,
+        RejectReason::VersionForeignContext,
+        RejectReason::SiblingsLimit,
+        RejectReason::KeySizeLimit,
+        RejectReason::MemberLimit,
+        RejectReason::MemberBadInfo,
+        RejectReason::ManifestTooLarge,
     ];
 
     /// The metrics label, e.g. `clock_drift` or
@@ -251,6 +277,12 @@ impl RejectReason {
             RejectReason::BadGrave => "bad_grave",
             RejectReason::VersionContextAhead => "version_context_ahead",
             RejectReason::KnowledgeAhead => "knowledge_ahead",
+            RejectReason::VersionForeignContext => "version_foreign_context",
+            RejectReason::SiblingsLimit => "siblings_limit",
+            RejectReason::KeySizeLimit => "key_size_limit",
+            RejectReason::MemberLimit => "member_limit",
+            RejectReason::MemberBadInfo => "member_bad_info",
+            RejectReason::ManifestTooLarge => "manifest_too_large",
         }
     }
 
@@ -270,6 +302,10 @@ impl RejectReason {
             // What this node has seen its origins sign so far.
             | RejectReason::VersionContextAhead
             | RejectReason::KnowledgeAhead
+            // This node's bounds and what it already holds.
+            | RejectReason::SiblingsLimit
+            | RejectReason::KeySizeLimit
+            | RejectReason::MemberLimit
             // Sync-only reasons, never from gossip; no judgement needed.
             | RejectReason::UnexpectedAsRequest(_)
             | RejectReason::UnexpectedAsResponse(_)
@@ -298,7 +334,10 @@ impl RejectReason {
             | RejectReason::VersionPayloadKindMismatch
             | RejectReason::VersionChecksumMismatch
             | RejectReason::VersionSignatureTooLarge
-            | RejectReason::BadGrave => true,
+            | RejectReason::BadGrave
+            | RejectReason::VersionForeignContext
+            | RejectReason::MemberBadInfo
+            | RejectReason::ManifestTooLarge => true,
         }
     }
 

@@ -21,6 +21,17 @@ pub(super) const MAX_DEFERRED: usize = 4096;
 /// Most dots a remote version's causal context may hold.
 pub(super) const MAX_CONTEXT_DOTS: usize = 4096;
 
+/// Most dots the manifests of one sync message may list, all buckets
+/// together. A node lists whole buckets until the next would pass it (a
+/// bucket left out drops nothing on the other side, and is listed again
+/// once the others match); a message over it is refused
+/// (`manifest_too_large`) before anything in it is looked at.
+pub(super) const MAX_MANIFEST_DOTS: usize = 1 << 20;
+
+/// Most graves one sync message may carry (a node sends the first ones
+/// in key order; the rest go once those buckets match).
+pub(super) const MAX_SYNC_GRAVES: usize = 1 << 16;
+
 /// Largest signature a remote version may carry, in bytes.
 pub(super) const MAX_SIGNATURE_BYTES: usize = 256;
 
@@ -70,6 +81,12 @@ pub(super) fn validate_version(
         .any(|d| d.node == v.dot.node && d.seq == v.dot.seq)
     {
         return Err(RejectReason::VersionContextMissesOwnDot);
+    }
+    if matches!(key, StateKey::Service { .. }) && v.ctx.dots().iter().any(|d| d.node != v.dot.node) {
+        // Service versions supersede their own origin's only: a context
+        // naming another origin would let a node deregister (or pin)
+        // instances it does not own.
+        return Err(RejectReason::VersionForeignContext);
     }
     match (key, &v.payload) {
         (StateKey::Kv { .. }, Payload::Value(b)) if b.len() > cfg.max_value_bytes => {

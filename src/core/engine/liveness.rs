@@ -211,6 +211,12 @@ impl Engine {
             self.reject(RejectReason::ClockDrift);
             return;
         }
+        if !self.has_room_for(&from) {
+            // Its detector and mark would be a member entry in all but
+            // name: refused like its record.
+            self.reject(RejectReason::MemberLimit);
+            return;
+        }
         self.counters.heartbeats_received += 1;
         self.heard_from(from, hb.high_seq);
         let now = self.now_ms;
@@ -278,6 +284,14 @@ impl Engine {
         if !self.members.would_change(&m) {
             return;
         }
+        if !self.has_room_for(&m.node) {
+            self.reject(RejectReason::MemberLimit);
+            return;
+        }
+        if m.info.validate().is_err() {
+            self.reject(RejectReason::MemberBadInfo);
+            return;
+        }
         if !m.is_signed(&*self.keys) {
             self.reject(RejectReason::MemberBadSignature);
             return;
@@ -306,6 +320,13 @@ impl Engine {
             }
             peer.held = Some((incarnation, status));
         }
+    }
+
+    /// Whether the membership view may hold `node`: it is known already,
+    /// or the view is below `max_members`. An unknown identity past the
+    /// bound is refused; no known member is ever evicted for it.
+    fn has_room_for(&self, node: &NodeId) -> bool {
+        self.members.get(node).is_some() || self.members.len() < self.cfg.max_members
     }
 
     /// The peer entry of a member, created (its detector starting now) the

@@ -7,7 +7,7 @@ use crate::core::crypto::{version_claim, Signature, SIGNATURE_LEN};
 use crate::core::dots::Dot;
 use crate::core::ids::{NodeId, StateKey};
 use crate::core::membership::MemberStatus;
-use crate::core::state::{MergeOutcome, Payload, Version};
+use crate::core::state::{KeyLimit, MergeOutcome, Payload, Version};
 
 /// What became of a version from a peer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,13 +85,26 @@ impl Engine {
             }
         }
         let _ = self.clock.observe(v.hlc, self.now_ms);
+        match self.merge_counted(key, v) {
+            MergeOutcome::Refused(limit) => RemoteMerge::Rejected(limit_reason(limit)),
+            outcome => RemoteMerge::Merged(outcome),
+        }
+    }
+
+    /// Merge a checked version into the state and count the outcome
+    /// (with any version a key's bound refused or evicted).
+    fn merge_counted(&mut self, key: StateKey, v: Version) -> MergeOutcome {
         let outcome = self.state.merge(key, v);
         match outcome {
             MergeOutcome::Applied => self.counters.merged += 1,
             MergeOutcome::Duplicate => self.counters.duplicates += 1,
             MergeOutcome::Obsolete => self.counters.obsolete += 1,
+            MergeOutcome::Refused(limit) => self.reject(limit_reason(limit)),
         }
-        RemoteMerge::Merged(outcome)
+        for limit in self.state.take_evicted() {
+            self.reject(limit_reason(limit));
+        }
+        outcome
     }
 
     /// Record that `dot`'s origin has signed up to `dot.seq`, from a
@@ -195,11 +208,7 @@ impl Engine {
                     continue;
                 }
                 let _ = self.clock.observe(v.hlc, self.now_ms);
-                match self.state.merge(key, v) {
-                    MergeOutcome::Applied => self.counters.merged += 1,
-                    MergeOutcome::Duplicate => self.counters.duplicates += 1,
-                    MergeOutcome::Obsolete => self.counters.obsolete += 1,
-                }
+                self.merge_counted(key, v);
             }
         }
     }
@@ -253,5 +262,14 @@ impl Engine {
         };
         let claim = version_claim(key, &v.dot, &v.ctx, &v.hlc, &v.payload, v.checksum);
         self.keys.verify(&v.dot.node, &claim, &Signature(sig))
+    }
+}
+
+/// The reason a version refused or evicted by a key's bound is counted
+/// under.
+fn limit_reason(limit: KeyLimit) -> RejectReason {
+    match limit {
+        KeyLimit::Siblings => RejectReason::SiblingsLimit,
+        KeyLimit::Bytes => RejectReason::KeySizeLimit,
     }
 }

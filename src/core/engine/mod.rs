@@ -62,7 +62,7 @@ use super::hlc::HlcClock;
 use super::ids::{NodeId, StateKey};
 use super::membership::{MemberStatus, Membership, NodeInfo};
 use super::persist::{PersistBatch, PersistedMeta, Snapshot};
-use super::state::{Payload, ReplicatedState};
+use super::state::ReplicatedState;
 use super::watch::{WatchChange, WatchEvent, WatchLog};
 use super::wire::{self, Message, WireError};
 use liveness::Liveness;
@@ -163,6 +163,8 @@ impl Engine {
         let mut clock = HlcClock::new(cfg.max_clock_drift_ms);
         clock.restore(snapshot.meta.hlc);
         let mut state = ReplicatedState::new(cfg.history_limit);
+        state.set_max_siblings(cfg.max_siblings);
+        state.set_local_origin(me);
         let knowledge = snapshot.knowledge_set();
         state.restore(snapshot.keys, knowledge);
         let mut members = Membership::new();
@@ -228,11 +230,9 @@ impl Engine {
         let owned: Vec<StateKey> = engine
             .state
             .iter()
-            .filter(|(k, ks)| {
-                matches!(k, StateKey::Service { .. })
-                    && matches!(ks.winner().map(|v| &v.payload), Some(Payload::Instance(i)) if i.owner == me)
-            })
+            .filter(|(k, _)| matches!(k, StateKey::Service { .. }))
             .map(|(k, _)| k.clone())
+            .filter(|k| engine.own_registration(k).is_some())
             .collect();
         for k in owned {
             engine.owned_heartbeats.insert(k, now_ms);
@@ -310,6 +310,8 @@ impl Engine {
             "watch_log_capacity",
             cfg.watch_log_capacity == self.cfg.watch_log_capacity,
         )?;
+        fixed("max_siblings", cfg.max_siblings == self.cfg.max_siblings)?;
+        fixed("max_members", cfg.max_members == self.cfg.max_members)?;
         self.clock.set_max_drift(cfg.max_clock_drift_ms);
         self.state.set_history_limit(cfg.history_limit);
         self.timers

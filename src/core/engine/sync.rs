@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
-use super::limits::{validate_version, MAX_REMOTE_SEQ};
+use super::limits::{validate_version, MAX_MANIFEST_DOTS, MAX_REMOTE_SEQ, MAX_SYNC_GRAVES};
 use super::timers::Timer;
 use super::{Action, Engine, RejectReason};
 use crate::core::dots::{
@@ -243,6 +243,17 @@ impl Engine {
             self.out.push(Action::Respond { id, bytes });
             return;
         }
+        if over_sync_bounds(&push.manifest, &push.graves) {
+            self.reject(RejectReason::ManifestTooLarge);
+            let ack = SyncAck {
+                applied: 0,
+                versions: Vec::new(),
+                complete: false,
+            };
+            let bytes = self.encode(&Message::SyncAck(ack));
+            self.out.push(Action::Respond { id, bytes });
+            return;
+        }
         let mut applied = 0;
         for (k, v) in push.versions {
             if self.merge_remote(k, v).is_new() {
@@ -301,6 +312,11 @@ impl Engine {
             self.reject(RejectReason::BadBucketCount);
             return;
         }
+        if over_sync_bounds(&resp.manifest, &resp.graves) {
+            self.counters.syncs_failed += 1;
+            self.reject(RejectReason::ManifestTooLarge);
+            return;
+        }
         if resp
             .knowledge
             .ranges
@@ -342,8 +358,9 @@ impl Engine {
             .filter(|(_, (a, b))| a != b)
             .map(|(i, _)| i as u16)
             .collect();
-        let manifest = self.state.manifest(&differing);
-        let graves = self.state.graves_in(&differing);
+        let manifest = self.state.manifest_within(&differing, MAX_MANIFEST_DOTS);
+        let mut graves = self.state.graves_in(&differing);
+        graves.truncate(MAX_SYNC_GRAVES);
         // Our records in the member buckets that still differ from theirs
         // (after taking theirs in, a bucket that differs holds something
         // they lack).
@@ -529,8 +546,12 @@ impl Engine {
         };
         Some(SyncResponse {
             knowledge,
-            manifest: self.state.manifest(&differing),
-            graves: self.state.graves_in(&differing),
+            manifest: self.state.manifest_within(&differing, MAX_MANIFEST_DOTS),
+            graves: {
+                let mut graves = self.state.graves_in(&differing);
+                graves.truncate(MAX_SYNC_GRAVES);
+                graves
+            },
             buckets: Hashes(buckets),
             members,
             member_buckets: Hashes(member_buckets),
@@ -642,6 +663,18 @@ impl Engine {
 fn knowledge_rejection(reason: &'static str) -> RejectReason {
     debug_assert_eq!(reason, RejectReason::BadKnowledgeBuckets.as_str());
     RejectReason::BadKnowledgeBuckets
+}
+
+/// Whether a peer's manifest lists more dots, or its graves are more,
+/// than any node sends in one message.
+fn over_sync_bounds(manifest: &BTreeMap<u16, Vec<Dot>>, graves: &[(StateKey, Version)]) -> bool {
+    graves.len() > MAX_SYNC_GRAVES
+        || manifest
+            .values()
+            .try_fold(0usize, |n, dots| {
+                n.checked_add(dots.len()).filter(|n| *n <= MAX_MANIFEST_DOTS)
+            })
+            .is_none()
 }
 
 #[cfg(test)]

@@ -171,7 +171,12 @@ pub fn fault_end_ms(f: &FaultSpec, heal_ms: Option<u64>) -> Option<u64> {
         FaultKind::Crash if f.permanent => None,
         // Without a duration, it ends when its last node is back.
         FaultKind::MassRestart if f.duration_ms.is_none() => {
-            let last = f.restarts.iter().map(|r| r.stop_ms + r.down_ms).max().unwrap_or(0);
+            let last = f
+                .restarts
+                .iter()
+                .map(|r| r.stop_ms + r.down_ms)
+                .max()
+                .unwrap_or(0);
             let end = f.at_ms + last.max(1);
             Some(end.min(heal_ms.unwrap_or(u64::MAX)))
         }
@@ -330,10 +335,21 @@ impl FaultPlan {
             };
             for r in restarts {
                 let node = r.node;
-                v.push((f.at_ms + r.stop_ms, Step::Bounce { fault: fi, node, up: false }));
+                v.push((
+                    f.at_ms + r.stop_ms,
+                    Step::Bounce {
+                        fault: fi,
+                        node,
+                        up: false,
+                    },
+                ));
                 v.push((
                     f.at_ms + r.stop_ms + r.down_ms,
-                    Step::Bounce { fault: fi, node, up: true },
+                    Step::Bounce {
+                        fault: fi,
+                        node,
+                        up: true,
+                    },
                 ));
             }
         }
@@ -453,7 +469,10 @@ impl Outlived {
 /// collected on one side of a cut that lasts longer, while the other side
 /// still holds what they delete (until the end, or the deadline).
 fn outlived_ttls(kind: FaultKind, at_ms: u64, end_ms: Option<u64>, sc: &Scenario) -> Outlived {
-    if !matches!(kind, FaultKind::Partition | FaultKind::OneWay | FaultKind::Swizzle) {
+    if !matches!(
+        kind,
+        FaultKind::Partition | FaultKind::OneWay | FaultKind::Swizzle
+    ) {
         return Outlived::None;
     }
     let deadline = sc.phases.deadline_ms;
@@ -551,6 +570,84 @@ mod tests {
         let e =
             Scenario::parse("[nemesis]\nenabled = true\nkinds = [\"partition\", \"flood\"]\n").unwrap_err();
         assert!(e.0.contains("flood"), "{}", e.0);
+    }
+
+    #[test]
+    fn mass_restart_and_overload_settings_are_checked_when_the_scenario_is_read() {
+        let bad = [
+            ("kind = \"mass-restart\"\nat_ms = 1\nfraction = 1.5\n", "fraction"),
+            (
+                "kind = \"mass-restart\"\nat_ms = 1\ndowntime_ms = 0\n",
+                "downtime_ms",
+            ),
+            (
+                "kind = \"mass-restart\"\nat_ms = 1\npermanent = true\n",
+                "permanent",
+            ),
+            (
+                "kind = \"mass-restart\"\nat_ms = 1\nrestarts = [{ node = 9, stop_ms = 0, down_ms = 5 }]\n",
+                "restarts",
+            ),
+            ("kind = \"overload\"\nat_ms = 1\ndelay_ms = 100000\n", "at most"),
+            (
+                "kind = \"crash\"\nat_ms = 1\nwindow_ms = 10\n",
+                "for mass-restart",
+            ),
+            ("kind = \"pause\"\nat_ms = 1\ndelay_ms = 10\n", "for overload"),
+        ];
+        for (fault, want) in bad {
+            let text = format!("[cluster]\nsize = 3\n[[fault]]\n{fault}");
+            let e = Scenario::parse(&text).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn a_mass_restart_stops_and_restarts_each_node_inside_the_fault() {
+        let sc = scenario(
+            "[cluster]\nsize = 10\n[phases]\nheal_at_ms = 30000\ndeadline_ms = 40000\n\
+             [[fault]]\nkind = \"mass-restart\"\nat_ms = 1000\nwindow_ms = 2000\ndowntime_ms = 1000\n\
+             [[fault]]\nkind = \"mass-restart\"\nat_ms = 5000\nduration_ms = 600\nnodes = [1, 2]\n\
+             restarts = [{ node = 1, stop_ms = 100, down_ms = 5000 }, { node = 2, stop_ms = 700, down_ms = 10 }]\n\
+             [[fault]]\nkind = \"overload\"\nat_ms = 2000\ndelay_ms = 300\n",
+        );
+        let f = &sc.faults[0];
+        assert!((6..=8).contains(&f.nodes.len()), "60-80 % of 10: {:?}", f.nodes);
+        assert_eq!(f.state.as_deref(), Some("kept"));
+        let plan = FaultPlan::new(&sc);
+        // Each node stops then comes back, inside the fault.
+        let steps = plan.bounces();
+        assert_eq!(steps.len(), 2 * f.nodes.len() + 2);
+        for (t, s) in &steps {
+            let Step::Bounce { fault, .. } = s else {
+                panic!("{s:?}")
+            };
+            let pf = &plan.faults[*fault];
+            assert!(*t >= pf.at_ms && *t <= pf.end_ms.unwrap(), "{t} {s:?}");
+        }
+        // The second fault's restarts are fitted into its 600 ms: node 1
+        // comes back at its end, node 2's stop after it is dropped.
+        let FaultAction::MassRestart { restarts, keep_state } = &plan.faults[2].action else {
+            panic!("{:?}", plan.faults[2].action)
+        };
+        assert!(*keep_state);
+        assert_eq!(restarts.len(), 1);
+        assert_eq!(
+            (restarts[0].node, restarts[0].stop_ms + restarts[0].down_ms),
+            (1, 600)
+        );
+        assert_eq!(
+            plan.faults[1].action,
+            FaultAction::Overload {
+                nodes: plan.faults[1].spec.nodes.clone(),
+                delay_ms: 300,
+                jitter_ms: 150
+            }
+        );
+        assert_eq!(plan.faults[1].spec.nodes.len(), 1, "one node by default");
+        // The timeline keeps them in time order.
+        let tl = plan.timeline();
+        assert!(tl.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 
     #[test]

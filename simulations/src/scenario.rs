@@ -782,10 +782,16 @@ pub struct ExpectSpec {
 
 impl ExpectSpec {
     /// The bound on merging again after the last fault when the scenario
-    /// sets none: see `docs/SIMULATION.md` ("Merged again").
+    /// sets none, from the protocol's own intervals: one effective
+    /// heartbeat interval (it grows with the cluster) for every node to
+    /// hear every other, a suspect timeout for suspicions raised meanwhile
+    /// to be refuted, two rounds of anti-entropy and a request timeout for
+    /// a sync lost at the heal. See `docs/SIMULATION.md` ("Merged again")
+    /// for how it compares with the swarm's measured times.
     pub fn default_merged_within_ms(p: &Config, slots: usize, request_timeout_ms: u64) -> u64 {
-        let heartbeat = p.heartbeat_interval_ms * (slots as u64).div_ceil(p.heartbeat_fanin.max(1) as u64).max(1);
-        4 * p.sync_interval_ms + p.suspect_timeout_ms + 2 * heartbeat + request_timeout_ms
+        let fanin = u64::from(p.heartbeat_fanin.max(1));
+        let heartbeat = p.heartbeat_interval_ms * (slots as u64).div_ceil(fanin).max(1);
+        2 * p.sync_interval_ms + p.suspect_timeout_ms + heartbeat + request_timeout_ms
     }
 }
 
@@ -915,7 +921,9 @@ impl Scenario {
                 || f.downtime_ms.is_some()
                 || !f.restarts.is_empty()
             {
-                return err(at("fraction, window_ms, downtime_ms and restarts are for mass-restart faults"));
+                return err(at(
+                    "fraction, window_ms, downtime_ms and restarts are for mass-restart faults",
+                ));
             }
             if f.kind == FaultKind::Overload {
                 if [f.delay_ms, f.jitter_ms]
@@ -1058,6 +1066,12 @@ impl Scenario {
             }
             if f.kind == FaultKind::Overload && f.nodes.is_empty() && f.pick.is_none() {
                 f.pick = Some(1);
+            }
+            if matches!(f.kind, FaultKind::MassRestart | FaultKind::Overload) {
+                // No nodes would make the next resolution draw its default.
+                if let Some(k) = f.pick.as_mut() {
+                    *k = (*k).max(1);
+                }
             }
             if f.nodes.is_empty() {
                 if let Some(k) = f.pick.take() {

@@ -121,7 +121,11 @@ fn page_md(r: &RunResult, p: &Provenance) -> String {
         );
     }
     if let Some(n) = m.get("mass_restarts") {
-        let _ = writeln!(traffic, "\nMass restarts stopped and restarted {} node(s).", fmt_metric(*n));
+        let _ = writeln!(
+            traffic,
+            "\nMass restarts stopped and restarted {} node(s).",
+            fmt_metric(*n)
+        );
     }
     if let Some(n) = m.get("overload_inputs_late") {
         let _ = writeln!(

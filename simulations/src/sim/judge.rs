@@ -23,7 +23,11 @@ impl Sim {
             m.insert("overload_inputs_late".into(), n as f64);
             m.insert(
                 "overload_late_mean_ms".into(),
-                if n == 0 { 0.0 } else { sum_us as f64 / n as f64 / 1000.0 },
+                if n == 0 {
+                    0.0
+                } else {
+                    sum_us as f64 / n as f64 / 1000.0
+                },
             );
         }
         let (tombstones, graves) = self.plan.cuts_past_ttls(&self.sc);
@@ -215,7 +219,8 @@ impl Sim {
         }
         m.insert(
             "merged_after_fault_ms".into(),
-            self.merged_at.map_or(-1.0, |t| t.saturating_sub(merge_ref) as f64),
+            self.merged_at
+                .map_or(-1.0, |t| t.saturating_sub(merge_ref) as f64),
         );
         m.insert("merged_within_ms".into(), self.merged_within_ms as f64);
         self.fault_metrics(&mut m);

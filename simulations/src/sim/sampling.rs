@@ -105,7 +105,9 @@ impl Sim {
     /// Where merging again is measured from: the heal (or the workload's
     /// end) or the last fault step, whichever is later.
     pub(super) fn merge_ref_ms(&self) -> u64 {
-        self.converge_ref_ms.max(self.last_heal_ms).max(self.last_fault_ms)
+        self.converge_ref_ms
+            .max(self.last_heal_ms)
+            .max(self.last_fault_ms)
     }
 
     /// Merged again after the last fault: the first sample where

@@ -320,8 +320,14 @@ impl Sim {
                 v.invariant, v.t_ms, v.node, v.detail
             ));
         }
+        // Digests settle only once the last delete's tombstone and grave
+        // have expired on every node (each collects on its own clock):
+        // before, unequal digests prove nothing.
+        let deletes_end = self.sc.workload.stop_ms.unwrap_or(t_end).min(t_end);
+        let settled = t_end >= deletes_end + super::collection_settle_ms(&self.sc);
         let could_recover = !self.net.any_cut()
             && self.nodes.iter().all(|n| !n.paused)
+            && settled
             && t_end.saturating_sub(self.last_heal_ms)
                 >= 2 * self.cfg.sync_interval_ms + self.sc.network.request_timeout_ms;
         let safety_ok = self.oracle.violations.is_empty();

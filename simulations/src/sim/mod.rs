@@ -72,6 +72,25 @@ use crate::workload::{instance_name, ns_svc, service_owner};
 
 pub use crate::summary::Verdict;
 
+/// How long digests may still differ after the last delete because each
+/// node collects on its own clock: the longest TTL that expires within the
+/// run (graves, else tombstones), a collection interval, and the spread of
+/// the nodes' clock offsets. 0 without deletes or when nothing expires
+/// before the deadline (the defaults: a day and 30 days).
+pub fn collection_settle_ms(sc: &Scenario) -> u64 {
+    let p = &sc.protocol;
+    if sc.workload.delete_fraction <= 0.0 || sc.workload.writes_per_sec <= 0.0 {
+        return 0;
+    }
+    let ttl = [p.grave_ttl_ms, p.tombstone_ttl_ms]
+        .into_iter()
+        .find(|t| *t < sc.phases.deadline_ms);
+    let Some(ttl) = ttl else { return 0 };
+    let offsets = sc.clock.nodes.iter().map(|c| c.offset_ms);
+    let spread = offsets.clone().max().unwrap_or(0).max(0) - offsets.min().unwrap_or(0).min(0);
+    ttl + p.gc_interval_ms + spread as u64
+}
+
 /// Virtual epoch: node clocks start here (ms since the Unix epoch).
 pub const START_MS: i64 = 1_700_000_000_000;
 
@@ -389,7 +408,7 @@ impl Sim {
                 &sc.protocol,
                 slots,
                 sc.network.request_timeout_ms,
-            )
+            ) + collection_settle_ms(&sc)
         });
         Sim {
             bounced: BTreeSet::new(),

@@ -130,6 +130,11 @@ pub fn prepare(sc: &Scenario, seed: u64, opts: &RealOptions) -> Result<Prepared,
             r.workload.reads_per_sec
         ));
     }
+    if r.expect.merged_within_ms.is_some_and(|b| b > 0) {
+        skipped.push(
+            "[expect] merged_within_ms: not checked (real mode checks merging only at the deadline)".into(),
+        );
+    }
     if r.expect.max_stale_reads.is_some() {
         skipped.push("[expect] max_stale_reads: not checked (no reads)".into());
     }

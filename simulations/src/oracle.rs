@@ -95,10 +95,10 @@ pub struct WriteRec {
     pub tombstone: bool,
     /// Its HLC stamp.
     pub hlc: starling::core::Hlc,
-    /// Arrivals at identities since retired (a slot's restart with a lost
-    /// disk): (identity, ms after the ack). A liar's context is judged by
-    /// what its own identity saw, also after its slot moved on.
-    pub retired_arrivals: Vec<(NodeId, u32)>,
+    /// Per liar slot: ms after the ack at which the liar first had it.
+    /// Kept when the liar's disk is lost (its arrivals are not): what a
+    /// liar once saw, its later lives may still claim.
+    pub reached_liars: Vec<(usize, u32)>,
 }
 
 /// A log-bucketed histogram of milliseconds.
@@ -316,17 +316,10 @@ impl Oracle {
             return false;
         }
         match self.slot_of.get(author) {
-            Some(s) if self.liars.contains(s) => {
-                let a = if self.current[*s] == Some(*author) {
-                    w.arrivals[*s]
-                } else {
-                    w.retired_arrivals
-                        .iter()
-                        .find(|(id, _)| id == author)
-                        .map_or(u32::MAX, |(_, a)| *a)
-                };
-                a != u32::MAX && w.ack_ms + a as u64 <= signed_ms
-            }
+            Some(s) if self.liars.contains(s) => w
+                .reached_liars
+                .iter()
+                .any(|(l, a)| l == s && w.ack_ms + *a as u64 <= signed_ms),
             _ => true,
         }
     }
@@ -353,13 +346,9 @@ impl Oracle {
         self.knowledge_base[slot].clear();
         self.own_incarnation[slot] = 0;
         self.own_written[slot] = 0;
-        let retired = self.current[slot];
         let mut lost = 0;
         for w in &mut self.writes {
             if w.arrivals[slot] != u32::MAX {
-                if let Some(old) = retired {
-                    w.retired_arrivals.push((old, w.arrivals[slot]));
-                }
                 w.arrivals[slot] = u32::MAX;
                 lost += 1;
             }
@@ -367,17 +356,20 @@ impl Oracle {
         self.arrivals_total -= lost;
     }
 
-    /// The disk of `slot` is about to be wiped: writes only it held are
-    /// orphaned (their loss is explained by the fault), whoever wrote them
-    /// (the other holders may have lost their disks before).
+    /// The disk of `slot` is about to be wiped: writes no other node holds
+    /// are orphaned (their loss is explained by the fault). Not only the
+    /// node's own writes: when every node that held a write loses its disk
+    /// in turn (a mass restart on blank disks), the last wipe loses it. A
+    /// liar's copy does not count: what it serves is its choice.
     pub fn disk_lost(&mut self, slot: usize) {
+        let liars = &self.liars;
         for w in &mut self.writes {
-            if w.arrivals[slot] != u32::MAX
-                && w.arrivals
-                    .iter()
-                    .enumerate()
-                    .all(|(i, a)| i == slot || *a == u32::MAX)
-            {
+            let elsewhere = w
+                .arrivals
+                .iter()
+                .enumerate()
+                .any(|(i, a)| i != slot && *a != u32::MAX && !liars.contains(&i));
+            if !elsewhere {
                 w.orphaned = true;
             }
         }
@@ -408,7 +400,11 @@ impl Oracle {
             ctx: v.ctx.clone(),
             tombstone: v.payload.is_tombstone(),
             hlc: v.hlc,
-            retired_arrivals: Vec::new(),
+            reached_liars: if self.liars.contains(&origin) {
+                vec![(origin, 0)]
+            } else {
+                Vec::new()
+            },
         });
         self.by_origin.entry(dot.node).or_default().insert(dot.seq, idx);
         self.by_key.entry(key).or_default().push(idx);
@@ -509,6 +505,9 @@ impl Oracle {
         if w.arrivals[slot] == u32::MAX {
             w.arrivals[slot] = t_ms.saturating_sub(w.ack_ms).min(u32::MAX as u64 - 1) as u32;
             self.arrivals_total += 1;
+            if self.liars.contains(&slot) && !w.reached_liars.iter().any(|(l, _)| *l == slot) {
+                w.reached_liars.push((slot, w.arrivals[slot]));
+            }
         }
     }
 

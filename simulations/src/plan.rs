@@ -11,7 +11,8 @@
 use std::collections::BTreeSet;
 
 use crate::scenario::{
-    Attack, FaultKind, FaultSpec, Scenario, DEFAULT_ATTACK_RATE, DEFAULT_FLOOD_BURST, MAX_FLOOD_BURST,
+    Attack, FaultKind, FaultSpec, Restart, Scenario, DEFAULT_ATTACK_RATE, DEFAULT_FLOOD_BURST,
+    MAX_FLOOD_BURST, OVERLOAD_DELAY_MS,
 };
 
 /// Default time between swizzle steps.
@@ -45,10 +46,31 @@ pub enum FaultAction {
         /// Restart on the same disk (same identity) rather than a blank one.
         keep_state: bool,
     },
+    /// Most of the cluster restarts: each node stops and comes back on
+    /// its own schedule (see [`Step::Bounce`]); any still down at the
+    /// fault's end come back then.
+    MassRestart {
+        /// Each node's stop and downtime, fitted into the fault (a stop at
+        /// or after its end is dropped; a restart comes by its end).
+        restarts: Vec<Restart>,
+        /// Restart on the same disk (same identity) rather than a blank one.
+        keep_state: bool,
+    },
     /// Hold nodes' inputs and timers until the fault ends.
     Pause {
         /// The nodes.
         nodes: Vec<usize>,
+    },
+    /// Overloaded nodes: each input (message, response, timer) reaches
+    /// them `delay_ms` plus a draw in `0..=jitter_ms` late, never before an
+    /// earlier input from the same source.
+    Overload {
+        /// The nodes.
+        nodes: Vec<usize>,
+        /// The fixed part of the delay (ms).
+        delay_ms: u64,
+        /// The drawn part's most (ms).
+        jitter_ms: u64,
     },
     /// Move nodes' clocks by `jump_ms`.
     ClockJump {
@@ -147,6 +169,17 @@ pub fn fault_end_ms(f: &FaultSpec, heal_ms: Option<u64>) -> Option<u64> {
     match f.kind {
         FaultKind::ClockJump | FaultKind::Join | FaultKind::Leave => None,
         FaultKind::Crash if f.permanent => None,
+        // Without a duration, it ends when its last node is back.
+        FaultKind::MassRestart if f.duration_ms.is_none() => {
+            let last = f
+                .restarts
+                .iter()
+                .map(|r| r.stop_ms + r.down_ms)
+                .max()
+                .unwrap_or(0);
+            let end = f.at_ms + last.max(1);
+            Some(end.min(heal_ms.unwrap_or(u64::MAX)))
+        }
         _ => f
             .duration_ms
             .map(|d| f.at_ms + d)
@@ -171,6 +204,15 @@ pub enum Step {
         /// Clog (or restore).
         clog: bool,
     },
+    /// A node of a mass restart stops (`up` false) or comes back.
+    Bounce {
+        /// The fault.
+        fault: usize,
+        /// The node.
+        node: usize,
+        /// Comes back (or stops).
+        up: bool,
+    },
     /// Every fault ends.
     Heal,
     /// Convergence is measured from here.
@@ -181,15 +223,17 @@ pub enum Step {
 
 impl Step {
     /// Order of steps at one instant: ends before swizzle steps before
-    /// starts, the heal after them, then the reference and the deadline.
+    /// starts before mass-restart steps, the heal after them, then the
+    /// reference and the deadline.
     fn rank(&self) -> u8 {
         match self {
             Step::FaultEnd(_) => 0,
             Step::Swizzle { .. } => 1,
             Step::FaultStart(_) => 2,
-            Step::Heal => 3,
-            Step::ConvergeRef => 4,
-            Step::Deadline => 5,
+            Step::Bounce { .. } => 3,
+            Step::Heal => 4,
+            Step::ConvergeRef => 5,
+            Step::Deadline => 6,
         }
     }
 }
@@ -217,13 +261,21 @@ impl FaultPlan {
         let faults = sc
             .faults
             .iter()
-            .map(|f| Fault {
-                action: action_of(f, slots),
-                kind: f.kind,
-                at_ms: f.at_ms,
-                end_ms: fault_end_ms(f, heal_ms),
-                label: f.label(),
-                spec: f.clone(),
+            .map(|f| {
+                let end_ms = fault_end_ms(f, heal_ms);
+                let mut label = f.label();
+                let outlived = outlived_ttls(f.kind, f.at_ms, end_ms, sc);
+                if outlived != Outlived::None {
+                    label.push_str(&format!(" (outlives {})", outlived.as_str()));
+                }
+                Fault {
+                    action: action_of(f, slots, end_ms),
+                    kind: f.kind,
+                    at_ms: f.at_ms,
+                    end_ms,
+                    label,
+                    spec: f.clone(),
+                }
             })
             .collect();
         let deadline_ms = sc.phases.deadline_ms;
@@ -251,9 +303,57 @@ impl FaultPlan {
             .collect()
     }
 
-    /// Whether any fault crashes nodes.
+    /// Cuts (partitions, one-way cuts, swizzles) that last longer than the
+    /// protocol's tombstone TTL, and those of them that last longer than
+    /// its grave TTL too.
+    pub fn cuts_past_ttls(&self, sc: &Scenario) -> (usize, usize) {
+        let all: Vec<Outlived> = self
+            .faults
+            .iter()
+            .map(|f| outlived_ttls(f.kind, f.at_ms, f.end_ms, sc))
+            .collect();
+        (
+            all.iter().filter(|o| **o != Outlived::None).count(),
+            all.iter().filter(|o| **o == Outlived::Graves).count(),
+        )
+    }
+
+    /// Whether any fault crashes nodes (a mass restart does).
     pub fn has_crash(&self) -> bool {
-        self.faults.iter().any(|f| f.kind == FaultKind::Crash)
+        self.faults
+            .iter()
+            .any(|f| matches!(f.kind, FaultKind::Crash | FaultKind::MassRestart))
+    }
+
+    /// Each mass-restart step `(ms, step)`, for every fault: its nodes'
+    /// stops and restarts, in plan order.
+    pub fn bounces(&self) -> Vec<(u64, Step)> {
+        let mut v = Vec::new();
+        for (fi, f) in self.faults.iter().enumerate() {
+            let FaultAction::MassRestart { restarts, .. } = &f.action else {
+                continue;
+            };
+            for r in restarts {
+                let node = r.node;
+                v.push((
+                    f.at_ms + r.stop_ms,
+                    Step::Bounce {
+                        fault: fi,
+                        node,
+                        up: false,
+                    },
+                ));
+                v.push((
+                    f.at_ms + r.stop_ms + r.down_ms,
+                    Step::Bounce {
+                        fault: fi,
+                        node,
+                        up: true,
+                    },
+                ));
+            }
+        }
+        v
     }
 
     /// Fault periods for reports: (start, end, label) in scenario ms, ends
@@ -280,6 +380,7 @@ impl FaultPlan {
                 v.push((end, Step::FaultEnd(fi)));
             }
         }
+        v.extend(self.bounces());
         if let Some(h) = self.heal_ms.filter(|h| *h < self.deadline_ms) {
             v.push((h, Step::Heal));
         }
@@ -332,6 +433,7 @@ impl FaultPlan {
                 }
             }
         }
+        v.extend(self.bounces().into_iter().filter(|(t, _)| *t < deadline));
         if let Some(h) = self.heal_ms.filter(|h| *h < deadline) {
             v.push((h, Step::Heal));
         }
@@ -345,7 +447,46 @@ impl FaultPlan {
     }
 }
 
-fn action_of(f: &FaultSpec, slots: usize) -> FaultAction {
+/// What a cut outlived: nothing, the tombstone TTL, or the grave TTL too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outlived {
+    None,
+    Tombstones,
+    Graves,
+}
+
+impl Outlived {
+    fn as_str(self) -> &'static str {
+        match self {
+            Outlived::None => "",
+            Outlived::Tombstones => "tombstone_ttl_ms",
+            Outlived::Graves => "tombstone_ttl_ms and grave_ttl_ms",
+        }
+    }
+}
+
+/// How a fault's cut compares with the TTLs: tombstones and graves are
+/// collected on one side of a cut that lasts longer, while the other side
+/// still holds what they delete (until the end, or the deadline).
+fn outlived_ttls(kind: FaultKind, at_ms: u64, end_ms: Option<u64>, sc: &Scenario) -> Outlived {
+    if !matches!(
+        kind,
+        FaultKind::Partition | FaultKind::OneWay | FaultKind::Swizzle
+    ) {
+        return Outlived::None;
+    }
+    let deadline = sc.phases.deadline_ms;
+    let lasts = end_ms.unwrap_or(deadline).min(deadline).saturating_sub(at_ms);
+    if lasts > sc.protocol.grave_ttl_ms {
+        Outlived::Graves
+    } else if lasts > sc.protocol.tombstone_ttl_ms {
+        Outlived::Tombstones
+    } else {
+        Outlived::None
+    }
+}
+
+fn action_of(f: &FaultSpec, slots: usize, end_ms: Option<u64>) -> FaultAction {
     let nodes = f.nodes.clone();
     match f.kind {
         FaultKind::Partition => FaultAction::Partition {
@@ -370,7 +511,31 @@ fn action_of(f: &FaultSpec, slots: usize) -> FaultAction {
             restart: !f.permanent,
             keep_state: f.state.as_deref() != Some("lost"),
         },
+        FaultKind::MassRestart => {
+            // Fitted into the fault: a stop at or after its end is
+            // dropped, a restart comes by its end.
+            let span = end_ms.map_or(u64::MAX, |e| e.saturating_sub(f.at_ms));
+            let restarts = f
+                .restarts
+                .iter()
+                .filter(|r| nodes.contains(&r.node) && r.stop_ms < span)
+                .map(|r| Restart {
+                    node: r.node,
+                    stop_ms: r.stop_ms,
+                    down_ms: r.down_ms.min(span - r.stop_ms).max(1),
+                })
+                .collect();
+            FaultAction::MassRestart {
+                restarts,
+                keep_state: f.state.as_deref() != Some("lost"),
+            }
+        }
         FaultKind::Pause => FaultAction::Pause { nodes },
+        FaultKind::Overload => FaultAction::Overload {
+            nodes,
+            delay_ms: f.delay_ms.unwrap_or(OVERLOAD_DELAY_MS),
+            jitter_ms: f.jitter_ms.unwrap_or(f.delay_ms.unwrap_or(OVERLOAD_DELAY_MS) / 2),
+        },
         FaultKind::ClockJump => FaultAction::ClockJump {
             nodes,
             jump_ms: f.jump_ms.unwrap_or(0),
@@ -405,6 +570,84 @@ mod tests {
         let e =
             Scenario::parse("[nemesis]\nenabled = true\nkinds = [\"partition\", \"flood\"]\n").unwrap_err();
         assert!(e.0.contains("flood"), "{}", e.0);
+    }
+
+    #[test]
+    fn mass_restart_and_overload_settings_are_checked_when_the_scenario_is_read() {
+        let bad = [
+            ("kind = \"mass-restart\"\nat_ms = 1\nfraction = 1.5\n", "fraction"),
+            (
+                "kind = \"mass-restart\"\nat_ms = 1\ndowntime_ms = 0\n",
+                "downtime_ms",
+            ),
+            (
+                "kind = \"mass-restart\"\nat_ms = 1\npermanent = true\n",
+                "permanent",
+            ),
+            (
+                "kind = \"mass-restart\"\nat_ms = 1\nrestarts = [{ node = 9, stop_ms = 0, down_ms = 5 }]\n",
+                "restarts",
+            ),
+            ("kind = \"overload\"\nat_ms = 1\ndelay_ms = 100000\n", "at most"),
+            (
+                "kind = \"crash\"\nat_ms = 1\nwindow_ms = 10\n",
+                "for mass-restart",
+            ),
+            ("kind = \"pause\"\nat_ms = 1\ndelay_ms = 10\n", "for overload"),
+        ];
+        for (fault, want) in bad {
+            let text = format!("[cluster]\nsize = 3\n[[fault]]\n{fault}");
+            let e = Scenario::parse(&text).unwrap_err();
+            assert!(e.0.contains(want), "{text}: {}", e.0);
+        }
+    }
+
+    #[test]
+    fn a_mass_restart_stops_and_restarts_each_node_inside_the_fault() {
+        let sc = scenario(
+            "[cluster]\nsize = 10\n[phases]\nheal_at_ms = 30000\ndeadline_ms = 40000\n\
+             [[fault]]\nkind = \"mass-restart\"\nat_ms = 1000\nwindow_ms = 2000\ndowntime_ms = 1000\n\
+             [[fault]]\nkind = \"mass-restart\"\nat_ms = 5000\nduration_ms = 600\nnodes = [1, 2]\n\
+             restarts = [{ node = 1, stop_ms = 100, down_ms = 5000 }, { node = 2, stop_ms = 700, down_ms = 10 }]\n\
+             [[fault]]\nkind = \"overload\"\nat_ms = 2000\ndelay_ms = 300\n",
+        );
+        let f = &sc.faults[0];
+        assert!((6..=8).contains(&f.nodes.len()), "60-80 % of 10: {:?}", f.nodes);
+        assert_eq!(f.state.as_deref(), Some("kept"));
+        let plan = FaultPlan::new(&sc);
+        // Each node stops then comes back, inside the fault.
+        let steps = plan.bounces();
+        assert_eq!(steps.len(), 2 * f.nodes.len() + 2);
+        for (t, s) in &steps {
+            let Step::Bounce { fault, .. } = s else {
+                panic!("{s:?}")
+            };
+            let pf = &plan.faults[*fault];
+            assert!(*t >= pf.at_ms && *t <= pf.end_ms.unwrap(), "{t} {s:?}");
+        }
+        // The second fault's restarts are fitted into its 600 ms: node 1
+        // comes back at its end, node 2's stop after it is dropped.
+        let FaultAction::MassRestart { restarts, keep_state } = &plan.faults[2].action else {
+            panic!("{:?}", plan.faults[2].action)
+        };
+        assert!(*keep_state);
+        assert_eq!(restarts.len(), 1);
+        assert_eq!(
+            (restarts[0].node, restarts[0].stop_ms + restarts[0].down_ms),
+            (1, 600)
+        );
+        assert_eq!(
+            plan.faults[1].action,
+            FaultAction::Overload {
+                nodes: plan.faults[1].spec.nodes.clone(),
+                delay_ms: 300,
+                jitter_ms: 150
+            }
+        );
+        assert_eq!(plan.faults[1].spec.nodes.len(), 1, "one node by default");
+        // The timeline keeps them in time order.
+        let tl = plan.timeline();
+        assert!(tl.windows(2).all(|w| w[0].0 <= w[1].0));
     }
 
     #[test]

@@ -296,8 +296,8 @@ impl Default for WorkloadSpec {
 }
 
 /// What a fault does; written in scenario files as `partition`, `one-way`,
-/// `swizzle`, `crash`, `pause`, `clock-jump`, `join`, `leave` or
-/// `byzantine`. Any other
+/// `swizzle`, `crash`, `mass-restart`, `pause`, `overload`, `clock-jump`,
+/// `join`, `leave` or `byzantine`. Any other
 /// kind (in `[[fault]]` or `[nemesis] kinds`) is an error when the
 /// scenario is read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -311,8 +311,15 @@ pub enum FaultKind {
     Swizzle,
     /// Stop nodes; restart them at the fault's end.
     Crash,
+    /// Most of the cluster restarts within a few seconds: each node stops
+    /// and comes back after a short downtime of its own (see
+    /// [`FaultSpec::restarts`]).
+    MassRestart,
     /// Hold nodes' inputs and timers.
     Pause,
+    /// Overloaded nodes: every message and timer reaches them late, by a
+    /// drawn extra delay, in order per source.
+    Overload,
     /// Move nodes' clocks.
     ClockJump,
     /// Start spare nodes.
@@ -326,12 +333,14 @@ pub enum FaultKind {
 
 impl FaultKind {
     /// Every kind.
-    pub const ALL: [FaultKind; 9] = [
+    pub const ALL: [FaultKind; 11] = [
         FaultKind::Partition,
         FaultKind::OneWay,
         FaultKind::Swizzle,
         FaultKind::Crash,
+        FaultKind::MassRestart,
         FaultKind::Pause,
+        FaultKind::Overload,
         FaultKind::ClockJump,
         FaultKind::Join,
         FaultKind::Leave,
@@ -345,7 +354,9 @@ impl FaultKind {
             FaultKind::OneWay => "one-way",
             FaultKind::Swizzle => "swizzle",
             FaultKind::Crash => "crash",
+            FaultKind::MassRestart => "mass-restart",
             FaultKind::Pause => "pause",
+            FaultKind::Overload => "overload",
             FaultKind::ClockJump => "clock-jump",
             FaultKind::Join => "join",
             FaultKind::Leave => "leave",
@@ -418,7 +429,54 @@ pub struct FaultSpec {
     /// [`DEFAULT_FLOOD_BURST`], at most [`MAX_FLOOD_BURST`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub burst: Option<usize>,
+    /// Mass restart: the share of the initial nodes that restart when
+    /// neither `nodes` nor `pick` names them (default: drawn in
+    /// 0.6..=0.8; resolved into `nodes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+    /// Mass restart: the stops are spread over this window from `at_ms`
+    /// (resolved; default [`MASS_RESTART_WINDOW_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
+    /// Mass restart: the longest downtime of one node; each draws its own
+    /// in `downtime_ms / 4 ..= downtime_ms` (resolved; default
+    /// [`MASS_RESTART_DOWNTIME_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub downtime_ms: Option<u64>,
+    /// Mass restart: each node's stop (ms after `at_ms`) and downtime
+    /// (resolved from `window_ms` and `downtime_ms`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<Restart>,
+    /// Overload: the extra delay of every input of the nodes (resolved;
+    /// default [`OVERLOAD_DELAY_MS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay_ms: Option<u64>,
+    /// Overload: each input's delay is `delay_ms` plus a draw in
+    /// `0..=jitter_ms` (resolved; default half of `delay_ms`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<u64>,
 }
+
+/// One node's stop and restart in a `mass-restart` fault.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Restart {
+    /// The node slot.
+    pub node: usize,
+    /// When it stops, in ms after the fault's `at_ms`.
+    pub stop_ms: u64,
+    /// How long it stays down.
+    pub down_ms: u64,
+}
+
+/// Stops of a mass restart are spread over this window by default.
+pub const MASS_RESTART_WINDOW_MS: u64 = 5_000;
+/// Longest downtime of one node of a mass restart by default.
+pub const MASS_RESTART_DOWNTIME_MS: u64 = 3_000;
+/// Extra delay of an overloaded node's inputs by default.
+pub const OVERLOAD_DELAY_MS: u64 = 500;
+/// Largest `delay_ms` or `jitter_ms` of an overload.
+pub const MAX_OVERLOAD_DELAY_MS: u64 = 60_000;
 
 /// Attack rounds per second per liar when a byzantine fault names none.
 pub const DEFAULT_ATTACK_RATE: f64 = 4.0;
@@ -579,6 +637,35 @@ impl Attack {
 }
 
 impl FaultSpec {
+    /// A fault of `kind` at `at_ms` with every other field at its default
+    /// (what a scenario file with only these two lines says).
+    pub fn new(kind: FaultKind, at_ms: u64) -> FaultSpec {
+        FaultSpec {
+            kind,
+            at_ms,
+            duration_ms: None,
+            mode: None,
+            groups: Vec::new(),
+            nodes: Vec::new(),
+            to: Vec::new(),
+            pick: None,
+            state: None,
+            jump_ms: None,
+            step_ms: None,
+            restore_order: Vec::new(),
+            permanent: false,
+            attacks: Vec::new(),
+            rate_per_s: None,
+            burst: None,
+            fraction: None,
+            window_ms: None,
+            downtime_ms: None,
+            restarts: Vec::new(),
+            delay_ms: None,
+            jitter_ms: None,
+        }
+    }
+
     /// A short label for reports: kind, mode, nodes and groups (group
     /// sizes only when they hold more than 20 nodes in all).
     pub fn label(&self) -> String {
@@ -597,6 +684,17 @@ impl FaultSpec {
                 let sizes: Vec<String> = self.groups.iter().map(|g| g.len().to_string()).collect();
                 s.push_str(&format!(" groups of {}", sizes.join(" + ")));
             }
+        }
+        if self.kind == FaultKind::Overload {
+            if let Some(d) = self.delay_ms {
+                s.push_str(&format!(" late by {d} ms"));
+                if let Some(j) = self.jitter_ms.filter(|j| *j > 0) {
+                    s.push_str(&format!(" + up to {j} ms"));
+                }
+            }
+        }
+        if self.kind == FaultKind::MassRestart && self.state.as_deref() == Some("lost") {
+            s.push_str(" (disks lost)");
         }
         s
     }
@@ -676,6 +774,25 @@ pub struct ExpectSpec {
     pub max_stale_reads: Option<u64>,
     /// Failure detection: time until every observer saw a crashed node dead.
     pub detection_all_ms: Option<u64>,
+    /// Merged again: after the last fault ends, every up node holds the
+    /// same digest and every up member alive, within this long (default
+    /// [`ExpectSpec::default_merged_within_ms`]; 0 turns the check off).
+    pub merged_within_ms: Option<u64>,
+}
+
+impl ExpectSpec {
+    /// The bound on merging again after the last fault when the scenario
+    /// sets none, from the protocol's own intervals: one effective
+    /// heartbeat interval (it grows with the cluster) for every node to
+    /// hear every other, a suspect timeout for suspicions raised meanwhile
+    /// to be refuted, two rounds of anti-entropy and a request timeout for
+    /// a sync lost at the heal. See `docs/SIMULATION.md` ("Merged again")
+    /// for how it compares with the swarm's measured times.
+    pub fn default_merged_within_ms(p: &Config, slots: usize, request_timeout_ms: u64) -> u64 {
+        let fanin = u64::from(p.heartbeat_fanin.max(1));
+        let heartbeat = p.heartbeat_interval_ms * (slots as u64).div_ceil(fanin).max(1);
+        2 * p.sync_interval_ms + p.suspect_timeout_ms + heartbeat + request_timeout_ms
+    }
 }
 
 /// Why a scenario could not be loaded.
@@ -785,6 +902,41 @@ impl Scenario {
                     return err(format!("[[fault]] state {st:?}: use kept or lost"));
                 }
             }
+            let at = |what: &str| format!("[[fault]] {} at {} ms: {what}", f.kind, f.at_ms);
+            if f.kind == FaultKind::MassRestart {
+                if f.fraction.is_some_and(|x| !(x > 0.0 && x <= 1.0)) {
+                    return err(at("fraction must be in (0, 1]"));
+                }
+                if f.downtime_ms == Some(0) {
+                    return err(at("downtime_ms must be positive"));
+                }
+                if f.permanent {
+                    return err(at("every node comes back (permanent is for crash)"));
+                }
+                if f.restarts.iter().any(|r| r.node >= n || r.down_ms == 0) {
+                    return err(at("restarts: node out of range or no downtime"));
+                }
+            } else if f.fraction.is_some()
+                || f.window_ms.is_some()
+                || f.downtime_ms.is_some()
+                || !f.restarts.is_empty()
+            {
+                return err(at(
+                    "fraction, window_ms, downtime_ms and restarts are for mass-restart faults",
+                ));
+            }
+            if f.kind == FaultKind::Overload {
+                if [f.delay_ms, f.jitter_ms]
+                    .iter()
+                    .any(|d| d.is_some_and(|d| d > MAX_OVERLOAD_DELAY_MS))
+                {
+                    return err(at(&format!(
+                        "delay_ms and jitter_ms must be at most {MAX_OVERLOAD_DELAY_MS}"
+                    )));
+                }
+            } else if f.delay_ms.is_some() || f.jitter_ms.is_some() {
+                return err(at("delay_ms and jitter_ms are for overload faults"));
+            }
         }
         if self.nemesis.enabled && self.nemesis.interval_ms == 0 {
             // Resolving would draw faults at one instant forever.
@@ -867,24 +1019,8 @@ impl Scenario {
                     .min(end - t)
                     .max(1);
                 let kind = kinds[rng.gen_range(0..kinds.len())];
-                let mut f = FaultSpec {
-                    kind,
-                    at_ms: t,
-                    duration_ms: Some(dur),
-                    mode: None,
-                    groups: Vec::new(),
-                    nodes: Vec::new(),
-                    to: Vec::new(),
-                    pick: None,
-                    state: None,
-                    jump_ms: None,
-                    step_ms: None,
-                    restore_order: Vec::new(),
-                    permanent: false,
-                    attacks: Vec::new(),
-                    rate_per_s: None,
-                    burst: None,
-                };
+                let mut f = FaultSpec::new(kind, t);
+                f.duration_ms = Some(dur);
                 match kind {
                     FaultKind::Partition => {
                         let modes = ["one", "majority", "bridge", "ring", "halves"];
@@ -902,6 +1038,18 @@ impl Scenario {
                         f.duration_ms = None;
                     }
                     FaultKind::Byzantine => f.pick = Some(1),
+                    // Its length is its schedule: stops over the window,
+                    // then each node's downtime.
+                    FaultKind::MassRestart => {
+                        f.duration_ms = None;
+                        f.state = Some(if rng.gen_bool(0.1) { "lost" } else { "kept" }.into());
+                    }
+                    FaultKind::Overload => {
+                        f.pick = Some(1.max(n / 4));
+                        let d = rng.gen_range(100..=2_000);
+                        f.delay_ms = Some(d);
+                        f.jitter_ms = Some(d / 2);
+                    }
                     // Drawn as is: nothing to choose.
                     FaultKind::Join | FaultKind::Leave => {}
                 }
@@ -912,6 +1060,19 @@ impl Scenario {
         // Modes and picks → explicit node lists.
         let mut all: Vec<usize> = (0..n).collect();
         for f in &mut s.faults {
+            if f.kind == FaultKind::MassRestart && f.nodes.is_empty() && f.pick.is_none() {
+                let share = f.fraction.take().unwrap_or_else(|| rng.gen_range(0.6..=0.8));
+                f.pick = Some(((share * n as f64).round() as usize).max(1));
+            }
+            if f.kind == FaultKind::Overload && f.nodes.is_empty() && f.pick.is_none() {
+                f.pick = Some(1);
+            }
+            if matches!(f.kind, FaultKind::MassRestart | FaultKind::Overload) {
+                // No nodes would make the next resolution draw its default.
+                if let Some(k) = f.pick.as_mut() {
+                    *k = (*k).max(1);
+                }
+            }
             if f.nodes.is_empty() {
                 if let Some(k) = f.pick.take() {
                     all.shuffle(&mut rng);
@@ -942,8 +1103,16 @@ impl Scenario {
                 f.rate_per_s.get_or_insert(DEFAULT_ATTACK_RATE);
                 f.burst.get_or_insert(DEFAULT_FLOOD_BURST);
             }
-            if f.kind == FaultKind::Crash && f.state.is_none() {
+            if matches!(f.kind, FaultKind::Crash | FaultKind::MassRestart) && f.state.is_none() {
                 f.state = Some("kept".into());
+            }
+            if f.kind == FaultKind::MassRestart {
+                f.fraction = None;
+                resolve_restarts(f, &mut rng);
+            }
+            if f.kind == FaultKind::Overload {
+                let d = *f.delay_ms.get_or_insert(OVERLOAD_DELAY_MS);
+                f.jitter_ms.get_or_insert(d / 2);
             }
         }
         s.faults.sort_by_key(|f| f.at_ms);
@@ -957,6 +1126,36 @@ impl Scenario {
     pub fn to_toml(&self) -> String {
         toml::to_string(self).unwrap_or_else(|e| format!("# could not serialize: {e}\n"))
     }
+}
+
+/// A mass restart's schedule: every node of `f.nodes` without a restart
+/// draws its stop in `0..=window_ms` and its downtime in
+/// `downtime_ms / 4 ..= downtime_ms` (both fitted into `duration_ms`
+/// when the fault has one); restarts of nodes no longer in `nodes` go.
+/// Sorted by stop, then node.
+fn resolve_restarts(f: &mut FaultSpec, rng: &mut impl Rng) {
+    let window = *f.window_ms.get_or_insert(MASS_RESTART_WINDOW_MS);
+    let most = (*f.downtime_ms.get_or_insert(MASS_RESTART_DOWNTIME_MS)).max(1);
+    let nodes = f.nodes.clone();
+    f.restarts.retain(|r| nodes.contains(&r.node));
+    for &node in &nodes {
+        if f.restarts.iter().any(|r| r.node == node) {
+            continue;
+        }
+        let mut stop_ms = rng.gen_range(0..=window);
+        let mut down_ms = rng.gen_range((most / 4).max(1)..=most);
+        if let Some(d) = f.duration_ms {
+            // Stop in the fault's first half, be back by its end.
+            stop_ms = stop_ms.min(d / 2);
+            down_ms = down_ms.min(d.saturating_sub(stop_ms)).max(1);
+        }
+        f.restarts.push(Restart {
+            node,
+            stop_ms,
+            down_ms,
+        });
+    }
+    f.restarts.sort_by_key(|r| (r.stop_ms, r.node));
 }
 
 /// Groups for a partition mode over a shuffled node list. `ring` and

@@ -14,7 +14,10 @@
 //!    the rest everywhere the scenario names them; a fault left without its
 //!    nodes goes too;
 //! 4. **fault shapes** — halve durations, drop nodes from a fault, make a
-//!    crash keep its state and restart, drop attacks, lower attack rates;
+//!    crash or mass restart keep its state, restart a permanent crash,
+//!    bring a mass restart's stops closer and halve its downtimes, halve an
+//!    overload's delay and drop its jitter, drop attacks, lower attack
+//!    rates;
 //! 5. **workload** — fewer writes, keys, reads, services, deletes, no
 //!    concurrent writes or hot keys, an earlier stop;
 //! 6. **environment** — no loss, bursts, duplicates, reordering, link
@@ -471,6 +474,15 @@ pub fn remove_slots(sc: &Scenario, drop: &BTreeSet<usize>) -> Option<Scenario> {
             let mut f = f.clone();
             f.nodes = map_all(&f.nodes);
             f.restore_order = map_all(&f.restore_order);
+            f.restarts = f
+                .restarts
+                .iter()
+                .filter_map(|r| {
+                    let mut r = r.clone();
+                    r.node = map(r.node)?;
+                    Some(r)
+                })
+                .collect();
             let had_to = !f.to.is_empty();
             f.to = map_all(&f.to);
             f.groups = f
@@ -534,10 +546,45 @@ fn fault_shapes(sc: &Scenario, _: &Outcome) -> Vec<(String, Scenario)> {
                 v.push((
                     format!("fault {i} ({}) without node {n}", f.kind),
                     with(&|f| {
-                        f.nodes.remove(k);
+                        let gone = f.nodes.remove(k);
+                        f.restarts.retain(|r| r.node != gone);
                     }),
                 ));
             }
+        }
+        if f.restarts.iter().any(|r| r.stop_ms >= 2) {
+            v.push((
+                format!("fault {i} (mass-restart) stops its nodes twice as close together"),
+                with(&|f| {
+                    for r in &mut f.restarts {
+                        r.stop_ms /= 2;
+                    }
+                    f.window_ms = f.window_ms.map(|w| w / 2);
+                }),
+            ));
+        }
+        if f.restarts.iter().any(|r| r.down_ms >= 2) {
+            v.push((
+                format!("fault {i} (mass-restart) with half the downtimes"),
+                with(&|f| {
+                    for r in &mut f.restarts {
+                        r.down_ms = (r.down_ms / 2).max(1);
+                    }
+                    f.downtime_ms = f.downtime_ms.map(|d| (d / 2).max(1));
+                }),
+            ));
+        }
+        if let Some(d) = f.delay_ms.filter(|d| *d >= 2) {
+            v.push((
+                format!("fault {i} (overload) late by {} ms instead of {d}", d / 2),
+                with(&|f| f.delay_ms = Some(d / 2)),
+            ));
+        }
+        if f.jitter_ms.is_some_and(|j| j > 0) {
+            v.push((
+                format!("fault {i} (overload) without jitter"),
+                with(&|f| f.jitter_ms = Some(0)),
+            ));
         }
         if f.kind == FaultKind::Swizzle && f.nodes.len() > 1 {
             for n in f.nodes.clone() {
@@ -578,7 +625,7 @@ fn fault_shapes(sc: &Scenario, _: &Outcome) -> Vec<(String, Scenario)> {
         }
         if f.state.as_deref() == Some("lost") {
             v.push((
-                format!("fault {i} (crash) keeps its state"),
+                format!("fault {i} ({}) keeps its state", f.kind),
                 with(&|f| f.state = Some("kept".into())),
             ));
         }
@@ -892,5 +939,33 @@ mod tests {
         assert_eq!(s.faults[0].groups, vec![vec![0], vec![1, 3]]);
         assert_eq!(s.faults[1].nodes, vec![4]);
         assert!(remove_slots(&sc, &(0..5).collect()).is_none());
+    }
+
+    #[test]
+    fn shrinking_a_mass_restart_keeps_its_schedule_in_step_with_its_nodes() {
+        let mut sc = crate::swarm::scenario_for(3).resolve(3);
+        sc.cluster.size = 5;
+        sc.cluster.spare = 0;
+        sc.clock.nodes.clear();
+        sc.faults = Scenario::parse(
+            "[cluster]\nsize = 5\n[[fault]]\nkind = \"mass-restart\"\nat_ms = 1000\nnodes = [1, 3, 4]\n",
+        )
+        .expect("valid")
+        .resolve(3)
+        .faults;
+        let s = remove_slots(&sc, &BTreeSet::from([3])).expect("some left");
+        let f = &s.faults[0];
+        assert_eq!(f.nodes, [1, 3]);
+        let mut restarted: Vec<usize> = f.restarts.iter().map(|r| r.node).collect();
+        restarted.sort_unstable();
+        assert_eq!(restarted, [1, 3], "node 4 became 3, node 3's restart went");
+        let o = Outcome::harness(Status::Panic, "x");
+        for (what, cand) in fault_shapes(&sc, &o) {
+            let f = &cand.faults[0];
+            let mut restarted: Vec<usize> = f.restarts.iter().map(|r| r.node).collect();
+            restarted.sort_unstable();
+            assert_eq!(restarted, f.nodes, "{what}");
+            assert!(Scenario::parse(&cand.to_toml()).is_ok(), "{what}");
+        }
     }
 }

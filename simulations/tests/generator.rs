@@ -8,7 +8,7 @@ use starling_sim::plan::FaultPlan;
 use starling_sim::scenario::{FaultKind, FaultSpec, Scenario};
 use starling_sim::{RunOptions, Sim};
 
-const KINDS: [FaultKind; 9] = FaultKind::ALL;
+const KINDS: [FaultKind; FaultKind::ALL.len()] = FaultKind::ALL;
 
 const MODES: [&str; 6] = ["one", "majority", "minority", "bridge", "ring", "halves"];
 
@@ -38,6 +38,11 @@ fn check_resolved(r: &Scenario, seed: u64) -> Result<(), TestCaseError> {
             f
         );
         prop_assert!(f.duration_ms != Some(0), "a fault of no time: {:?}", f);
+        if f.kind == FaultKind::MassRestart {
+            let mut restarted: Vec<usize> = f.restarts.iter().map(|r| r.node).collect();
+            restarted.sort_unstable();
+            prop_assert_eq!(&restarted, &f.nodes, "a restart for each node and no other");
+        }
     }
     let plan = FaultPlan::new(r);
     let timeline = plan.timeline();
@@ -57,29 +62,49 @@ fn fault_strategy() -> impl Strategy<Value = FaultSpec> {
         proptest::option::of(0usize..25),
         any::<bool>(),
         -10_000i64..10_000,
+        (
+            proptest::option::of(0.0f64..1.2),
+            proptest::option::of(0u64..20_000),
+            proptest::option::of(0u64..70_000),
+        ),
     )
-        .prop_map(|(k, at_ms, duration_ms, mode, pick, lost, jump)| {
-            let kind = KINDS[k];
-            let mut f: FaultSpec =
-                toml::from_str(&format!("kind = \"{kind}\"\nat_ms = {at_ms}")).expect("a minimal fault");
-            f.duration_ms = duration_ms;
-            match kind {
-                FaultKind::Partition => f.mode = Some(MODES[mode.unwrap_or(0)].to_string()),
-                FaultKind::Crash => {
-                    f.pick = Some(pick.unwrap_or(1).max(1));
-                    f.state = Some(if lost { "lost" } else { "kept" }.into());
+        .prop_map(
+            |(k, at_ms, duration_ms, mode, pick, lost, jump, (fraction, window, delay))| {
+                let kind = KINDS[k];
+                let mut f: FaultSpec =
+                    toml::from_str(&format!("kind = \"{kind}\"\nat_ms = {at_ms}")).expect("a minimal fault");
+                f.duration_ms = duration_ms;
+                match kind {
+                    FaultKind::Partition => f.mode = Some(MODES[mode.unwrap_or(0)].to_string()),
+                    FaultKind::Crash => {
+                        f.pick = Some(pick.unwrap_or(1).max(1));
+                        f.state = Some(if lost { "lost" } else { "kept" }.into());
+                    }
+                    FaultKind::ClockJump => {
+                        f.pick = pick;
+                        f.jump_ms = Some(jump);
+                    }
+                    FaultKind::Byzantine => f.pick = Some(pick.unwrap_or(1).max(1)),
+                    // A fraction, a pick or neither (the default share).
+                    FaultKind::MassRestart => {
+                        f.pick = pick.filter(|_| fraction.is_none());
+                        f.fraction = fraction;
+                        f.window_ms = window;
+                        f.downtime_ms = delay;
+                        f.state = Some(if lost { "lost" } else { "kept" }.into());
+                    }
+                    FaultKind::Overload => {
+                        f.pick = pick;
+                        f.delay_ms = delay;
+                        f.jitter_ms = window;
+                    }
+                    // Join and leave name no spare slots here: nodes stay empty.
+                    FaultKind::Join | FaultKind::Leave => {}
+                    _ => f.pick = pick,
                 }
-                FaultKind::ClockJump => {
-                    f.pick = pick;
-                    f.jump_ms = Some(jump);
-                }
-                FaultKind::Byzantine => f.pick = Some(pick.unwrap_or(1).max(1)),
-                // Join and leave name no spare slots here: nodes stay empty.
-                FaultKind::Join | FaultKind::Leave => {}
-                _ => f.pick = pick,
-            }
-            f
-        })
+                f
+            },
+        )
 }
 
 prop_compose! {

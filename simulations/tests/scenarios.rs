@@ -326,6 +326,28 @@ fn regression_refutation_storm_after_heal() {
     );
 }
 
+/// Harness bugs of the oracle found by the hunt with mass restarts: the
+/// run is valid, its writes are accounted for.
+/// * `liar-blank-restart-forgets-what-it-saw` (swarm seed 2886, shrunk):
+///   a liar restarted on a blank disk; the oracle forgot when honest writes
+///   had reached it, and counted the writes its honest engine superseded
+///   as lost;
+/// * swarm seed 1636: every node that held a write lost its disk in turn;
+///   only a write's own origin losing its disk explained a loss.
+#[test]
+fn writes_lost_with_every_disk_or_superseded_by_a_restarted_liar_are_accounted() {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions/liar-blank-restart-forgets-what-it-saw.toml");
+    let sc = Scenario::load(&path).unwrap();
+    let r = starling_sim::run(&sc, 2886, RunOptions::default());
+    assert_eq!(r.summary.verdict, Verdict::Valid, "{:#?}", r.summary.reasons);
+    assert_eq!(r.summary.metrics["lost_writes"], 0.0);
+    let sc = starling_sim::swarm::scenario_for(1636);
+    let r = starling_sim::run(&sc, 1636, RunOptions::default());
+    assert_eq!(r.summary.verdict, Verdict::Valid, "{:#?}", r.summary.reasons);
+    assert!(r.summary.metrics["lost_writes_explained"] > 0.0);
+}
+
 #[test]
 fn regression_tombstone_gc_loses_concurrent_delete() {
     let path =

@@ -111,6 +111,15 @@ impl Harness {
                     self.crash(n).await;
                 }
             }
+            // Its stops and restarts are timeline steps (`bounce`).
+            FaultAction::MassRestart { .. } => {}
+            // Refused when the scenario is prepared (see `prepare`).
+            FaultAction::Overload { .. } => {
+                self.event(
+                    "fault-unsupported",
+                    serde_json::json!({"fault": fi, "kind": f.kind}),
+                );
+            }
             FaultAction::Pause { nodes } => {
                 {
                     let mut g = self.lock();
@@ -180,10 +189,50 @@ impl Harness {
                 }
                 self.apply_blocks().await;
             }
+            FaultAction::MassRestart { keep_state, .. } => self.bring_back(fi, !keep_state).await,
             FaultAction::ClockJump { .. }
+            | FaultAction::Overload { .. }
             | FaultAction::Join { .. }
             | FaultAction::Leave { .. }
             | FaultAction::Byzantine(_) => {}
+        }
+    }
+
+    /// A mass-restart step: node `node` of fault `fi` stops (if it runs)
+    /// or, if that fault stopped it, comes back.
+    pub(super) async fn bounce(self: &Arc<Self>, fi: usize, node: usize, up: bool) {
+        let FaultAction::MassRestart { keep_state, .. } = self.plan.faults[fi].action else {
+            return;
+        };
+        if up {
+            let mine = self.lock().bounced.remove(&(fi, node));
+            if mine {
+                self.restart(node, !keep_state).await;
+            }
+        } else if self.lock().up(node) {
+            self.crash(node).await;
+            self.lock().bounced.insert((fi, node));
+        }
+    }
+
+    /// Bring back every node mass restart `fi` stopped and has not brought
+    /// back yet.
+    async fn bring_back(self: &Arc<Self>, fi: usize, lost: bool) {
+        let down: Vec<usize> = {
+            let mut g = self.lock();
+            let down: Vec<usize> = g
+                .bounced
+                .iter()
+                .filter(|(f, _)| *f == fi)
+                .map(|(_, n)| *n)
+                .collect();
+            for n in &down {
+                g.bounced.remove(&(fi, *n));
+            }
+            down
+        };
+        for n in down {
+            self.restart(n, lost).await;
         }
     }
 
@@ -216,7 +265,7 @@ impl Harness {
             g.paused.clear();
         }
         self.apply_blocks().await;
-        for f in self.plan.faults.clone() {
+        for (fi, f) in self.plan.faults.clone().into_iter().enumerate() {
             if let FaultAction::Crash {
                 nodes,
                 restart: true,
@@ -226,6 +275,8 @@ impl Harness {
                 for n in nodes {
                     self.restart(n, !keep_state).await;
                 }
+            } else if let FaultAction::MassRestart { keep_state, .. } = f.action {
+                self.bring_back(fi, !keep_state).await;
             }
         }
         self.disturb(&self.all_slots(), 0);

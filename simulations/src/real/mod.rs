@@ -18,8 +18,12 @@
 //! * **Crash**: `stop_without_leave`, then `Node::start` again on the same
 //!   data directory (state kept, same identity) or on a fresh one (state
 //!   lost, new identity).
+//! * **Mass restart**: each node's stop and restart of the plan's schedule,
+//!   as crashes and restarts above.
 //! * **Pause**: approximated by isolating the node (it keeps its timers
 //!   running, so it suspects everyone; every node counts as disturbed).
+//! * **Overload**: not supported (a real node's inputs cannot be delayed
+//!   from outside it): a scenario with one is refused when it is prepared.
 //! * **Join / leave**: start a spare slot / graceful `shutdown`.
 //! * **Clock** offsets, drift and jumps: not applicable (every node reads
 //!   the host clock); reported as skipped, never silently.
@@ -224,6 +228,8 @@ struct Inner {
     ledger: Ledger,
     cuts: BTreeMap<usize, RealCut>,
     paused: BTreeSet<usize>,
+    /// Nodes a mass restart stopped and has not brought back: (fault, node).
+    bounced: BTreeSet<(usize, usize)>,
     disturbed_until: Vec<u64>,
     history: Vec<String>,
     events: Vec<String>,
@@ -465,6 +471,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             ledger: Ledger::default(),
             cuts: BTreeMap::new(),
             paused: BTreeSet::new(),
+            bounced: BTreeSet::new(),
             disturbed_until: vec![0; slots_n],
             history: Vec::new(),
             events: Vec::new(),
@@ -536,6 +543,7 @@ pub async fn run_prepared(p: Prepared, seed: u64, progress: bool) -> Result<Real
             Step::FaultStart(fi) => h.fault_start(fi).await,
             Step::FaultEnd(fi) => h.fault_end(fi).await,
             Step::Swizzle { fault, node, clog } => h.swizzle(fault, node, clog).await,
+            Step::Bounce { fault, node, up } => h.bounce(fault, node, up).await,
             Step::Heal => h.heal().await,
             Step::ConvergeRef => {
                 let ref_ms = h.real(t);

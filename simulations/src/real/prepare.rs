@@ -79,6 +79,13 @@ pub fn prepare(sc: &Scenario, seed: u64, opts: &RealOptions) -> Result<Prepared,
             ));
         }
         match f.kind.as_str() {
+            "overload" => {
+                return Err(format!(
+                    "fault #{i} overload at {} ms: kind overload is not supported by swarm-real \
+                     (a real node's inputs cannot be delayed from outside it); remove it or run the simulator",
+                    f.at_ms
+                ))
+            }
             "clock-jump" => skipped.push(format!(
                 "fault #{i} clock-jump {:+} ms at {} ms on nodes {:?}: skipped (real nodes share the host clock)",
                 f.jump_ms.unwrap_or(0),
@@ -122,6 +129,11 @@ pub fn prepare(sc: &Scenario, seed: u64, opts: &RealOptions) -> Result<Prepared,
             "[workload] reads ({}/s): not issued (propagation is measured directly by watching every node)",
             r.workload.reads_per_sec
         ));
+    }
+    if r.expect.merged_within_ms.is_some_and(|b| b > 0) {
+        skipped.push(
+            "[expect] merged_within_ms: not checked (real mode checks merging only at the deadline)".into(),
+        );
     }
     if r.expect.max_stale_reads.is_some() {
         skipped.push("[expect] max_stale_reads: not checked (no reads)".into());

@@ -176,3 +176,36 @@ fn a_collected_key_accounts_only_for_writes_an_old_enough_delete_explains() {
         "nothing explains a later put's absence"
     );
 }
+
+#[test]
+fn an_overload_fault_is_refused_when_the_scenario_is_prepared_for_real_nodes() {
+    let sc = Scenario::parse(
+        "[cluster]\nsize = 3\n[phases]\nheal_at_ms = 10000\ndeadline_ms = 20000\n\
+         [[fault]]\nkind = \"overload\"\nat_ms = 2000\nnodes = [1]\n",
+    )
+    .expect("a valid scenario");
+    let e = prepare(&sc, 1, &RealOptions::default()).unwrap_err();
+    assert!(e.contains("kind overload is not supported by swarm-real"), "{e}");
+}
+
+#[test]
+fn a_mass_restart_is_prepared_for_real_nodes_as_restarts() {
+    let sc = Scenario::parse(
+        "[cluster]\nsize = 5\n[phases]\nheal_at_ms = 10000\ndeadline_ms = 20000\n\
+         [[fault]]\nkind = \"mass-restart\"\nat_ms = 2000\nfraction = 0.6\n",
+    )
+    .expect("a valid scenario");
+    let p = prepare(&sc, 1, &RealOptions::default()).expect("mass restarts run on real nodes");
+    assert!(
+        p.skipped.iter().all(|s| !s.contains("mass-restart")),
+        "{:?}",
+        p.skipped
+    );
+    let plan = FaultPlan::new(&p.scenario);
+    let bounces = plan
+        .timeline()
+        .into_iter()
+        .filter(|(_, s)| matches!(s, Step::Bounce { .. }))
+        .count();
+    assert_eq!(bounces, 2 * 3, "3 of 5 nodes stop and come back");
+}

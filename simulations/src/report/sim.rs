@@ -74,6 +74,10 @@ const ROWS: &[(&str, &[&str])] = &[
         "time to equal digests after heal (ms, -1 never)",
         &["converge_after_heal_ms"],
     ),
+    (
+        "merged again after the last fault (ms, -1 never) / bound",
+        &["merged_after_fault_ms", "merged_within_ms"],
+    ),
     ("crashes", &["crashes"]),
     ("detection, first observer (mean ms)", &["detect_first_ms"]),
     ("detection, all observers (max ms)", &["detect_all_ms"]),
@@ -104,6 +108,33 @@ fn page_md(r: &RunResult, p: &Provenance) -> String {
         r.trace_hash
     );
     let mut traffic = String::new();
+    let proto = &s.scenario.protocol;
+    if let Some(n) = m.get("cuts_past_tombstone_ttl") {
+        let _ = writeln!(
+            traffic,
+            "\n{} cut(s) lasted longer than tombstone_ttl_ms ({} ms), {} of them longer than grave_ttl_ms ({} ms): \
+             tombstones (and graves) were collected on one side while the other still held what they deleted.",
+            fmt_metric(*n),
+            proto.tombstone_ttl_ms,
+            fmt_metric(get("cuts_past_grave_ttl")),
+            proto.grave_ttl_ms
+        );
+    }
+    if let Some(n) = m.get("mass_restarts") {
+        let _ = writeln!(
+            traffic,
+            "\nMass restarts stopped and restarted {} node(s).",
+            fmt_metric(*n)
+        );
+    }
+    if let Some(n) = m.get("overload_inputs_late") {
+        let _ = writeln!(
+            traffic,
+            "\nOverload delivered {} input(s) late, {} ms late on average.",
+            fmt_metric(*n),
+            fmt_metric(get("overload_late_mean_ms"))
+        );
+    }
     let _ = writeln!(
         traffic,
         "\nEngine traffic per node per second, by message kind:\n"

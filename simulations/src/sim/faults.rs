@@ -33,8 +33,17 @@ impl Sim {
         6 * interval + self.cfg.suspect_timeout_ms + 2 * self.cfg.sync_interval_ms
     }
 
+    /// A fault step ran now: merging again is measured from here, and a
+    /// merge seen before it no longer counts.
+    fn fault_step_ran(&mut self) {
+        self.last_fault_ms = self.now_ms();
+        self.merged_at = None;
+        self.unmerged_at_bound = None;
+    }
+
     pub(super) fn fault_start(&mut self, fi: usize) {
         let f = self.plan.faults[fi].clone();
+        self.fault_step_ran();
         let end = f.end_ms.unwrap_or(u64::MAX);
         self.trace_ev(40, fi, 0);
         self.log_event(
@@ -69,6 +78,18 @@ impl Sim {
                 for n in nodes {
                     self.crash(n);
                 }
+            }
+            // Its steps are queued from the plan (`Ev::Bounce`).
+            FaultAction::MassRestart { .. } => {}
+            FaultAction::Overload {
+                nodes,
+                delay_ms,
+                jitter_ms,
+            } => {
+                self.overload_start(&nodes, delay_ms, jitter_ms);
+                // Late heartbeats both ways: suspicions of and by the
+                // overloaded nodes are expected.
+                self.disturb(&all, end);
             }
             FaultAction::Pause { nodes } => {
                 for &n in &nodes {
@@ -143,6 +164,7 @@ impl Sim {
             return;
         };
         let restore_start = sw.restore_start(end, step_us, self.now + step_us);
+        self.fault_step_ran();
         if let Some(Cut::Clog { nodes }) = self.net.cut_mut(cut_id) {
             if clog {
                 nodes.insert(node);
@@ -187,6 +209,7 @@ impl Sim {
         self.trace_ev(42, fi, 0);
         self.log_event("fault-end", serde_json::json!({"fault": fi, "kind": f.kind}));
         self.last_heal_ms = self.last_heal_ms.max(self.now_ms());
+        self.fault_step_ran();
         match f.action {
             FaultAction::Partition { .. } | FaultAction::OneWay { .. } | FaultAction::Swizzle(_) => {
                 self.net.remove_cut(fi as u64);
@@ -205,8 +228,44 @@ impl Sim {
                     self.resume(n);
                 }
             }
+            FaultAction::MassRestart { keep_state, .. } => self.bring_back(fi, !keep_state),
+            FaultAction::Overload { nodes, .. } => self.overload_end(&nodes, false),
             FaultAction::Byzantine(b) => self.byz_end(fi, &b),
             FaultAction::ClockJump { .. } | FaultAction::Join { .. } | FaultAction::Leave { .. } => {}
+        }
+    }
+
+    /// A mass-restart step: node `node` of fault `fi` stops (if it is up)
+    /// or, if that fault stopped it, comes back.
+    pub(super) fn bounce(&mut self, fi: usize, node: usize, up: bool) {
+        let FaultAction::MassRestart { keep_state, .. } = self.plan.faults[fi].action else {
+            return;
+        };
+        self.fault_step_ran();
+        self.trace_ev(44, node, up as u64);
+        if up {
+            if self.bounced.remove(&(fi, node)) {
+                self.restart(node, !keep_state);
+            }
+        } else if self.nodes[node].state == NodeState::Up {
+            self.crash(node);
+            self.bounced.insert((fi, node));
+            self.mass_restarts += 1;
+        }
+    }
+
+    /// Bring back every node mass restart `fi` stopped and has not brought
+    /// back yet.
+    fn bring_back(&mut self, fi: usize, lost: bool) {
+        let down: Vec<usize> = self
+            .bounced
+            .iter()
+            .filter(|(f, _)| *f == fi)
+            .map(|(_, n)| *n)
+            .collect();
+        for n in down {
+            self.bounced.remove(&(fi, n));
+            self.restart(n, lost);
         }
     }
 
@@ -230,6 +289,7 @@ impl Sim {
         self.log_event("heal", serde_json::json!({}));
         self.trace_ev(43, 0, 0);
         self.last_heal_ms = self.last_heal_ms.max(self.now_ms());
+        self.fault_step_ran();
         let had_cuts = self.net.any_cut();
         self.net.heal();
         self.swizzle_cuts.clear();
@@ -242,9 +302,11 @@ impl Sim {
         for n in 0..self.nodes.len() {
             self.resume(n);
         }
+        let overloaded: Vec<usize> = self.overloaded.iter().copied().collect();
+        self.overload_end(&overloaded, true);
         // Crashed nodes whose fault has no own end restart now.
         let faults = self.plan.faults.clone();
-        for f in &faults {
+        for (fi, f) in faults.iter().enumerate() {
             if let FaultAction::Crash {
                 nodes,
                 restart: true,
@@ -254,6 +316,9 @@ impl Sim {
                 for &n in nodes {
                     self.restart(n, !keep_state);
                 }
+            }
+            if let FaultAction::MassRestart { keep_state, .. } = &f.action {
+                self.bring_back(fi, !keep_state);
             }
         }
         let all: Vec<usize> = (0..self.nodes.len()).collect();

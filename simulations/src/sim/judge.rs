@@ -6,10 +6,37 @@ use std::collections::{BTreeMap, BTreeSet};
 use starling::core::{MemberStatus, NodeId, ServiceQuery};
 
 use super::{NodeState, RunResult, Sim};
+use crate::scenario::FaultKind;
 use crate::summary::{check_expect, insert_detection, insert_reach, Detection, Mode, RunSummary, Verdict};
 use crate::workload::{api, ns_svc};
 
 impl Sim {
+    /// Metrics of what the faults did: nodes mass restarts stopped, inputs
+    /// overload made late, cuts that outlived the TTLs.
+    fn fault_metrics(&self, m: &mut BTreeMap<String, f64>) {
+        let kinds: BTreeSet<FaultKind> = self.plan.faults.iter().map(|f| f.kind).collect();
+        if kinds.contains(&FaultKind::MassRestart) {
+            m.insert("mass_restarts".into(), self.mass_restarts as f64);
+        }
+        if kinds.contains(&FaultKind::Overload) {
+            let (n, sum_us) = self.overload_late;
+            m.insert("overload_inputs_late".into(), n as f64);
+            m.insert(
+                "overload_late_mean_ms".into(),
+                if n == 0 {
+                    0.0
+                } else {
+                    sum_us as f64 / n as f64 / 1000.0
+                },
+            );
+        }
+        let (tombstones, graves) = self.plan.cuts_past_ttls(&self.sc);
+        if tombstones > 0 {
+            m.insert("cuts_past_tombstone_ttl".into(), tombstones as f64);
+            m.insert("cuts_past_grave_ttl".into(), graves as f64);
+        }
+    }
+
     pub(super) fn finish(mut self) -> RunResult {
         let t_end = self.now_ms();
         // The core is honest: liars' state and views are not judged.
@@ -131,6 +158,18 @@ impl Sim {
                 "{bad_services} service views of dead owners still healthy"
             ));
         }
+        // 5. Merged again within the bound after the last fault.
+        let merge_ref = self.merge_ref_ms();
+        if let Some(what) = &self.unmerged_at_bound {
+            let when = match self.merged_at {
+                Some(t) => format!("merged after {} ms", t - merge_ref),
+                None => "not merged by the deadline".into(),
+            };
+            liveness.push(format!(
+                "not merged again within {} ms of the last fault step at {merge_ref} ms, {when} (e.g. {what})",
+                self.merged_within_ms
+            ));
+        }
 
         // Metrics.
         let mut m: BTreeMap<String, f64> = BTreeMap::new();
@@ -178,6 +217,13 @@ impl Sim {
         } else {
             m.insert("converge_after_heal_ms".into(), -1.0);
         }
+        m.insert(
+            "merged_after_fault_ms".into(),
+            self.merged_at
+                .map_or(-1.0, |t| t.saturating_sub(merge_ref) as f64),
+        );
+        m.insert("merged_within_ms".into(), self.merged_within_ms as f64);
+        self.fault_metrics(&mut m);
         m.insert(
             "false_suspicions".into(),
             self.oracle.false_suspicions.len() as f64,
@@ -274,8 +320,14 @@ impl Sim {
                 v.invariant, v.t_ms, v.node, v.detail
             ));
         }
+        // Digests settle only once the last delete's tombstone and grave
+        // have expired on every node (each collects on its own clock):
+        // before, unequal digests prove nothing.
+        let deletes_end = self.sc.workload.stop_ms.unwrap_or(t_end).min(t_end);
+        let settled = t_end >= deletes_end + super::collection_settle_ms(&self.sc);
         let could_recover = !self.net.any_cut()
             && self.nodes.iter().all(|n| !n.paused)
+            && settled
             && t_end.saturating_sub(self.last_heal_ms)
                 >= 2 * self.cfg.sync_interval_ms + self.sc.network.request_timeout_ms;
         let safety_ok = self.oracle.violations.is_empty();

@@ -36,9 +36,12 @@
 //!   behaviour.
 //! * **Crash** drops the engine and everything in flight to it; a restart
 //!   with state kept rebuilds the engine from `store.snapshot()`, with state
-//!   lost from nothing under a new identity. **Pause** holds a node's
-//!   inputs and timers until it resumes. **Clocks**: node time is
-//!   `start + offset + t·(1 + drift)`; jumps change the offset.
+//!   lost from nothing under a new identity; a **mass restart** is many
+//!   such crashes and restarts on a schedule. **Pause** holds a node's
+//!   inputs and timers until it resumes. **Overload** delivers each input
+//!   of a node late (a drawn delay, in order per source; see `overload`).
+//!   **Clocks**: node time is `start + offset + t·(1 + drift)`; jumps
+//!   change the offset.
 
 mod byzantine;
 mod clients;
@@ -47,6 +50,7 @@ mod faults;
 mod judge;
 mod mesh;
 mod nodes;
+mod overload;
 mod sampling;
 
 use std::cmp::Reverse;
@@ -67,6 +71,25 @@ use crate::scenario::Scenario;
 use crate::workload::{instance_name, ns_svc, service_owner};
 
 pub use crate::summary::Verdict;
+
+/// How long digests may still differ after the last delete because each
+/// node collects on its own clock: the longest TTL that expires within the
+/// run (graves, else tombstones), a collection interval, and the spread of
+/// the nodes' clock offsets. 0 without deletes or when nothing expires
+/// before the deadline (the defaults: a day and 30 days).
+pub fn collection_settle_ms(sc: &Scenario) -> u64 {
+    let p = &sc.protocol;
+    if sc.workload.delete_fraction <= 0.0 || sc.workload.writes_per_sec <= 0.0 {
+        return 0;
+    }
+    let ttl = [p.grave_ttl_ms, p.tombstone_ttl_ms]
+        .into_iter()
+        .find(|t| *t < sc.phases.deadline_ms);
+    let Some(ttl) = ttl else { return 0 };
+    let offsets = sc.clock.nodes.iter().map(|c| c.offset_ms);
+    let spread = offsets.clone().max().unwrap_or(0).max(0) - offsets.min().unwrap_or(0).min(0);
+    ttl + p.gc_interval_ms + spread as u64
+}
 
 /// Virtual epoch: node clocks start here (ms since the Unix epoch).
 pub const START_MS: i64 = 1_700_000_000_000;
@@ -147,6 +170,8 @@ struct Node {
     crashed_rejected: BTreeMap<String, u64>,
     bytes_base: BTreeMap<String, u64>,
     msgs_base: BTreeMap<String, u64>,
+    /// Inputs reach the node late (an overload fault), if set.
+    overload: Option<overload::Overload>,
 }
 
 struct GossipMsg {
@@ -209,6 +234,15 @@ enum Ev {
     Stop {
         node: usize,
     },
+    /// A mass restart stops a node or brings it back.
+    Bounce {
+        fault: usize,
+        node: usize,
+        up: bool,
+    },
+    /// An input an overloaded node takes late: delivered as is, not
+    /// delayed again.
+    Late(Box<Ev>),
     End,
 }
 
@@ -307,6 +341,29 @@ pub struct Sim {
     flood_reached: Vec<usize>,
     keep_disk: bool,
     liars: byzantine::Liars,
+    /// Nodes a mass restart stopped and has not brought back yet:
+    /// (fault, node).
+    bounced: BTreeSet<(usize, usize)>,
+    /// Nodes mass restarts stopped, in all.
+    mass_restarts: u64,
+    /// Draws of overload delays (a stream of their own: runs without
+    /// overload draw nothing from it).
+    overload_rng: ChaCha8Rng,
+    /// Inputs delivered late by overload, and their delays summed (µs).
+    overload_late: (u64, u64),
+    /// Nodes with an overload state (in force or draining).
+    overloaded: BTreeSet<usize>,
+    /// When the last fault step ran (ms): a start, an end, a restart, a
+    /// swizzle step, the heal. Merging again is measured from here.
+    last_fault_ms: u64,
+    /// The first sample after the last fault where the cluster was
+    /// merged again (see `sampling`).
+    merged_at: Option<u64>,
+    /// What was not merged at the first sample past the bound.
+    unmerged_at_bound: Option<String>,
+    /// How long after the last fault the cluster must be merged again
+    /// (0: not checked).
+    merged_within_ms: u64,
 }
 
 impl Sim {
@@ -334,6 +391,7 @@ impl Sim {
                 crashed_rejected: BTreeMap::new(),
                 bytes_base: BTreeMap::new(),
                 msgs_base: BTreeMap::new(),
+                overload: None,
             });
         }
         let net = Network::new(&sc.network, slots, sc.cluster.regions, stream(seed, 0, 0));
@@ -345,7 +403,23 @@ impl Sim {
         let mut oracle = Oracle::new(slots, cfg.history_limit);
         oracle.liars = plan.liars();
         let liars = byzantine::Liars::new(plan.liars());
+        let merged_within_ms = sc.expect.merged_within_ms.unwrap_or_else(|| {
+            crate::scenario::ExpectSpec::default_merged_within_ms(
+                &sc.protocol,
+                slots,
+                sc.network.request_timeout_ms,
+            ) + collection_settle_ms(&sc)
+        });
         Sim {
+            bounced: BTreeSet::new(),
+            mass_restarts: 0,
+            overload_rng: stream(seed, overload::STREAM_OVERLOAD, 0),
+            overload_late: (0, 0),
+            overloaded: BTreeSet::new(),
+            last_fault_ms: 0,
+            merged_at: None,
+            unmerged_at_bound: None,
+            merged_within_ms,
             oracle,
             liars,
             cfg,
@@ -453,6 +527,7 @@ impl Sim {
             let ev = match step {
                 Step::FaultStart(fault) => Ev::FaultStart { fault },
                 Step::FaultEnd(fault) => Ev::FaultEnd { fault },
+                Step::Bounce { fault, node, up } => Ev::Bounce { fault, node, up },
                 Step::Heal => Ev::Heal,
                 Step::Swizzle { .. } | Step::ConvergeRef | Step::Deadline => continue,
             };
@@ -526,6 +601,16 @@ impl Sim {
     }
 
     fn dispatch(&mut self, ev: Ev) {
+        // An overloaded node takes its inputs late.
+        let ev = match self.overload_delay(ev) {
+            Some(ev) => ev,
+            None => return,
+        };
+        self.deliver(ev);
+    }
+
+    /// Deliver one event now.
+    fn deliver(&mut self, ev: Ev) {
         match ev {
             Ev::Timer { node, life } => {
                 let n = &self.nodes[node];
@@ -643,6 +728,8 @@ impl Sim {
                     self.stop_node(node, NodeState::Gone);
                 }
             }
+            Ev::Bounce { fault, node, up } => self.bounce(fault, node, up),
+            Ev::Late(ev) => self.deliver_late(*ev),
             Ev::End => {}
         }
     }

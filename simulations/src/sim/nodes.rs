@@ -86,6 +86,10 @@ impl Sim {
         n.deferred.clear();
         n.timer_at = u64::MAX;
         n.down_since_ms = now_ms;
+        if let Some(o) = n.overload.as_mut() {
+            // Its late tick belongs to the life that ended.
+            o.late_tick = false;
+        }
         self.oracle.truth[i].up = false;
         self.oracle.truth[i].paused = false;
         for p in std::mem::take(&mut self.mesh[i]) {
@@ -138,6 +142,9 @@ impl Sim {
     }
 
     pub(super) fn schedule_timer(&mut self, i: usize) {
+        if self.late_tick_pending(i) {
+            return;
+        }
         let Some(e) = &self.nodes[i].engine else { return };
         let local_deadline = e.poll_timeout();
         let local_now = self.local_ms(i);

@@ -97,7 +97,96 @@ impl Sim {
             self.converged_at = Some(t);
             self.log_event("converged", serde_json::json!({"after_heal_ms": t - after}));
         }
+        self.check_merged(t);
         self.trace_ev(50, s.digests, s.missing);
         self.samples.push(s);
+    }
+
+    /// Where merging again is measured from: the heal (or the workload's
+    /// end) or the last fault step, whichever is later.
+    pub(super) fn merge_ref_ms(&self) -> u64 {
+        self.converge_ref_ms
+            .max(self.last_heal_ms)
+            .max(self.last_fault_ms)
+    }
+
+    /// Merged again after the last fault: the first sample where
+    /// [`Sim::unmerged`] finds nothing, and what was not merged at the
+    /// first sample past the bound.
+    fn check_merged(&mut self, t: u64) {
+        let after = self.merge_ref_ms();
+        if self.merged_at.is_some() || t < after {
+            return;
+        }
+        match self.unmerged() {
+            None => {
+                self.merged_at = Some(t);
+                self.log_event("merged", serde_json::json!({"after_last_fault_ms": t - after}));
+            }
+            Some(what) => {
+                let bound = self.merged_within_ms;
+                if bound > 0 && self.unmerged_at_bound.is_none() && t >= after + bound {
+                    self.unmerged_at_bound = Some(format!("at {t} ms: {what}"));
+                }
+            }
+        }
+    }
+
+    /// The nodes merging is judged on, as at the deadline: honest nodes
+    /// up, not paused, not left.
+    pub(super) fn honest_up(&self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|&i| !self.liars.slots.contains(&i))
+            .filter(|&i| self.runnable(i) && !self.nodes[i].paused)
+            .filter(|&i| !self.nodes[i].engine.as_ref().is_some_and(|e| e.has_left()))
+            .collect()
+    }
+
+    /// What keeps the cluster from being merged, or `None` when it is: no
+    /// cut in force, one digest on every honest up node, and each of them
+    /// holding every other alive.
+    pub(super) fn unmerged(&self) -> Option<String> {
+        if self.net.any_cut() {
+            return Some("a cut is in force".into());
+        }
+        let up = self.honest_up();
+        let mut by_digest: BTreeMap<(u64, u64), Vec<usize>> = BTreeMap::new();
+        for &i in &up {
+            let d = self.nodes[i].engine.as_ref().expect("up").digest();
+            by_digest.entry((d.hash, d.keys)).or_default().push(i);
+        }
+        let mut what = Vec::new();
+        if by_digest.len() > 1 {
+            let mut groups: Vec<&Vec<usize>> = by_digest.values().collect();
+            groups.sort_by_key(|g| (std::cmp::Reverse(g.len()), g[0]));
+            let shown: Vec<String> = groups.iter().take(3).map(|g| format!("{g:?}")).collect();
+            what.push(format!(
+                "{} digests on {} up nodes, nodes {}{}",
+                by_digest.len(),
+                up.len(),
+                shown.join(" vs "),
+                if groups.len() > 3 { " vs …" } else { "" }
+            ));
+        }
+        let (mut wrong, mut example) = (0usize, None);
+        for &o in &up {
+            let e = self.nodes[o].engine.as_ref().expect("up");
+            for &j in &up {
+                let got = e.member(&self.nodes[j].id).map(|m| m.status);
+                if j != o && got != Some(MemberStatus::Alive) {
+                    wrong += 1;
+                    example.get_or_insert_with(|| {
+                        format!(
+                            "node {o} holds node {j} as {}",
+                            got.map_or("unknown", |s| s.as_str())
+                        )
+                    });
+                }
+            }
+        }
+        if let Some(ex) = example {
+            what.push(format!("{wrong} views of up members not alive, first {ex}"));
+        }
+        (!what.is_empty()).then(|| what.join("; "))
     }
 }

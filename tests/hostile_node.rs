@@ -315,6 +315,7 @@ fn seen_and_dropped_everything(origins: &[NodeId]) -> SyncPush {
             .collect::<BTreeMap<_, _>>(),
         graves: Vec::new(),
         members: Vec::new(),
+        wanted: Vec::new(),
     }
 }
 

@@ -359,6 +359,7 @@ fn a_grave_not_signed_by_its_tombstones_origin_buries_nothing() {
                     (key.clone(), not_a_tombstone.clone()),
                 ],
                 members: Vec::new(),
+                wanted: Vec::new(),
             },
         );
     }

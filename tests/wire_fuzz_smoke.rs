@@ -285,11 +285,13 @@ fn seed_messages() -> Vec<Message> {
             manifest: manifest(),
             graves: graves(),
             members: vec![member(5, MemberStatus::Left)],
+            wanted: Vec::new(),
         }),
         Message::SyncAck(SyncAck {
             applied: 3,
             versions: versions(),
             complete: true,
+            returned: Vec::new(),
         }),
     ]
 }

@@ -264,7 +264,7 @@ impl FaultPlan {
             .map(|f| {
                 let end_ms = fault_end_ms(f, heal_ms);
                 let mut label = f.label();
-                let outlived = outlived_ttls(f.kind, f.at_ms, end_ms, sc);
+                let outlived = outlived_ttls(f, f.at_ms, end_ms, sc);
                 if outlived != Outlived::None {
                     label.push_str(&format!(" (outlives {})", outlived.as_str()));
                 }
@@ -310,7 +310,7 @@ impl FaultPlan {
         let all: Vec<Outlived> = self
             .faults
             .iter()
-            .map(|f| outlived_ttls(f.kind, f.at_ms, f.end_ms, sc))
+            .map(|f| outlived_ttls(&f.spec, f.at_ms, f.end_ms, sc))
             .collect();
         (
             all.iter().filter(|o| **o != Outlived::None).count(),
@@ -468,11 +468,16 @@ impl Outlived {
 /// How a fault's cut compares with the TTLs: tombstones and graves are
 /// collected on one side of a cut that lasts longer, while the other side
 /// still holds what they delete (until the end, or the deadline).
-fn outlived_ttls(kind: FaultKind, at_ms: u64, end_ms: Option<u64>, sc: &Scenario) -> Outlived {
-    if !matches!(
-        kind,
-        FaultKind::Partition | FaultKind::OneWay | FaultKind::Swizzle
-    ) {
+fn outlived_ttls(f: &FaultSpec, at_ms: u64, end_ms: Option<u64>, sc: &Scenario) -> Outlived {
+    // A paused node, or one crashed and restarted with its disk kept, is
+    // out of reach the same way: it comes back holding what the others
+    // deleted.
+    let out_of_reach = match f.kind {
+        FaultKind::Partition | FaultKind::OneWay | FaultKind::Swizzle | FaultKind::Pause => true,
+        FaultKind::Crash => !f.permanent && f.state.as_deref() != Some("lost"),
+        _ => false,
+    };
+    if !out_of_reach {
         return Outlived::None;
     }
     let deadline = sc.phases.deadline_ms;

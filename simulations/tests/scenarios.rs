@@ -167,6 +167,42 @@ fn run_regression(name: &str, seed: u64) -> starling_sim::RunResult {
     r
 }
 
+/// Engine finding of the hunt (swarm seed 2245, shrunk): a partition
+/// longer than `grave_ttl_ms` left the two sides diverged for ever once the
+/// deleting side forgot its grave. Since protocol v8 the deleting side
+/// takes the value back and the cluster converges (the documented limit);
+/// the oracle counts that return instead of calling it a resurrection.
+#[test]
+fn regression_past_grave_partition_converges_on_the_value_taken_back() {
+    let r = run_regression("past-grave-partition-diverges", 2245);
+    assert_eq!(
+        r.summary.metrics.get("cuts_past_grave_ttl"),
+        Some(&1.0),
+        "the scenario must still cut past the grave TTL: {:?}",
+        r.summary.metrics
+    );
+    assert!(
+        r.summary.metrics["resurrections_past_grave_ttl"] >= 1.0,
+        "the deleted value must come back on the deleting side: {:?}",
+        r.summary.metrics
+    );
+    assert_regression_valid("past-grave-partition-diverges");
+}
+
+/// Engine finding of the v8 hunt (swarm seed 3623, shrunk): failed syncs
+/// with members held dead were retried at once, and four of them kept every
+/// sync slot of a node busy, so it never synced with a live peer again.
+#[test]
+fn regression_dead_peers_do_not_starve_syncs() {
+    let r = run_regression("dead-peers-starve-syncs", 3623);
+    assert!(
+        r.summary.metrics["crashes"] >= 4.0,
+        "the scenario must still restart nodes under new identities: {:?}",
+        r.summary.metrics
+    );
+    assert_regression_valid("dead-peers-starve-syncs");
+}
+
 /// Oracle finding of the 10,000-seed hunt (swarm seed 8155, shrunk; five
 /// seeds of that hunt): a liar that lost its disk had its arrivals cleared,
 /// so the write its old identity had honestly superseded read as lost.

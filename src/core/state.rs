@@ -675,6 +675,72 @@ impl ReplicatedState {
     /// to fit the byte bound, lowest rank first (trimmed versions stay
     /// seen, as with the history limit).
     pub fn merge(&mut self, key: StateKey, v: Version) -> MergeOutcome {
+        self.merge_inner(key, v, false)
+    }
+
+    /// Take back a version this node has seen but holds nowhere, from a
+    /// peer that still holds it live: merged as new unless a version held
+    /// here supersedes it or a grave here buries it (then
+    /// [`MergeOutcome::Obsolete`], nothing changed). This is how two
+    /// replicas converge after a delete was forgotten on one side before
+    /// it reached the other — a partition or downtime longer than
+    /// `grave_ttl_ms`, past which nothing here can show the value was
+    /// deleted (the documented limit, docs/DESIGN.md) — and how a node
+    /// whose store lost a key it had seen gets it back.
+    pub fn take_back(&mut self, key: StateKey, v: Version) -> MergeOutcome {
+        if !self.knowledge.contains(&v.dot) {
+            return self.merge(key, v);
+        }
+        if let Some(ks) = self.entries.get(&key) {
+            if ks.holds(&v.dot) {
+                return MergeOutcome::Duplicate;
+            }
+            if ks.buries(&v, KeyOrder::of(&key)) || ks.all().any(|o| o.supersedes(&v)) {
+                return MergeOutcome::Obsolete;
+            }
+        }
+        self.merge_inner(key, v, true)
+    }
+
+    /// The dots of `dots` that this node has seen and holds nowhere (the
+    /// candidates to [`take_back`](Self::take_back) from a peer listing
+    /// them), at most `max` of them.
+    pub fn seen_not_held(&self, dots: impl IntoIterator<Item = Dot>, max: usize) -> Vec<Dot> {
+        let mut candidates: BTreeSet<Dot> = dots.into_iter().filter(|d| self.knowledge.contains(d)).collect();
+        if candidates.is_empty() {
+            return Vec::new();
+        }
+        for ks in self.entries.values() {
+            for v in ks.all() {
+                candidates.remove(&v.dot);
+            }
+        }
+        candidates.into_iter().take(max).collect()
+    }
+
+    /// The live versions held here with one of these dots, up to about
+    /// `budget_bytes` (at least one if any).
+    pub fn live_with_dots(&self, dots: &[Dot], budget_bytes: usize) -> Vec<(StateKey, Version)> {
+        let wanted: BTreeSet<&Dot> = dots.iter().collect();
+        let mut out = Vec::new();
+        if wanted.is_empty() {
+            return out;
+        }
+        let mut used = 0usize;
+        for (key, ks) in &self.entries {
+            for v in ks.live.iter().filter(|v| wanted.contains(&v.dot)) {
+                let size = v.approx_size();
+                if !out.is_empty() && used.saturating_add(size) > budget_bytes {
+                    return out;
+                }
+                used = used.saturating_add(size);
+                out.push((key.clone(), v.clone()));
+            }
+        }
+        out
+    }
+
+    fn merge_inner(&mut self, key: StateKey, v: Version, taking_back: bool) -> MergeOutcome {
         let order = KeyOrder::of(&key);
         let (held, buried) = match self.entries.get(&key) {
             Some(ks) => (ks.holds(&v.dot), ks.buries(&v, order)),
@@ -683,7 +749,7 @@ impl ReplicatedState {
         if held {
             return MergeOutcome::Duplicate;
         }
-        if self.knowledge.contains(&v.dot) {
+        if !taking_back && self.knowledge.contains(&v.dot) {
             return MergeOutcome::Obsolete;
         }
         if !buried {
@@ -1379,6 +1445,37 @@ mod tests {
         assert_eq!(b.merge(key(), loser), MergeOutcome::Obsolete);
         assert_eq!(b.merge(key(), later.clone()), MergeOutcome::Applied);
         assert_eq!(b.get(&key()).and_then(|ks| ks.winner()), Some(&later));
+    }
+
+    #[test]
+    fn take_back_restores_a_seen_version_held_nowhere_and_nothing_a_grave_or_a_held_version_rules_out() {
+        let (mut a, _b, v1, del) = collected_pair();
+        // While the grave stands, the value and the delete stay out.
+        assert_eq!(a.seen_not_held([v1.dot, del.dot], 16), vec![v1.dot, del.dot]);
+        assert_eq!(a.take_back(key(), v1.clone()), MergeOutcome::Obsolete);
+        assert_eq!(a.take_back(key(), del.clone()), MergeOutcome::Obsolete);
+        // Past the grave's lifetime nothing here shows the value deleted: a
+        // peer that still holds it live gives it back, once.
+        a.collect_tombstones(3_000, 3_000);
+        assert!(a.get(&key()).is_none(), "the grave is gone");
+        assert_eq!(a.take_back(key(), v1.clone()), MergeOutcome::Applied);
+        assert_eq!(a.take_back(key(), v1.clone()), MergeOutcome::Duplicate);
+        assert_eq!(a.get(&key()).and_then(|ks| ks.winner()), Some(&v1));
+        assert_eq!(a.seen_not_held([v1.dot, del.dot], 16), vec![del.dot]);
+        // A held version that supersedes it keeps it out.
+        let v2 = version(1, 2, 4_000, &[v1.dot], Payload::Value(b"new".to_vec()));
+        let mut d = ReplicatedState::new(0);
+        assert_eq!(d.merge(key(), v1.clone()), MergeOutcome::Applied);
+        assert_eq!(d.merge(key(), v2.clone()), MergeOutcome::Applied);
+        assert!(
+            d.get(&key()).is_some_and(|ks| ks.history.is_empty()),
+            "v1 trimmed"
+        );
+        assert_eq!(d.take_back(key(), v1.clone()), MergeOutcome::Obsolete);
+        assert_eq!(d.get(&key()).and_then(|ks| ks.winner()), Some(&v2));
+        // A dot never seen is merged as usual.
+        let fresh = version(5, 1, 6_000, &[v2.dot], Payload::Value(b"x".to_vec()));
+        assert_eq!(d.take_back(key(), fresh), MergeOutcome::Applied);
     }
 
     /// Five concurrent writes of one key by five origins (seen nothing).

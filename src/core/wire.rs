@@ -37,8 +37,11 @@ pub const MAGIC: [u8; 4] = *b"STRL";
 /// liveness from neighbours. Version 7: service versions carry causal
 /// context for their own origin only (a peer's service version naming
 /// another origin is refused), so only an instance's owner deregisters
-/// it; sync manifests and graves are bounded per message.
-pub const PROTOCOL_VERSION: u8 = 7;
+/// it; sync manifests and graves are bounded per message. Version 8: a
+/// push lists the dots it has seen but no longer holds (`wanted`) and the
+/// ack returns those still held live, so replicas converge after a delete
+/// was forgotten on one side only.
+pub const PROTOCOL_VERSION: u8 = 8;
 /// Envelope header length.
 pub const HEADER_LEN: usize = 14;
 /// Hard ceiling for any message, whatever the config says.
@@ -335,6 +338,12 @@ pub struct SyncPush {
     /// The requester's records in the member buckets that still differ
     /// from the response's.
     pub members: Vec<Member>,
+    /// Dots the response's manifest lists that the requester has seen but
+    /// holds nowhere (protocol v8): the responder sends back those it still
+    /// holds live, in [`SyncAck::returned`], so two replicas that can show
+    /// each other nothing else still converge (see
+    /// `ReplicatedState::take_back`).
+    pub wanted: Vec<Dot>,
 }
 
 /// The responder's answer to a push: the versions the requester lacks.
@@ -346,6 +355,9 @@ pub struct SyncAck {
     pub versions: Vec<(StateKey, Version)>,
     /// Whether `versions` is everything (else the requester asks again).
     pub complete: bool,
+    /// Live versions held here whose dots the push listed as
+    /// [`SyncPush::wanted`] (protocol v8).
+    pub returned: Vec<(StateKey, Version)>,
 }
 
 /// A decoded message.

@@ -380,13 +380,16 @@ impl Collector for Scrape {
             &mut enc,
             "merges",
             "Remote versions received, by result: merged (new), duplicate (already held), \
-             obsolete (seen before and since superseded or collected)",
+             obsolete (seen before and since superseded or collected), taken_back (seen, held \
+             nowhere, returned by a peer that still holds it live: a delete forgotten before it \
+             reached that peer, or a local store that lost it)",
             None,
             "result",
             [
                 ("merged", &c.merged),
                 ("duplicate", &c.duplicates),
                 ("obsolete", &c.obsolete),
+                ("taken_back", &c.taken_back),
             ],
         )?;
         counter(

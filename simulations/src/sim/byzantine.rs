@@ -545,6 +545,7 @@ impl Sim {
                 manifest: (0..BUCKETS as u16).map(|b| (b, Vec::new())).collect(),
                 graves: Vec::new(),
                 members: Vec::new(),
+                wanted: Vec::new(),
             },
             // Knowledge of every origin claimed up to the range limit, and
             // a version under the victim's dot.
@@ -574,6 +575,7 @@ impl Sim {
                     manifest: BTreeMap::new(),
                     graves: Vec::new(),
                     members: Vec::new(),
+                    wanted: Vec::new(),
                 }
             }
         };

@@ -35,6 +35,93 @@ impl Sim {
             m.insert("cuts_past_tombstone_ttl".into(), tombstones as f64);
             m.insert("cuts_past_grave_ttl".into(), graves as f64);
         }
+        if self.oracle.graves_outlived {
+            m.insert(
+                "resurrections_past_grave_ttl".into(),
+                self.oracle.resurrections_past_grave_ttl as f64,
+            );
+        }
+    }
+
+    /// The first key the core's nodes hold differently, said as each
+    /// node's versions of it (`origin:seq`, `h` before a history version,
+    /// `†` after a tombstone, `⚰` before a grave): the place to start
+    /// reading a divergence.
+    fn first_difference(&self, core: &[usize]) -> String {
+        let held = |i: usize| -> BTreeMap<String, Vec<String>> {
+            let e = self.nodes[i].engine.as_ref().expect("core");
+            e.state()
+                .iter()
+                .map(|(k, ks)| {
+                    let live = ks.live.iter().map(|v| (v, ""));
+                    let history = ks.history.iter().map(|v| (v, "h"));
+                    let mut v: Vec<String> = live
+                        .chain(history)
+                        .map(|(v, h)| {
+                            let tomb = if v.payload.is_tombstone() { "†" } else { "" };
+                            format!("{h}{}:{}{tomb}", v.dot.node.short(), v.dot.seq)
+                        })
+                        .collect();
+                    if let Some(g) = &ks.grave {
+                        v.push(format!("⚰{}:{}", g.dot.node.short(), g.dot.seq));
+                    }
+                    v.sort();
+                    (format!("{k:?}"), v)
+                })
+                .collect()
+        };
+        let views: Vec<(usize, BTreeMap<String, Vec<String>>)> = core.iter().map(|&i| (i, held(i))).collect();
+        let keys: BTreeSet<&String> = views.iter().flat_map(|(_, m)| m.keys()).collect();
+        for k in keys {
+            let empty = Vec::new();
+            let first = views[0].1.get(k).unwrap_or(&empty);
+            if views.iter().all(|(_, m)| m.get(k).unwrap_or(&empty) == first) {
+                continue;
+            }
+            // The dots some node holds: does each node lacking one know it?
+            let key = self.nodes[views[0].0].engine.as_ref().and_then(|e| {
+                e.state()
+                    .iter()
+                    .find(|(sk, _)| format!("{sk:?}") == *k)
+                    .map(|(sk, _)| sk.clone())
+            });
+            let mut dots = BTreeSet::new();
+            for &i in core {
+                if let Some(ks) = key
+                    .as_ref()
+                    .and_then(|sk| self.nodes[i].engine.as_ref()?.state().get(sk))
+                {
+                    dots.extend(ks.all().map(|v| v.dot));
+                }
+            }
+            let per_node: Vec<String> = views
+                .iter()
+                .map(|(i, m)| {
+                    let e = self.nodes[*i].engine.as_ref().expect("core");
+                    let held = key.as_ref().and_then(|sk| e.state().get(sk));
+                    let seen_missing: Vec<String> = dots
+                        .iter()
+                        .filter(|d| !held.is_some_and(|ks| ks.all().any(|v| v.dot == **d)))
+                        .map(|d| {
+                            let seen = if e.state().knowledge().contains(d) {
+                                "seen"
+                            } else {
+                                "unseen"
+                            };
+                            format!("{seen} {}:{}", d.node.short(), d.seq)
+                        })
+                        .collect();
+                    let missing = if seen_missing.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" lacks {}", seen_missing.join(" "))
+                    };
+                    format!("node {i}: [{}]{missing}", m.get(k).unwrap_or(&empty).join(" "))
+                })
+                .collect();
+            return format!(" (e.g. key {k}: {})", per_node.join(", "));
+        }
+        String::new()
     }
 
     pub(super) fn finish(mut self) -> RunResult {
@@ -57,9 +144,10 @@ impl Sim {
             .collect();
         if digests.len() > 1 {
             liveness.push(format!(
-                "{} distinct state digests on the core of {} nodes",
+                "{} distinct state digests on the core of {} nodes{}",
                 digests.len(),
-                core.len()
+                core.len(),
+                self.first_difference(&core)
             ));
         }
         // 2. Membership accurate.
@@ -330,20 +418,6 @@ impl Sim {
             && settled
             && t_end.saturating_sub(self.last_heal_ms)
                 >= 2 * self.cfg.sync_interval_ms + self.sc.network.request_timeout_ms;
-        // A partition longer than the grave lifetime is past what the
-        // protocol promises (docs/DESIGN.md: collection forgets a delete
-        // after `grave_ttl_ms`); the cluster may stay diverged (open
-        // finding), so failed liveness there is unknown, said so. Safety
-        // is judged as always.
-        let past_graves = self.plan.cuts_past_ttls(&self.sc).1 > 0;
-        let could_recover = could_recover && !past_graves;
-        if past_graves && !liveness.is_empty() {
-            reasons.push(
-                "unknown: a cut outlived grave_ttl_ms, past the protocol's promise (open finding: \
-                 the sides may stay diverged)"
-                    .to_string(),
-            );
-        }
         let safety_ok = self.oracle.violations.is_empty();
         let thresholds_ok = check_expect(&self.sc.expect, &m, 1.0, true, &mut reasons);
         for l in &liveness {

@@ -86,9 +86,42 @@ pub fn collection_settle_ms(sc: &Scenario) -> u64 {
         .into_iter()
         .find(|t| *t < sc.phases.deadline_ms);
     let Some(ttl) = ttl else { return 0 };
-    let offsets = sc.clock.nodes.iter().map(|c| c.offset_ms);
-    let spread = offsets.clone().max().unwrap_or(0).max(0) - offsets.min().unwrap_or(0).min(0);
-    ttl + p.gc_interval_ms + spread as u64
+    ttl + p.gc_interval_ms + clock_spread_ms(sc)
+}
+
+/// How far apart two nodes' clocks may ever be in the run: each node's
+/// configured offset moved by every clock jump it takes (jumps last), the
+/// highest any node reaches less the lowest. A node behind the others
+/// collects that much later (swarm seed 5139: jumps of +4.7 s and +4.8 s
+/// on one node and −5 s on the other put them 14.5 s apart).
+fn clock_spread_ms(sc: &Scenario) -> u64 {
+    let slots = sc.slots();
+    let mut now: Vec<i64> = vec![0; slots];
+    for c in &sc.clock.nodes {
+        if let Some(o) = now.get_mut(c.node) {
+            *o = c.offset_ms;
+        }
+    }
+    let (mut high, mut low) = (
+        now.iter().copied().max().unwrap_or(0).max(0),
+        now.iter().copied().min().unwrap_or(0).min(0),
+    );
+    let mut jumps: Vec<_> = sc
+        .faults
+        .iter()
+        .filter(|f| f.kind == crate::scenario::FaultKind::ClockJump)
+        .collect();
+    jumps.sort_by_key(|f| f.at_ms);
+    for f in jumps {
+        for &n in &f.nodes {
+            if let Some(o) = now.get_mut(n) {
+                *o = o.saturating_add(f.jump_ms.unwrap_or(0));
+                high = high.max(*o);
+                low = low.min(*o);
+            }
+        }
+    }
+    high.saturating_sub(low).max(0) as u64
 }
 
 /// Virtual epoch: node clocks start here (ms since the Unix epoch).
@@ -402,6 +435,7 @@ impl Sim {
         let heat_subjects: Vec<usize> = (0..slots.min(64)).collect();
         let mut oracle = Oracle::new(slots, cfg.history_limit);
         oracle.liars = plan.liars();
+        oracle.graves_outlived = plan.cuts_past_ttls(&sc).1 > 0;
         let liars = byzantine::Liars::new(plan.liars());
         let merged_within_ms = sc.expect.merged_within_ms.unwrap_or_else(|| {
             crate::scenario::ExpectSpec::default_merged_within_ms(

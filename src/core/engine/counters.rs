@@ -24,6 +24,9 @@ pub struct Counters {
     pub obsolete: u64,
     /// Versions dropped because a peer showed it had superseded them.
     pub dropped_obsolete: u64,
+    /// Versions seen here, held nowhere, and taken back from a peer that
+    /// still held them live (`SyncAck::returned`).
+    pub taken_back: u64,
     /// Deltas published.
     pub deltas_sent: u64,
     /// Sync rounds started.

@@ -32,6 +32,10 @@ pub(super) const MAX_MANIFEST_DOTS: usize = 1 << 20;
 /// in key order; the rest go once those buckets match).
 pub(super) const MAX_SYNC_GRAVES: usize = 1 << 16;
 
+/// Most dots one sync push may ask back (`SyncPush::wanted`; the rest are
+/// asked at the next sync).
+pub(super) const MAX_WANTED_BACK: usize = 1 << 16;
+
 /// Largest signature a remote version may carry, in bytes.
 pub(super) const MAX_SIGNATURE_BYTES: usize = 256;
 

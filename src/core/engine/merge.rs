@@ -91,6 +91,42 @@ impl Engine {
         }
     }
 
+    /// A version a peer returned because this node has seen it and holds
+    /// it nowhere (`SyncAck::returned`): checked as fully as a new one —
+    /// its origin's signature always, since nothing here vouches for it —
+    /// then taken back unless something held here supersedes or buries it
+    /// ([`ReplicatedState::take_back`]).
+    pub(super) fn take_back_remote(&mut self, key: StateKey, v: Version) {
+        if let Err(reason) = validate_version(&self.cfg, &self.clock, self.now_ms, &key, &v) {
+            self.reject(reason);
+            return;
+        }
+        if let Payload::Instance(i) = &v.payload {
+            if i.owner != v.dot.node {
+                self.reject(RejectReason::VersionNotOwner);
+                return;
+            }
+        }
+        if !self.signed_by_origin(&key, &v) {
+            self.reject(RejectReason::VersionBadSignature);
+            return;
+        }
+        if let Err(reason) = self.context_signed(&v) {
+            self.reject(reason);
+            return;
+        }
+        let _ = self.clock.observe(v.hlc, self.now_ms);
+        match self.state.take_back(key, v) {
+            MergeOutcome::Applied => self.counters.taken_back += 1,
+            MergeOutcome::Duplicate => self.counters.duplicates += 1,
+            MergeOutcome::Obsolete => self.counters.obsolete += 1,
+            MergeOutcome::Refused(limit) => self.reject(limit_reason(limit)),
+        }
+        for limit in self.state.take_evicted() {
+            self.reject(limit_reason(limit));
+        }
+    }
+
     /// Merge a checked version into the state and count the outcome
     /// (with any version a key's bound refused or evicted).
     fn merge_counted(&mut self, key: StateKey, v: Version) -> MergeOutcome {

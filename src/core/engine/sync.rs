@@ -27,7 +27,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
-use super::limits::{validate_version, MAX_MANIFEST_DOTS, MAX_REMOTE_SEQ, MAX_SYNC_GRAVES};
+use super::limits::{validate_version, MAX_MANIFEST_DOTS, MAX_REMOTE_SEQ, MAX_SYNC_GRAVES, MAX_WANTED_BACK};
 use super::timers::Timer;
 use super::{Action, Engine, RejectReason};
 use crate::core::dots::{
@@ -196,7 +196,19 @@ impl Engine {
     pub(super) fn on_request_failed(&mut self, id: u64) {
         if let Some(s) = self.sync.inflight.remove(&id) {
             self.counters.syncs_failed += 1;
-            self.sync.wanted.insert(s.peer);
+            // Tried again unless the peer is held dead or gone: a failed
+            // sync with a member whose process is gone (or whose identity
+            // went with its disk) came back every interval, holding a sync
+            // slot each time, and four of them starved a node of every
+            // other sync for good (swarm seed 3623). A dead member still
+            // gets a sync from the timer when no one is held alive.
+            let gone = self
+                .members
+                .get(&s.peer)
+                .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left));
+            if !gone {
+                self.sync.wanted.insert(s.peer);
+            }
         }
     }
 
@@ -233,25 +245,11 @@ impl Engine {
         let now = self.now_ms;
         let answered = self.sync.served.remove(&from);
         if answered.is_none_or(|at| now.saturating_sub(at) > timeout) {
-            self.reject(RejectReason::UnsolicitedPush);
-            let ack = SyncAck {
-                applied: 0,
-                versions: Vec::new(),
-                complete: false,
-            };
-            let bytes = self.encode(&Message::SyncAck(ack));
-            self.out.push(Action::Respond { id, bytes });
+            self.refuse_push(id, RejectReason::UnsolicitedPush);
             return;
         }
-        if over_sync_bounds(&push.manifest, &push.graves) {
-            self.reject(RejectReason::ManifestTooLarge);
-            let ack = SyncAck {
-                applied: 0,
-                versions: Vec::new(),
-                complete: false,
-            };
-            let bytes = self.encode(&Message::SyncAck(ack));
-            self.out.push(Action::Respond { id, bytes });
+        if over_sync_bounds(&push.manifest, &push.graves) || push.wanted.len() > MAX_WANTED_BACK {
+            self.refuse_push(id, RejectReason::ManifestTooLarge);
             return;
         }
         let mut applied = 0;
@@ -272,14 +270,34 @@ impl Engine {
         self.counters.dropped_obsolete += self.state.drop_versions(&doomed) as u64;
         // Our half: what they have not seen.
         let (versions, complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
+        // What they have seen, hold nowhere, and we still hold live after
+        // taking their push in (a delete they forgot before it reached us).
+        let returned = self
+            .state
+            .live_with_dots(&push.wanted, self.cfg.sync_budget_bytes);
         let ack = SyncAck {
             applied,
             versions,
             complete,
+            returned,
         };
         let bytes = self.encode(&Message::SyncAck(ack));
         self.out.push(Action::Respond { id, bytes });
         self.sync.last_converged.insert(from, self.now_ms);
+    }
+
+    /// Refuse a push, counted under `reason`, with an empty incomplete
+    /// ack: the requester fails fast instead of waiting out its timeout.
+    fn refuse_push(&mut self, id: u64, reason: RejectReason) {
+        self.reject(reason);
+        let ack = SyncAck {
+            applied: 0,
+            versions: Vec::new(),
+            complete: false,
+            returned: Vec::new(),
+        };
+        let bytes = self.encode(&Message::SyncAck(ack));
+        self.out.push(Action::Respond { id, bytes });
     }
 
     pub(super) fn on_response(&mut self, from: NodeId, id: u64, bytes: &[u8]) {
@@ -338,6 +356,11 @@ impl Engine {
         // What they have seen and dropped: dropped once their versions are
         // in (in the ack), so a key never reads as missing in between.
         let doomed = self.state.seen_and_dropped(&resp.manifest, &theirs);
+        // What they list that we have seen and hold nowhere: asked back
+        // (they return only what is still live once our push is in).
+        let wanted = self
+            .state
+            .seen_not_held(resp.manifest.values().flatten().copied(), MAX_WANTED_BACK);
         // Our half: what they have not seen, our knowledge where it differs
         // from theirs, and our manifest where the state still differs.
         let (versions, _complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
@@ -381,7 +404,7 @@ impl Engine {
         } else {
             Vec::new()
         };
-        if theirs.all_same() && manifest.is_empty() && members.is_empty() {
+        if theirs.all_same() && manifest.is_empty() && members.is_empty() && wanted.is_empty() {
             // Same knowledge and same state: nothing either way.
             self.counters.syncs_completed += 1;
             self.sync.last_converged.insert(from, self.now_ms);
@@ -393,6 +416,7 @@ impl Engine {
             manifest,
             graves,
             members,
+            wanted,
         };
         let bytes = self.encode(&Message::SyncPush(push));
         let id = self.sync.next_request_id();
@@ -419,6 +443,9 @@ impl Engine {
             if !self.merge_remote(k, v).is_settled() {
                 clean = false;
             }
+        }
+        for (k, v) in ack.returned {
+            self.take_back_remote(k, v);
         }
         if ack.complete && clean && after.adopt.iter().all(|(_, r)| r.max() <= MAX_REMOTE_SEQ) {
             self.counters.dropped_obsolete += self.state.drop_versions(&after.doomed) as u64;
@@ -802,6 +829,7 @@ mod tests {
             manifest: (0..BUCKETS as u16).map(|b| (b, Vec::new())).collect(),
             graves: Vec::new(),
             members: Vec::new(),
+            wanted: Vec::new(),
         };
         let bytes = wire::encode(&Message::SyncPush(push), a.cluster_id);
         // The attacker opens a real sync (a push is taken only as the
@@ -851,6 +879,7 @@ mod tests {
             manifest: BTreeMap::new(),
             graves: Vec::new(),
             members: Vec::new(),
+            wanted: Vec::new(),
         };
         let bytes = wire::encode(&Message::SyncPush(push), a.cluster_id);
         let out = a.handle(
@@ -956,6 +985,76 @@ mod tests {
         assert_eq!(b.inflight_syncs(), 0);
         assert_eq!(b.counters.syncs_completed, 1);
         assert_eq!(b.last_converged().get(&a.node_id()), Some(&(T0 + 4)));
+    }
+
+    /// The bug hunt's open finding (swarm seed 2245, shrunk): B deletes a
+    /// key A holds, collects the delete and forgets its grave before A
+    /// hears of it (a cut longer than `grave_ttl_ms`). B has seen the
+    /// value's dot and holds nothing; A holds the value and nothing shows
+    /// it deleted. Syncs used to find nothing to send either way and the
+    /// two stayed diverged for ever. Now B asks back what A lists that B
+    /// has seen and holds nowhere, and both end with the value (the
+    /// documented limit of a cut past the grave lifetime).
+    #[test]
+    fn a_delete_forgotten_before_it_reached_a_peer_is_undone_and_the_two_converge() {
+        let short = |index| {
+            let cfg = Config {
+                tombstone_ttl_ms: 1_000,
+                grave_ttl_ms: 2_000,
+                ..Config::default()
+            };
+            Engine::new(
+                cfg,
+                crate::core::crypto::test_keys(NodeId::from_index(index)),
+                NodeInfo::default(),
+                T0,
+                index,
+                None,
+            )
+            .expect("valid config")
+        };
+        let (mut a, mut b) = (short(1), short(2));
+        put(&mut a, T0, "k", "v");
+        let sync = |b: &mut Engine, a: &mut Engine, now: u64| {
+            b.now_ms = now;
+            b.want_sync(a.node_id());
+            let req = request(b.flush());
+            let push = request(round_trip(b, a, now + 1, req));
+            round_trip(b, a, now + 2, push);
+        };
+        sync(&mut b, &mut a, T0 + 1);
+        assert_eq!(read(&b, "k").as_deref(), Some(&b"v"[..]));
+        // B deletes (A is cut off), collects, and forgets the grave.
+        let del = b.handle(
+            T0 + 10,
+            Input::Command {
+                id: 2,
+                command: Command::Delete {
+                    namespace: Namespace::new("app").expect("valid namespace"),
+                    key: Key::new("k").expect("valid key"),
+                    expect: None,
+                },
+            },
+        );
+        assert!(matches!(del.first(), Some(Action::Persist(_))));
+        b.collect_garbage(T0 + 1_100);
+        b.collect_garbage(T0 + 2_100);
+        assert!(
+            b.state().iter().next().is_none(),
+            "B holds nothing, not even the grave"
+        );
+        assert_ne!(a.digest(), b.digest());
+        // One sync started by B brings the value back.
+        sync(&mut b, &mut a, T0 + 5_000);
+        assert_eq!(read(&b, "k").as_deref(), Some(&b"v"[..]));
+        assert_eq!(b.counters.taken_back, 1);
+        assert_eq!(a.digest(), b.digest());
+        // Syncs either way change nothing more.
+        sync(&mut b, &mut a, T0 + 10_000);
+        sync(&mut a, &mut b, T0 + 15_000);
+        assert_eq!(b.counters.taken_back + a.counters.taken_back, 1);
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(read(&a, "k").as_deref(), Some(&b"v"[..]));
     }
 
     #[test]

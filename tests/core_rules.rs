@@ -7,8 +7,8 @@ use starling::core::testing::{self, node, Net};
 use starling::core::wire::{self, Delta, Message};
 use starling::core::{
     Command, CommandError, CommandOutput, Config, Dot, Expect, HealthStatus, Hlc, IdError, InstanceId, Key,
-    Member, MemberStatus, Namespace, Payload, ServiceName, ServiceQuery, ServiceSpec, StateKey, Topic,
-    Version, VersionId,
+    Member, MemberStatus, Namespace, NodeId, Payload, ServiceName, ServiceQuery, ServiceSpec, StateKey,
+    Topic, Version, VersionId,
 };
 
 const T0: u64 = 1_700_000_000_000;
@@ -685,6 +685,78 @@ fn instances_whose_owner_is_dead_are_reported_critical_by_every_node_at_read_tim
 }
 
 // ----- failure detection and membership ---------------------------------
+
+/// The trust review's open bound: dead and departed members were never
+/// dropped, so a cluster whose nodes come back under new identities (no
+/// persistent disk) filled `max_members`. A member held dead for
+/// `member_reap_ms` is now dropped everywhere (and from the store), a
+/// peer that still holds the old record does not bring it back, and the
+/// identity is back as soon as it raises its incarnation.
+#[test]
+fn a_dead_member_is_reaped_after_member_reap_ms_and_stays_reaped() {
+    let mut c = cfg();
+    c.member_reap_ms = 20_000;
+    c.gc_interval_ms = 1_000;
+    let mut net = Net::new(4, c.clone(), T0);
+    net.run_for(10_000, 100);
+    net.isolate(&[3]);
+    let mut dead_at = None;
+    while dead_at.is_none() && net.now < T0 + 60_000 {
+        net.tick(100);
+        net.run();
+        if (0..3).all(|i| status(&net, i, 3) == Some(MemberStatus::Dead)) {
+            dead_at = Some(net.now);
+        }
+    }
+    let dead_at = dead_at.expect("the cut-off node is held dead by the others");
+    let old_record = net.engines[0].member(&node(3)).cloned().expect("held dead");
+    // It comes back without its disk, under a new identity.
+    net.heal();
+    net.restart_as(3, NodeId::from_index(1_003), c.clone());
+    net.run_for(10_000, 100);
+    for i in 0..3 {
+        assert_eq!(status(&net, i, 3), Some(MemberStatus::Dead), "not reaped early");
+    }
+    while net.now < dead_at + c.member_reap_ms + 3 * c.gc_interval_ms {
+        net.tick(100);
+        net.run();
+    }
+    for i in 0..4 {
+        assert_eq!(
+            net.engines[i].member(&node(3)),
+            None,
+            "node {i} reaped the old identity"
+        );
+        assert!(net.engines[i].member(&NodeId::from_index(1_003)).is_some());
+    }
+    assert!(net.engines[0].counters().members_reaped >= 1);
+    assert!(
+        net.stores[0].snapshot().members.iter().all(|m| m.node != node(3)),
+        "the reaped record is gone from the store"
+    );
+    // A peer that has not reaped yet gossips the old record: ignored.
+    let stale = wire::encode(
+        &Message::Delta(Delta {
+            versions: vec![],
+            members: vec![old_record.clone()],
+        }),
+        wire::cluster_id(&c.cluster),
+    );
+    net.input(
+        0,
+        starling::core::Input::Gossip {
+            from: node(1),
+            bytes: stale,
+        },
+    );
+    net.run();
+    assert_eq!(net.engines[0].member(&node(3)), None);
+    assert_eq!(
+        net.engines[0].members_hash(),
+        net.engines[1].members_hash(),
+        "the views still agree"
+    );
+}
 
 #[test]
 fn the_phi_detector_marks_a_silent_node_suspect_then_dead() {

@@ -75,6 +75,14 @@ pub struct Config {
     /// Set it above the largest cluster expected, with room for the dead
     /// and departed members the view keeps.
     pub max_members: usize,
+    /// How long a member held dead or departed stays in the view before
+    /// this node drops its record (*reaps* it), like Serf's
+    /// `reconnect_timeout` / `tombstone_timeout`. A reaped identity's old
+    /// record is ignored for as long again; it is back as soon as it
+    /// raises its incarnation (a restart or a refutation). Without
+    /// reaping, a cluster whose nodes come back under new identities fills
+    /// `max_members`.
+    pub member_reap_ms: u64,
 }
 
 impl Default for Config {
@@ -100,6 +108,7 @@ impl Default for Config {
             watch_log_capacity: 10_000,
             max_siblings: 64,
             max_members: 4_096,
+            member_reap_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -191,6 +200,11 @@ impl Config {
             (2..=1 << 20).contains(&c.max_members),
             "max_members",
             "2..=1048576",
+        )?;
+        check(
+            c.member_reap_ms >= c.suspect_timeout_ms.saturating_mul(2).max(1_000),
+            "member_reap_ms",
+            "at least 2 * suspect_timeout_ms (and 1 s)",
         )?;
         Ok(self)
     }

@@ -269,6 +269,16 @@ impl Membership {
         Some(prev.map(|p| p.member))
     }
 
+    /// Drop a member's record (reaped); returns it. The removal is
+    /// marked dirty, so it is persisted.
+    pub fn remove(&mut self, node: &NodeId) -> Option<Member> {
+        let e = self.members.remove(node)?;
+        self.hash ^= e.hash;
+        self.buckets[e.bucket as usize] ^= e.hash;
+        self.dirty.insert(*node);
+        Some(e.member)
+    }
+
     /// A member's record.
     pub fn get(&self, node: &NodeId) -> Option<&Member> {
         self.members.get(node).map(|e| &e.member)

@@ -42,6 +42,8 @@ pub struct PersistBatch {
     pub knowledge: Vec<(NodeId, DotRange)>,
     /// Member records that changed.
     pub members: Vec<Member>,
+    /// Members whose records were dropped (reaped).
+    pub removed_members: Vec<NodeId>,
     /// Node meta values after the batch.
     pub meta: PersistedMeta,
 }
@@ -99,6 +101,9 @@ impl MemoryStore {
         }
         for m in &batch.members {
             self.members.insert(m.node, m.clone());
+        }
+        for n in &batch.removed_members {
+            self.members.remove(n);
         }
         self.meta = batch.meta.clone();
         self.batches += 1;

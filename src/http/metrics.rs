@@ -401,6 +401,13 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "members_reaped",
+            "Dead or departed members whose records were dropped after member_reap_ms",
+            None,
+            c.members_reaped,
+        )?;
+        counter(
+            &mut enc,
             "deltas_sent",
             "Deltas published on gossip",
             None,

@@ -312,6 +312,9 @@ impl Store {
                     .insert(node.as_slice(), value.as_slice())
                     .map_err(re(path))?;
             }
+            for node in &batch.removed_members {
+                table.remove(node.0.as_slice()).map_err(re(path))?;
+            }
             let mut table = txn.open_table(META).map_err(re(path))?;
             table.insert(ROW_META, meta.as_slice()).map_err(re(path))?;
         }

@@ -92,6 +92,7 @@ fn put_batch(id: u64) -> PersistBatch {
         )],
         knowledge: vec![(NodeId::from_index(id % 3), range)],
         members: vec![member(id % 4, id, MemberStatus::Alive)],
+        removed_members: Vec::new(),
         meta: meta(id),
     }
 }
@@ -113,6 +114,7 @@ fn batches() -> Vec<PersistBatch> {
             member(1, 50, MemberStatus::Suspect),
             member(9, 1, MemberStatus::Left),
         ],
+        removed_members: Vec::new(),
         meta: meta(20),
     });
     // Put then remove the same key in one batch: the last one wins.
@@ -124,6 +126,8 @@ fn batches() -> Vec<PersistBatch> {
         ],
         knowledge: vec![],
         members: vec![],
+        // The departed member of the batch before is reaped.
+        removed_members: vec![member(9, 1, MemberStatus::Left).node],
         meta: PersistedMeta {
             left: true,
             ..meta(21)
@@ -178,7 +182,10 @@ fn applied_batches_reload_after_reopen_exactly_as_a_memory_store_holds_them() {
     let loaded = store.load().unwrap();
     assert_eq!(loaded, memory_after(&batches));
     assert!(loaded.meta.left);
-    assert_eq!(loaded.members.len(), 5);
+    // Members 0 to 3 and 1 again; member 9 came and was reaped.
+    assert_eq!(loaded.members.len(), 4);
+    let reaped = member(9, 1, MemberStatus::Left).node;
+    assert!(loaded.members.iter().all(|m| m.node != reaped));
 }
 
 /// The failure: some 260 siblings of 1 MiB made a key's record
@@ -207,6 +214,7 @@ fn a_key_filled_to_its_bounds_by_peers_is_read_back_after_reopen() {
             keys: vec![(key.clone(), Some(ks.clone()))],
             knowledge: Vec::new(),
             members: Vec::new(),
+            removed_members: Vec::new(),
             meta: meta(1),
         };
         store.apply(&batch).unwrap();

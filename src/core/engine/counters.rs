@@ -27,6 +27,9 @@ pub struct Counters {
     /// Versions seen here, held nowhere, and taken back from a peer that
     /// still held them live (`SyncAck::returned`).
     pub taken_back: u64,
+    /// Dead or departed members whose records were dropped after
+    /// `member_reap_ms`.
+    pub members_reaped: u64,
     /// Deltas published.
     pub deltas_sent: u64,
     /// Sync rounds started.

@@ -11,7 +11,7 @@
 //! so the first ones reach the others before most of them declare. A node
 //! that hears it is suspected (or dead) refutes by raising its incarnation.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::Rng;
 
@@ -56,6 +56,14 @@ pub(super) struct Liveness {
     announced: (u64, u32),
     /// Sequence number of the last heartbeat sent.
     heartbeat_seq: u64,
+    /// Members held dead or departed, with since when (this node's clock,
+    /// as first noticed by the garbage collection pass).
+    gone_since: BTreeMap<NodeId, u64>,
+    /// Members reaped (their records dropped), with the incarnation
+    /// dropped and when: a record at that incarnation or below is ignored
+    /// for `member_reap_ms`, so a peer that has not reaped yet does not
+    /// bring it back.
+    reaped: BTreeMap<NodeId, (u64, u64)>,
 }
 
 #[derive(Clone, Debug)]
@@ -284,6 +292,11 @@ impl Engine {
         if !self.members.would_change(&m) {
             return;
         }
+        if let Some(&(incarnation, _)) = self.liveness.reaped.get(&m.node) {
+            if m.incarnation <= incarnation {
+                return; // reaped here; a peer still holds the old record
+            }
+        }
         if !self.has_room_for(&m.node) {
             self.reject(RejectReason::MemberLimit);
             return;
@@ -320,6 +333,45 @@ impl Engine {
             }
             peer.held = Some((incarnation, status));
         }
+    }
+
+    /// Drop the records of members held dead or departed for
+    /// `member_reap_ms` (run with the garbage collection), and forget
+    /// reaped identities after as long again. A reaped identity is back
+    /// as soon as a record of it at a higher incarnation arrives (signed
+    /// by it, like every record that raises an incarnation).
+    pub(super) fn reap_members(&mut self, now: u64) {
+        let reap = self.cfg.member_reap_ms;
+        let gone: BTreeSet<NodeId> = self
+            .members
+            .iter()
+            .filter(|m| m.node != self.me && matches!(m.status, MemberStatus::Dead | MemberStatus::Left))
+            .map(|m| m.node)
+            .collect();
+        self.liveness.gone_since.retain(|n, _| gone.contains(n));
+        for n in &gone {
+            self.liveness.gone_since.entry(*n).or_insert(now);
+        }
+        let due: Vec<NodeId> = self
+            .liveness
+            .gone_since
+            .iter()
+            .filter(|(_, since)| now.saturating_sub(**since) >= reap)
+            .map(|(n, _)| *n)
+            .collect();
+        for n in due {
+            self.liveness.gone_since.remove(&n);
+            if let Some(m) = self.members.remove(&n) {
+                self.liveness.reaped.insert(n, (m.incarnation, now));
+                self.liveness.peers.remove(&n);
+                self.liveness.suspect_since.remove(&n);
+                self.liveness.unreachable.remove(&n);
+                self.counters.members_reaped += 1;
+            }
+        }
+        self.liveness
+            .reaped
+            .retain(|_, (_, at)| now.saturating_sub(*at) < reap);
     }
 
     /// Whether the membership view may hold `node`: it is known already,

@@ -395,6 +395,7 @@ impl Engine {
         for k in collected {
             self.owned_heartbeats.remove(&k);
         }
+        self.reap_members(now);
         self.timers.set(Timer::Gc, now + self.cfg.gc_interval_ms);
     }
 
@@ -489,6 +490,11 @@ impl Engine {
                 members: member_dirty
                     .iter()
                     .filter_map(|n| self.members.get(n).cloned())
+                    .collect(),
+                removed_members: member_dirty
+                    .iter()
+                    .filter(|n| self.members.get(n).is_none())
+                    .copied()
                     .collect(),
                 meta: PersistedMeta {
                     incarnation: self.incarnation,

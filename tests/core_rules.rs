@@ -634,6 +634,9 @@ fn the_owner_marks_its_instance_critical_when_its_ttl_lapses_and_passing_on_the_
 #[test]
 fn a_non_owner_never_judges_an_instance_ttl_and_cannot_heartbeat_it() {
     let mut net = Net::new(3, cfg(), T0);
+    // Every node knows the owner (an instance of an owner not in the view
+    // reads critical).
+    net.run_for(3_000, 100);
     written(net.cmd(0, register(Some(1_000))));
     net.run();
     // The owner is cut off: its heartbeats stop reaching anyone, but it is
@@ -698,6 +701,12 @@ fn a_dead_member_is_reaped_after_member_reap_ms_and_stays_reaped() {
     c.member_reap_ms = 20_000;
     c.gc_interval_ms = 1_000;
     let mut net = Net::new(4, c.clone(), T0);
+    // The node to be reaped owns a service instance (no TTL).
+    net.cmd(
+        3,
+        testing::register_instance("prod", "api", "api-3", testing::instance_spec("10.0.0.3", 80)),
+    )
+    .unwrap();
     net.run_for(10_000, 100);
     net.isolate(&[3]);
     let mut dead_at = None;
@@ -726,6 +735,13 @@ fn a_dead_member_is_reaped_after_member_reap_ms_and_stays_reaped() {
             net.engines[i].member(&node(3)),
             None,
             "node {i} reaped the old identity"
+        );
+        let svc = net.engines[i].services(&ns(), &ServiceName::new("api").unwrap(), &ServiceQuery::default());
+        assert_eq!(svc.len(), 1, "node {i} still holds the registration");
+        assert_eq!(
+            svc[0].health,
+            HealthStatus::Critical,
+            "node {i}: an instance of a reaped owner reads critical"
         );
         assert!(net.engines[i].member(&NodeId::from_index(1_003)).is_some());
     }

@@ -112,7 +112,8 @@ pub struct ServiceView {
     pub owner: NodeId,
     /// Health as written by the owner.
     pub reported_health: HealthStatus,
-    /// Health to route by: critical if the owner is dead or left.
+    /// Health to route by: critical if the owner is dead or left, or no
+    /// longer in the membership view (reaped).
     pub health: HealthStatus,
     /// The version.
     pub version: VersionInfo,
@@ -324,8 +325,8 @@ impl Engine {
     }
 
     /// Registered instances of every namespace and service, counted by
-    /// health as reads report it (an instance of a dead or departed owner
-    /// counts as critical). For metrics.
+    /// health as reads report it (an instance of a dead, departed or
+    /// reaped owner counts as critical). For metrics.
     pub fn instances_by_health(&self) -> BTreeMap<HealthStatus, u64> {
         let mut counts = BTreeMap::new();
         for (k, ks) in self.state.iter() {
@@ -480,10 +481,12 @@ impl Engine {
         let Payload::Instance(i) = &v.payload else {
             return None;
         };
+        // Gone: held dead or departed, or not in the view at all (reaped
+        // after `member_reap_ms`, or never heard of).
         let owner_gone = self
             .members
             .get(&i.owner)
-            .is_some_and(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left));
+            .is_none_or(|m| matches!(m.status, MemberStatus::Dead | MemberStatus::Left));
         Some(ServiceView {
             namespace: ns.clone(),
             service: svc.clone(),

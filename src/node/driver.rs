@@ -50,6 +50,10 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 /// A peer whose connection broke is re-dialled at once, at most this often.
 const LOST_REDIAL_EVERY: Duration = Duration::from_secs(60);
 
+/// A connection established this soon after a request was sent to its
+/// peer while unconnected is that request's own dial.
+const SYNC_DIAL_WINDOW: Duration = Duration::from_secs(5);
+
 /// How often the driver looks for connected peers that stopped answering
 /// pings.
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(200);
@@ -94,6 +98,17 @@ pub(crate) struct Driver {
     /// Members whose last connection broke (not closed on purpose), being
     /// re-dialled once: if that dial fails, they are unreachable.
     lost: BTreeSet<PeerId>,
+    /// Peers the engine was told are connected: those with a neighbour
+    /// link, and those this node dialed for another reason than a sync
+    /// (bootstrap, probe, lookup). A connection opened only to carry a
+    /// sync is not announced: the engine would sync again over it, and
+    /// the peer that opened it would (each side's on-connect sync made a
+    /// temporary connection cost about 15 KB at 50 nodes). An inbound
+    /// connection is announced once its owner kept it (`links::KEPT_AGE`).
+    told: BTreeSet<PeerId>,
+    /// Peers a request was sent to while not connected, with when: the
+    /// connection that follows is the sync's own.
+    sync_dials: HashMap<PeerId, tokio::time::Instant>,
     /// Re-dial rounds so far: varies which members a round picks.
     redial_round: u64,
     /// Per connected peer, when it last answered a ping (or connected):
@@ -254,6 +269,8 @@ impl Driver {
             warned_own_heartbeat: false,
             links: links_for(&defaults),
             lost: BTreeSet::new(),
+            told: BTreeSet::new(),
+            sync_dials: HashMap::new(),
             redial_round: 0,
             last_pong: HashMap::new(),
             last_watch: tokio::time::Instant::now(),
@@ -351,7 +368,11 @@ impl Driver {
         for effect in std::mem::take(&mut self.after) {
             match effect {
                 After::Send { peer, to, id, bytes } => {
-                    self.links.used(peer, tokio::time::Instant::now());
+                    let now = tokio::time::Instant::now();
+                    self.links.used(peer, now);
+                    if !self.swarm.is_connected(&peer) {
+                        self.sync_dials.insert(peer, now);
+                    }
                     let addrs = self.member_addrs(&to);
                     let kind = crate::core::wire::peek_kind(&bytes);
                     let rr = self
@@ -484,7 +505,10 @@ impl Driver {
     }
 
     fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
-        if let SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), .. } = &ev {
+        if let SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer), ..
+        } = &ev
+        {
             // A chosen peer that cannot be dialed is given up (a lost one is
             // handled below, and reported unreachable).
             if !self.lost.contains(peer) && !self.swarm.is_connected(peer) {
@@ -553,14 +577,18 @@ impl Driver {
                 ..
             } => {
                 let now = tokio::time::Instant::now();
-                self.links
-                    .established(connection_id, peer_id, endpoint.is_dialer(), now);
+                let outbound = endpoint.is_dialer();
+                self.links.established(connection_id, peer_id, outbound, now);
                 if num_established.get() == 1 {
                     self.lost.remove(&peer_id);
                     self.last_pong.insert(peer_id, now);
-                    if let Some(node) = node_id_of(&peer_id) {
-                        self.feed(Input::PeerConnected(node));
-                    }
+                }
+                let for_sync = self
+                    .sync_dials
+                    .remove(&peer_id)
+                    .is_some_and(|t| now.duration_since(t) < SYNC_DIAL_WINDOW);
+                if (outbound && !for_sync) || self.links.is_chosen(&peer_id) {
+                    self.tell_connected(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -576,6 +604,7 @@ impl Driver {
                     return;
                 }
                 self.last_pong.remove(&peer_id);
+                self.told.remove(&peer_id);
                 let Some(node) = node_id_of(&peer_id) else {
                     return;
                 };
@@ -885,7 +914,8 @@ impl Driver {
                     break;
                 }
                 let Some(peer) = peer_id_of(&node) else { continue };
-                if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.links.is_chosen(&peer) {
+                if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.links.is_chosen(&peer)
+                {
                     continue;
                 }
                 if self.swarm.is_connected(&peer) {
@@ -894,6 +924,7 @@ impl Driver {
                     if self.links.adoptable(&peer, now) {
                         want -= 1;
                         self.links.choose(peer, now);
+                        self.tell_connected(peer);
                     }
                     continue;
                 }
@@ -909,6 +940,11 @@ impl Driver {
                 );
             }
         }
+        for peer in self.links.kept_inbound(now) {
+            self.tell_connected(peer);
+        }
+        self.sync_dials
+            .retain(|_, t| now.duration_since(*t) < SYNC_DIAL_WINDOW);
         for id in self.links.to_close(now) {
             self.swarm.close_connection(id);
         }
@@ -916,6 +952,16 @@ impl Driver {
             for addr in self.bootstrap.clone() {
                 self.dial_addr(addr);
             }
+        }
+    }
+
+    /// Tell the engine `peer` is connected, once per connection spell.
+    fn tell_connected(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) || !self.told.insert(peer) {
+            return;
+        }
+        if let Some(node) = node_id_of(&peer) {
+            self.feed(Input::PeerConnected(node));
         }
     }
 

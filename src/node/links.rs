@@ -136,9 +136,26 @@ impl Links {
             .any(|c| c.peer == *peer && (c.outbound || now.duration_since(c.opened) >= KEPT_AGE))
     }
 
+    /// Peers with an inbound connection open for [`KEPT_AGE`] or more:
+    /// their owners keep them, so they are neighbour links.
+    pub(crate) fn kept_inbound(&self, now: Instant) -> BTreeSet<PeerId> {
+        self.conns
+            .values()
+            .filter(|c| !c.outbound && now.duration_since(c.opened) >= KEPT_AGE)
+            .map(|c| c.peer)
+            .collect()
+    }
+
     /// A connection to `peer` is established.
     pub(crate) fn established(&mut self, id: ConnectionId, peer: PeerId, outbound: bool, now: Instant) {
-        self.conns.insert(id, Conn { peer, outbound, opened: now });
+        self.conns.insert(
+            id,
+            Conn {
+                peer,
+                outbound,
+                opened: now,
+            },
+        );
     }
 
     /// A connection closed; what it was (`None` if it was never known).
@@ -236,7 +253,8 @@ mod tests {
     use super::*;
 
     fn peer(i: u8) -> PeerId {
-        let key = libp2p::identity::Keypair::ed25519_from_bytes([i; 32]).expect("32 bytes is a valid ed25519 seed");
+        let key =
+            libp2p::identity::Keypair::ed25519_from_bytes([i; 32]).expect("32 bytes is a valid ed25519 seed");
         key.public().to_peer_id()
     }
 
@@ -357,6 +375,16 @@ mod tests {
             })
         );
         assert_eq!(l.closed(conn(4), at), None);
+    }
+
+    #[test]
+    fn an_inbound_connection_becomes_a_neighbour_link_once_its_owner_kept_it() {
+        let t0 = Instant::now();
+        let mut l = Links::new(2, 6);
+        l.established(conn(1), peer(1), false, t0);
+        l.established(conn(2), peer(2), true, t0);
+        assert!(l.kept_inbound(t0 + S).is_empty());
+        assert_eq!(l.kept_inbound(t0 + KEPT_AGE), BTreeSet::from([peer(1)]));
     }
 
     #[test]

@@ -326,7 +326,7 @@ mod tests {
         // Inbound links from five peers, one a second; peer 1 also dialed us.
         l.established(conn(2), peer(1), false, t0);
         for i in 2..=6u8 {
-            l.established(conn(i as usize + 1), peer(i), false, t0 + u64::from(i) * S);
+            l.established(conn(i as usize + 1), peer(i), false, t0 + u32::from(i) * S);
         }
         // Peer 6's link carries a sync: not a victim while it does.
         l.used(peer(6), t0 + 9 * S);

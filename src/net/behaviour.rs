@@ -107,7 +107,10 @@ const IDONTWANT_MIN_BYTES: usize = 16 << 10;
 
 /// How often each side of a connection pings the other. With about twice
 /// `limits.neighbours` connections per node, each pinged from both sides,
-/// a hung node is pinged by one of its neighbours every 0.6 s or so.
+/// a hung node is pinged by one of its neighbours every 1.5 s or so (yamux
+/// pings each link as often for its RTT estimate, which cannot be turned
+/// off: a longer interval here would save half the pings and slow hang
+/// detection).
 pub const PING_INTERVAL: Duration = Duration::from_secs(10);
 
 /// An unanswered ping after this long means the peer hangs or the path is

@@ -908,7 +908,7 @@ impl Driver {
                     )
                 })
                 .collect();
-            members.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+            members.sort_by_key(|m| (m.0, m.1));
             for (_, _, node, addrs) in members {
                 if want == 0 {
                     break;

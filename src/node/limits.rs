@@ -22,7 +22,7 @@ pub struct Limits {
     /// partial view): it dials them, keeps those links, and chooses
     /// another when one fails. Others connect to it too (their chosen
     /// links are kept), and above three times this many connected peers
-    /// it closes the youngest idle links it did not choose. Connections
+    /// it closes the youngest idle inbound links it did not choose. Connections
     /// opened for a sync, a lookup or a bootstrap dial close after 5 s
     /// without requests. Gossip travels over the links, and the peers at
     /// their other ends are the ones that notice first-hand when this node

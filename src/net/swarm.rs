@@ -15,11 +15,11 @@ use super::behaviour::{Behaviour, ClusterNames, NetLimits};
 use super::counted::Counted;
 use super::private::KeyCheck;
 
-/// How long an idle connection is kept open. Gossipsub keeps its mesh
-/// links alive; a link opened for a sync, a Kademlia lookup (a joining
-/// node's walk connects to a dozen peers) or a dial beyond the partial
-/// view closes after this, so the connections of a node, and the pings
-/// they carry, stay about its view.
+/// How long an idle connection is kept open by libp2p. Gossipsub (0.50)
+/// holds a stream open on every connection, which keeps it alive
+/// whatever this says, so the driver closes the connections beyond its
+/// partial view itself (`node::links`); this only bounds connections
+/// that never carried gossipsub (a peer of another cluster, say).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a keyed connection may take from TCP connect to a working

@@ -38,6 +38,7 @@ use crate::store::Store;
 
 use super::clock::wall_ms;
 use super::limits::Limits;
+use super::links::Links;
 use super::metrics::{DeniedEvent, LatencyProbe, Limit, NodeMetrics, Validation};
 use super::request::Request;
 use super::types::{DriverView, WatchError};
@@ -48,6 +49,10 @@ const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A peer whose connection broke is re-dialled at once, at most this often.
 const LOST_REDIAL_EVERY: Duration = Duration::from_secs(60);
+
+/// A connection established this soon after a request was sent to its
+/// peer while unconnected is that request's own dial.
+const SYNC_DIAL_WINDOW: Duration = Duration::from_secs(5);
 
 /// How often the driver looks for connected peers that stopped answering
 /// pings.
@@ -87,11 +92,23 @@ pub(crate) struct Driver {
     graylisted: BTreeSet<PeerId>,
     /// Whether our own oversized heartbeat was reported at `warn` yet.
     warned_own_heartbeat: bool,
-    /// How many peers this node keeps connected (`limits.neighbours`).
-    neighbours: usize,
+    /// The partial view: the peers this node chose to keep connected
+    /// (`limits.neighbours`) and which connections close when.
+    links: Links,
     /// Members whose last connection broke (not closed on purpose), being
     /// re-dialled once: if that dial fails, they are unreachable.
     lost: BTreeSet<PeerId>,
+    /// Peers the engine was told are connected: those with a neighbour
+    /// link, and those this node dialed for another reason than a sync
+    /// (bootstrap, probe, lookup). A connection opened only to carry a
+    /// sync is not announced: the engine would sync again over it, and
+    /// the peer that opened it would (each side's on-connect sync made a
+    /// temporary connection cost about 15 KB at 50 nodes). An inbound
+    /// connection is announced once its owner kept it (`links::KEPT_AGE`).
+    told: BTreeSet<PeerId>,
+    /// Peers a request was sent to while not connected, with when: the
+    /// connection that follows is the sync's own.
+    sync_dials: HashMap<PeerId, tokio::time::Instant>,
     /// Re-dial rounds so far: varies which members a round picks.
     redial_round: u64,
     /// Per connected peer, when it last answered a ping (or connected):
@@ -250,8 +267,10 @@ impl Driver {
             sync_rate: sync_rate_limiter(&defaults),
             graylisted: BTreeSet::new(),
             warned_own_heartbeat: false,
-            neighbours: defaults.neighbours as usize,
+            links: links_for(&defaults),
             lost: BTreeSet::new(),
+            told: BTreeSet::new(),
+            sync_dials: HashMap::new(),
             redial_round: 0,
             last_pong: HashMap::new(),
             last_watch: tokio::time::Instant::now(),
@@ -274,7 +293,7 @@ impl Driver {
     pub(crate) fn with_limits(mut self, limits: &Limits) -> Self {
         self.heartbeat_max_bytes = limits.heartbeat_max_bytes;
         self.sync_rate = sync_rate_limiter(limits);
-        self.neighbours = limits.neighbours as usize;
+        self.links = links_for(limits);
         self
     }
 
@@ -349,6 +368,11 @@ impl Driver {
         for effect in std::mem::take(&mut self.after) {
             match effect {
                 After::Send { peer, to, id, bytes } => {
+                    let now = tokio::time::Instant::now();
+                    self.links.used(peer, now);
+                    if !self.swarm.is_connected(&peer) {
+                        self.sync_dials.insert(peer, now);
+                    }
                     let addrs = self.member_addrs(&to);
                     let kind = crate::core::wire::peek_kind(&bytes);
                     let rr = self
@@ -406,6 +430,7 @@ impl Driver {
                 }
                 for p in &new {
                     self.swarm.behaviour_mut().blocked.block_peer(*p);
+                    self.links.unchoose(p);
                 }
                 self.blocked = new;
                 let _ = reply.send(());
@@ -480,6 +505,16 @@ impl Driver {
     }
 
     fn on_swarm_event(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        if let SwarmEvent::OutgoingConnectionError {
+            peer_id: Some(peer), ..
+        } = &ev
+        {
+            // A chosen peer that cannot be dialed is given up (a lost one is
+            // handled below, and reported unreachable).
+            if !self.lost.contains(peer) && !self.swarm.is_connected(peer) {
+                self.links.unchoose(peer);
+            }
+        }
         match ev {
             SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
                 propagation_source,
@@ -488,17 +523,18 @@ impl Driver {
             })) => self.on_gossip(propagation_source, &message_id, message),
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
-                let mut seen = BTreeSet::new();
+                let now = tokio::time::Instant::now();
                 for (peer, addr) in list {
                     self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
-                    // Up to the neighbour count: the rest are known (kad)
-                    // and learned as members through gossip.
-                    let room = self.swarm.connected_peers().count() < self.neighbours;
-                    if room
-                        && seen.insert(peer)
+                    // Chosen up to the neighbour count: the rest are known
+                    // (kad) and learned as members through gossip.
+                    if self.links.wanted() > 0
+                        && !self.links.is_chosen(&peer)
                         && !self.swarm.is_connected(&peer)
                         && !self.denied.contains(&peer)
+                        && !self.blocked.contains(&peer)
                     {
+                        self.links.choose(peer, now);
                         let _ = self.swarm.dial(addr.with(Protocol::P2p(peer)));
                     }
                 }
@@ -530,44 +566,73 @@ impl Driver {
                 // after a SIGSTOP/SIGCONT of this process, its own pings
                 // time out and would accuse every peer.
                 tracing::debug!(%peer, error = %e, "ping failed; closing connection");
+                self.links.unchoose(&peer);
                 let _ = self.swarm.disconnect_peer_id(peer);
             }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
+                connection_id,
+                endpoint,
                 num_established,
                 ..
-            } if num_established.get() == 1 => {
-                self.lost.remove(&peer_id);
-                self.last_pong.insert(peer_id, tokio::time::Instant::now());
-                if let Some(node) = node_id_of(&peer_id) {
-                    self.feed(Input::PeerConnected(node));
+            } => {
+                let now = tokio::time::Instant::now();
+                let outbound = endpoint.is_dialer();
+                self.links.established(connection_id, peer_id, outbound, now);
+                if num_established.get() == 1 {
+                    self.lost.remove(&peer_id);
+                    self.last_pong.insert(peer_id, now);
+                }
+                let for_sync = self
+                    .sync_dials
+                    .remove(&peer_id)
+                    .is_some_and(|t| now.duration_since(t) < SYNC_DIAL_WINDOW);
+                if (outbound && !for_sync) || self.links.is_chosen(&peer_id) {
+                    self.tell_connected(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
                 peer_id,
-                num_established: 0,
+                connection_id,
+                num_established,
                 cause,
                 ..
             } => {
+                let now = tokio::time::Instant::now();
+                let closed = self.links.closed(connection_id, now);
+                if num_established > 0 {
+                    return;
+                }
                 self.last_pong.remove(&peer_id);
-                if let Some(node) = node_id_of(&peer_id) {
-                    self.feed(Input::PeerDisconnected(node));
-                    // Not closed here nor idle (a crashed process, a reset,
-                    // or the peer closing it): dial once at once; if that
-                    // fails, the member is unreachable. At most once a
-                    // minute per peer.
-                    let now = tokio::time::Instant::now();
-                    let recently = self
-                        .lost_redialed
-                        .get(&peer_id)
-                        .is_some_and(|t| now.duration_since(*t) < LOST_REDIAL_EVERY);
-                    if matches!(cause, Some(ConnectionError::IO(_)))
-                        && !recently
-                        && self.redial_lost(peer_id, &node)
-                    {
-                        self.lost_redialed.insert(peer_id, now);
-                        self.lost.insert(peer_id);
+                self.told.remove(&peer_id);
+                let Some(node) = node_id_of(&peer_id) else {
+                    return;
+                };
+                self.feed(Input::PeerDisconnected(node));
+                // Not closed here (a crashed process, a reset, or the peer
+                // closing it) and a link someone relied on: dial once at
+                // once; if that fails, the member is unreachable. At most
+                // once a minute per peer. A temporary connection closed by
+                // the peer that opened it is not re-dialed (`links`).
+                let recently = self
+                    .lost_redialed
+                    .get(&peer_id)
+                    .is_some_and(|t| now.duration_since(*t) < LOST_REDIAL_EVERY);
+                let (neighbour, chosen) = closed.map_or((false, false), |c| (c.neighbour, c.chosen));
+                if matches!(cause, Some(ConnectionError::IO(_)))
+                    && neighbour
+                    && !recently
+                    && self.redial_lost(peer_id, &node)
+                {
+                    self.lost_redialed.insert(peer_id, now);
+                    self.lost.insert(peer_id);
+                    if chosen {
+                        // Its grace starts over with the re-dial.
+                        self.links.choose(peer_id, now);
                     }
+                } else {
+                    // Given up: another member is chosen in its place.
+                    self.links.unchoose(&peer_id);
                 }
             }
             SwarmEvent::OutgoingConnectionError {
@@ -578,6 +643,7 @@ impl Driver {
                 && matches!(error, DialError::Transport(_) | DialError::WrongPeerId { .. }) =>
             {
                 self.lost.remove(&peer);
+                self.links.unchoose(&peer);
                 if let Some(node) = node_id_of(&peer) {
                     tracing::debug!(%peer, %error, "lost peer cannot be re-dialled");
                     self.feed(Input::PeerUnreachable(node));
@@ -634,6 +700,7 @@ impl Driver {
                 if self.denied.contains(&peer) {
                     return; // in flight when the peer was denied
                 }
+                self.links.used(peer, tokio::time::Instant::now());
                 match message {
                     request_response::Message::Request { request, channel, .. } => {
                         if self.sync_rate.check_key(&peer).is_err() {
@@ -798,59 +865,103 @@ impl Driver {
         self.sync_rate.retain_recent();
     }
 
-    /// Dial members (and bootstrap peers) we are not connected to, so a
-    /// healed partition reconnects without waiting for discovery.
+    /// Keep the partial view: give up chosen peers that never connected,
+    /// choose members up to the neighbour count (adopting a connection
+    /// that is already there, else dialing), close the connections whose
+    /// time is up (`links`), and fall back on the bootstrap peers when
+    /// nothing is connected, so a healed partition reconnects without
+    /// waiting for discovery.
     fn redial(&mut self) {
         self.refresh_limits();
-        let members: Vec<(NodeId, Vec<Multiaddr>)> = self
-            .engine
-            .members()
-            .into_iter()
-            .filter(|m| m.node != self.engine.node_id() && m.status != MemberStatus::Left)
-            .map(|m| {
-                (
-                    m.node,
-                    m.info.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
-                )
-            })
+        let now = tokio::time::Instant::now();
+        for peer in self.links.expire(now) {
+            tracing::debug!(%peer, "chosen peer never connected; choosing another");
+        }
+        let refused: Vec<PeerId> = self
+            .links
+            .chosen()
+            .filter(|p| self.blocked.contains(p) || self.denied.contains(p))
+            .copied()
             .collect();
-        // A partial view: dial members only up to the neighbour count, a
-        // different pick each round (ordered by a hash salted with the
-        // round), so the cluster's connections form a random graph and
-        // each node's idle cost stays flat as the cluster grows.
-        let connected = self.swarm.connected_peers().count();
-        let mut want = self.neighbours.saturating_sub(connected);
+        for p in refused {
+            self.links.unchoose(&p);
+        }
+        let me = self.engine.node_id();
         self.redial_round += 1;
-        let round = self.redial_round;
-        let mut members = members;
-        members.sort_by_key(|(node, _)| {
-            let mut b = [0u8; 40];
-            b[..32].copy_from_slice(node.as_bytes());
-            b[32..].copy_from_slice(&round.to_le_bytes());
-            xxhash_rust::xxh3::xxh3_64(&b)
-        });
-        for (node, addrs) in members {
-            if want == 0 {
-                break;
+        let mut want = self.links.wanted();
+        if want > 0 {
+            // A different pick each round and each node (ordered by a hash
+            // salted with both), alive members first, so the cluster's
+            // links form a random graph, no member gets everyone's links,
+            // and each node's idle cost stays flat as the cluster grows.
+            let mut members: Vec<(bool, u64, NodeId, Vec<Multiaddr>)> = self
+                .engine
+                .members()
+                .into_iter()
+                .filter(|m| m.node != me && m.status != MemberStatus::Left)
+                .map(|m| {
+                    (
+                        m.status != MemberStatus::Alive,
+                        pick_order(&me, &m.node, self.redial_round),
+                        m.node,
+                        m.info.addrs.iter().filter_map(|a| a.parse().ok()).collect(),
+                    )
+                })
+                .collect();
+            members.sort_by_key(|m| (m.0, m.1));
+            for (_, _, node, addrs) in members {
+                if want == 0 {
+                    break;
+                }
+                let Some(peer) = peer_id_of(&node) else { continue };
+                if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.links.is_chosen(&peer)
+                {
+                    continue;
+                }
+                if self.swarm.is_connected(&peer) {
+                    // Adopt a connection this node opened or one its owner
+                    // keeps; skip one that may close any moment.
+                    if self.links.adoptable(&peer, now) {
+                        want -= 1;
+                        self.links.choose(peer, now);
+                        self.tell_connected(peer);
+                    }
+                    continue;
+                }
+                // Addresses go with the dial, not into Kademlia's table: a
+                // new entry there starts a walk (a dozen connections).
+                want -= 1;
+                self.links.choose(peer, now);
+                let _ = self.swarm.dial(
+                    DialOpts::peer_id(peer)
+                        .addresses(addrs)
+                        .extend_addresses_through_behaviour()
+                        .build(),
+                );
             }
-            let Some(peer) = peer_id_of(&node) else { continue };
-            if self.blocked.contains(&peer) || self.denied.contains(&peer) || self.swarm.is_connected(&peer) {
-                continue;
-            }
-            // Addresses go with the dial, not into Kademlia's table: a new
-            // entry there starts a walk (a dozen connections) every time.
-            want -= 1;
-            let _ = self.swarm.dial(
-                DialOpts::peer_id(peer)
-                    .addresses(addrs)
-                    .extend_addresses_through_behaviour()
-                    .build(),
-            );
+        }
+        for peer in self.links.kept_inbound(now) {
+            self.tell_connected(peer);
+        }
+        self.sync_dials
+            .retain(|_, t| now.duration_since(*t) < SYNC_DIAL_WINDOW);
+        for id in self.links.to_close(now) {
+            self.swarm.close_connection(id);
         }
         if self.swarm.connected_peers().next().is_none() {
             for addr in self.bootstrap.clone() {
                 self.dial_addr(addr);
             }
+        }
+    }
+
+    /// Tell the engine `peer` is connected, once per connection spell.
+    fn tell_connected(&mut self, peer: PeerId) {
+        if !self.swarm.is_connected(&peer) || !self.told.insert(peer) {
+            return;
+        }
+        if let Some(node) = node_id_of(&peer) {
+            self.feed(Input::PeerConnected(node));
         }
     }
 
@@ -881,6 +992,7 @@ impl Driver {
                 self.lost.remove(&peer);
                 self.feed(Input::PeerUnreachable(node));
             }
+            self.links.unchoose(&peer);
             let _ = self.swarm.disconnect_peer_id(peer);
         }
     }
@@ -936,6 +1048,7 @@ impl Driver {
             b.denied.block_peer(p); // closes its connections
             b.gossipsub.blacklist_peer(&p);
             b.kad.remove_peer(&p);
+            self.links.unchoose(&p);
             if connected {
                 self.latency.metrics_ref().denied(DeniedEvent::Closed);
             }
@@ -959,6 +1072,22 @@ impl Driver {
             command: Command::SetInfo(self.info.clone()),
         });
     }
+}
+
+/// The partial view for `limits`: `neighbours` chosen peers, inbound links
+/// trimmed above three times as many connected peers.
+fn links_for(limits: &Limits) -> Links {
+    let n = limits.neighbours as usize;
+    Links::new(n, 3 * n)
+}
+
+/// Where `node` comes in `me`'s pick of members in round `round`.
+fn pick_order(me: &NodeId, node: &NodeId, round: u64) -> u64 {
+    let mut b = [0u8; 72];
+    b[..32].copy_from_slice(me.as_bytes());
+    b[32..64].copy_from_slice(node.as_bytes());
+    b[64..].copy_from_slice(&round.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&b)
 }
 
 /// The per-peer limiter of incoming sync requests for `limits`.

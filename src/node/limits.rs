@@ -18,13 +18,15 @@ pub struct Limits {
     /// its sender penalised in gossipsub's peer score. The node's own
     /// name and tags must fit in half of it.
     pub heartbeat_max_bytes: usize,
-    /// How many connections this node opens on its own: it dials members
-    /// (or bootstrap peers) until it has this many connections, and no
-    /// more; others may still connect to it (up to
-    /// `connections_max_incoming`), and syncs and lookups open more.
-    /// Gossip travels over the connections, and the peers at their other
-    /// ends are the ones that notice first-hand when this node fails
-    /// (docs/DESIGN.md, "Liveness from neighbours").
+    /// How many members this node chooses to keep a connection to (its
+    /// partial view): it dials them, keeps those links, and chooses
+    /// another when one fails. Others connect to it too (their chosen
+    /// links are kept), and above three times this many connected peers
+    /// it closes the youngest idle inbound links it did not choose. Connections
+    /// opened for a sync, a lookup or a bootstrap dial close after 5 s
+    /// without requests. Gossip travels over the links, and the peers at
+    /// their other ends are the ones that notice first-hand when this node
+    /// fails (docs/DESIGN.md, "Liveness from neighbours").
     pub neighbours: u32,
     /// Most established inbound connections.
     pub connections_max_incoming: u32,
@@ -51,7 +53,7 @@ impl Default for Limits {
     fn default() -> Self {
         Limits {
             heartbeat_max_bytes: 16 << 10,
-            neighbours: 4,
+            neighbours: 3,
             connections_max_incoming: 1024,
             connections_max_pending_incoming: 256,
             connections_max_per_peer: 4,

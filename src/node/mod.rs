@@ -38,6 +38,7 @@ mod driver;
 mod error;
 mod handle;
 mod limits;
+mod links;
 pub(crate) mod metrics;
 mod pick;
 mod picker;

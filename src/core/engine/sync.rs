@@ -154,7 +154,7 @@ impl Engine {
             self.sync.rounds = self.rng.gen_range(0..4);
         }
         self.sync.rounds += 1;
-        let anyone = self.sync.rounds % 4 == 0;
+        let anyone = self.sync.rounds.is_multiple_of(4);
         let mut candidates: Vec<NodeId> = others()
             .filter(|m| m.status == MemberStatus::Alive && (anyone || self.connected.contains(&m.node)))
             .map(|m| m.node)

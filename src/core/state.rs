@@ -718,8 +718,9 @@ impl ReplicatedState {
         candidates.into_iter().take(max).collect()
     }
 
-    /// The live versions held here with one of these dots, up to about
-    /// `budget_bytes` (at least one if any).
+    /// The live versions held here with one of these dots, of keys that
+    /// do not read deleted, up to about `budget_bytes` (at least one if
+    /// any).
     pub fn live_with_dots(&self, dots: &[Dot], budget_bytes: usize) -> Vec<(StateKey, Version)> {
         let wanted: BTreeSet<&Dot> = dots.iter().collect();
         let mut out = Vec::new();
@@ -727,7 +728,11 @@ impl ReplicatedState {
             return out;
         }
         let mut used = 0usize;
-        for (key, ks) in &self.entries {
+        // A key that reads deleted here is left out: the asker, holding
+        // nothing of it, reads it deleted too, and taking back its
+        // tombstones would only have it collect them again (and ask again
+        // at the next sync, for as long as this node keeps them).
+        for (key, ks) in self.entries.iter().filter(|(_, ks)| !ks.is_deleted()) {
             for v in ks.live.iter().filter(|v| wanted.contains(&v.dot)) {
                 let size = v.approx_size();
                 if !out.is_empty() && used.saturating_add(size) > budget_bytes {
@@ -1206,7 +1211,10 @@ impl ReplicatedState {
     /// A write concurrent with the delete that arrives after collection
     /// (from across a partition longer than the tombstone TTL) is judged
     /// by the grave: below the delete's rank it is dropped, as it would have
-    /// lost while the tombstone existed.
+    /// lost while the tombstone existed. A tombstone older than the grave
+    /// horizon is collected whatever this node has seen: every other node
+    /// has forgotten that delete by then (the documented limit past
+    /// `grave_ttl_ms`), and the writes it superseded may be gone everywhere.
     pub fn collect_tombstones(&mut self, horizon_ms: u64, grave_horizon_ms: u64) -> Vec<StateKey> {
         let knowledge = &self.knowledge;
         let covers_all_superseded = |v: &Version| {
@@ -1219,9 +1227,16 @@ impl ReplicatedState {
             .entries
             .iter()
             .filter(|(_, ks)| {
-                ks.winner()
-                    .is_some_and(|w| w.payload.is_tombstone() && w.hlc.wall_ms < horizon_ms)
-                    && ks.live.iter().all(covers_all_superseded)
+                ks.winner().is_some_and(|w| {
+                    w.payload.is_tombstone()
+                        && w.hlc.wall_ms < horizon_ms
+                        // Past the grave lifetime every other node has
+                        // forgotten this delete: waiting for the writes it
+                        // superseded to be seen would keep it for ever (they
+                        // may be gone everywhere, and their origin with them),
+                        // while every other node reads the key absent.
+                        && (w.hlc.wall_ms < grave_horizon_ms || ks.live.iter().all(covers_all_superseded))
+                })
             })
             .map(|(k, _)| k.clone())
             .collect();
@@ -1476,6 +1491,26 @@ mod tests {
         // A dot never seen is merged as usual.
         let fresh = version(5, 1, 6_000, &[v2.dot], Payload::Value(b"x".to_vec()));
         assert_eq!(d.take_back(key(), fresh), MergeOutcome::Applied);
+    }
+
+    #[test]
+    fn a_tombstone_whose_superseded_writes_were_never_seen_is_collected_only_past_the_grave_horizon() {
+        // The delete superseded origin 3's write 2, never seen here (gone
+        // everywhere, with its origin): its knowledge of origin 3 stops at 1.
+        let mut s = ReplicatedState::new(16);
+        let unseen = Dot {
+            node: NodeId::from_index(3),
+            seq: 2,
+        };
+        let del = version(2, 1, 2_000, &[unseen], Payload::Tombstone);
+        assert_eq!(s.merge(key(), del), MergeOutcome::Applied);
+        assert!(s.collect_tombstones(10_000, 0).is_empty(), "kept past the tombstone TTL");
+        assert!(s.get(&key()).is_some_and(|ks| ks.is_deleted() && !ks.is_grave_only()));
+        assert_eq!(
+            s.collect_tombstones(10_000, 3_000),
+            vec![key()],
+            "collected once older than the grave horizon"
+        );
     }
 
     /// Five concurrent writes of one key by five origins (seen nothing).

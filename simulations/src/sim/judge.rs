@@ -79,8 +79,11 @@ impl Sim {
                 continue;
             }
             // The dots some node holds: does each node lacking one know it?
-            let key = self.nodes[views[0].0].engine.as_ref().and_then(|e| {
-                e.state()
+            let key = views.iter().find_map(|(i, _)| {
+                self.nodes[*i]
+                    .engine
+                    .as_ref()?
+                    .state()
                     .iter()
                     .find(|(sk, _)| format!("{sk:?}") == *k)
                     .map(|(sk, _)| sk.clone())

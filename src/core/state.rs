@@ -1504,8 +1504,13 @@ mod tests {
         };
         let del = version(2, 1, 2_000, &[unseen], Payload::Tombstone);
         assert_eq!(s.merge(key(), del), MergeOutcome::Applied);
-        assert!(s.collect_tombstones(10_000, 0).is_empty(), "kept past the tombstone TTL");
-        assert!(s.get(&key()).is_some_and(|ks| ks.is_deleted() && !ks.is_grave_only()));
+        assert!(
+            s.collect_tombstones(10_000, 0).is_empty(),
+            "kept past the tombstone TTL"
+        );
+        assert!(s
+            .get(&key())
+            .is_some_and(|ks| ks.is_deleted() && !ks.is_grave_only()));
         assert_eq!(
             s.collect_tombstones(10_000, 3_000),
             vec![key()],

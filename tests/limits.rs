@@ -430,14 +430,17 @@ async fn connections_past_the_incoming_limit_are_refused_and_counted() {
         nodes.limit(x, "connections").await >= 1.0
     })
     .await;
+    // The limit bounds x's inbound connections at any moment, not who
+    // holds them: once the partial view replaces a's link to x (a closes
+    // links it did not choose), b's next bootstrap dial may get in, so
+    // whether b is connected later is not asserted. x still holds a.
     let x_members = nodes.node(x).members().await.expect("members");
-    let b_id = nodes.node(b).peer_id();
+    let a_id = nodes.node(a).peer_id();
     assert!(
-        x_members.iter().all(|m| m.node_id != b_id),
-        "b never joined through x: {x_members:?}"
+        x_members.iter().any(|m| m.node_id == a_id),
+        "x keeps a: {x_members:?}"
     );
-    assert_eq!(nodes.node(b).status().await.expect("status").connected_peers, 0);
-    let _ = a;
+    let _ = b;
     nodes.shutdown().await;
 }
 

@@ -702,6 +702,25 @@ impl ReplicatedState {
         self.merge_inner(key, v, true)
     }
 
+    /// Whether versions returned by a peer for `key` should be taken back
+    /// at all: not when this node holds nothing of the key (no version, no
+    /// grave) and they would read deleted — it reads the key absent
+    /// already, and taking back tombstones only had it collect them again,
+    /// and ask again at every sync for as long as the peer kept them
+    /// (swarm seeds 5034 and 7541). Into a key it holds, they are taken
+    /// back (a losing sibling the peer still holds, seed 9487).
+    pub fn wants_back(&self, key: &StateKey, returned: &[&Version]) -> bool {
+        if self.entries.contains_key(key) {
+            return true;
+        }
+        let order = KeyOrder::of(key);
+        let mut ks = KeyState::default();
+        for v in returned {
+            ks.add((*v).clone(), 0, order);
+        }
+        !ks.is_deleted()
+    }
+
     /// The dots of `dots` that this node has seen and holds nowhere (the
     /// candidates to [`take_back`](Self::take_back) from a peer listing
     /// them), at most `max` of them.
@@ -718,9 +737,8 @@ impl ReplicatedState {
         candidates.into_iter().take(max).collect()
     }
 
-    /// The live versions held here with one of these dots, of keys that
-    /// do not read deleted, up to about `budget_bytes` (at least one if
-    /// any).
+    /// The live versions held here with one of these dots, up to about
+    /// `budget_bytes` (at least one if any).
     pub fn live_with_dots(&self, dots: &[Dot], budget_bytes: usize) -> Vec<(StateKey, Version)> {
         let wanted: BTreeSet<&Dot> = dots.iter().collect();
         let mut out = Vec::new();
@@ -728,11 +746,7 @@ impl ReplicatedState {
             return out;
         }
         let mut used = 0usize;
-        // A key that reads deleted here is left out: the asker, holding
-        // nothing of it, reads it deleted too, and taking back its
-        // tombstones would only have it collect them again (and ask again
-        // at the next sync, for as long as this node keeps them).
-        for (key, ks) in self.entries.iter().filter(|(_, ks)| !ks.is_deleted()) {
+        for (key, ks) in &self.entries {
             for v in ks.live.iter().filter(|v| wanted.contains(&v.dot)) {
                 let size = v.approx_size();
                 if !out.is_empty() && used.saturating_add(size) > budget_bytes {
@@ -1491,6 +1505,25 @@ mod tests {
         // A dot never seen is merged as usual.
         let fresh = version(5, 1, 6_000, &[v2.dot], Payload::Value(b"x".to_vec()));
         assert_eq!(d.take_back(key(), fresh), MergeOutcome::Applied);
+    }
+
+    #[test]
+    fn versions_that_would_read_deleted_are_not_taken_back_into_a_key_held_nowhere() {
+        let v1 = version(1, 1, 1_000, &[], Payload::Value(b"v".to_vec()));
+        let t1 = version(2, 1, 2_000, &[], Payload::Tombstone);
+        let empty = ReplicatedState::new(16);
+        assert!(
+            !empty.wants_back(&key(), &[&v1, &t1]),
+            "the tombstone ranks first"
+        );
+        assert!(!empty.wants_back(&key(), &[&t1]));
+        assert!(empty.wants_back(&key(), &[&v1]), "a value would read again");
+        let mut holder = ReplicatedState::new(16);
+        holder.merge(key(), t1.clone());
+        assert!(
+            holder.wants_back(&key(), &[&v1]),
+            "a losing sibling of a key held"
+        );
     }
 
     #[test]

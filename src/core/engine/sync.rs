@@ -462,8 +462,16 @@ impl Engine {
                 clean = false;
             }
         }
+        let mut returned: BTreeMap<StateKey, Vec<Version>> = BTreeMap::new();
         for (k, v) in ack.returned {
-            self.take_back_remote(k, v);
+            returned.entry(k).or_default().push(v);
+        }
+        for (k, vs) in returned {
+            if self.state.wants_back(&k, &vs.iter().collect::<Vec<_>>()) {
+                for v in vs {
+                    self.take_back_remote(k.clone(), v);
+                }
+            }
         }
         if ack.complete && clean && after.adopt.iter().all(|(_, r)| r.max() <= MAX_REMOTE_SEQ) {
             self.counters.dropped_obsolete += self.state.drop_versions(&after.doomed) as u64;

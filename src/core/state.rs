@@ -512,7 +512,7 @@ pub enum MergeOutcome {
 }
 
 /// A compact summary of the state: equal digests ⇔ equal held versions.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Digest {
     /// XOR-combination of every held version's hash.
     pub hash: u64,

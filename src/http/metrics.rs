@@ -443,6 +443,20 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "syncs_skipped_quiet",
+            "Periodic anti-entropy rounds skipped: nothing changed and every heartbeat heard showed equal state",
+            None,
+            c.syncs_skipped_quiet,
+        )?;
+        counter(
+            &mut enc,
+            "heartbeats_quiet",
+            "Heartbeats announcing the quiet interval (own state and membership unchanged)",
+            None,
+            c.heartbeats_quiet,
+        )?;
+        counter(
+            &mut enc,
             "heartbeats_sent",
             "Heartbeats published",
             None,

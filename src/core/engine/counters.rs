@@ -40,6 +40,10 @@ pub struct Counters {
     pub syncs_failed: u64,
     /// Sync requests served.
     pub syncs_served: u64,
+    /// Periodic sync rounds skipped because the cluster was quiet.
+    pub syncs_skipped_quiet: u64,
+    /// Heartbeats sent at the quiet interval (own state unchanged).
+    pub heartbeats_quiet: u64,
     /// Heartbeats sent.
     pub heartbeats_sent: u64,
     /// Heartbeats received.

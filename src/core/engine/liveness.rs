@@ -23,11 +23,19 @@ use super::{Action, Engine, RejectReason, Topic};
 use crate::core::ids::{IdMap, NodeId};
 use crate::core::membership::{Member, MemberStatus};
 use crate::core::phi::PhiDetector;
+use crate::core::state::Digest;
 use crate::core::wire::{Delta, Heartbeat, Message, ANNOUNCE_HEARTBEATS};
 
 /// A member known from a record but never heard by heartbeat is silent
 /// after this many effective heartbeat intervals.
 const UNHEARD_INTERVALS: u64 = 3;
+
+/// A node whose state and membership digests have not changed for this
+/// many base heartbeat intervals is quiet (see [`Engine::send_heartbeat`]).
+const QUIET_AFTER_INTERVALS: u64 = 5;
+
+/// A quiet node heartbeats this many times less often.
+const QUIET_FACTOR: u64 = 2;
 
 /// First-hand suspicions are declared within this long of the evidence,
 /// at a delay fixed per pair of nodes (see [`Engine::on_unreachable`]).
@@ -56,6 +64,12 @@ pub(super) struct Liveness {
     announced: (u64, u32),
     /// Sequence number of the last heartbeat sent.
     heartbeat_seq: u64,
+    /// The `(state digest, members hash)` as of the last input, and since
+    /// when it has stood (see [`Engine::note_changes`]).
+    mark: Option<((Digest, u64), u64)>,
+    /// The interval the last heartbeat announced: the next one is due
+    /// within it.
+    sent_interval_ms: u64,
     /// Members held dead or departed, with since when (this node's clock,
     /// as first noticed by the garbage collection pass).
     gone_since: BTreeMap<NodeId, u64>,
@@ -132,7 +146,7 @@ impl Engine {
     /// effective interval).
     pub(super) fn on_heartbeat_timer(&mut self, now: u64) {
         self.send_heartbeat();
-        let interval = self.heartbeat_interval_ms();
+        let interval = self.liveness.sent_interval_ms;
         let jitter = self.rng.gen_range(0..=interval / 10);
         self.timers
             .set(Timer::Heartbeat, now + interval - interval / 20 + jitter);
@@ -236,9 +250,11 @@ impl Engine {
             .entry(from)
             .or_insert_with(|| Peer::unheard(interval));
         let det = &mut peer.detector;
-        // The sender's interval changed (cluster grew or shrank): start over.
+        // The sender's interval changed (cluster grew or shrank, it went
+        // quiet or woke up): start over. Relative to the shorter of the
+        // two, so that doubling counts as much as halving.
         let mean = det.mean_ms();
-        if (mean - interval as f64).abs() > interval as f64 * INTERVAL_CHANGE_SHARE
+        if (mean - interval as f64).abs() > mean.min(interval as f64) * INTERVAL_CHANGE_SHARE
             && det.last_arrival_ms().is_some()
         {
             *det = detector(interval);
@@ -260,10 +276,12 @@ impl Engine {
             behind = newer;
         }
         let mine = self.state.digest();
-        if behind || hb.digest != mine || hb.members_hash != self.members.hash() {
-            self.want_digest_sync(from);
-        } else {
+        let equal = !behind && hb.digest == mine && hb.members_hash == self.members.hash();
+        self.sync.heard_state(equal);
+        if equal {
             self.sync.converged_with(from, now);
+        } else {
+            self.want_digest_sync(from);
         }
     }
 
@@ -480,6 +498,7 @@ impl Engine {
         }
     }
 
+    /// Publish a heartbeat, at the quiet interval when nothing changed.
     fn send_heartbeat(&mut self) {
         self.liveness.heartbeat_seq += 1;
         let me = self.local_member();
@@ -492,6 +511,27 @@ impl Engine {
         } else {
             None
         };
+        // Quiet: state and membership unchanged for QUIET_AFTER_INTERVALS
+        // base intervals, nobody suspected here, the own record announced.
+        // The heartbeat then announces (and the timer keeps) QUIET_FACTOR
+        // times the interval: digests still go round, at a fraction of the
+        // cost, and failures are found from connections and pings, not
+        // from heartbeats (far apart at scale anyway).
+        let mark = self.note_changes();
+        let unchanged_for = self
+            .liveness
+            .mark
+            .map_or(0, |(_, since)| self.now_ms.saturating_sub(since));
+        let quiet = unchanged_for >= QUIET_AFTER_INTERVALS.saturating_mul(self.cfg.heartbeat_interval_ms)
+            && info.is_none()
+            && self.liveness.suspect_since.is_empty()
+            && self.liveness.unreachable.is_empty();
+        let mut interval = self.heartbeat_interval_ms();
+        if quiet {
+            interval = interval.saturating_mul(QUIET_FACTOR);
+            self.counters.heartbeats_quiet += 1;
+        }
+        self.liveness.sent_interval_ms = interval;
         let hb = Heartbeat {
             seq: self.liveness.heartbeat_seq,
             node: me.node,
@@ -499,9 +539,9 @@ impl Engine {
             status: me.status,
             info,
             hlc: self.clock.last(),
-            digest: self.state.digest(),
-            members_hash: self.members.hash(),
-            interval_ms: self.heartbeat_interval_ms(),
+            digest: mark.0,
+            members_hash: mark.1,
+            interval_ms: interval,
             high_seq: self.state.next_seq(&self.me) - 1,
         };
         let bytes = self.encode(&Message::Heartbeat(hb));
@@ -510,6 +550,18 @@ impl Engine {
             topic: Topic::Heartbeat,
             bytes,
         });
+    }
+
+    /// Note whether state or membership changed since the last look (after
+    /// every input): the quiet heartbeat interval needs them unchanged for
+    /// a while. Returns the current `(state digest, members hash)`.
+    pub(super) fn note_changes(&mut self) -> (Digest, u64) {
+        let mark = (self.state.digest(), self.members.hash());
+        match self.liveness.mark {
+            Some((m, _)) if m == mark => {}
+            _ => self.liveness.mark = Some((mark, self.now_ms)),
+        }
+        mark
     }
 
     pub(super) fn publish_members(&mut self, members: Vec<Member>) {
@@ -599,14 +651,16 @@ mod tests {
         e.member(&of.node_id()).map(|m| m.status)
     }
 
-    /// `a` hears a heartbeat of `b` every base interval for `beats` beats,
+    /// `a` hears `beats` heartbeats of `b`, each one the interval the one
+    /// before announced after it (the first a base interval from now),
     /// ticking in between; returns the time of the last one.
     fn beat(a: &mut Engine, b: &mut Engine, beats: u64) -> u64 {
-        let interval = a.cfg.heartbeat_interval_ms;
+        let mut interval = a.cfg.heartbeat_interval_ms;
         let mut t = a.now_ms;
         for _ in 0..beats {
             t += interval;
             let hb = heartbeat(b, t);
+            interval = b.liveness.sent_interval_ms;
             a.handle_gossip(t, b.node_id(), &hb);
             a.handle(t, Input::Tick);
         }
@@ -708,6 +762,41 @@ mod tests {
         assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
     }
 
+    #[test]
+    fn an_unchanged_node_heartbeats_at_the_quiet_interval_and_wakes_on_a_change() {
+        let (mut a, mut b) = (engine(1), engine(2));
+        let base = b.cfg.heartbeat_interval_ms;
+        // Announcing its record: not quiet.
+        beat(&mut a, &mut b, u64::from(ANNOUNCE_HEARTBEATS));
+        assert_eq!(b.liveness.sent_interval_ms, base);
+        assert_eq!(b.counters.heartbeats_quiet, 0);
+        let t = beat(&mut a, &mut b, 30);
+        assert_eq!(b.liveness.sent_interval_ms, QUIET_FACTOR * base);
+        // Quiet once unchanged for QUIET_AFTER_INTERVALS base intervals.
+        let loud = QUIET_AFTER_INTERVALS - u64::from(ANNOUNCE_HEARTBEATS);
+        assert_eq!(b.counters.heartbeats_quiet, 30 - loud);
+        // The observer follows the announced interval: never suspects.
+        assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
+        let mean = a.liveness.peers[&b.node_id()].detector.mean_ms();
+        assert!((mean - (QUIET_FACTOR * base) as f64).abs() < 1.0, "{mean}");
+        // A write changes B's digest: its next heartbeat announces the
+        // base interval again.
+        b.handle(
+            t + 1,
+            Input::Command {
+                id: 1,
+                command: crate::core::Command::Put {
+                    namespace: crate::core::ids::Namespace::new("app").expect("valid namespace"),
+                    key: crate::core::ids::Key::new("k").expect("valid key"),
+                    value: b"v".to_vec(),
+                    expect: None,
+                },
+            },
+        );
+        heartbeat(&mut b, t + 2);
+        assert_eq!(b.liveness.sent_interval_ms, base);
+    }
+
     fn held_at(m: &Member, incarnation: u64) -> Member {
         Member {
             incarnation,
@@ -759,8 +848,14 @@ mod tests {
         let (mut a, mut b) = (engine(1), engine(2));
         beat(&mut a, &mut b, 10);
         let mean = a.liveness.peers[&b.node_id()].detector.mean_ms();
-        assert!((mean - 1_000.0).abs() < 1.0, "{mean}");
-        // B's cluster grew: it now announces (and keeps) a 3 s interval.
+        let quiet = b.liveness.sent_interval_ms;
+        assert_eq!(
+            quiet,
+            2 * b.cfg.heartbeat_interval_ms,
+            "alone and unchanged: quiet"
+        );
+        assert!((mean - quiet as f64).abs() < 1.0, "{mean}");
+        // B's cluster grew: it now announces (and keeps) a 6 s interval.
         let mut t = a.now_ms;
         let hb = Heartbeat {
             seq: 1_000,
@@ -771,15 +866,15 @@ mod tests {
             hlc: b.clock.last(),
             digest: b.state.digest(),
             members_hash: b.members.hash(),
-            interval_ms: 3_000,
+            interval_ms: 6_000,
             high_seq: 0,
         };
         let bytes = wire::encode(&Message::Heartbeat(hb), b.cluster_id);
-        t += 3_000;
+        t += 6_000;
         a.handle_gossip(t, b.node_id(), &bytes);
         let d = &a.liveness.peers[&b.node_id()].detector;
         assert!(
-            (d.mean_ms() - 3_000.0).abs() < 1.0,
+            (d.mean_ms() - 6_000.0).abs() < 1.0,
             "started over: {}",
             d.mean_ms()
         );

@@ -247,6 +247,7 @@ impl Engine {
         self.now_ms = now_ms.max(self.now_ms);
         self.on_gossip(from, bytes);
         self.merge_deferred();
+        self.note_changes();
         self.flush()
     }
 
@@ -276,6 +277,7 @@ impl Engine {
             Input::PersistFailed { batch, reason } => self.on_persist_failed(batch, reason),
         }
         self.merge_deferred();
+        self.note_changes();
         self.flush()
     }
 

@@ -35,8 +35,13 @@ use crate::core::dots::{
 };
 use crate::core::ids::{IdMap, NodeId, StateKey};
 use crate::core::membership::{member_bucket_count, valid_member_bucket_count, MemberStatus};
-use crate::core::state::{Grave, Version, BUCKETS};
+use crate::core::state::{Digest, Grave, Version, BUCKETS};
 use crate::core::wire::{Hashes, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse};
+
+/// In a quiet cluster, a periodic round opens a connection to the member
+/// shown equal least recently only when some alive member has not been
+/// (by a sync or a heartbeat) for this many sync intervals.
+const QUIET_BRIDGE_ROUNDS: u64 = 4;
 
 /// The anti-entropy bookkeeping of one node.
 #[derive(Clone, Debug)]
@@ -59,10 +64,25 @@ pub(super) struct SyncState {
     /// Periodic sync rounds so far (0: none yet; the first is drawn at
     /// random so that nodes started together are out of step).
     rounds: u64,
+    /// What heartbeats showed since the last periodic round.
+    heard: HeardSinceRound,
     /// Peers whose sync request this node answered, with when: a push is
     /// taken only from such a peer, within the sync timeout (one push per
     /// answered request).
     served: BTreeMap<NodeId, u64>,
+}
+
+/// Whether a periodic round has anything to repair: the state and
+/// membership digests at the last round, and whether the heartbeats heard
+/// since showed them equal to ours.
+#[derive(Clone, Debug, Default)]
+struct HeardSinceRound {
+    /// Our `(state digest, members hash)` at the last round.
+    mark: Option<(Digest, u64)>,
+    /// A heartbeat since showed state equal to ours.
+    equal: bool,
+    /// A heartbeat since showed state different from ours.
+    unequal: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -103,6 +123,7 @@ impl SyncState {
             last_converged: IdMap::default(),
             next_request_id: 1,
             rounds: 0,
+            heard: HeardSinceRound::default(),
             served: BTreeMap::new(),
         }
     }
@@ -122,6 +143,25 @@ impl SyncState {
         self.last_converged.insert(peer, now_ms);
     }
 
+    /// A heartbeat arrived showing state `equal` to ours or not.
+    pub(super) fn heard_state(&mut self, equal: bool) {
+        if equal {
+            self.heard.equal = true;
+        } else {
+            self.heard.unequal = true;
+        }
+    }
+
+    /// Start a periodic round with our digests at `mark`: whether the
+    /// cluster was quiet since the last one (our state and membership did
+    /// not change, at least one heartbeat arrived and every one showed
+    /// them equal to ours).
+    fn quiet_round(&mut self, mark: (Digest, u64)) -> bool {
+        let h = std::mem::take(&mut self.heard);
+        self.heard.mark = Some(mark);
+        h.mark == Some(mark) && h.equal && !h.unequal
+    }
+
     fn next_request_id(&mut self) -> u64 {
         let id = self.next_request_id;
         self.next_request_id += 1;
@@ -135,6 +175,7 @@ impl Engine {
     /// one, so a node that concluded everyone else failed (a long
     /// partition, or its own pause) keeps trying to merge back rather than
     /// depend on its driver re-dialling — and re-arm the timer (jittered).
+    /// In a quiet cluster most rounds are skipped (see below).
     pub(super) fn on_sync_timer(&mut self, now: u64) {
         let others = || self.members.iter().filter(|m| m.node != self.me);
         // Connected neighbours first: a sync with one needs no new
@@ -154,7 +195,34 @@ impl Engine {
             self.sync.rounds = self.rng.gen_range(0..4);
         }
         self.sync.rounds += 1;
-        let anyone = self.sync.rounds.is_multiple_of(4);
+        let mut anyone = self.sync.rounds.is_multiple_of(4);
+        // Quiet since the last round — our state and membership unchanged,
+        // and every heartbeat heard showed them equal to ours — there is
+        // nothing for a neighbour round to repair (a digest that differs
+        // starts a sync of its own): only every fourth round runs, so that
+        // knowledge (which digests do not show) still spreads. Its sync
+        // needs no new connection unless some alive member has not shown
+        // equal state for `QUIET_BRIDGE_ROUNDS` intervals (heartbeats
+        // with equal digests count): an island hears no heartbeat from
+        // across, so it still bridges.
+        let mark = (self.state.digest(), self.members.hash());
+        if self.sync.quiet_round(mark) {
+            let window = QUIET_BRIDGE_ROUNDS * self.cfg.sync_interval_ms;
+            let stale = others().any(|m| {
+                m.status == MemberStatus::Alive
+                    && self
+                        .sync
+                        .last_converged
+                        .get(&m.node)
+                        .is_none_or(|t| now.saturating_sub(*t) >= window)
+            });
+            if !anyone {
+                self.counters.syncs_skipped_quiet += 1;
+                self.arm_sync_timer(now);
+                return;
+            }
+            anyone = stale;
+        }
         let mut candidates: Vec<NodeId> = others()
             .filter(|m| m.status == MemberStatus::Alive && (anyone || self.connected.contains(&m.node)))
             .map(|m| m.node)
@@ -180,6 +248,11 @@ impl Engine {
             let peer = candidates[self.rng.gen_range(0..candidates.len())];
             self.want_sync(peer);
         }
+        self.arm_sync_timer(now);
+    }
+
+    /// Re-arm the periodic sync timer (jittered).
+    fn arm_sync_timer(&mut self, now: u64) {
         let jitter = self.rng.gen_range(0..=self.cfg.sync_interval_ms / 5);
         self.timers.set(
             Timer::Sync,
@@ -950,6 +1023,100 @@ mod tests {
         a.on_sync_timer(T0 + 1);
         let (to, _, _) = request(a.flush());
         assert_eq!(to, b, "the dead peer is tried, so a healed partition merges back");
+    }
+
+    /// The heartbeat `e` publishes when its timer fires at `now`.
+    fn heartbeat_of(e: &mut Engine, now: u64) -> Vec<u8> {
+        e.now_ms = now;
+        e.on_heartbeat_timer(now);
+        e.flush()
+            .into_iter()
+            .find_map(|act| match act {
+                Action::Publish {
+                    topic: super::super::Topic::Heartbeat,
+                    bytes,
+                } => Some(bytes),
+                _ => None,
+            })
+            .expect("a heartbeat is published")
+    }
+
+    /// A periodic round of `a` at `now`: the peer it wants a sync with,
+    /// if any (the sync is then forgotten, as if it failed at once).
+    fn round(a: &mut Engine, now: u64) -> Option<NodeId> {
+        a.now_ms = now;
+        a.on_sync_timer(now);
+        let to = a.flush().into_iter().find_map(|act| match act {
+            Action::SendRequest { to, .. } => Some(to),
+            _ => None,
+        });
+        a.sync.inflight.clear();
+        to
+    }
+
+    #[test]
+    fn a_quiet_node_runs_one_periodic_round_in_four_and_bridges_only_to_a_member_not_heard_equal() {
+        let (mut a, mut b, mut c) = (engine(1), engine(2), engine(3));
+        // B is a connected neighbour, C a member reached only by gossip;
+        // their heartbeats show A equal state.
+        a.connected.insert(b.node_id());
+        let step = a.cfg.sync_interval_ms;
+        let mut t = T0;
+        let hear = |a: &mut Engine, t: u64, from: &mut [&mut Engine]| {
+            for e in from.iter_mut() {
+                let hb = heartbeat_of(e, t);
+                a.handle_gossip(t, e.node_id(), &hb);
+            }
+        };
+        // Everyone hears everyone's record: equal membership everywhere.
+        let hbs: Vec<(NodeId, Vec<u8>)> = [&mut a, &mut b, &mut c]
+            .into_iter()
+            .map(|e| (e.node_id(), heartbeat_of(e, t)))
+            .collect();
+        for e in [&mut a, &mut b, &mut c] {
+            for (from, hb) in &hbs {
+                if *from != e.node_id() {
+                    e.handle_gossip(t, *from, hb);
+                }
+            }
+            e.flush();
+        }
+        assert_eq!(a.members.hash(), c.members.hash());
+        round(&mut a, t); // the first round has no mark to compare with
+        let mut synced = Vec::new();
+        for _ in 0..8 {
+            t += step;
+            hear(&mut a, t - 1, &mut [&mut b, &mut c]);
+            synced.extend(round(&mut a, t));
+        }
+        assert_eq!(a.counters.syncs_skipped_quiet, 6, "three rounds in four skipped");
+        assert_eq!(synced, vec![b.node_id(); 2], "the fourth goes to a neighbour");
+        // C falls silent (say an island formed): once it has not shown
+        // equal state for the bridge window, the fourth round goes to it.
+        let mut synced = Vec::new();
+        for _ in 0..8 {
+            t += step;
+            hear(&mut a, t - 1, &mut [&mut b]);
+            synced.extend(round(&mut a, t));
+        }
+        assert_eq!(a.counters.syncs_skipped_quiet, 12);
+        assert!(synced.contains(&c.node_id()), "{synced:?}");
+        // Any heartbeat showing other state makes the next round run.
+        put(&mut c, t, "k", "v");
+        t += step;
+        let before = a.counters.syncs_skipped_quiet;
+        hear(&mut a, t - 1, &mut [&mut c]);
+        a.sync.inflight.clear();
+        a.flush();
+        for _ in 0..3 {
+            round(&mut a, t);
+            t += step;
+            hear(&mut a, t - 1, &mut [&mut b]);
+        }
+        assert!(
+            a.counters.syncs_skipped_quiet < before + 3,
+            "a changed state wakes the rounds"
+        );
     }
 
     #[test]

@@ -721,20 +721,52 @@ impl ReplicatedState {
         !ks.is_deleted()
     }
 
-    /// The dots of `dots` that this node has seen and holds nowhere (the
-    /// candidates to [`take_back`](Self::take_back) from a peer listing
-    /// them), at most `max` of them.
-    pub fn seen_not_held(&self, dots: impl IntoIterator<Item = Dot>, max: usize) -> Vec<Dot> {
-        let mut candidates: BTreeSet<Dot> = dots.into_iter().filter(|d| self.knowledge.contains(d)).collect();
-        if candidates.is_empty() {
-            return Vec::new();
-        }
-        for ks in self.entries.values() {
-            for v in ks.all() {
-                candidates.remove(&v.dot);
+    /// The buckets of a peer's manifest `theirs` that list a dot this node
+    /// has seen: the only buckets where
+    /// [`seen_not_held`](Self::seen_not_held) can find one, so the only
+    /// ones of this node's own manifest it needs.
+    pub fn buckets_listing_seen(&self, theirs: &BTreeMap<u16, Vec<Dot>>) -> Vec<u16> {
+        theirs
+            .iter()
+            .filter(|(b, dots)| usize::from(**b) < BUCKETS && dots.iter().any(|d| self.knowledge.contains(d)))
+            .map(|(b, _)| *b)
+            .collect()
+    }
+
+    /// The dots a peer lists in its manifest `theirs` that this node has
+    /// seen and holds nowhere (the candidates to
+    /// [`take_back`](Self::take_back) from it), in order, at most `max` of
+    /// them. A dot listed in bucket `b` can be held here only under a key
+    /// of bucket `b`, so it is looked for only in `ours[b]`: `ours` is
+    /// this node's own [`manifest`](Self::manifest) (whole buckets, not
+    /// cut to a size) of at least the
+    /// [`buckets_listing_seen`](Self::buckets_listing_seen); a bucket it
+    /// lacks, or no key has, gives none.
+    pub fn seen_not_held(
+        &self,
+        theirs: &BTreeMap<u16, Vec<Dot>>,
+        ours: &BTreeMap<u16, Vec<Dot>>,
+        max: usize,
+    ) -> Vec<Dot> {
+        let mut wanted = BTreeSet::new();
+        for (b, dots) in theirs {
+            let Some(held) = ours.get(b).filter(|_| usize::from(*b) < BUCKETS) else {
+                continue;
+            };
+            let mut candidates: BTreeSet<Dot> = dots
+                .iter()
+                .copied()
+                .filter(|d| self.knowledge.contains(d))
+                .collect();
+            if candidates.is_empty() {
+                continue;
             }
+            for d in held {
+                candidates.remove(d);
+            }
+            wanted.append(&mut candidates);
         }
-        candidates.into_iter().take(max).collect()
+        wanted.into_iter().take(max).collect()
     }
 
     /// The live versions held here with one of these dots, up to about
@@ -958,13 +990,6 @@ impl ReplicatedState {
 
     /// The dots held in each of the given buckets.
     pub fn manifest(&self, buckets: &[u16]) -> BTreeMap<u16, Vec<Dot>> {
-        self.manifest_within(buckets, usize::MAX)
-    }
-
-    /// The dots held in each of the given buckets, whole buckets in order
-    /// for as long as they hold at most `max_dots` in all (a bucket left
-    /// out tells the peer nothing, so it drops nothing there).
-    pub fn manifest_within(&self, buckets: &[u16], max_dots: usize) -> BTreeMap<u16, Vec<Dot>> {
         let wanted: BTreeSet<u16> = buckets.iter().copied().collect();
         let mut out: BTreeMap<u16, Vec<Dot>> = wanted.iter().map(|b| (*b, Vec::new())).collect();
         if wanted.is_empty() {
@@ -976,12 +1001,26 @@ impl ReplicatedState {
                 list.extend(ks.all().map(|v| v.dot));
             }
         }
+        out
+    }
+
+    /// The dots held in each of the given buckets, whole buckets in order
+    /// for as long as they hold at most `max_dots` in all (a bucket left
+    /// out tells the peer nothing, so it drops nothing there).
+    pub fn manifest_within(&self, buckets: &[u16], max_dots: usize) -> BTreeMap<u16, Vec<Dot>> {
+        Self::cap_manifest(self.manifest(buckets), max_dots)
+    }
+
+    /// A [`manifest`](Self::manifest) cut as
+    /// [`manifest_within`](Self::manifest_within) cuts it: whole buckets in
+    /// order for as long as they hold at most `max_dots` in all.
+    pub fn cap_manifest(mut manifest: BTreeMap<u16, Vec<Dot>>, max_dots: usize) -> BTreeMap<u16, Vec<Dot>> {
         let mut total = 0usize;
-        out.retain(|_, dots| {
+        manifest.retain(|_, dots| {
             total = total.saturating_add(dots.len());
             total <= max_dots
         });
-        out
+        manifest
     }
 
     /// Drop versions a peer has seen and no longer holds: for each bucket in
@@ -1476,11 +1515,24 @@ mod tests {
         assert_eq!(b.get(&key()).and_then(|ks| ks.winner()), Some(&later));
     }
 
+    fn bucket_of(key: &StateKey) -> u16 {
+        ReplicatedState::bucket_of(key) as u16
+    }
+
+    /// What `s` asks back of a peer whose manifest is `listed`, as a sync
+    /// asks it: its own manifest of the buckets listing a dot it has seen,
+    /// then the dots it has seen and holds nowhere.
+    fn asked_back(s: &ReplicatedState, listed: &BTreeMap<u16, Vec<Dot>>) -> Vec<Dot> {
+        let ours = s.manifest(&s.buckets_listing_seen(listed));
+        s.seen_not_held(listed, &ours, 16)
+    }
+
     #[test]
     fn take_back_restores_a_seen_version_held_nowhere_and_nothing_a_grave_or_a_held_version_rules_out() {
         let (mut a, _b, v1, del) = collected_pair();
         // While the grave stands, the value and the delete stay out.
-        assert_eq!(a.seen_not_held([v1.dot, del.dot], 16), vec![v1.dot, del.dot]);
+        let listed = BTreeMap::from([(bucket_of(&key()), vec![v1.dot, del.dot])]);
+        assert_eq!(asked_back(&a, &listed), vec![v1.dot, del.dot]);
         assert_eq!(a.take_back(key(), v1.clone()), MergeOutcome::Obsolete);
         assert_eq!(a.take_back(key(), del.clone()), MergeOutcome::Obsolete);
         // Past the grave's lifetime nothing here shows the value deleted: a
@@ -1490,7 +1542,7 @@ mod tests {
         assert_eq!(a.take_back(key(), v1.clone()), MergeOutcome::Applied);
         assert_eq!(a.take_back(key(), v1.clone()), MergeOutcome::Duplicate);
         assert_eq!(a.get(&key()).and_then(|ks| ks.winner()), Some(&v1));
-        assert_eq!(a.seen_not_held([v1.dot, del.dot], 16), vec![del.dot]);
+        assert_eq!(asked_back(&a, &listed), vec![del.dot]);
         // A held version that supersedes it keeps it out.
         let v2 = version(1, 2, 4_000, &[v1.dot], Payload::Value(b"new".to_vec()));
         let mut d = ReplicatedState::new(0);
@@ -1505,6 +1557,52 @@ mod tests {
         // A dot never seen is merged as usual.
         let fresh = version(5, 1, 6_000, &[v2.dot], Payload::Value(b"x".to_vec()));
         assert_eq!(d.take_back(key(), fresh), MergeOutcome::Applied);
+    }
+
+    #[test]
+    fn only_the_buckets_a_peer_lists_are_looked_at_and_each_dot_only_in_its_own() {
+        let (mut a, _b, v1, del) = collected_pair();
+        let b1 = bucket_of(&key());
+        // A key of another bucket, holding a version seen here.
+        let other = (0..)
+            .map(|i| StateKey::Kv {
+                namespace: Namespace::new("app").expect("valid namespace"),
+                key: Key::new(format!("other-{i}")).expect("valid key"),
+            })
+            .find(|k| bucket_of(k) != b1)
+            .expect("a key of another bucket");
+        let b2 = bucket_of(&other);
+        let w = version(3, 1, 4_000, &[], Payload::Value(b"w".to_vec()));
+        assert_eq!(a.merge(other.clone(), w.clone()), MergeOutcome::Applied);
+        // Never seen here: in a bucket of its own, it is not looked at.
+        let never = version(4, 1, 4_000, &[], Payload::Value(b"n".to_vec()));
+        let b3 = (0..BUCKETS as u16)
+            .find(|b| *b != b1 && *b != b2)
+            .expect("a third bucket");
+        let listed = BTreeMap::from([
+            (b1, vec![del.dot, v1.dot, never.dot]),
+            (b2, vec![w.dot]),
+            (b3, vec![never.dot]),
+        ]);
+        let mut seen_in = vec![b1, b2];
+        seen_in.sort_unstable();
+        assert_eq!(a.buckets_listing_seen(&listed), seen_in);
+        // Held under the key of its own bucket, `w` is not asked back; the
+        // dots of the collected key, held nowhere, are, in order.
+        let ours = a.manifest(&seen_in);
+        assert_eq!(ours.get(&b2), Some(&vec![w.dot]));
+        assert_eq!(a.seen_not_held(&listed, &ours, 16), vec![v1.dot, del.dot]);
+        assert_eq!(a.seen_not_held(&listed, &ours, 1), vec![v1.dot], "at most `max`");
+        // Each dot is looked for only in the bucket it is listed in: with
+        // no manifest of ours for b2, nothing listed there is asked back.
+        assert_eq!(
+            a.seen_not_held(&listed, &a.manifest(&[b1]), 16),
+            vec![v1.dot, del.dot]
+        );
+        assert_eq!(
+            a.seen_not_held(&listed, &a.manifest(&[b2]), 16),
+            Vec::<Dot>::new()
+        );
     }
 
     #[test]

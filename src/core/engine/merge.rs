@@ -2,7 +2,7 @@
 //! is validated against the limits, then merged, and the outcome counted.
 
 use super::limits::{validate_version, MAX_DEFERRED, MAX_REMOTE_SEQ};
-use super::{Engine, RejectReason};
+use super::{Counters, Engine, RejectReason};
 use crate::core::crypto::{version_claim, Signature, SIGNATURE_LEN};
 use crate::core::dots::Dot;
 use crate::core::ids::{NodeId, StateKey};
@@ -34,6 +34,33 @@ impl RemoteMerge {
     }
 }
 
+/// How [`Engine::check_remote`] judges a version from a peer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum CheckMode {
+    /// To merge (from gossip or a sync): its origin's signature and its
+    /// context are checked only when the version is new here — a duplicate
+    /// or a version already superseded changes nothing, and skipping them
+    /// keeps the cost at one check per version per node; a signature that
+    /// holds raises its origin's signed high mark
+    /// ([`Engine::saw_signed`]), and a context ahead holds the version
+    /// back ([`Checked::Ahead`]).
+    Merge,
+    /// To take back (`SyncAck::returned`): its origin's signature always,
+    /// since nothing here vouches for it, and a context ahead rejects it.
+    TakeBack,
+}
+
+/// What [`Engine::check_remote`] found a version that broke no rule fit
+/// for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Checked {
+    /// To merge now.
+    Ready,
+    /// Its signature holds but its context is ahead of what this node has
+    /// seen signed: to hold back (only with [`CheckMode::Merge`]).
+    Ahead,
+}
+
 /// Verified versions held back because their context is ahead.
 #[derive(Debug, Default)]
 pub(super) struct Deferred {
@@ -52,37 +79,21 @@ const ASK_SCAN: usize = 64;
 const ASK_ORIGINS: usize = 4;
 
 impl Engine {
-    /// Validate and merge a version from a peer.
+    /// Validate and merge a version from a peer ([`CheckMode::Merge`]).
     pub(super) fn merge_remote(&mut self, key: StateKey, v: Version) -> RemoteMerge {
-        if let Err(reason) = validate_version(&self.cfg, &self.clock, self.now_ms, &key, &v) {
-            self.reject(reason);
-            return RemoteMerge::Rejected(reason);
-        }
+        let checked = match self.check_remote(&key, &v, CheckMode::Merge) {
+            Ok(checked) => checked,
+            Err(reason) => return RemoteMerge::Rejected(reason),
+        };
         if v.dot.node == self.me && v.dot.seq >= self.state.next_seq(&self.me) {
             // A peer holds our own writes that we do not: our data was lost
             // or restored from an old backup. Taking them back moves our
             // counter past them, so no dot is ever reused.
             tracing::warn!(seq = v.dot.seq, "peer holds own writes newer than local state");
         }
-        if let Payload::Instance(i) = &v.payload {
-            if i.owner != v.dot.node {
-                self.reject(RejectReason::VersionNotOwner);
-                return RemoteMerge::Rejected(RejectReason::VersionNotOwner);
-            }
-        }
-        // Checked only when the version is new here: a duplicate or a
-        // version already superseded changes nothing, and skipping them
-        // keeps the cost at one check per version per node.
-        if !self.state.knows(&key, &v.dot) {
-            if !self.signed_by_origin(&key, &v) {
-                self.reject(RejectReason::VersionBadSignature);
-                return RemoteMerge::Rejected(RejectReason::VersionBadSignature);
-            }
-            self.saw_signed(v.dot);
-            if self.context_signed(&v).is_err() {
-                self.defer(key, v);
-                return RemoteMerge::Deferred;
-            }
+        if checked == Checked::Ahead {
+            self.defer(key, v);
+            return RemoteMerge::Deferred;
         }
         let _ = self.clock.observe(v.hlc, self.now_ms);
         match self.merge_counted(key, v) {
@@ -92,55 +103,86 @@ impl Engine {
     }
 
     /// A version a peer returned because this node has seen it and holds
-    /// it nowhere (`SyncAck::returned`): checked as fully as a new one —
-    /// its origin's signature always, since nothing here vouches for it —
-    /// then taken back unless something held here supersedes or buries it
-    /// ([`ReplicatedState::take_back`]).
+    /// it nowhere (`SyncAck::returned`): checked as fully as a new one
+    /// ([`CheckMode::TakeBack`]), then taken back unless something held
+    /// here supersedes or buries it ([`ReplicatedState::take_back`]).
     pub(super) fn take_back_remote(&mut self, key: StateKey, v: Version) {
-        if let Err(reason) = validate_version(&self.cfg, &self.clock, self.now_ms, &key, &v) {
-            self.reject(reason);
-            return;
-        }
-        if let Payload::Instance(i) = &v.payload {
-            if i.owner != v.dot.node {
-                self.reject(RejectReason::VersionNotOwner);
-                return;
-            }
-        }
-        if !self.signed_by_origin(&key, &v) {
-            self.reject(RejectReason::VersionBadSignature);
-            return;
-        }
-        if let Err(reason) = self.context_signed(&v) {
-            self.reject(reason);
+        if self.check_remote(&key, &v, CheckMode::TakeBack).is_err() {
             return;
         }
         let _ = self.clock.observe(v.hlc, self.now_ms);
-        match self.state.take_back(key, v) {
-            MergeOutcome::Applied => self.counters.taken_back += 1,
-            MergeOutcome::Duplicate => self.counters.duplicates += 1,
-            MergeOutcome::Obsolete => self.counters.obsolete += 1,
-            MergeOutcome::Refused(limit) => self.reject(limit_reason(limit)),
+        let outcome = self.state.take_back(key, v);
+        self.count_outcome(&outcome, |c| &mut c.taken_back);
+    }
+
+    /// The checks a version from a peer passes before it is merged or
+    /// taken back: the limits ([`validate_version`]), an instance record
+    /// written by its own owner, its origin's signature and a context
+    /// naming nothing ahead of what this node has seen signed
+    /// ([`Engine::context_signed`]) — the last two as `mode` says. A
+    /// version that breaks one is counted under the reason returned.
+    fn check_remote(
+        &mut self,
+        key: &StateKey,
+        v: &Version,
+        mode: CheckMode,
+    ) -> Result<Checked, RejectReason> {
+        self.judge_remote(key, v, mode)
+            .inspect_err(|reason| self.reject(*reason))
+    }
+
+    /// [`Engine::check_remote`] before the rejection is counted.
+    fn judge_remote(
+        &mut self,
+        key: &StateKey,
+        v: &Version,
+        mode: CheckMode,
+    ) -> Result<Checked, RejectReason> {
+        validate_version(&self.cfg, &self.clock, self.now_ms, key, v)?;
+        if let Payload::Instance(i) = &v.payload {
+            if i.owner != v.dot.node {
+                return Err(RejectReason::VersionNotOwner);
+            }
         }
-        for limit in self.state.take_evicted() {
-            self.reject(limit_reason(limit));
+        if mode == CheckMode::Merge && self.state.knows(key, &v.dot) {
+            return Ok(Checked::Ready);
+        }
+        if !self.signed_by_origin(key, v) {
+            return Err(RejectReason::VersionBadSignature);
+        }
+        match mode {
+            CheckMode::Merge => {
+                self.saw_signed(v.dot);
+                Ok(match self.context_signed(v) {
+                    Ok(()) => Checked::Ready,
+                    Err(_) => Checked::Ahead,
+                })
+            }
+            CheckMode::TakeBack => self.context_signed(v).map(|()| Checked::Ready),
         }
     }
 
     /// Merge a checked version into the state and count the outcome
-    /// (with any version a key's bound refused or evicted).
+    /// ([`Engine::count_outcome`]).
     fn merge_counted(&mut self, key: StateKey, v: Version) -> MergeOutcome {
         let outcome = self.state.merge(key, v);
+        self.count_outcome(&outcome, |c| &mut c.merged);
+        outcome
+    }
+
+    /// Count the outcome of merging or taking back a checked version — a
+    /// version new here under the counter `applied` picks — with any
+    /// version a key's bound refused or evicted.
+    fn count_outcome(&mut self, outcome: &MergeOutcome, applied: fn(&mut Counters) -> &mut u64) {
         match outcome {
-            MergeOutcome::Applied => self.counters.merged += 1,
+            MergeOutcome::Applied => *applied(&mut self.counters) += 1,
             MergeOutcome::Duplicate => self.counters.duplicates += 1,
             MergeOutcome::Obsolete => self.counters.obsolete += 1,
-            MergeOutcome::Refused(limit) => self.reject(limit_reason(limit)),
+            MergeOutcome::Refused(limit) => self.reject(limit_reason(*limit)),
         }
         for limit in self.state.take_evicted() {
             self.reject(limit_reason(limit));
         }
-        outcome
     }
 
     /// Record that `dot`'s origin has signed up to `dot.seq`, from a

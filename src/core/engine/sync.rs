@@ -35,7 +35,7 @@ use crate::core::dots::{
 };
 use crate::core::ids::{IdMap, NodeId, StateKey};
 use crate::core::membership::{member_bucket_count, valid_member_bucket_count, MemberStatus};
-use crate::core::state::{Digest, Grave, Version, BUCKETS};
+use crate::core::state::{Digest, Grave, ReplicatedState, Version, BUCKETS};
 use crate::core::wire::{Hashes, KnowledgeSummary, Message, SyncAck, SyncPush, SyncRequest, SyncResponse};
 
 /// In a quiet cluster, a periodic round opens a connection to the member
@@ -447,22 +447,7 @@ impl Engine {
         // What they have seen and dropped: dropped once their versions are
         // in (in the ack), so a key never reads as missing in between.
         let doomed = self.state.seen_and_dropped(&resp.manifest, &theirs);
-        // What they list that we have seen and hold nowhere: asked back
-        // (they return only what is still live once our push is in).
-        let wanted = self
-            .state
-            .seen_not_held(resp.manifest.values().flatten().copied(), MAX_WANTED_BACK);
-        // Our half: what they have not seen, our knowledge where it differs
-        // from theirs, and our manifest where the state still differs.
-        let (versions, _complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
-        let differing_k = theirs.differing();
-        let knowledge = KnowledgeSummary {
-            buckets: Hashes(self.state.knowledge().bucket_hashes(differing_k.len())),
-            shipped: (0..differing_k.len() as u16)
-                .filter(|b| differing_k[*b as usize])
-                .collect(),
-            ranges: self.state.knowledge().restricted(&differing_k),
-        };
+        // The buckets where our state still differs from theirs.
         let differing: Vec<u16> = self
             .state
             .bucket_hashes()
@@ -472,7 +457,28 @@ impl Engine {
             .filter(|(_, (a, b))| a != b)
             .map(|(i, _)| i as u16)
             .collect();
-        let manifest = self.state.manifest_within(&differing, MAX_MANIFEST_DOTS);
+        // Our manifest, in one pass over our keys, of those buckets (sent
+        // with our push) and of the buckets where they list a dot we have
+        // seen: what they list there that we have seen and hold nowhere is
+        // asked back (they return only what is still live once our push
+        // is in).
+        let mut buckets = self.state.buckets_listing_seen(&resp.manifest);
+        buckets.extend_from_slice(&differing);
+        let mut ours = self.state.manifest(&buckets);
+        let wanted = self.state.seen_not_held(&resp.manifest, &ours, MAX_WANTED_BACK);
+        ours.retain(|b, _| differing.binary_search(b).is_ok());
+        // Our half: what they have not seen, our knowledge where it differs
+        // from theirs, and our manifest where the state still differs.
+        let manifest = ReplicatedState::cap_manifest(ours, MAX_MANIFEST_DOTS);
+        let (versions, _complete) = self.state.missing_for(&theirs, self.cfg.sync_budget_bytes);
+        let differing_k = theirs.differing();
+        let knowledge = KnowledgeSummary {
+            buckets: Hashes(self.state.knowledge().bucket_hashes(differing_k.len())),
+            shipped: (0..differing_k.len() as u16)
+                .filter(|b| differing_k[*b as usize])
+                .collect(),
+            ranges: self.state.knowledge().restricted(&differing_k),
+        };
         let mut graves = self.state.graves_in(&differing);
         graves.truncate(MAX_SYNC_GRAVES);
         // Our records in the member buckets that still differ from theirs

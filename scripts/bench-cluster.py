@@ -73,7 +73,12 @@ The figures
    within 10 s counts as infinitely late (shown as `>10 s`) and is counted
    in `writes_missing`.
 3. idle wire bytes per node per second: after the writes (the watches
-   closed), wait --settle-secs (10 s), then over --idle-secs (20 s) take the
+   closed), wait --settle-secs (by default 3 s per node, at least 30 s:
+   an idle cluster is one where nothing has changed for a while. Starling
+   heartbeats at the quiet interval, twice its usual one, from its first
+   heartbeat 5 s after the last change; the usual interval is N s, so the
+   quiet rate holds everywhere about 2N s after the last write), then
+   over --idle-secs (20 s) take the
    delta of the `lo` interface's transmitted bytes from /proc/net/dev,
    divided by N and by the window's length. On loopback every byte sent is
    counted once in tx, with all framing: IP and TCP/UDP headers, TCP acks,
@@ -921,7 +926,8 @@ def run_once(kind, binary, n, args, sample):
             sample["write_p99_s"] = percentile(lat, 99)
             sample["write_raw"] = wraw
         cluster.pause_observation()
-        sample.update(idle_window(cluster, args.settle_secs, args.idle_secs))
+        settle = args.settle_secs if args.settle_secs is not None else max(30.0, 3.0 * n)
+        sample.update(idle_window(cluster, settle, args.idle_secs))
         cluster.resume_observation()
         sample.update(failures(cluster, args))
         sample["false_suspicions"] = cluster.tracker.false_suspicions
@@ -1069,7 +1075,8 @@ def parse_args(argv):
     ap.add_argument("--nodes", default="5,20,50", help="cluster sizes, comma-separated (default 5,20,50)")
     ap.add_argument("--runs", type=int, default=3, help="runs per size; the median is reported (default 3)")
     ap.add_argument("--idle-secs", type=float, default=20.0, help="idle window (default 20)")
-    ap.add_argument("--settle-secs", type=float, default=10.0, help="wait before the idle window (default 10)")
+    ap.add_argument("--settle-secs", type=float, default=None,
+                    help="wait before the idle window (default: 3 s per node, at least 30 s)")
     ap.add_argument("--writes", type=int, default=100, help="writes for write->visible (default 100)")
     ap.add_argument("--write-interval-ms", type=float, default=20.0, help="between writes (default 20)")
     ap.add_argument("--join-timeout", type=float, default=60.0, help="bound on join (default 60 s)")

@@ -39,7 +39,7 @@ if [ -n "$WRITES" ]; then
   done
   sleep 10
 fi
-snap() { for i in $(seq 0 $((N-1))); do curl -s 127.0.0.1:$((8000+i))/metrics | grep -E "^starling_(syncs_started_total|heartbeats_received_total|heartbeats_sent_total|wire_bytes_total)"; done; }
+snap() { for i in $(seq 0 $((N-1))); do curl -s 127.0.0.1:$((8000+i))/metrics | grep -E "^starling_(syncs_started_total|syncs_skipped_quiet_total|heartbeats_received_total|heartbeats_sent_total|heartbeats_quiet_total|wire_bytes_total)"; done; }
 snap > $T/s0
 B0=$(lotx)
 TD=""

@@ -512,8 +512,8 @@ impl Engine {
             None
         };
         // Quiet: state and membership unchanged for QUIET_AFTER_INTERVALS
-        // base intervals, nobody suspected here, the own record announced.
-        // The heartbeat then announces (and the timer keeps) QUIET_FACTOR
+        // base intervals and nobody suspected here. (A new incarnation to
+        // announce changed the membership hash.) The heartbeat then announces (and the timer keeps) QUIET_FACTOR
         // times the interval: digests still go round, at a fraction of the
         // cost, and failures are found from connections and pings, not
         // from heartbeats (far apart at scale anyway).
@@ -523,7 +523,6 @@ impl Engine {
             .mark
             .map_or(0, |(_, since)| self.now_ms.saturating_sub(since));
         let quiet = unchanged_for >= QUIET_AFTER_INTERVALS.saturating_mul(self.cfg.heartbeat_interval_ms)
-            && info.is_none()
             && self.liveness.suspect_since.is_empty()
             && self.liveness.unreachable.is_empty();
         let mut interval = self.heartbeat_interval_ms();
@@ -766,15 +765,14 @@ mod tests {
     fn an_unchanged_node_heartbeats_at_the_quiet_interval_and_wakes_on_a_change() {
         let (mut a, mut b) = (engine(1), engine(2));
         let base = b.cfg.heartbeat_interval_ms;
-        // Announcing its record: not quiet.
-        beat(&mut a, &mut b, u64::from(ANNOUNCE_HEARTBEATS));
+        // Not quiet until unchanged for QUIET_AFTER_INTERVALS base
+        // intervals (its first heartbeat is the first look).
+        beat(&mut a, &mut b, QUIET_AFTER_INTERVALS);
         assert_eq!(b.liveness.sent_interval_ms, base);
         assert_eq!(b.counters.heartbeats_quiet, 0);
         let t = beat(&mut a, &mut b, 30);
         assert_eq!(b.liveness.sent_interval_ms, QUIET_FACTOR * base);
-        // Quiet once unchanged for QUIET_AFTER_INTERVALS base intervals.
-        let loud = QUIET_AFTER_INTERVALS - u64::from(ANNOUNCE_HEARTBEATS);
-        assert_eq!(b.counters.heartbeats_quiet, 30 - loud);
+        assert_eq!(b.counters.heartbeats_quiet, 30);
         // The observer follows the announced interval: never suspects.
         assert_eq!(status(&a, &b), Some(MemberStatus::Alive));
         let mean = a.liveness.peers[&b.node_id()].detector.mean_ms();

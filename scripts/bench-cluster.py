@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Multi-process cluster benchmark: Starling side by side with HashiCorp Serf.
 
-    scripts/bench-cluster.py [--nodes 5,20,50] [--runs 3] [--idle-secs 20]
+    scripts/bench-cluster.py [--nodes 5,20,50] [--runs 3] [--idle-secs S]
                              [--starling PATH] [--serf PATH] [--only starling|serf]
                              [--out DIR] [--keep-going] [--netns auto|on|off]
 
@@ -78,7 +78,9 @@ The figures
    heartbeats at the quiet interval, twice its usual one, from its first
    heartbeat 5 s after the last change; the usual interval is N s, so the
    quiet rate holds everywhere about 2N s after the last write), then
-   over --idle-secs (20 s) take the
+   over --idle-secs (by default 2 s per node, at least 20 s: one quiet
+   heartbeat interval, since nodes started together heartbeat nearly in
+   step and a shorter window catches a burst or a lull) take the
    delta of the `lo` interface's transmitted bytes from /proc/net/dev,
    divided by N and by the window's length. On loopback every byte sent is
    counted once in tx, with all framing: IP and TCP/UDP headers, TCP acks,
@@ -927,7 +929,8 @@ def run_once(kind, binary, n, args, sample):
             sample["write_raw"] = wraw
         cluster.pause_observation()
         settle = args.settle_secs if args.settle_secs is not None else max(30.0, 3.0 * n)
-        sample.update(idle_window(cluster, settle, args.idle_secs))
+        window = args.idle_secs if args.idle_secs is not None else max(20.0, 2.0 * n)
+        sample.update(idle_window(cluster, settle, window))
         cluster.resume_observation()
         sample.update(failures(cluster, args))
         sample["false_suspicions"] = cluster.tracker.false_suspicions
@@ -1074,7 +1077,8 @@ def parse_args(argv):
     ap.add_argument("--serf", default=None, help="serf binary (default: serf on PATH)")
     ap.add_argument("--nodes", default="5,20,50", help="cluster sizes, comma-separated (default 5,20,50)")
     ap.add_argument("--runs", type=int, default=3, help="runs per size; the median is reported (default 3)")
-    ap.add_argument("--idle-secs", type=float, default=20.0, help="idle window (default 20)")
+    ap.add_argument("--idle-secs", type=float, default=None,
+                    help="idle window (default: 2 s per node, at least 20 s)")
     ap.add_argument("--settle-secs", type=float, default=None,
                     help="wait before the idle window (default: 3 s per node, at least 30 s)")
     ap.add_argument("--writes", type=int, default=100, help="writes for write->visible (default 100)")

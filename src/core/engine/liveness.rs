@@ -35,7 +35,7 @@ const UNHEARD_INTERVALS: u64 = 3;
 const QUIET_AFTER_INTERVALS: u64 = 5;
 
 /// A quiet node heartbeats this many times less often.
-const QUIET_FACTOR: u64 = 2;
+pub(super) const QUIET_FACTOR: u64 = 2;
 
 /// First-hand suspicions are declared within this long of the evidence,
 /// at a delay fixed per pair of nodes (see [`Engine::on_unreachable`]).

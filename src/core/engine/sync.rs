@@ -28,6 +28,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rand::Rng;
 
 use super::limits::{validate_version, MAX_MANIFEST_DOTS, MAX_REMOTE_SEQ, MAX_SYNC_GRAVES, MAX_WANTED_BACK};
+use super::liveness::QUIET_FACTOR;
 use super::timers::Timer;
 use super::{Action, Engine, RejectReason};
 use crate::core::dots::{
@@ -40,8 +41,13 @@ use crate::core::wire::{Hashes, KnowledgeSummary, Message, SyncAck, SyncPush, Sy
 
 /// In a quiet cluster, a periodic round opens a connection to the member
 /// shown equal least recently only when some alive member has not been
-/// (by a sync or a heartbeat) for this many sync intervals.
+/// (by a sync or a heartbeat) for this many sync intervals, or for this
+/// many of its quiet heartbeat intervals if longer: at 50 nodes a member
+/// heartbeats every 100 s when quiet, and a window of 60 s opened a
+/// connection every fourth round.
 const QUIET_BRIDGE_ROUNDS: u64 = 4;
+/// See [`QUIET_BRIDGE_ROUNDS`].
+const QUIET_BRIDGE_BEATS: u64 = 2;
 
 /// The anti-entropy bookkeeping of one node.
 #[derive(Clone, Debug)]
@@ -207,7 +213,11 @@ impl Engine {
         // across, so it still bridges.
         let mark = (self.state.digest(), self.members.hash());
         if self.sync.quiet_round(mark) {
-            let window = QUIET_BRIDGE_ROUNDS * self.cfg.sync_interval_ms;
+            // Long enough for two quiet heartbeats of each member.
+            let beats = QUIET_BRIDGE_BEATS
+                .saturating_mul(QUIET_FACTOR)
+                .saturating_mul(self.interval_for(self.members_not_gone()));
+            let window = (QUIET_BRIDGE_ROUNDS * self.cfg.sync_interval_ms).max(beats);
             let stale = others().any(|m| {
                 m.status == MemberStatus::Alive
                     && self

@@ -512,11 +512,12 @@ impl Engine {
             None
         };
         // Quiet: state and membership unchanged for QUIET_AFTER_INTERVALS
-        // base intervals and nobody suspected here. (A new incarnation to
-        // announce changed the membership hash.) The heartbeat then announces (and the timer keeps) QUIET_FACTOR
-        // times the interval: digests still go round, at a fraction of the
-        // cost, and failures are found from connections and pings, not
-        // from heartbeats (far apart at scale anyway).
+        // base intervals and nobody suspected here (a new incarnation to
+        // announce changed the membership hash). The heartbeat then
+        // announces (and the timer keeps) QUIET_FACTOR times the interval:
+        // digests still go round, at a fraction of the cost, and failures
+        // are found from connections and pings, not from heartbeats (far
+        // apart at scale anyway).
         let mark = self.note_changes();
         let unchanged_for = self
             .liveness

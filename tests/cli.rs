@@ -468,20 +468,23 @@ fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
+/// `node_id`'s status in `observer`'s member list, if listed.
+fn member_status(observer: &RunningNode, node_id: &str) -> Option<String> {
+    let members = json(&observer.ok(&["members", "--json"]));
+    members
+        .as_array()?
+        .iter()
+        .find(|m| m["node_id"] == node_id)
+        .and_then(|m| m["status"].as_str().map(str::to_string))
+}
+
 #[test]
 fn a_peer_sees_a_node_that_got_sigterm_as_left() {
     let mut a = RunningNode::start(Some("run"), &[]);
     let a_addr = a.listen.clone();
     let b = RunningNode::start(Some("run"), &["--bootstrap", &a_addr]);
     let a_id = a.node_id.clone();
-    let status_of_a = |b: &RunningNode| -> Option<String> {
-        let members = json(&b.ok(&["members", "--json"]));
-        members
-            .as_array()?
-            .iter()
-            .find(|m| m["node_id"] == a_id.as_str())
-            .and_then(|m| m["status"].as_str().map(str::to_string))
-    };
+    let status_of_a = |b: &RunningNode| member_status(b, &a_id);
     let deadline = Instant::now() + Duration::from_secs(30);
     while status_of_a(&b).as_deref() != Some("alive") {
         assert!(Instant::now() < deadline, "b never saw a alive");
@@ -498,6 +501,38 @@ fn a_peer_sees_a_node_that_got_sigterm_as_left() {
         assert!(Instant::now() < deadline, "a is {s:?} on b, not left");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// A hung process keeps its connections open: its peer still notices
+/// (from the pings it no longer answers or the heartbeats it no longer
+/// sends, whichever comes first), and sees it alive again once it resumes
+/// and refutes.
+#[test]
+fn a_hung_node_is_suspected_by_its_peer_and_alive_again_when_it_resumes() {
+    let a = RunningNode::start(Some("run"), &[]);
+    let b = RunningNode::start(Some("run"), &["--bootstrap", &a.listen]);
+    let a_id = a.node_id.clone();
+    let status_of_a = |b: &RunningNode| member_status(b, &a_id);
+    eventually("b sees a alive", || status_of_a(&b).as_deref() == Some("alive"));
+    a.signal("-STOP");
+    // Up to b's ping interval (at most 10 s) and the 1.5 s timeout; the
+    // bound here is generous for a loaded machine.
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let s = status_of_a(&b);
+        if matches!(s.as_deref(), Some("suspect" | "dead")) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            a.signal("-CONT");
+            panic!("a hung for 40 s is {s:?} on b");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    a.signal("-CONT");
+    eventually("b sees a alive again after it resumed", || {
+        status_of_a(&b).as_deref() == Some("alive")
+    });
 }
 
 /// Wait until `check` holds, polling; panics with `what` after 20 s.

@@ -287,11 +287,11 @@ fn a_service_instance_registered_for_another_owner_is_rejected() {
     };
     let mut ctx = Context::default();
     ctx.add(dot);
-    let payload = Payload::Instance(ServiceInstance {
+    let payload = Payload::Instance(Box::new(ServiceInstance {
         spec: testing::instance_spec("10.0.0.66", 80),
         owner: node(1),
         health: HealthStatus::Passing,
-    });
+    }));
     let v = forged_version(&key, dot, ctx, payload);
     gossip(
         &mut net,

@@ -162,11 +162,11 @@ fn versions() -> Vec<(StateKey, Version)> {
                 3,
                 5,
                 &[],
-                Payload::Instance(ServiceInstance {
+                Payload::Instance(Box::new(ServiceInstance {
                     spec,
                     owner: node(3),
                     health: HealthStatus::Passing,
-                }),
+                })),
             ),
         ),
     ]

@@ -53,7 +53,7 @@ impl FastHasher {
     }
 }
 
-use starling::core::{CanarySpec, Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
+use starling::core::{Dot, KeyState, MemberStatus, NodeId, Payload, PersistBatch, StateKey};
 
 /// A version's rank: (HLC, origin).
 type Rank = (starling::core::Hlc, NodeId);
@@ -654,31 +654,33 @@ impl Oracle {
             if !self.checked.insert((v.dot, v.checksum)) || self.is_liar(&v.dot.node) {
                 continue;
             }
-            match &v.payload {
-                Payload::Value(b) | Payload::Canary(CanarySpec { value: b, .. }) => {
-                    if !self.value_was_written(b) {
-                        self.violate(
-                            t_ms,
-                            "no-phantom-values",
-                            Some(slot),
-                            format!(
-                                "{key:?} holds a value no client wrote: {:?}",
-                                String::from_utf8_lossy(b)
-                            ),
-                        );
-                    }
+            let value: Option<&[u8]> = match &v.payload {
+                Payload::Value(b) => Some(b),
+                Payload::Canary(c) => Some(&c.value),
+                Payload::Instance(_) | Payload::Tombstone => None,
+            };
+            if let Some(b) = value {
+                if !self.value_was_written(b) {
+                    self.violate(
+                        t_ms,
+                        "no-phantom-values",
+                        Some(slot),
+                        format!(
+                            "{key:?} holds a value no client wrote: {:?}",
+                            String::from_utf8_lossy(b)
+                        ),
+                    );
                 }
-                Payload::Instance(i) => {
-                    if !self.identities.contains(&i.owner) {
-                        self.violate(
-                            t_ms,
-                            "no-phantom-values",
-                            Some(slot),
-                            format!("{key:?} owned by unknown node {}", i.owner.short()),
-                        );
-                    }
+            }
+            if let Payload::Instance(i) = &v.payload {
+                if !self.identities.contains(&i.owner) {
+                    self.violate(
+                        t_ms,
+                        "no-phantom-values",
+                        Some(slot),
+                        format!("{key:?} owned by unknown node {}", i.owner.short()),
+                    );
                 }
-                Payload::Tombstone => {}
             }
         }
         // No resurrection after collection.

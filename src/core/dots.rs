@@ -412,7 +412,14 @@ impl Context {
         match self.0.binary_search_by(|d| d.node.cmp(&dot.node)) {
             Ok(i) if self.0[i].seq >= dot.seq => {}
             Ok(i) => std::sync::Arc::make_mut(&mut self.0)[i].seq = dot.seq,
-            Err(i) => std::sync::Arc::make_mut(&mut self.0).insert(i, dot),
+            Err(i) => {
+                let dots = std::sync::Arc::make_mut(&mut self.0);
+                // Most contexts name one origin: room for exactly that.
+                if dots.is_empty() {
+                    dots.reserve_exact(1);
+                }
+                dots.insert(i, dot)
+            }
         }
     }
 

@@ -42,10 +42,11 @@ pub enum Payload {
     Value(Vec<u8>),
     /// A deletion.
     Tombstone,
-    /// A service instance registration.
-    Instance(ServiceInstance),
+    /// A service instance registration (boxed, as is the canary: a
+    /// version is held per key, and most hold a plain value).
+    Instance(Box<ServiceInstance>),
     /// A canary (gray rollout) value and its target.
-    Canary(CanarySpec),
+    Canary(Box<CanarySpec>),
 }
 
 impl Payload {
@@ -265,7 +266,7 @@ pub struct KeyState {
     /// Superseded versions, highest rank first, at most the history limit.
     pub history: Vec<Version>,
     /// The collected delete this key remembers, if any.
-    pub grave: Option<Grave>,
+    pub grave: Option<Box<Grave>>,
 }
 
 impl KeyState {
@@ -318,10 +319,13 @@ impl KeyState {
         if superseded {
             self.history.push(v);
         } else {
-            let (now_history, still_live): (Vec<_>, Vec<_>) =
+            let (now_history, mut still_live): (Vec<_>, Vec<_>) =
                 self.live.drain(..).partition(|o| v.supersedes(o));
+            // Most keys hold one live version: room for exactly that (a
+            // first push would make room for four).
+            still_live.reserve_exact(1);
+            still_live.push(v);
             self.live = still_live;
-            self.live.push(v);
             self.history.extend(now_history);
         }
         order.sort_live(&mut self.live);
@@ -468,7 +472,7 @@ impl KeyState {
     /// (a version about to join it), that no exact count is needed.
     fn clearly_fits(&self, extra: Option<&Version>) -> bool {
         let total = KEY_RECORD_OVERHEAD
-            + self.grave.as_ref().map_or(0, grave_ceiling)
+            + self.grave.as_deref().map_or(0, grave_ceiling)
             + self.all().chain(extra).map(size_ceiling).sum::<usize>();
         total <= MAX_KEY_BYTES
     }
@@ -1158,15 +1162,15 @@ impl ReplicatedState {
                 let (mut keep, other) = if old.rank() < g.rank() {
                     (g, old.ctx.clone())
                 } else {
-                    (old.clone(), g.ctx)
+                    ((**old).clone(), g.ctx)
                 };
                 keep.ctx.join(&other);
                 keep
             }
         };
-        let changed = ks.grave.as_ref() != Some(&joined);
+        let changed = ks.grave.as_deref() != Some(&joined);
         if changed {
-            if let Some(old) = ks.grave.replace(joined) {
+            if let Some(old) = ks.grave.replace(Box::new(joined)) {
                 self.buckets[b] ^= old.digest_hash(key_hash);
             }
             self.buckets[b] ^= ks.grave.as_ref().expect("just set").digest_hash(key_hash);
@@ -1311,7 +1315,7 @@ impl ReplicatedState {
             let gone = std::mem::replace(
                 ks,
                 KeyState {
-                    grave: Some(grave.clone()),
+                    grave: Some(Box::new(grave.clone())),
                     ..KeyState::default()
                 },
             );
@@ -1725,7 +1729,7 @@ mod tests {
             1,
             1_000,
             &[],
-            Payload::Instance(crate::core::registry::ServiceInstance {
+            Payload::Instance(Box::new(crate::core::registry::ServiceInstance {
                 spec: crate::core::registry::ServiceSpec {
                     address: "10.0.0.1".into(),
                     port: 80,
@@ -1736,7 +1740,7 @@ mod tests {
                 },
                 owner,
                 health: crate::core::registry::HealthStatus::Passing,
-            }),
+            })),
         );
         let mut s = ReplicatedState::new(16);
         s.set_max_siblings(2);

@@ -93,8 +93,13 @@ impl WatchLog {
             revision: self.revision,
             change,
         };
-        if self.events.len() == self.capacity {
+        let len = self.events.len();
+        if len == self.capacity {
             self.events.pop_front();
+        } else if len == self.events.capacity() {
+            // Grow by doubling, but never past the capacity (plain doubling
+            // took a log of 10,000 events to room for 16,384).
+            self.events.reserve_exact(len.max(16).min(self.capacity - len));
         }
         self.events.push_back(ev.clone());
         ev

@@ -13,7 +13,7 @@ use std::time::Duration;
 use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams};
 use libp2p::{
     allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns, ping, request_response,
-    StreamProtocol,
+    PeerId, StreamProtocol,
 };
 use prometheus_client::metrics::counter::Counter;
 
@@ -105,17 +105,35 @@ const GOSSIP_LAZY: usize = 1;
 /// same link (validation takes microseconds), a packet that saved nothing.
 const IDONTWANT_MIN_BYTES: usize = 16 << 10;
 
-/// How often each side of a connection pings the other. With about twice
-/// `limits.neighbours` connections per node, each pinged from both sides,
-/// a hung node is pinged by one of its neighbours every 1.5 s or so (yamux
-/// pings each link as often for its RTT estimate, which cannot be turned
-/// off: a longer interval here would save half the pings and slow hang
-/// detection).
-pub const PING_INTERVAL: Duration = Duration::from_secs(10);
+/// How often, at the least, each side of a connection pings the other:
+/// every node pings at its own interval between this and
+/// `PING_INTERVAL_MIN + PING_INTERVAL_SPREAD` (see [`ping_interval`]).
+/// With about twice `limits.neighbours` connections per node, each pinged
+/// from both sides, a hung node is pinged by one of its neighbours about
+/// every second (yamux pings each link as often for its RTT estimate,
+/// which cannot be turned off).
+pub const PING_INTERVAL_MIN: Duration = Duration::from_secs(6);
+
+/// The width of the range the per-node ping interval is taken from.
+pub const PING_INTERVAL_SPREAD: Duration = Duration::from_secs(4);
+
+/// This node's ping interval: `PING_INTERVAL_MIN` plus a part of
+/// `PING_INTERVAL_SPREAD` fixed by its peer id. libp2p-ping pings a new
+/// connection at once and then every interval, without jitter: with one
+/// interval for all, the connections a cluster opened together would ping
+/// in step for ever, and a hang would wait for the next common round (up to
+/// a whole interval) before any neighbour noticed. Intervals that differ
+/// per node let the rounds drift apart within a few minutes, so the first
+/// neighbour to notice does so after a fraction of an interval.
+pub fn ping_interval(peer: &PeerId) -> Duration {
+    let spread = PING_INTERVAL_SPREAD.as_millis() as u64;
+    let offset = xxhash_rust::xxh3::xxh3_64(&peer.to_bytes()) % spread;
+    PING_INTERVAL_MIN + Duration::from_millis(offset)
+}
 
 /// An unanswered ping after this long means the peer hangs or the path is
 /// cut: the driver reports it unreachable (suspected at once).
-pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
+pub const PING_TIMEOUT: Duration = Duration::from_millis(1_500);
 
 /// A peer whose gossipsub score is below this is graylisted: every RPC it
 /// sends is ignored until its score decays back above it. With the P4
@@ -270,7 +288,7 @@ impl Behaviour {
         );
         let ping = ping::Behaviour::new(
             ping::Config::new()
-                .with_interval(PING_INTERVAL)
+                .with_interval(ping_interval(&peer_id))
                 .with_timeout(PING_TIMEOUT),
         );
         let sync = request_response::Behaviour::with_codec(

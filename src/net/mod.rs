@@ -18,7 +18,7 @@ mod swarm;
 
 pub use addrs::advertised_addrs;
 pub use behaviour::{
-    peer_score, Behaviour, BehaviourEvent, ClusterNames, NetLimits, GRAYLIST_THRESHOLD, PING_INTERVAL,
+    peer_score, ping_interval, Behaviour, BehaviourEvent, ClusterNames, NetLimits, GRAYLIST_THRESHOLD,
     PING_TIMEOUT,
 };
 pub use codec::SyncCodec;

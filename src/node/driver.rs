@@ -31,8 +31,8 @@ use crate::core::{
     PersistBatch, RequestRefused, Runtime, Topic, WatchEvent,
 };
 use crate::net::{
-    advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames, GRAYLIST_THRESHOLD,
-    PING_INTERVAL, PING_TIMEOUT,
+    advertised_addrs, node_id_of, peer_id_of, ping_interval, Behaviour, BehaviourEvent, ClusterNames,
+    GRAYLIST_THRESHOLD, PING_TIMEOUT,
 };
 use crate::store::Store;
 
@@ -979,10 +979,13 @@ impl Driver {
             }
             return;
         }
+        // Our own pings are what answers: this node pings every peer at its
+        // own interval.
+        let silence = ping_interval(self.swarm.local_peer_id()) + PING_TIMEOUT;
         let silent: Vec<PeerId> = self
             .last_pong
             .iter()
-            .filter(|(_, t)| now.duration_since(**t) > PING_INTERVAL + PING_TIMEOUT)
+            .filter(|(_, t)| now.duration_since(**t) > silence)
             .map(|(p, _)| *p)
             .collect();
         for peer in silent {

@@ -624,7 +624,7 @@ fn migrated_grave(schema: u32, grave: Vec<u8>) -> crate::core::Grave {
     let meta = txn.open_table(META).unwrap();
     let v = meta.get(ROW_SCHEMA).unwrap().unwrap();
     assert_eq!(v.value(), SCHEMA_VERSION.to_le_bytes().as_slice());
-    g
+    *g
 }
 
 #[test]

@@ -474,11 +474,11 @@ impl Sim {
                     service: api(),
                     instance: InstanceId::new(format!("byz{liar}-{}", own.seq % 1_000)).expect("valid"),
                 };
-                let payload = Payload::Instance(ServiceInstance {
+                let payload = Payload::Instance(Box::new(ServiceInstance {
                     spec: service_spec(victim, 10_000),
                     owner: vid,
                     health: HealthStatus::Passing,
-                });
+                }));
                 (key, own, with(&Context::default(), &[own]), payload)
             }
             Attack::ForgedTombstone => {

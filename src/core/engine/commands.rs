@@ -100,7 +100,7 @@ impl Engine {
                     health: HealthStatus::Passing,
                 };
                 self.owned_heartbeats.insert(sk.clone(), self.now_ms);
-                Ok(self.write_local(sk, Payload::Instance(inst)))
+                Ok(self.write_local(sk, Payload::Instance(Box::new(inst))))
             }
             Command::HeartbeatService {
                 namespace,
@@ -123,7 +123,7 @@ impl Engine {
                     return Ok(CommandOutput::Done);
                 }
                 let inst = ServiceInstance { health: want, ..cur };
-                Ok(self.write_local(sk, Payload::Instance(inst)))
+                Ok(self.write_local(sk, Payload::Instance(Box::new(inst))))
             }
             Command::DeregisterService {
                 namespace,
@@ -157,7 +157,7 @@ impl Engine {
                 }
                 target.validate().map_err(CommandError::Invalid)?;
                 let sk = StateKey::Canary { namespace, key };
-                Ok(self.write_local(sk, Payload::Canary(CanarySpec { value, target })))
+                Ok(self.write_local(sk, Payload::Canary(Box::new(CanarySpec { value, target }))))
             }
             Command::PromoteCanary { namespace, key } => {
                 let canary = self.kv_canary(&namespace, &key).ok_or(CommandError::NotFound)?;
@@ -260,7 +260,7 @@ impl Engine {
                 health: HealthStatus::Critical,
                 ..inst
             };
-            self.write_local(sk, Payload::Instance(inst));
+            self.write_local(sk, Payload::Instance(Box::new(inst)));
         }
     }
 
@@ -286,7 +286,7 @@ impl Engine {
     /// (another owner's may rank above it).
     pub(super) fn own_registration(&self, sk: &StateKey) -> Option<ServiceInstance> {
         self.state.get(sk)?.live.iter().find_map(|v| match &v.payload {
-            Payload::Instance(i) if i.owner == self.me && v.dot.node == self.me => Some(i.clone()),
+            Payload::Instance(i) if i.owner == self.me && v.dot.node == self.me => Some((**i).clone()),
             _ => None,
         })
     }

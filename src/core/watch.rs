@@ -158,6 +158,22 @@ mod tests {
     }
 
     #[test]
+    fn the_log_never_makes_room_for_more_than_its_capacity() {
+        let mut log = WatchLog::new(100, 0);
+        for i in 0..250 {
+            log.push(change(i));
+            assert!(
+                log.events.capacity() <= 100,
+                "room for {} after {} events",
+                log.events.capacity(),
+                i + 1
+            );
+        }
+        assert_eq!(log.events.len(), 100);
+        assert_eq!(log.since(150).unwrap().len(), 100);
+    }
+
+    #[test]
     fn resuming_from_a_compacted_revision_requires_a_snapshot() {
         let mut log = WatchLog::new(3, 0);
         for i in 0..10 {

@@ -133,7 +133,7 @@ pub fn ping_interval(peer: &PeerId) -> Duration {
 
 /// An unanswered ping after this long means the peer hangs or the path is
 /// cut: the driver reports it unreachable (suspected at once).
-pub const PING_TIMEOUT: Duration = Duration::from_millis(1_500);
+pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A peer whose gossipsub score is below this is graylisted: every RPC it
 /// sends is ignored until its score decays back above it. With the P4

@@ -57,6 +57,9 @@ const SYNC_DIAL_WINDOW: Duration = Duration::from_secs(5);
 /// How often the driver looks for connected peers that stopped answering
 /// pings.
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(200);
+/// How late the watchdog may run before the lag counts as this node's own
+/// (see `watch_pings`).
+const WATCHDOG_SLACK: Duration = Duration::from_millis(50);
 
 type ReplySender = oneshot::Sender<Result<CommandOutput, CommandError>>;
 
@@ -969,15 +972,24 @@ impl Driver {
     /// `last_pong`) unreachable, and close their connections.
     fn watch_pings(&mut self) {
         let now = tokio::time::Instant::now();
+        let elapsed = now.duration_since(self.last_watch);
+        self.last_watch = now;
         // This node itself stalled (stopped, starved of CPU): its peers'
         // silence says nothing, so start their clocks over.
-        let stalled = now.duration_since(self.last_watch) > WATCHDOG_INTERVAL * 5;
-        self.last_watch = now;
-        if stalled {
+        if elapsed > WATCHDOG_INTERVAL * 5 {
             for t in self.last_pong.values_mut() {
                 *t = now;
             }
             return;
+        }
+        // A shorter lag of this node's own loop (it ran late, so answers
+        // that had arrived waited unread) does not count as the peers'
+        // silence either.
+        let lag = elapsed.saturating_sub(WATCHDOG_INTERVAL + WATCHDOG_SLACK);
+        if !lag.is_zero() {
+            for t in self.last_pong.values_mut() {
+                *t = (*t + lag).min(now);
+            }
         }
         // Our own pings are what answers: this node pings every peer at its
         // own interval.

@@ -339,3 +339,63 @@ async fn a_watcher_receives_exactly_the_changes_made_across_a_partition_once_it_
     assert_eq!(replay, live);
     c.shutdown_all().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_rule_set_on_the_admin_holds_on_every_node_even_against_a_node_that_drops_it() {
+    let mut c = Cluster::start(3, "writer-rules").await;
+    let mut protocol = fast_protocol("writer-rules");
+    protocol.acl_admins = vec![c.node(0).peer_id()];
+    for node in c.running() {
+        node.reconfigure(protocol.clone()).await.unwrap();
+    }
+    let (prod, k) = (ns("prod"), key("k"));
+    c.node(0)
+        .set_writers(&prod, vec![c.node(1).node_id()])
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let node = c.node(i).clone();
+        let prod = prod.clone();
+        eventually(T, &format!("the rule on n{i}"), || {
+            let (node, prod) = (node.clone(), prod.clone());
+            async move {
+                node.writer_rules()
+                    .await
+                    .unwrap()
+                    .rules
+                    .contains_key(prod.as_str())
+            }
+        })
+        .await;
+    }
+    let refused = c.node(2).put(&prod, &k, b"from 2".to_vec()).await.unwrap_err();
+    assert!(refused.to_string().contains("not permitted"), "{refused}");
+    c.node(1).put(&prod, &k, b"from 1".to_vec()).await.unwrap();
+    c.wait_value(&prod, &k, Some(b"from 1"), T).await;
+
+    // Node 2 stops honouring the rules (no admins: it drops them) and
+    // writes anyway: nobody else takes the write.
+    let mut rogue = fast_protocol("writer-rules");
+    rogue.acl_admins = Vec::new();
+    c.node(2).reconfigure(rogue).await.unwrap();
+    c.node(2).put(&prod, &k, b"forged".to_vec()).await.unwrap();
+    let node0 = c.node(0).clone();
+    eventually(T, "node 0 refused the rogue's version", || {
+        let node0 = node0.clone();
+        async move {
+            let counters = node0.counters().await.unwrap();
+            counters
+                .rejected
+                .get("version_not_permitted")
+                .copied()
+                .unwrap_or(0)
+                > 0
+        }
+    })
+    .await;
+    for i in 0..2 {
+        let got = c.node(i).get(&prod, &k).await.unwrap().map(|e| e.value);
+        assert_eq!(got.as_deref(), Some(&b"from 1"[..]), "n{i}");
+    }
+    c.shutdown_all().await;
+}

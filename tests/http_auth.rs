@@ -735,3 +735,42 @@ fn https_with_a_self_signed_certificate_serves_the_api_and_the_cli() {
     assert!(n.rt.block_on(n.server().reload_tls()).is_err());
     assert!(agent(Some(renewed_pem.as_bytes())).get(&url).call().is_ok());
 }
+
+#[test]
+fn writer_rules_are_changed_with_an_admin_token_on_an_admin_node_and_enforced_on_writes() {
+    let n = TestNode::start(|c| c.http_tokens = tokens());
+    let body = br#"{"writers": []}"#;
+    // A writer token may not change rules; an admin token may not either
+    // while the node is no admin.
+    assert_eq!(n.put("/v1/acl/app", Some(WRITER), body).status, 403);
+    n.put("/v1/acl/app", Some(ADMIN), body)
+        .expect(403, "not_permitted");
+
+    // Name this node the admin (a reload of the protocol settings).
+    let mut protocol = starling::core::Config::default();
+    protocol.acl_admins = vec![n.node.peer_id()];
+    n.rt.block_on(n.node.reconfigure(protocol)).expect("reconfigured");
+    n.put("/v1/acl/app", Some(ADMIN), br#"{"writers": ["nobody"]}"#)
+        .expect(400, "invalid_writer");
+    let w = n.put("/v1/acl/app", Some(ADMIN), body);
+    assert_eq!(w.status, 200, "{}", w.json());
+
+    // No writer listed: nobody writes `app`, `other` stays open.
+    n.put("/v1/kv/app/k", Some(WRITER), b"v")
+        .expect(403, "not_permitted");
+    assert_eq!(n.value("app", "k"), None);
+    assert_eq!(n.put("/v1/kv/other/k", Some(OTHER_NS), b"v").status, 200);
+    let rules = n.get("/v1/acl", Some(READER)).json();
+    assert_eq!(rules["admins"][0], n.node.peer_id());
+    assert_eq!(rules["rules"]["app"], serde_json::json!([]));
+    assert_eq!(n.get("/v1/acl/other", Some(READER)).status, 404);
+
+    // This node listed: it writes again; the rule removed: open again.
+    let me = format!(r#"{{"writers": ["{}"]}}"#, n.node.peer_id());
+    assert_eq!(n.put("/v1/acl/app", Some(ADMIN), me.as_bytes()).status, 200);
+    assert_eq!(n.put("/v1/kv/app/k", Some(WRITER), b"v1").status, 200);
+    let d = n.call("DELETE", "/v1/acl/app", Some(ADMIN), &[], None);
+    assert_eq!(d.status, 200, "{}", d.json());
+    assert_eq!(n.get("/v1/acl/app", Some(READER)).status, 404);
+    assert_eq!(n.value("app", "k"), Some(b"v1".to_vec()));
+}

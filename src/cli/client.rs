@@ -1268,6 +1268,121 @@ pub(crate) fn members(opts: ClientOpts) -> ExitCode {
     })())
 }
 
+/// `starling acl`.
+#[derive(Debug, Args)]
+pub(crate) struct AclArgs {
+    #[command(subcommand)]
+    command: AclCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum AclCommand {
+    /// Show the admins and every namespace's writers (or one namespace's).
+    Show {
+        /// Namespace (every rule if omitted).
+        namespace: Option<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Make these nodes the only writers of a namespace from now on (the
+    /// node asked must be an admin). Nodes that wrote it before keep what
+    /// they wrote.
+    Set {
+        /// Namespace.
+        namespace: String,
+        /// A writer's node id (12D3KooW..., as `starling members` shows);
+        /// repeatable. None: nobody may write the namespace any more.
+        #[arg(long = "writer", value_name = "NODE_ID")]
+        writers: Vec<String>,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+    /// Remove a namespace's writer rule: every member may write it again.
+    Clear {
+        /// Namespace.
+        namespace: String,
+        #[command(flatten)]
+        opts: ClientOpts,
+    },
+}
+
+/// `starling acl`.
+pub(crate) fn acl(args: AclArgs) -> ExitCode {
+    finish((|| match args.command {
+        AclCommand::Show { namespace, opts } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
+            let view: crate::node::AclView = api.get(&api.url(&["v1", "acl"]), &[])?.json()?;
+            let rules: Vec<(&String, &Vec<crate::node::WriterView>)> = view
+                .rules
+                .iter()
+                .filter(|(ns, _)| namespace.as_ref().is_none_or(|want| want == *ns))
+                .collect();
+            if opts.json {
+                match &namespace {
+                    Some(ns) => print_json(&view.rules.get(ns)),
+                    None => print_json(&view),
+                }
+                return Ok(());
+            }
+            if namespace.is_none() {
+                let admins = if view.admins.is_empty() {
+                    "(none: protocol.acl_admins is empty)".to_string()
+                } else {
+                    view.admins.join(", ")
+                };
+                println!("admins: {admins}");
+            }
+            if rules.is_empty() {
+                match &namespace {
+                    Some(ns) => println!("namespace {ns} has no writer rule: every member may write it"),
+                    None => println!("no writer rules: every namespace is open to every member"),
+                }
+                return Ok(());
+            }
+            let rows: Vec<Vec<String>> = rules
+                .iter()
+                .flat_map(|(ns, writers)| {
+                    writers.iter().map(move |w| {
+                        vec![
+                            ns.to_string(),
+                            w.node_id.clone(),
+                            w.until_seq.map_or("-".into(), |s| format!("up to seq {s}")),
+                        ]
+                    })
+                })
+                .collect();
+            table::print(&["NAMESPACE", "WRITER", "BOUND"], &rows);
+            Ok(())
+        }
+        AclCommand::Set {
+            namespace,
+            writers,
+            opts,
+        } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
+            let body = serde_json::to_vec(&serde_json::json!({ "writers": writers }))
+                .map_err(|e| Failure::request(e.to_string()))?;
+            let w: api::WriteResponse = api
+                .send(
+                    "PUT",
+                    &api.url(&["v1", "acl", &namespace]),
+                    &[],
+                    body,
+                    "application/json",
+                )?
+                .json()?;
+            print_written(&opts, "writer rule written; version", &w);
+            Ok(())
+        }
+        AclCommand::Clear { namespace, opts } => {
+            let api = Api::new(&opts, Some(REQUEST_TIMEOUT))?;
+            let w: api::WriteResponse = api.delete(&api.url(&["v1", "acl", &namespace]), &[])?.json()?;
+            print_written(&opts, "writer rule removed; version", &w);
+            Ok(())
+        }
+    })())
+}
+
 /// `starling status`.
 pub(crate) fn status(opts: ClientOpts) -> ExitCode {
     finish((|| {

@@ -40,6 +40,9 @@ enum Command {
     Kv(client::KvArgs),
     /// Service instances: register, heartbeat, list, watch, deregister.
     Services(client::ServicesArgs),
+    /// Writer rules: which nodes may write which namespaces (show, set,
+    /// clear; changing them needs an admin node, see protocol.acl_admins).
+    Acl(client::AclArgs),
     /// The cluster's members as this node sees them.
     Members(client::ClientOpts),
     /// This node's status.
@@ -140,6 +143,7 @@ pub fn main() -> ExitCode {
         Some(Command::Run(args)) => run::run(args),
         Some(Command::Kv(args)) => client::kv(args),
         Some(Command::Services(args)) => client::services(args),
+        Some(Command::Acl(args)) => client::acl(args),
         Some(Command::Members(opts)) => client::members(opts),
         Some(Command::Status(opts)) => client::status(opts),
         Some(Command::Keygen(args)) => keygen::keygen(&args),

@@ -83,6 +83,13 @@ pub struct Config {
     /// reaping, a cluster whose nodes come back under new identities fills
     /// `max_members`.
     pub member_reap_ms: u64,
+    /// Node ids (`12D3KooW...` peer ids, or 64 hex digits) that may write
+    /// the per-namespace writer rules (the reserved namespace
+    /// `starling.acl`, see docs/SECURITY.md "Writer rules"). A rule
+    /// version from any other origin is refused on merge. Empty: nobody
+    /// can write rules, and every namespace is open to every member. Set
+    /// it alike on every node.
+    pub acl_admins: Vec<String>,
 }
 
 impl Default for Config {
@@ -109,6 +116,7 @@ impl Default for Config {
             max_siblings: 64,
             max_members: 4_096,
             member_reap_ms: 24 * 3600 * 1000,
+            acl_admins: Vec::new(),
         }
     }
 }
@@ -206,7 +214,26 @@ impl Config {
             "member_reap_ms",
             "at least 2 * suspect_timeout_ms (and 1 s)",
         )?;
+        if let Some(bad) = c
+            .acl_admins
+            .iter()
+            .find(|a| crate::core::ids::NodeId::parse(a).is_none())
+        {
+            return Err(ConfigError {
+                field: "acl_admins",
+                reason: format!("`{bad}` is not a node id (a peer id 12D3KooW... or 64 hex digits)"),
+            });
+        }
         Ok(self)
+    }
+
+    /// The admins of the writer rules, parsed (see
+    /// [`Config::acl_admins`]; call on a validated config).
+    pub fn admins(&self) -> std::collections::BTreeSet<crate::core::ids::NodeId> {
+        self.acl_admins
+            .iter()
+            .filter_map(|a| crate::core::ids::NodeId::parse(a))
+            .collect()
     }
 }
 

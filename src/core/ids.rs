@@ -179,6 +179,26 @@ impl NodeId {
         hex(&self.0[..4])
     }
 
+    /// Parse a node id given as a libp2p peer id (`12D3KooW...`, the form
+    /// the HTTP API and logs show) or as the 64 hex digits of `Display`.
+    pub fn parse(text: &str) -> Option<Self> {
+        let text = text.trim();
+        if let Some(id) = Self::parse_hex(text) {
+            return Some(id);
+        }
+        let bytes = bs58::decode(text).into_vec().ok()?;
+        let key = bytes.strip_prefix(&PEER_ID_PREFIX)?;
+        Some(NodeId(<[u8; 32]>::try_from(key).ok()?))
+    }
+
+    /// This id as a libp2p peer id (`12D3KooW...`): an identity multihash
+    /// of the protobuf-encoded ed25519 public key, in base58.
+    pub fn peer_id_text(&self) -> String {
+        let mut bytes = PEER_ID_PREFIX.to_vec();
+        bytes.extend_from_slice(&self.0);
+        bs58::encode(bytes).into_string()
+    }
+
     /// Parse the 64-hex-digit form produced by `Display`.
     pub fn parse_hex(text: &str) -> Option<Self> {
         if text.len() != 64 {
@@ -192,6 +212,11 @@ impl NodeId {
         Some(NodeId(bytes))
     }
 }
+
+/// The bytes before the key in an ed25519 peer id: identity multihash
+/// (0x00) of 36 bytes (0x24), protobuf field 1 key type Ed25519 (0x08 0x01),
+/// field 2 the 32 key bytes (0x12 0x20).
+const PEER_ID_PREFIX: [u8; 6] = [0x00, 0x24, 0x08, 0x01, 0x12, 0x20];
 
 impl fmt::Display for NodeId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

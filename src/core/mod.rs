@@ -79,6 +79,7 @@
 //! assert_eq!(a.digest(), b.digest());
 //! ```
 
+pub mod acl;
 mod canary;
 mod config;
 pub mod crypto;

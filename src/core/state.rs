@@ -927,6 +927,57 @@ impl ReplicatedState {
         }
     }
 
+    /// Remove every version of `key` that `permits` refuses — the writer
+    /// rules changed and they fall outside them — as if they had never
+    /// come: what only they superseded is live again if held in history,
+    /// and the dots they name that nothing held here stands for any more
+    /// are forgotten, so anti-entropy brings those versions back from
+    /// nodes that refused the purged ones. The purged dots are forgotten
+    /// too (refused again if offered, taken if a later rule permits them).
+    /// This node's own dots stay known, so its counter never goes back.
+    /// Returns how many versions were removed.
+    pub fn purge(&mut self, key: &StateKey, permits: impl Fn(&Dot) -> bool) -> usize {
+        let Some(ks) = self.entries.get(key) else {
+            return 0;
+        };
+        let doomed: Vec<(Dot, Context)> = ks
+            .all()
+            .filter(|v| !permits(&v.dot))
+            .map(|v| (v.dot, v.ctx.clone()))
+            .collect();
+        let mut removed = 0;
+        for (dot, _) in &doomed {
+            // In the order found (live first): removing a live version
+            // revives what it superseded, which may be doomed too.
+            if self.remove_version(key, dot, true) {
+                removed += 1;
+            }
+        }
+        for (dot, ctx) in &doomed {
+            for d in std::iter::once(dot).chain(ctx.dots()) {
+                if self.local == Some(d.node) || !self.knowledge.contains(d) {
+                    continue;
+                }
+                let stands = self.entries.get(key).is_some_and(|ks| {
+                    ks.holds(d)
+                        || ks.all().any(|o| o.ctx.covers(d))
+                        || ks.grave.as_ref().is_some_and(|g| g.ctx.covers(d))
+                });
+                if !stands {
+                    self.knowledge.remove(d);
+                    self.dirty_origins.insert(d.node);
+                }
+            }
+        }
+        removed
+    }
+
+    /// The keys whose live versions changed since the last
+    /// [`take_dirty`](Self::take_dirty).
+    pub fn live_changed(&self) -> impl Iterator<Item = &StateKey> {
+        self.dirty_live.iter()
+    }
+
     /// Remove a held version and forget its dot (undo of a write that could
     /// not be made durable). Returns whether anything was removed.
     pub fn unapply(&mut self, key: &StateKey, dot: &Dot) -> bool {

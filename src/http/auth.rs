@@ -459,6 +459,9 @@ impl Need {
         let reading = method == Method::GET || method == Method::HEAD;
         match (route, namespace) {
             ("/v1/health", _) => Need::Open,
+            // Writer rules: readable by any reader, changed by admins.
+            ("/v1/acl" | "/v1/acl/{namespace}", _) if reading => Need::Cluster(HttpRole::Read),
+            ("/v1/acl/{namespace}", _) => Need::Cluster(HttpRole::Admin),
             (_, Some(ns)) => Need::Namespace(
                 if reading { HttpRole::Read } else { HttpRole::Write },
                 ns.to_string(),
@@ -589,8 +592,9 @@ pub(crate) async fn check_token_and_type(
     if let Err(r) = access.authorize(req.headers().get(AUTHORIZATION), &need) {
         return guard.reject(r);
     }
-    let json_endpoint =
-        req.method() == Method::POST || (req.method() == Method::PUT && route.starts_with("/v1/services/"));
+    let json_endpoint = req.method() == Method::POST
+        || (req.method() == Method::PUT
+            && (route.starts_with("/v1/services/") || route.starts_with("/v1/acl/")));
     if json_endpoint {
         if let Some(ct) = req.headers().get(CONTENT_TYPE) {
             let ct = ct.to_str().unwrap_or("");

@@ -106,6 +106,7 @@ impl From<CommandError> for ApiError {
                 e
             }
             CommandError::NotOwner(_) => ApiError::new(StatusCode::FORBIDDEN, "not_owner", message),
+            CommandError::NotPermitted(_) => ApiError::new(StatusCode::FORBIDDEN, "not_permitted", message),
             CommandError::Left => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "left", message),
             CommandError::NotDurable(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_durable", message)

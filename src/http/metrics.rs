@@ -492,6 +492,13 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut enc,
+            "versions_acl_purged",
+            "Versions removed because a new writer rule refuses them",
+            None,
+            c.acl_purged,
+        )?;
+        counter(
+            &mut enc,
             "persist_failures",
             "Engine batches undone because they could not be made durable",
             None,

@@ -45,6 +45,7 @@
 //! `/rollback`. To read a key whose last segment really is `history`, add
 //! `?literal=true`; `?history=true` asks for a key's history explicitly.
 
+mod acl;
 pub mod api;
 mod auth;
 mod canary;
@@ -171,6 +172,11 @@ fn router_with(
         .route("/metrics", get(metrics::metrics))
         .route("/v1/health", get(health))
         .route("/v1/members", get(members))
+        .route("/v1/acl", get(acl::list))
+        .route(
+            "/v1/acl/{namespace}",
+            get(acl::get).put(acl::put).delete(acl::delete),
+        )
         .route("/v1/kv/{namespace}", get(kv::list))
         .route(
             "/v1/kv/{namespace}/{*key}",

@@ -38,4 +38,17 @@ mod tests {
         let node = node_id_of(&peer).unwrap();
         assert_eq!(peer_id_of(&node), Some(peer));
     }
+
+    #[test]
+    fn the_core_writes_and_reads_node_ids_as_libp2p_peer_ids() {
+        for _ in 0..3 {
+            let peer = identity::Keypair::generate_ed25519().public().to_peer_id();
+            let node = node_id_of(&peer).unwrap();
+            assert_eq!(node.peer_id_text(), peer.to_string());
+            assert_eq!(NodeId::parse(&peer.to_string()), Some(node));
+            assert_eq!(NodeId::parse(&node.to_string()), Some(node));
+        }
+        assert_eq!(NodeId::parse("12D3KooWnotapeerid"), None);
+        assert_eq!(NodeId::parse(""), None);
+    }
 }

@@ -17,7 +17,7 @@ use super::config::{NodeConfig, ReloadError};
 use super::error::NodeError;
 use super::metrics::{MetricsSnapshot, NodeMetrics};
 use super::request::{ReadFn, Request};
-use super::types::{DriverView, MemberView, NodeStatus, WatchFilter, WriteResult};
+use super::types::{AclView, DriverView, MemberView, NodeStatus, WatchFilter, WriteResult, WriterView};
 use super::watch::WatchStream;
 
 /// A handle to a running node. Cheap to clone; every method is a message to
@@ -255,6 +255,56 @@ impl NodeHandle {
         self.write(Command::AbortCanary {
             namespace: namespace.clone(),
             key: key.clone(),
+        })
+        .await
+    }
+
+    /// Make `writers` the only nodes that may write `namespace` from now
+    /// on (the writer ACL, docs/SECURITY.md "Writer rules"). This node
+    /// must be named in `protocol.acl_admins`. Nodes that wrote the
+    /// namespace before keep what they wrote; what they write next is
+    /// refused by every node.
+    pub async fn set_writers(
+        &self,
+        namespace: &Namespace,
+        writers: Vec<NodeId>,
+    ) -> Result<WriteResult, NodeError> {
+        self.write(Command::SetWriters {
+            namespace: namespace.clone(),
+            writers,
+        })
+        .await
+    }
+
+    /// Remove the writer rule of `namespace`: every member may write it
+    /// again (this node must be an admin).
+    pub async fn clear_writers(&self, namespace: &Namespace) -> Result<WriteResult, NodeError> {
+        self.write(Command::ClearWriters {
+            namespace: namespace.clone(),
+        })
+        .await
+    }
+
+    /// The writer rules in force on this node and the admins who may
+    /// change them.
+    pub async fn writer_rules(&self) -> Result<AclView, NodeError> {
+        self.read(|e, _| AclView {
+            admins: e.acl_admins().iter().map(NodeId::peer_id_text).collect(),
+            rules: e
+                .writer_rules()
+                .iter()
+                .map(|(ns, rule)| {
+                    let writers = rule
+                        .writers
+                        .iter()
+                        .map(|(n, until)| WriterView {
+                            node_id: n.peer_id_text(),
+                            until_seq: *until,
+                        })
+                        .collect();
+                    (ns.to_string(), writers)
+                })
+                .collect(),
         })
         .await
     }

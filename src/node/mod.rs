@@ -58,5 +58,7 @@ pub use handle::NodeHandle;
 pub use limits::Limits;
 pub use picker::Picked;
 pub use start::Node;
-pub use types::{MemberView, NodeStatus, WatchError, WatchFilter, WatchItem, WriteResult};
+pub use types::{
+    AclView, MemberView, NodeStatus, WatchError, WatchFilter, WatchItem, WriteResult, WriterView,
+};
 pub use watch::WatchStream;

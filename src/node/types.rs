@@ -76,6 +76,26 @@ pub struct NodeStatus {
     pub connected_peers: usize,
 }
 
+/// The writer rules in force on a node ([`super::NodeHandle::writer_rules`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AclView {
+    /// Peer ids that may change the rules (`protocol.acl_admins`).
+    pub admins: Vec<String>,
+    /// The writers of each governed namespace; a namespace not listed is
+    /// open to every member.
+    pub rules: BTreeMap<String, Vec<WriterView>>,
+}
+
+/// One writer of a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriterView {
+    /// Its peer id.
+    pub node_id: String,
+    /// The highest sequence number of its own accepted in the namespace
+    /// (`None`: no bound; a bound keeps what a former writer wrote).
+    pub until_seq: Option<u64>,
+}
+
 /// What a watch follows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]

@@ -26,6 +26,9 @@ impl Engine {
         if self.left {
             return Err(CommandError::Left);
         }
+        if let Some(ns) = command.written_namespace() {
+            self.check_may_write(ns)?;
+        }
         match command {
             Command::Put {
                 namespace,
@@ -177,6 +180,21 @@ impl Engine {
                 }
                 Ok(self.write_local(StateKey::Canary { namespace, key }, Payload::Tombstone))
             }
+            Command::SetWriters { namespace, writers } => {
+                let text = self.rule_for(&namespace, &writers)?;
+                Ok(self.write_local(
+                    super::acl::rule_key(&namespace),
+                    Payload::Value(text.into_bytes()),
+                ))
+            }
+            Command::ClearWriters { namespace } => {
+                self.check_admin(&namespace)?;
+                let key = super::acl::rule_key(&namespace);
+                if self.state.get(&key).is_none_or(|ks| ks.is_deleted()) {
+                    return Err(CommandError::NotFound);
+                }
+                Ok(self.write_local(key, Payload::Tombstone))
+            }
             Command::SetInfo(info) => {
                 info.validate().map_err(CommandError::Invalid)?;
                 if info.tags != self.info.tags {
@@ -256,6 +274,9 @@ impl Engine {
             }
         }
         for (sk, inst) in lapsed {
+            if self.check_may_write(sk.namespace()).is_err() {
+                continue; // every node would refuse it
+            }
             let inst = ServiceInstance {
                 health: HealthStatus::Critical,
                 ..inst

@@ -58,6 +58,9 @@ pub struct Counters {
     /// Verified versions held back because their causal context named
     /// writes not yet seen signed by their origins (merged once they are).
     pub deferred: u64,
+    /// Versions removed because a new writer rule refuses them (written
+    /// before the rule reached this node).
+    pub acl_purged: u64,
     /// Messages received, by kind.
     pub messages_in: BTreeMap<String, u64>,
     /// Bytes received, by kind.
@@ -115,6 +118,9 @@ pub enum RejectReason {
     VersionBadSignature,
     /// A service instance written by another node than its owner.
     VersionNotOwner,
+    /// A version its namespace's writer rule does not permit (or a rule
+    /// version not written by an admin).
+    VersionNotPermitted,
     /// An HLC stamp further ahead of local time than the drift limit.
     ClockDrift,
     /// A sync response without one hash per state bucket.
@@ -187,7 +193,7 @@ const KINDS: [MessageKind; 6] = [
 
 impl RejectReason {
     /// Every reason without a message kind.
-    const PLAIN: [RejectReason; 37] = [
+    const PLAIN: [RejectReason; 38] = [
         RejectReason::Truncated,
         RejectReason::TooLarge,
         RejectReason::BadMagic,
@@ -202,6 +208,7 @@ impl RejectReason {
         RejectReason::MemberBadSignature,
         RejectReason::VersionBadSignature,
         RejectReason::VersionNotOwner,
+        RejectReason::VersionNotPermitted,
         RejectReason::ClockDrift,
         RejectReason::BadBucketCount,
         RejectReason::BadKnowledgeBuckets,
@@ -270,6 +277,7 @@ impl RejectReason {
             RejectReason::MemberBadSignature => "member_bad_signature",
             RejectReason::VersionBadSignature => "version_bad_signature",
             RejectReason::VersionNotOwner => "version_not_owner",
+            RejectReason::VersionNotPermitted => "version_not_permitted",
             RejectReason::ClockDrift => "clock_drift",
             RejectReason::BadBucketCount => "bad_bucket_count",
             RejectReason::BadKnowledgeBuckets => "bad_knowledge_buckets",
@@ -316,6 +324,9 @@ impl RejectReason {
             | RejectReason::SiblingsLimit
             | RejectReason::KeySizeLimit
             | RejectReason::MemberLimit
+            // The writer rules as this node holds them now: a relay whose
+            // rules are older forwards such versions honestly.
+            | RejectReason::VersionNotPermitted
             // Sync-only reasons, never from gossip; no judgement needed.
             | RejectReason::UnexpectedAsRequest(_)
             | RejectReason::UnexpectedAsResponse(_)

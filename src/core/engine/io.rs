@@ -195,10 +195,50 @@ pub enum Command {
         /// Key.
         key: Key,
     },
+    /// Make `writers` the writers of `namespace` (this node must be an
+    /// admin, see [`crate::core::Config::acl_admins`]). Every other node
+    /// that wrote it so far keeps what it wrote; what it writes next is
+    /// refused by every node.
+    SetWriters {
+        /// The governed namespace.
+        namespace: Namespace,
+        /// Its writers from now on.
+        writers: Vec<NodeId>,
+    },
+    /// Remove the writer rule of `namespace`: open to every member again
+    /// (this node must be an admin).
+    ClearWriters {
+        /// The governed namespace.
+        namespace: Namespace,
+    },
     /// Change this node's advertised addresses, name or tags.
     SetInfo(NodeInfo),
     /// Leave the cluster gracefully (final for this incarnation).
     Leave,
+}
+
+impl Command {
+    /// The namespace a client write (config key, service instance,
+    /// canary) writes; `None` for the node's own commands and the writer
+    /// rule commands, which are judged on their own.
+    pub(super) fn written_namespace(&self) -> Option<&Namespace> {
+        match self {
+            Command::Put { namespace, .. }
+            | Command::Delete { namespace, .. }
+            | Command::Rollback { namespace, .. }
+            | Command::Resolve { namespace, .. }
+            | Command::RegisterService { namespace, .. }
+            | Command::HeartbeatService { namespace, .. }
+            | Command::DeregisterService { namespace, .. }
+            | Command::SetCanary { namespace, .. }
+            | Command::PromoteCanary { namespace, .. }
+            | Command::AbortCanary { namespace, .. } => Some(namespace),
+            Command::SetWriters { .. }
+            | Command::ClearWriters { .. }
+            | Command::SetInfo(_)
+            | Command::Leave => None,
+        }
+    }
 }
 
 /// A successful command's result.
@@ -245,6 +285,10 @@ pub enum CommandError {
     /// Only the owner node may do this.
     #[error("instance is owned by node {0}")]
     NotOwner(String),
+    /// A writer rule (or the admin list) does not allow this node to do
+    /// this.
+    #[error("not permitted: {0}")]
+    NotPermitted(String),
     /// The node has left the cluster.
     #[error("node has left the cluster")]
     Left,

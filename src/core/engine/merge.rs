@@ -117,7 +117,7 @@ impl Engine {
 
     /// The checks a version from a peer passes before it is merged or
     /// taken back: the limits ([`validate_version`]), an instance record
-    /// written by its own owner, its origin's signature and a context
+    /// written by its own owner, the writer rules, its origin's signature and a context
     /// naming nothing ahead of what this node has seen signed
     /// ([`Engine::context_signed`]) — the last two as `mode` says. A
     /// version that breaks one is counted under the reason returned.
@@ -143,6 +143,9 @@ impl Engine {
             if i.owner != v.dot.node {
                 return Err(RejectReason::VersionNotOwner);
             }
+        }
+        if !self.acl.permits(key, &v.dot) {
+            return Err(RejectReason::VersionNotPermitted);
         }
         if mode == CheckMode::Merge && self.state.knows(key, &v.dot) {
             return Ok(Checked::Ready);

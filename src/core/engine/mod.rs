@@ -26,6 +26,7 @@
 //! * `views`: read views and read-only accessors;
 //! * `commands`: local commands, owned instance TTLs, undoing a failed batch;
 //! * `merge`: validating and merging versions from peers;
+//! * `acl`: the writer rules in force and purging what they refuse;
 //! * `sync`: the anti-entropy exchange and its `SyncState`;
 //! * `liveness`: heartbeats, member merge and failure detection;
 //! * `timers`: the timer table behind [`Engine::poll_timeout`];
@@ -36,6 +37,7 @@
 //! input to its room, the timers' schedule, and the flush that turns one
 //! input's changes into a persist batch and watch events.
 
+mod acl;
 mod commands;
 mod counters;
 mod io;
@@ -119,6 +121,8 @@ pub struct Engine {
     signed_high: BTreeMap<NodeId, u64>,
     /// Verified versions whose context is ahead of `signed_high`.
     deferred: merge::Deferred,
+    /// The writer rules in force ([`crate::core::acl`]).
+    acl: super::acl::Acl,
     now_ms: u64,
 }
 
@@ -212,8 +216,10 @@ impl Engine {
             counters: Counters::default(),
             signed_high: BTreeMap::new(),
             deferred: merge::Deferred::default(),
+            acl: super::acl::Acl::default(),
             now_ms,
         };
+        engine.rebuild_acl();
 
         let own = engine.own_record(MemberStatus::Alive);
         engine.members.merge(own);
@@ -247,6 +253,7 @@ impl Engine {
         self.now_ms = now_ms.max(self.now_ms);
         self.on_gossip(from, bytes);
         self.merge_deferred();
+        self.refresh_acl();
         self.note_changes();
         self.flush()
     }
@@ -277,6 +284,7 @@ impl Engine {
             Input::PersistFailed { batch, reason } => self.on_persist_failed(batch, reason),
         }
         self.merge_deferred();
+        self.refresh_acl();
         self.note_changes();
         self.flush()
     }
@@ -319,7 +327,11 @@ impl Engine {
         self.timers
             .set_earlier(Timer::Heartbeat, self.now_ms + cfg.heartbeat_interval_ms);
         let threshold_changed = cfg.phi_threshold != self.cfg.phi_threshold;
+        let admins_changed = cfg.admins() != self.acl.admins;
         self.cfg = cfg;
+        if admins_changed {
+            self.rebuild_acl();
+        }
         if threshold_changed {
             self.liveness.rearm_deadlines(self.cfg.phi_threshold);
         }

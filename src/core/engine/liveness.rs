@@ -78,6 +78,9 @@ pub(super) struct Liveness {
     /// for `member_reap_ms`, so a peer that has not reaped yet does not
     /// bring it back.
     reaped: BTreeMap<NodeId, (u64, u64)>,
+    /// Members alive or suspect as of the last failure check (a cached
+    /// count: heartbeats arrive far more often than checks run).
+    alive_seen: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -243,7 +246,18 @@ impl Engine {
         self.heard_from(from, hb.high_seq);
         let now = self.now_ms;
         let (lo, hi) = PEER_INTERVAL_RANGE_MS;
-        let interval = hb.interval_ms.clamp(lo, hi);
+        // Expected no more often than this node's own interval: a sender
+        // that knew fewer members when it sent (a cluster forming or
+        // growing) announces a shorter interval than it will keep once it
+        // learns them, and gossip during a join is lossy. Its detector
+        // is the slow backstop (neighbours see a failure first-hand), so
+        // it waits for the interval the cluster is heading to; at 50
+        // nodes the announced one fired on joins (PERFORMANCE "False
+        // suspicions while a cluster forms").
+        let interval = hb
+            .interval_ms
+            .clamp(lo, hi)
+            .max(self.interval_for(self.liveness.alive_seen));
         let peer = self
             .liveness
             .peers
@@ -432,6 +446,7 @@ impl Engine {
         let now = self.now_ms;
         let mut changed = Vec::new();
         let alive = self.members_not_gone();
+        self.liveness.alive_seen = alive;
         // At most half a base interval: the effective interval grows with
         // the cluster, a declaration's delay must not.
         let spread = self.interval_for(alive).min(self.cfg.heartbeat_interval_ms) / 2

@@ -279,6 +279,15 @@ impl Behaviour {
         // each walk opened connections and handshakes to a dozen peers: the
         // largest idle cost that grew with the cluster.)
         kad_cfg.set_periodic_bootstrap_interval(Some(KAD_BOOTSTRAP_INTERVAL));
+        // Only the peers the driver adds go into the routing table (the
+        // bootstrap list and mDNS finds), not every peer that connects or
+        // identifies itself: libp2p-kad walks the network again whenever a
+        // peer is inserted into a table of fewer than 20, each walk dialing
+        // the peers it finds, and a 50-node join opened ~1,600 connections
+        // (~480 without) and spent 4.5x the CPU (docs/PERFORMANCE.md
+        // "Join at 50 nodes"). Members find each other through membership
+        // gossip, which carries every member's addresses.
+        kad_cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
         let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
         // LAN nodes rarely learn a confirmed external address: serve anyway.
         kad.set_mode(Some(kad::Mode::Server));

@@ -20,8 +20,7 @@ use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionDenied, ConnectionError, DialError, ListenError, SwarmEvent};
 use libp2p::{
-    connection_limits, gossipsub, identify, mdns, multiaddr::Protocol, ping, request_response, Multiaddr,
-    PeerId, Swarm,
+    connection_limits, gossipsub, mdns, multiaddr::Protocol, ping, request_response, Multiaddr, PeerId, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -542,15 +541,11 @@ impl Driver {
                     }
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
-                peer_id,
-                info,
-                ..
-            })) => {
-                for addr in info.listen_addrs {
-                    self.swarm.behaviour_mut().kad.add_address(&peer_id, addr);
-                }
-            }
+            // Identify's listen addresses do not go into Kademlia's table
+            // (see `Behaviour::new`: every insertion into a small table
+            // starts a walk); the addresses a member announces travel in its
+            // record.
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(_)) => {}
             SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
                 peer, result: Ok(_), ..
             })) => {

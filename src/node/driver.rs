@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::wire::{peek_kind, MessageKind};
 use crate::core::{
     Action, Command, CommandError, CommandOutput, Counters, Engine, Input, MemberStatus, NodeId, NodeInfo,
-    PersistBatch, RequestRefused, Runtime, Topic, WatchEvent,
+    PersistBatch, RequestRefused, Runtime, Topic, WatchChange, WatchEvent,
 };
 use crate::net::{
     advertised_addrs, node_id_of, peer_id_of, ping_interval, Behaviour, BehaviourEvent, ClusterNames,
@@ -45,6 +45,9 @@ use super::watch::{WatchHub, WATCH_QUEUE};
 
 /// How often the driver re-dials members it is not connected to.
 const REDIAL_INTERVAL: Duration = Duration::from_secs(1);
+/// Links are chosen again at most this often between re-dial rounds, when
+/// the membership changed while links are wanted.
+const CHOOSE_SPACING: Duration = Duration::from_millis(100);
 
 /// A peer whose connection broke is re-dialled at once, at most this often.
 const LOST_REDIAL_EVERY: Duration = Duration::from_secs(60);
@@ -113,6 +116,11 @@ pub(crate) struct Driver {
     sync_dials: HashMap<PeerId, tokio::time::Instant>,
     /// Re-dial rounds so far: varies which members a round picks.
     redial_round: u64,
+    /// The membership changed since links were last chosen: choose again
+    /// before the next re-dial round if links are wanted.
+    links_stale: bool,
+    /// When links were last chosen.
+    last_choice: tokio::time::Instant,
     /// Per connected peer, when it last answered a ping (or connected):
     /// libp2p reports a failed ping only after the second in a row, which
     /// for a hung peer (whose next ping stream never opens) takes 10 s
@@ -274,6 +282,8 @@ impl Driver {
             told: BTreeSet::new(),
             sync_dials: HashMap::new(),
             redial_round: 0,
+            links_stale: false,
+            last_choice: tokio::time::Instant::now(),
             last_pong: HashMap::new(),
             last_watch: tokio::time::Instant::now(),
             lost_redialed: HashMap::new(),
@@ -328,6 +338,12 @@ impl Driver {
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => self.feed(Input::Tick),
                 _ = redial.tick() => self.redial(),
                 _ = watchdog.tick() => self.watch_pings(),
+            }
+            // A node that learned members while short of links chooses
+            // at once (a joining node learns the cluster from its first
+            // sync and would otherwise wait for the next re-dial round).
+            if self.links_stale && self.links.wanted() > 0 && self.last_choice.elapsed() >= CHOOSE_SPACING {
+                self.choose_links(tokio::time::Instant::now());
             }
             if self.listen_dirty {
                 self.listen_dirty = false;
@@ -385,7 +401,12 @@ impl Driver {
                     self.latency.request_sent(rr, kind);
                     self.outbound.insert(rr, id);
                 }
-                After::Notify(event) => self.hub.notify(&self.engine, &event),
+                After::Notify(event) => {
+                    if matches!(event.change, WatchChange::Member { .. }) {
+                        self.links_stale = true;
+                    }
+                    self.hub.notify(&self.engine, &event);
+                }
                 After::Reply { id, result } => {
                     if let Some(tx) = self.replies.remove(&id) {
                         let _ = tx.send(result);
@@ -884,6 +905,26 @@ impl Driver {
         for p in refused {
             self.links.unchoose(&p);
         }
+        self.choose_links(now);
+        for peer in self.links.kept_inbound(now) {
+            self.tell_connected(peer);
+        }
+        self.sync_dials
+            .retain(|_, t| now.duration_since(*t) < SYNC_DIAL_WINDOW);
+        for id in self.links.to_close(now) {
+            self.swarm.close_connection(id);
+        }
+        if self.swarm.connected_peers().next().is_none() {
+            for addr in self.bootstrap.clone() {
+                self.dial_addr(addr);
+            }
+        }
+    }
+
+    /// Choose members to link to, up to the neighbour count.
+    fn choose_links(&mut self, now: tokio::time::Instant) {
+        self.links_stale = false;
+        self.last_choice = now;
         let me = self.engine.node_id();
         self.redial_round += 1;
         let mut want = self.links.wanted();
@@ -936,19 +977,6 @@ impl Driver {
                         .extend_addresses_through_behaviour()
                         .build(),
                 );
-            }
-        }
-        for peer in self.links.kept_inbound(now) {
-            self.tell_connected(peer);
-        }
-        self.sync_dials
-            .retain(|_, t| now.duration_since(*t) < SYNC_DIAL_WINDOW);
-        for id in self.links.to_close(now) {
-            self.swarm.close_connection(id);
-        }
-        if self.swarm.connected_peers().next().is_none() {
-            for addr in self.bootstrap.clone() {
-                self.dial_addr(addr);
             }
         }
     }

@@ -355,6 +355,7 @@ impl Engine {
             }
             let threshold = self.cfg.phi_threshold;
             let peer = self.track(node, now);
+            let new = peer.held.is_none();
             // Only a node raises its own incarnation as alive (a refutation,
             // a restart, new info): word from it, as good as a heartbeat.
             // Without this, observers still waiting for its next heartbeat
@@ -364,6 +365,9 @@ impl Engine {
                 peer.deadline = peer.detector.suspect_deadline_ms(threshold);
             }
             peer.held = Some((incarnation, status));
+            if new {
+                self.sync.grew(now);
+            }
         }
     }
 

@@ -18,7 +18,7 @@
 //!
 //! Equal state ends the exchange after the pull. Syncs start on a digest
 //! mismatch in a heartbeat (at most one per `sync_min_interval_ms` for the
-//! whole node), on a new connection, and on a jittered periodic timer with a
+//! whole node, four while the membership grows), on a new connection, and on a jittered periodic timer with a
 //! random alive peer; at most `max_inflight_syncs` run at once and at most
 //! one per peer per `sync_min_interval_ms`: the rest wait in
 //! [`SyncState`]'s wanted set.
@@ -49,6 +49,10 @@ const QUIET_BRIDGE_ROUNDS: u64 = 4;
 /// See [`QUIET_BRIDGE_ROUNDS`].
 const QUIET_BRIDGE_BEATS: u64 = 2;
 
+/// Digest syncs run this many times as often while the membership grows
+/// (see [`Engine::try_digest_sync`]).
+const GROWING_SYNC_DIVISOR: u64 = 4;
+
 /// The anti-entropy bookkeeping of one node.
 #[derive(Clone, Debug)]
 pub(super) struct SyncState {
@@ -63,6 +67,9 @@ pub(super) struct SyncState {
     digest_sync: Option<NodeId>,
     /// When the last digest-triggered sync started.
     last_digest_sync_ms: Option<u64>,
+    /// When this node last learned of a member it did not hold (a cluster
+    /// forming or growing): digest syncs run more often for a while.
+    grew_ms: Option<u64>,
     /// When this node last saw equal state with each peer.
     last_converged: IdMap<u64>,
     /// The id of the next request this node sends.
@@ -126,12 +133,18 @@ impl SyncState {
             wanted: BTreeSet::new(),
             digest_sync: None,
             last_digest_sync_ms: None,
+            grew_ms: None,
             last_converged: IdMap::default(),
             next_request_id: 1,
             rounds: 0,
             heard: HeardSinceRound::default(),
             served: BTreeMap::new(),
         }
+    }
+
+    /// A member this node did not hold was merged.
+    pub(super) fn grew(&mut self, now_ms: u64) {
+        self.grew_ms = Some(now_ms);
     }
 
     /// Number of syncs in flight.
@@ -744,10 +757,21 @@ impl Engine {
             self.sync.digest_sync = None;
             return;
         }
+        // While the membership grows (within an interval of the last new
+        // member), a quarter of the interval apart: a joining node learns
+        // the cluster, and the cluster the joiners, from whichever peers
+        // heard of them first, instead of one member list per second (a
+        // 20-node join waited a whole interval for its second wave).
+        let min = self.cfg.sync_min_interval_ms;
+        let growing = self
+            .sync
+            .grew_ms
+            .is_some_and(|t| self.now_ms.saturating_sub(t) < min);
+        let spacing = if growing { min / GROWING_SYNC_DIVISOR } else { min };
         let recent = self
             .sync
             .last_digest_sync_ms
-            .is_some_and(|t| self.now_ms.saturating_sub(t) < self.cfg.sync_min_interval_ms);
+            .is_some_and(|t| self.now_ms.saturating_sub(t) < spacing);
         if recent || self.sync.inflight.len() >= self.cfg.max_inflight_syncs || !self.sync_allowed(peer) {
             return;
         }
@@ -825,6 +849,7 @@ mod tests {
     use crate::core::config::Config;
     use crate::core::ids::{Key, Namespace};
     use crate::core::membership::NodeInfo;
+    use crate::core::persist::Snapshot;
     use crate::core::wire;
     use crate::core::Command;
     use crate::core::Input;
@@ -1388,35 +1413,64 @@ mod tests {
         assert!(matches!(decode(&b, &bytes), Message::SyncRequest(_)));
     }
 
-    #[test]
-    fn heartbeat_mismatches_start_at_most_one_sync_per_interval_for_the_whole_node() {
-        let (mut a, mut c, mut b) = (engine(1), engine(3), engine(2));
+    fn no_request(actions: &[Action]) -> bool {
+        actions
+            .iter()
+            .all(|act| !matches!(act, Action::SendRequest { .. }))
+    }
+
+    /// B hears a heartbeat from A, then one from C, both showing state B
+    /// lacks: B syncs with A at once, remembers C, and syncs with C
+    /// `spacing` after A. Returns B.
+    fn second_digest_sync_after(mut b: Engine, spacing: u64) -> Engine {
+        let (mut a, mut c) = (engine(1), engine(3));
         put(&mut a, T0, "a", "1");
         put(&mut c, T0, "c", "1");
-        let heartbeat = |e: &mut Engine| {
-            let at = e.timers.get(Timer::Heartbeat).expect("armed");
-            e.handle(at, Input::Tick)
-                .into_iter()
-                .find_map(|act| match act {
-                    Action::Publish { bytes, .. } => Some(bytes),
-                    _ => None,
-                })
-                .expect("a heartbeat is published")
-        };
-        let (hb_a, hb_c) = (heartbeat(&mut a), heartbeat(&mut c));
+        let (hb_a, hb_c) = (heartbeat_of(&mut a, T0 + 100), heartbeat_of(&mut c, T0 + 100));
         let first = b.handle_gossip(T0 + 300, a.node_id(), &hb_a);
         assert_eq!(request(first).0, a.node_id());
         let second = b.handle_gossip(T0 + 310, c.node_id(), &hb_c);
-        assert!(
-            second
-                .iter()
-                .all(|act| !matches!(act, Action::SendRequest { .. })),
-            "a second digest sync waits for the interval"
-        );
+        assert!(no_request(&second), "a second digest sync waits");
         assert_eq!(b.sync.digest_sync, Some(c.node_id()), "remembered for later");
-        let early = b.handle(T0 + 299 + b.cfg.sync_min_interval_ms, Input::Tick);
-        assert!(early.iter().all(|act| !matches!(act, Action::SendRequest { .. })));
-        let later = b.handle(T0 + 300 + b.cfg.sync_min_interval_ms, Input::Tick);
+        let early = b.handle(T0 + 299 + spacing, Input::Tick);
+        assert!(no_request(&early), "not before {spacing} ms");
+        let later = b.handle(T0 + 300 + spacing, Input::Tick);
         assert_eq!(request(later).0, c.node_id());
+        b
+    }
+
+    #[test]
+    fn heartbeat_mismatches_start_at_most_one_sync_per_interval_for_the_whole_node() {
+        // B has held A's and C's records since before (restarted with
+        // them): its membership is not growing.
+        let (a, c) = (engine(1), engine(3));
+        let known = Snapshot {
+            members: vec![
+                a.own_record(MemberStatus::Alive),
+                c.own_record(MemberStatus::Alive),
+            ],
+            ..Snapshot::default()
+        };
+        let b = Engine::new(
+            Config::default(),
+            crate::core::crypto::test_keys(NodeId::from_index(2)),
+            NodeInfo::default(),
+            T0,
+            2,
+            Some(known),
+        )
+        .expect("default config is valid");
+        let min = b.cfg.sync_min_interval_ms;
+        second_digest_sync_after(b, min);
+    }
+
+    #[test]
+    fn while_the_membership_grows_digest_syncs_run_a_quarter_interval_apart() {
+        // A and C are new to B: a joining node learns the cluster from
+        // whoever heard of its members first, four times a second.
+        let b = engine(2);
+        let quarter = b.cfg.sync_min_interval_ms / GROWING_SYNC_DIVISOR;
+        let b = second_digest_sync_after(b, quarter);
+        assert_eq!(b.sync.grew_ms, Some(T0 + 310), "C's record was the last new one");
     }
 }

@@ -18,10 +18,10 @@
 //!
 //! Equal state ends the exchange after the pull. Syncs start on a digest
 //! mismatch in a heartbeat (at most one per `sync_min_interval_ms` for the
-//! whole node, four while the membership grows), on a new connection, and on a jittered periodic timer with a
-//! random alive peer; at most `max_inflight_syncs` run at once and at most
-//! one per peer per `sync_min_interval_ms`: the rest wait in
-//! [`SyncState`]'s wanted set.
+//! whole node, four while the membership grows), on a new connection, and
+//! on a jittered periodic timer with a random alive peer; at most
+//! `max_inflight_syncs` run at once and at most one per peer per
+//! `sync_min_interval_ms`: the rest wait in [`SyncState`]'s wanted set.
 
 use std::collections::{BTreeMap, BTreeSet};
 

@@ -343,6 +343,8 @@ impl Engine {
         }
         let now = self.now_ms;
         let (node, status, incarnation) = (m.node, m.status, m.incarnation);
+        // A member this node did not hold: the membership grows.
+        let new = self.members.get(&node).is_none();
         if self.members.merge(m).is_some() {
             match status {
                 MemberStatus::Suspect => {
@@ -355,7 +357,6 @@ impl Engine {
             }
             let threshold = self.cfg.phi_threshold;
             let peer = self.track(node, now);
-            let new = peer.held.is_none();
             // Only a node raises its own incarnation as alive (a refutation,
             // a restart, new info): word from it, as good as a heartbeat.
             // Without this, observers still waiting for its next heartbeat

@@ -504,7 +504,7 @@ fn a_peer_sees_a_node_that_got_sigterm_as_left() {
 }
 
 /// A hung process keeps its connections open: its peer still notices
-/// (from the pings it no longer answers or the heartbeats it no longer
+/// (from the probes it no longer answers or the heartbeats it no longer
 /// sends, whichever comes first), and sees it alive again once it resumes
 /// and refutes.
 #[test]
@@ -515,7 +515,7 @@ fn a_hung_node_is_suspected_by_its_peer_and_alive_again_when_it_resumes() {
     let status_of_a = |b: &RunningNode| member_status(b, &a_id);
     eventually("b sees a alive", || status_of_a(&b).as_deref() == Some("alive"));
     a.signal("-STOP");
-    // Up to b's ping interval (at most 10 s) and the 2 s timeout; the
+    // b probes its only peer every second and gives it 1 s to answer; the
     // bound here is generous for a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {

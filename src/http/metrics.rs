@@ -153,6 +153,13 @@ fn render(
         Unit::Seconds,
         latency.sync_latency.clone(),
     );
+    registry.register_with_unit(
+        "probe_rtt",
+        "Liveness probe round trip: from sending a probe to a connected peer to its answer \
+         (unanswered probes are not observed: they count in peers_unreachable)",
+        Unit::Seconds,
+        latency.probe_rtt.clone(),
+    );
     registry.register(
         "cluster_key_mismatches",
         "Connections (both directions) that failed the cluster key check: the peer has \

@@ -1,5 +1,5 @@
 //! The network behaviour every node runs, its settings (gossipsub, Kademlia,
-//! identify, ping, request-response, connection limits), and the names
+//! identify, probes, request-response, connection limits), and the names
 //! derived from the cluster name.
 //!
 //! Gossipsub validates before it forwards: every received message waits
@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use libp2p::gossipsub::{PeerScoreParams, PeerScoreThresholds, TopicScoreParams};
 use libp2p::{
-    allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns, ping, request_response,
-    PeerId, StreamProtocol,
+    allow_block_list, connection_limits, gossipsub, identify, identity, kad, mdns, request_response,
+    StreamProtocol,
 };
 use prometheus_client::metrics::counter::Counter;
 
@@ -25,9 +25,7 @@ pub use derived::{Behaviour, BehaviourEvent};
 mod derived {
     use libp2p::swarm::behaviour::toggle::Toggle;
     use libp2p::swarm::NetworkBehaviour;
-    use libp2p::{
-        allow_block_list, connection_limits, gossipsub, identify, kad, mdns, ping, request_response,
-    };
+    use libp2p::{allow_block_list, connection_limits, gossipsub, identify, kad, mdns, request_response};
 
     use super::SyncCodec;
 
@@ -49,8 +47,9 @@ mod derived {
         pub kad: kad::Behaviour<kad::store::MemoryStore>,
         /// Learn peers' listen addresses.
         pub identify: identify::Behaviour,
-        /// Liveness of connections.
-        pub ping: ping::Behaviour,
+        /// Liveness of connections: the node's own probes (see
+        /// `node::probe`).
+        pub probe: libp2p_stream::Behaviour,
         /// Anti-entropy.
         pub sync: request_response::Behaviour<SyncCodec>,
     }
@@ -67,6 +66,8 @@ pub struct ClusterNames {
     pub sync_protocol: StreamProtocol,
     /// Kademlia protocol.
     pub kad_protocol: StreamProtocol,
+    /// Probe protocol (an 8-byte nonce echoed back).
+    pub probe_protocol: StreamProtocol,
 }
 
 impl ClusterNames {
@@ -78,6 +79,8 @@ impl ClusterNames {
             sync_protocol: StreamProtocol::try_from_owned(format!("/starling/{cluster}/sync/1"))
                 .expect("cluster names are validated to be protocol-safe"),
             kad_protocol: StreamProtocol::try_from_owned(format!("/starling/{cluster}/kad/1"))
+                .expect("cluster names are validated to be protocol-safe"),
+            probe_protocol: StreamProtocol::try_from_owned(format!("/starling/{cluster}/probe/1"))
                 .expect("cluster names are validated to be protocol-safe"),
         }
     }
@@ -104,36 +107,6 @@ const GOSSIP_LAZY: usize = 1;
 /// heartbeats: the IDONTWANT went out just before the forwarded copy on the
 /// same link (validation takes microseconds), a packet that saved nothing.
 const IDONTWANT_MIN_BYTES: usize = 16 << 10;
-
-/// How often, at the least, each side of a connection pings the other:
-/// every node pings at its own interval between this and
-/// `PING_INTERVAL_MIN + PING_INTERVAL_SPREAD` (see [`ping_interval`]).
-/// With about twice `limits.neighbours` connections per node, each pinged
-/// from both sides, a hung node is pinged by one of its neighbours about
-/// every second (yamux pings each link as often for its RTT estimate,
-/// which cannot be turned off).
-pub const PING_INTERVAL_MIN: Duration = Duration::from_secs(6);
-
-/// The width of the range the per-node ping interval is taken from.
-pub const PING_INTERVAL_SPREAD: Duration = Duration::from_secs(4);
-
-/// This node's ping interval: `PING_INTERVAL_MIN` plus a part of
-/// `PING_INTERVAL_SPREAD` fixed by its peer id. libp2p-ping pings a new
-/// connection at once and then every interval, without jitter: with one
-/// interval for all, the connections a cluster opened together would ping
-/// in step for ever, and a hang would wait for the next common round (up to
-/// a whole interval) before any neighbour noticed. Intervals that differ
-/// per node let the rounds drift apart within a few minutes, so the first
-/// neighbour to notice does so after a fraction of an interval.
-pub fn ping_interval(peer: &PeerId) -> Duration {
-    let spread = PING_INTERVAL_SPREAD.as_millis() as u64;
-    let offset = xxhash_rust::xxh3::xxh3_64(&peer.to_bytes()) % spread;
-    PING_INTERVAL_MIN + Duration::from_millis(offset)
-}
-
-/// An unanswered ping after this long means the peer hangs or the path is
-/// cut: the driver reports it unreachable (suspected at once).
-pub const PING_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A peer whose gossipsub score is below this is graylisted: every RPC it
 /// sends is ignored until its score decays back above it. With the P4
@@ -295,11 +268,6 @@ impl Behaviour {
             identify::Config::new("/starling/id/1".into(), key.public())
                 .with_agent_version(format!("starling/{}", env!("CARGO_PKG_VERSION"))),
         );
-        let ping = ping::Behaviour::new(
-            ping::Config::new()
-                .with_interval(ping_interval(&peer_id))
-                .with_timeout(PING_TIMEOUT),
-        );
         let sync = request_response::Behaviour::with_codec(
             SyncCodec::new(max_message_bytes, limits.oversized_frames.clone()),
             [(
@@ -316,7 +284,7 @@ impl Behaviour {
             mdns: mdns.into(),
             kad,
             identify,
-            ping,
+            probe: libp2p_stream::Behaviour::new(),
             sync,
         })
     }

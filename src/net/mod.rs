@@ -17,10 +17,7 @@ mod private;
 mod swarm;
 
 pub use addrs::advertised_addrs;
-pub use behaviour::{
-    peer_score, ping_interval, Behaviour, BehaviourEvent, ClusterNames, NetLimits, GRAYLIST_THRESHOLD,
-    PING_TIMEOUT,
-};
+pub use behaviour::{peer_score, Behaviour, BehaviourEvent, ClusterNames, NetLimits, GRAYLIST_THRESHOLD};
 pub use codec::SyncCodec;
 pub use counted::{Counted, WireCounters};
 pub use ids::{display_id, node_id_of, peer_id_of};

@@ -20,7 +20,7 @@ use libp2p::gossipsub::{MessageAcceptance, MessageId};
 use libp2p::swarm::dial_opts::DialOpts;
 use libp2p::swarm::{ConnectionDenied, ConnectionError, DialError, ListenError, SwarmEvent};
 use libp2p::{
-    connection_limits, gossipsub, mdns, multiaddr::Protocol, ping, request_response, Multiaddr, PeerId, Swarm,
+    connection_limits, gossipsub, mdns, multiaddr::Protocol, request_response, Multiaddr, PeerId, Swarm,
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -30,8 +30,7 @@ use crate::core::{
     PersistBatch, RequestRefused, Runtime, Topic, WatchChange, WatchEvent,
 };
 use crate::net::{
-    advertised_addrs, node_id_of, peer_id_of, ping_interval, Behaviour, BehaviourEvent, ClusterNames,
-    GRAYLIST_THRESHOLD, PING_TIMEOUT,
+    advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames, GRAYLIST_THRESHOLD,
 };
 use crate::store::Store;
 
@@ -39,6 +38,7 @@ use super::clock::wall_ms;
 use super::limits::Limits;
 use super::links::Links;
 use super::metrics::{DeniedEvent, LatencyProbe, Limit, NodeMetrics, Validation};
+use super::probe::{self, Reply, Schedule};
 use super::request::Request;
 use super::types::{DriverView, WatchError};
 use super::watch::{WatchHub, WATCH_QUEUE};
@@ -56,11 +56,11 @@ const LOST_REDIAL_EVERY: Duration = Duration::from_secs(60);
 /// peer while unconnected is that request's own dial.
 const SYNC_DIAL_WINDOW: Duration = Duration::from_secs(5);
 
-/// How often the driver looks for connected peers that stopped answering
-/// pings.
+/// How often the driver looks for connected peers that left a probe
+/// unanswered.
 const WATCHDOG_INTERVAL: Duration = Duration::from_millis(200);
 /// How late the watchdog may run before the lag counts as this node's own
-/// (see `watch_pings`).
+/// (see `watch_probes`).
 const WATCHDOG_SLACK: Duration = Duration::from_millis(50);
 
 type ReplySender = oneshot::Sender<Result<CommandOutput, CommandError>>;
@@ -121,13 +121,20 @@ pub(crate) struct Driver {
     links_stale: bool,
     /// When links were last chosen.
     last_choice: tokio::time::Instant,
-    /// Per connected peer, when it last answered a ping (or connected):
-    /// libp2p reports a failed ping only after the second in a row, which
-    /// for a hung peer (whose next ping stream never opens) takes 10 s
-    /// and more; a peer silent for a ping interval plus the ping timeout
-    /// is unreachable now.
-    last_pong: HashMap<PeerId, tokio::time::Instant>,
-    /// When the ping watchdog last ran.
+    /// Whom to probe next, and the probes outstanding: a peer that leaves
+    /// one unanswered for `probe_timeout` is unreachable.
+    probes: Schedule,
+    /// How often a peer is probed and how long it has to answer
+    /// (`limits.probe_interval_ms`, `limits.probe_timeout_ms`).
+    probe_interval: Duration,
+    probe_timeout: Duration,
+    /// Opens probe streams (and accepts them, in `run`).
+    probe_control: libp2p_stream::Control,
+    /// Per connected peer probed so far, its probe task's queue.
+    probe_tasks: HashMap<PeerId, mpsc::Sender<u64>>,
+    /// Where the probe tasks report, and what the driver reads.
+    probe_replies: (mpsc::UnboundedSender<Reply>, mpsc::UnboundedReceiver<Reply>),
+    /// When the probe watchdog last ran.
     last_watch: tokio::time::Instant,
     /// When each peer was last re-dialled after its connection broke: at
     /// most once a minute, so a peer that keeps closing its connection to
@@ -252,6 +259,7 @@ impl Driver {
     ) -> Self {
         let latency = LatencyProbe::new(Arc::new(NodeMetrics::new()), &engine);
         let defaults = Limits::default();
+        let probe_control = swarm.behaviour().probe.new_control();
         Driver {
             engine,
             swarm,
@@ -284,7 +292,12 @@ impl Driver {
             redial_round: 0,
             links_stale: false,
             last_choice: tokio::time::Instant::now(),
-            last_pong: HashMap::new(),
+            probes: Schedule::default(),
+            probe_interval: Duration::from_millis(defaults.probe_interval_ms),
+            probe_timeout: Duration::from_millis(defaults.probe_timeout_ms),
+            probe_control,
+            probe_tasks: HashMap::new(),
+            probe_replies: mpsc::unbounded_channel(),
             last_watch: tokio::time::Instant::now(),
             lost_redialed: HashMap::new(),
             #[cfg(feature = "test-utils")]
@@ -306,6 +319,8 @@ impl Driver {
         self.heartbeat_max_bytes = limits.heartbeat_max_bytes;
         self.sync_rate = sync_rate_limiter(limits);
         self.links = links_for(limits);
+        self.probe_interval = Duration::from_millis(limits.probe_interval_ms);
+        self.probe_timeout = Duration::from_millis(limits.probe_timeout_ms);
         self
     }
 
@@ -322,6 +337,14 @@ impl Driver {
         redial.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut watchdog = tokio::time::interval(WATCHDOG_INTERVAL);
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut probe_round = tokio::time::interval(self.probe_interval);
+        probe_round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        match self.probe_control.accept(self.names.probe_protocol.clone()) {
+            Ok(incoming) => {
+                tokio::spawn(probe::answer(incoming));
+            }
+            Err(e) => tracing::error!(error = %e, "probe protocol not served"),
+        }
         loop {
             let now = wall_ms();
             let deadline = self.engine.poll_timeout();
@@ -337,7 +360,9 @@ impl Driver {
                 },
                 _ = tokio::time::sleep(Duration::from_millis(sleep_ms)) => self.feed(Input::Tick),
                 _ = redial.tick() => self.redial(),
-                _ = watchdog.tick() => self.watch_pings(),
+                _ = watchdog.tick() => self.watch_probes(),
+                _ = probe_round.tick() => self.probe_next(),
+                Some(reply) = self.probe_replies.1.recv() => self.on_probe_reply(reply),
             }
             // A node that learned members while short of links chooses
             // at once (a joining node learns the cluster from its first
@@ -567,27 +592,6 @@ impl Driver {
             // starts a walk); the addresses a member announces travel in its
             // record.
             SwarmEvent::Behaviour(BehaviourEvent::Identify(_)) => {}
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer, result: Ok(_), ..
-            })) => {
-                if let Some(t) = self.last_pong.get_mut(&peer) {
-                    *t = tokio::time::Instant::now();
-                }
-            }
-            SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event {
-                peer, result: Err(e), ..
-            })) => {
-                self.last_pong.remove(&peer);
-                // Two unanswered pings in a row: close the connection (ping
-                // failures no longer do it themselves). Not reported as
-                // evidence: the watchdog (`watch_pings`) reports silent
-                // peers sooner, and knows when this node itself stalled —
-                // after a SIGSTOP/SIGCONT of this process, its own pings
-                // time out and would accuse every peer.
-                tracing::debug!(%peer, error = %e, "ping failed; closing connection");
-                self.links.unchoose(&peer);
-                let _ = self.swarm.disconnect_peer_id(peer);
-            }
             SwarmEvent::ConnectionEstablished {
                 peer_id,
                 connection_id,
@@ -600,7 +604,7 @@ impl Driver {
                 self.links.established(connection_id, peer_id, outbound, now);
                 if num_established.get() == 1 {
                     self.lost.remove(&peer_id);
-                    self.last_pong.insert(peer_id, now);
+                    self.probes.connected(peer_id);
                 }
                 let for_sync = self
                     .sync_dials
@@ -622,7 +626,9 @@ impl Driver {
                 if num_established > 0 {
                     return;
                 }
-                self.last_pong.remove(&peer_id);
+                self.probes.disconnected(&peer_id);
+                // Its task ends with its queue.
+                self.probe_tasks.remove(&peer_id);
                 self.told.remove(&peer_id);
                 let Some(node) = node_id_of(&peer_id) else {
                     return;
@@ -991,18 +997,63 @@ impl Driver {
         }
     }
 
-    /// Report connected peers that stopped answering pings (see
-    /// `last_pong`) unreachable, and close their connections.
-    fn watch_pings(&mut self) {
+    /// Probe the next peer of the round (see `probe`), starting its probe
+    /// task on its first probe.
+    fn probe_next(&mut self) {
+        let now = tokio::time::Instant::now();
+        let salt = self.swarm.local_peer_id().to_bytes();
+        let links = &self.links;
+        let Some((peer, id)) = self.probes.next(now, &salt, |p| links.is_chosen(p)) else {
+            return;
+        };
+        let queue = self.probe_tasks.entry(peer).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(1);
+            tokio::spawn(probe::probe_peer(
+                self.probe_control.clone(),
+                peer,
+                self.names.probe_protocol.clone(),
+                rx,
+                self.probe_replies.0.clone(),
+            ));
+            tx
+        });
+        match queue.try_send(id) {
+            Ok(()) => {}
+            // Still waiting on an earlier exchange (a stream being opened):
+            // this probe times out like any unanswered one.
+            Err(mpsc::error::TrySendError::Full(_)) => {}
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.probe_tasks.remove(&peer);
+                self.probes.unsent(&peer, id);
+            }
+        }
+    }
+
+    fn on_probe_reply(&mut self, reply: Reply) {
+        match reply {
+            Reply::Answered(peer, id) => {
+                if let Some(rtt) = self.probes.answered(&peer, id, tokio::time::Instant::now()) {
+                    self.latency.metrics_ref().probe_rtt.observe(rtt.as_secs_f64());
+                }
+            }
+            Reply::Unsupported(peer) => {
+                tracing::info!(%peer, "peer does not answer probes (an older version?); not probed");
+                self.probes.disconnected(&peer);
+                self.probe_tasks.remove(&peer);
+            }
+        }
+    }
+
+    /// Report connected peers that left a probe unanswered for
+    /// `probe_timeout` unreachable, and close their connections.
+    fn watch_probes(&mut self) {
         let now = tokio::time::Instant::now();
         let elapsed = now.duration_since(self.last_watch);
         self.last_watch = now;
         // This node itself stalled (stopped, starved of CPU): its peers'
-        // silence says nothing, so start their clocks over.
+        // silence says nothing, so their probes' waits start over.
         if elapsed > WATCHDOG_INTERVAL * 5 {
-            for t in self.last_pong.values_mut() {
-                *t = now;
-            }
+            self.probes.restart(now);
             return;
         }
         // A shorter lag of this node's own loop (it ran late, so answers
@@ -1010,22 +1061,11 @@ impl Driver {
         // silence either.
         let lag = elapsed.saturating_sub(WATCHDOG_INTERVAL + WATCHDOG_SLACK);
         if !lag.is_zero() {
-            for t in self.last_pong.values_mut() {
-                *t = (*t + lag).min(now);
-            }
+            self.probes.delay(lag, now);
         }
-        // Our own pings are what answers: this node pings every peer at its
-        // own interval.
-        let silence = ping_interval(self.swarm.local_peer_id()) + PING_TIMEOUT;
-        let silent: Vec<PeerId> = self
-            .last_pong
-            .iter()
-            .filter(|(_, t)| now.duration_since(**t) > silence)
-            .map(|(p, _)| *p)
-            .collect();
-        for peer in silent {
-            self.last_pong.remove(&peer);
-            tracing::debug!(%peer, "no ping answered for a ping interval and timeout; closing connection");
+        for peer in self.probes.overdue(now, self.probe_timeout) {
+            tracing::debug!(%peer, "probe unanswered; closing connection");
+            self.probe_tasks.remove(&peer);
             if let Some(node) = node_id_of(&peer) {
                 self.lost.remove(&peer);
                 self.feed(Input::PeerUnreachable(node));

@@ -28,6 +28,15 @@ pub struct Limits {
     /// their other ends are the ones that notice first-hand when this node
     /// fails (docs/DESIGN.md, "Liveness from neighbours").
     pub neighbours: u32,
+    /// How often this node probes one of its connected peers, milliseconds
+    /// (docs/DESIGN.md, "Liveness from neighbours"): a hung peer is
+    /// noticed about half of this plus `probe_timeout_ms` after it stops;
+    /// each probe costs about 230 bytes on the wire.
+    pub probe_interval_ms: u64,
+    /// A probe unanswered for this long makes the peer unreachable (it is
+    /// suspected at once), milliseconds. Raise it for links with round
+    /// trips near it (across sites); memberlist's LAN default is the same.
+    pub probe_timeout_ms: u64,
     /// Most established inbound connections.
     pub connections_max_incoming: u32,
     /// Most inbound connections still in their handshake.
@@ -54,6 +63,8 @@ impl Default for Limits {
         Limits {
             heartbeat_max_bytes: 16 << 10,
             neighbours: 3,
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 500,
             connections_max_incoming: 1024,
             connections_max_pending_incoming: 256,
             connections_max_per_peer: 4,
@@ -98,6 +109,12 @@ impl Limits {
         // A sync is a pull and a push: a burst below 2 refuses every push.
         if self.sync_requests_burst < 2 {
             return Err(field("sync_requests_burst", "at least 2".into()));
+        }
+        if !(100..=60_000).contains(&self.probe_interval_ms) {
+            return Err(field("probe_interval_ms", "100..=60000".into()));
+        }
+        if !(50..=60_000).contains(&self.probe_timeout_ms) {
+            return Err(field("probe_timeout_ms", "50..=60000".into()));
         }
         if self.http_request_timeout_ms < 100 {
             return Err(field("http_request_timeout_ms", "at least 100".into()));
@@ -149,6 +166,24 @@ mod tests {
         assert!(check(&l, &none)
             .unwrap_err()
             .contains("limits.sync_requests_burst"));
+        for (l, name) in [
+            (
+                Limits {
+                    probe_interval_ms: 0,
+                    ..Limits::default()
+                },
+                "limits.probe_interval_ms",
+            ),
+            (
+                Limits {
+                    probe_timeout_ms: 10,
+                    ..Limits::default()
+                },
+                "limits.probe_timeout_ms",
+            ),
+        ] {
+            assert!(check(&l, &none).unwrap_err().contains(name), "{name}");
+        }
     }
 
     #[test]

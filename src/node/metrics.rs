@@ -45,6 +45,8 @@ pub(crate) struct NodeMetrics {
     pub heartbeat_interval: Histogram,
     /// From sending a `SyncRequest` to receiving its response.
     pub sync_latency: Histogram,
+    /// From sending a liveness probe to its answer (`node::probe`).
+    pub probe_rtt: Histogram,
     /// Connections that failed the cluster key check, both directions.
     pub key_mismatches: Counter,
     /// Bytes on TCP connections, by direction.
@@ -197,6 +199,8 @@ impl NodeMetrics {
             heartbeat_interval: Histogram::new(exponential_buckets(0.05, 2.0, 12)),
             // 1 ms .. 32.8 s.
             sync_latency: Histogram::new(exponential_buckets(0.001, 2.0, 16)),
+            // 0.1 ms .. 1.6 s (a probe times out after 1 s).
+            probe_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             key_mismatches: Counter::default(),
             wire: crate::net::WireCounters::default(),
             denied_connections: Family::default(),

@@ -42,6 +42,7 @@ mod links;
 pub(crate) mod metrics;
 mod pick;
 mod picker;
+mod probe;
 mod request;
 mod services_dir;
 mod start;

@@ -38,7 +38,7 @@ use super::clock::wall_ms;
 use super::limits::Limits;
 use super::links::Links;
 use super::metrics::{DeniedEvent, LatencyProbe, Limit, NodeMetrics, Validation};
-use super::probe::{self, Reply, Schedule};
+use super::probe::{self, Reply, Schedule, Task};
 use super::request::Request;
 use super::types::{DriverView, WatchError};
 use super::watch::{WatchHub, WATCH_QUEUE};
@@ -130,8 +130,11 @@ pub(crate) struct Driver {
     probe_timeout: Duration,
     /// Opens probe streams (and accepts them, in `run`).
     probe_control: libp2p_stream::Control,
-    /// Per connected peer probed so far, its probe task's queue.
-    probe_tasks: HashMap<PeerId, mpsc::Sender<u64>>,
+    /// Per connected peer probed so far, its probe task and the task's
+    /// queue (dropping the entry ends the task).
+    probe_tasks: HashMap<PeerId, (mpsc::Sender<u64>, Task)>,
+    /// The task answering other nodes' probes.
+    probe_answers: Option<Task>,
     /// Where the probe tasks report, and what the driver reads.
     probe_replies: (mpsc::UnboundedSender<Reply>, mpsc::UnboundedReceiver<Reply>),
     /// When the probe watchdog last ran.
@@ -297,6 +300,7 @@ impl Driver {
             probe_timeout: Duration::from_millis(defaults.probe_timeout_ms),
             probe_control,
             probe_tasks: HashMap::new(),
+            probe_answers: None,
             probe_replies: mpsc::unbounded_channel(),
             last_watch: tokio::time::Instant::now(),
             lost_redialed: HashMap::new(),
@@ -340,9 +344,7 @@ impl Driver {
         let mut probe_round = tokio::time::interval(self.probe_interval);
         probe_round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         match self.probe_control.accept(self.names.probe_protocol.clone()) {
-            Ok(incoming) => {
-                tokio::spawn(probe::answer(incoming));
-            }
+            Ok(incoming) => self.probe_answers = Some(Task::spawn(probe::answer(incoming))),
             Err(e) => tracing::error!(error = %e, "probe protocol not served"),
         }
         loop {
@@ -627,7 +629,6 @@ impl Driver {
                     return;
                 }
                 self.probes.disconnected(&peer_id);
-                // Its task ends with its queue.
                 self.probe_tasks.remove(&peer_id);
                 self.told.remove(&peer_id);
                 let Some(node) = node_id_of(&peer_id) else {
@@ -1006,16 +1007,16 @@ impl Driver {
         let Some((peer, id)) = self.probes.next(now, &salt, |p| links.is_chosen(p)) else {
             return;
         };
-        let queue = self.probe_tasks.entry(peer).or_insert_with(|| {
+        let (queue, _) = self.probe_tasks.entry(peer).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(1);
-            tokio::spawn(probe::probe_peer(
+            let task = Task::spawn(probe::probe_peer(
                 self.probe_control.clone(),
                 peer,
                 self.names.probe_protocol.clone(),
                 rx,
                 self.probe_replies.0.clone(),
             ));
-            tx
+            (tx, task)
         });
         match queue.try_send(id) {
             Ok(()) => {}

@@ -180,25 +180,48 @@ impl Schedule {
 /// peer's newer stream replaces its older one: a prober re-opens only
 /// after its stream broke), until the node stops accepting.
 pub(crate) async fn answer(mut incoming: libp2p_stream::IncomingStreams) {
-    let mut answering: HashMap<PeerId, tokio::task::AbortHandle> = HashMap::new();
+    // Dropped with this task (the node stopped): every answering task ends.
+    let mut answering: HashMap<PeerId, Task> = HashMap::new();
     let mut prune_at = 64;
     while let Some((peer, mut stream)) = incoming.next().await {
         stream.ignore_for_keep_alive();
-        let task = tokio::spawn(async move {
-            let mut buf = [0u8; NONCE_BYTES];
-            while stream.read_exact(&mut buf).await.is_ok() {
-                if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
-                    break;
+        // Replacing a peer's older stream aborts its task.
+        answering.insert(
+            peer,
+            Task::spawn(async move {
+                let mut buf = [0u8; NONCE_BYTES];
+                while stream.read_exact(&mut buf).await.is_ok() {
+                    if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
+                        break;
+                    }
                 }
-            }
-        });
-        if let Some(old) = answering.insert(peer, task.abort_handle()) {
-            old.abort();
-        }
+            }),
+        );
         if answering.len() >= prune_at {
-            answering.retain(|_, t| !t.is_finished());
+            answering.retain(|_, t| !t.0.is_finished());
             prune_at = (answering.len() * 2).max(64);
         }
+    }
+}
+
+/// A spawned task that is aborted when this handle is dropped: the probe
+/// tasks end with the driver (or with their peer's connection), even while
+/// waiting on a stream.
+#[derive(Debug)]
+pub(crate) struct Task(tokio::task::AbortHandle);
+
+impl Task {
+    pub(crate) fn spawn<F>(future: F) -> Self
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        Task(tokio::spawn(future).abort_handle())
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -97,6 +97,13 @@ const MESH_N: usize = 3;
 /// How often Kademlia walks the network to refresh its routing table.
 const KAD_BOOTSTRAP_INTERVAL: Duration = Duration::from_secs(600);
 
+/// Slots per Kademlia bucket (libp2p's default is 20). libp2p-kad
+/// allocates every one of its 256 buckets at this size up front (1.6 MB of
+/// a node's heap at 20), while the table holds only the bootstrap peers
+/// and mDNS finds (see `set_kbucket_inserts` below): members find each
+/// other through membership gossip.
+const KAD_BUCKET_SIZE: usize = 8;
+
 /// Peers sent lazy gossip (IHAVE) each gossipsub heartbeat, at least.
 /// Each IHAVE is a packet and its acknowledgement every second; 2 cost
 /// about 0.45 KB/s per node on loopback at 20 nodes, 1 about half that.
@@ -261,6 +268,7 @@ impl Behaviour {
         // "Join at 50 nodes"). Members find each other through membership
         // gossip, which carries every member's addresses.
         kad_cfg.set_kbucket_inserts(kad::BucketInserts::Manual);
+        kad_cfg.set_kbucket_size(std::num::NonZeroUsize::new(KAD_BUCKET_SIZE).expect("a positive constant"));
         let mut kad = kad::Behaviour::with_config(peer_id, kad::store::MemoryStore::new(peer_id), kad_cfg);
         // LAN nodes rarely learn a confirmed external address: serve anyway.
         kad.set_mode(Some(kad::Mode::Server));

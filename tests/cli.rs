@@ -515,7 +515,7 @@ fn a_hung_node_is_suspected_by_its_peer_and_alive_again_when_it_resumes() {
     let status_of_a = |b: &RunningNode| member_status(b, &a_id);
     eventually("b sees a alive", || status_of_a(&b).as_deref() == Some("alive"));
     a.signal("-STOP");
-    // b probes its only peer every second and gives it 500 ms to answer; the
+    // b probes its only peer every second and gives it 1 s to answer; the
     // bound here is generous for a loaded machine.
     let deadline = Instant::now() + Duration::from_secs(40);
     loop {

@@ -35,7 +35,10 @@ pub struct Limits {
     pub probe_interval_ms: u64,
     /// A probe unanswered for this long makes the peer unreachable (it is
     /// suspected at once), milliseconds. Raise it for links with round
-    /// trips near it (across sites); memberlist's LAN default is the same.
+    /// trips near it (across sites) or hosts starved of CPU; 500 ms
+    /// (memberlist's LAN default, which memberlist confirms through other
+    /// members before it suspects) cost one false suspicion in a 50-node
+    /// benchmark on a host saturated by other work.
     pub probe_timeout_ms: u64,
     /// Most established inbound connections.
     pub connections_max_incoming: u32,
@@ -64,7 +67,7 @@ impl Default for Limits {
             heartbeat_max_bytes: 16 << 10,
             neighbours: 3,
             probe_interval_ms: 1_000,
-            probe_timeout_ms: 500,
+            probe_timeout_ms: 1_000,
             connections_max_incoming: 1024,
             connections_max_pending_incoming: 256,
             connections_max_per_peer: 4,

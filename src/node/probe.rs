@@ -5,7 +5,7 @@
 //! unanswered request shows it. Like SWIM, each node probes one connected
 //! peer per period (`limits.probe_interval_ms`, 1 s), taking its peers in a
 //! shuffled round, and a probe not answered within `limits.probe_timeout_ms`
-//! (500 ms) makes the peer unreachable
+//! (1 s) makes the peer unreachable
 //! (the driver reports it to the engine, which suspects it at once). The
 //! cost per node is one small exchange per period whatever the number of
 //! connections, and a hung node, probed by each of its neighbours once per
@@ -308,7 +308,7 @@ mod tests {
     use super::*;
 
     const PROBE_PERIOD: Duration = Duration::from_secs(1);
-    const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+    const PROBE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
     fn peers(n: usize) -> Vec<PeerId> {
         (0..n).map(|_| PeerId::random()).collect()
@@ -410,10 +410,12 @@ mod tests {
         // The loop ran 800 ms late: the probe has waited 200 ms of its own.
         let t1 = t0 + Duration::from_secs(1);
         s.delay(Duration::from_millis(800), t1);
-        assert!(s
-            .overdue(t1 + Duration::from_millis(300), PROBE_TIMEOUT)
-            .is_empty());
-        assert_eq!(s.overdue(t1 + Duration::from_millis(301), PROBE_TIMEOUT), vec![p]);
+        let left = PROBE_TIMEOUT - Duration::from_millis(200);
+        assert!(s.overdue(t1 + left, PROBE_TIMEOUT).is_empty());
+        assert_eq!(
+            s.overdue(t1 + left + Duration::from_millis(1), PROBE_TIMEOUT),
+            vec![p]
+        );
         // A stall starts the wait over.
         s.connected(p);
         s.next(t1, b"me", |_| false).unwrap();

@@ -373,6 +373,9 @@ pub struct Sim {
     flood_heap: BinaryHeap<Reverse<(u64, usize)>>,
     flood_reached: Vec<usize>,
     keep_disk: bool,
+    /// Shared by every engine: equal member self-descriptions are held
+    /// once in the process, not once per engine.
+    pool: starling::core::SharedPool,
     liars: byzantine::Liars,
     /// Nodes a mass restart stopped and has not brought back yet:
     /// (fault, node).
@@ -492,6 +495,7 @@ impl Sim {
             flood_heap: BinaryHeap::new(),
             flood_reached: Vec::new(),
             keep_disk: plan.has_crash(),
+            pool: starling::core::SharedPool::new(),
             plan,
             sc,
             seed,

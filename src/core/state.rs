@@ -332,7 +332,12 @@ impl KeyState {
         order.sort_live(&mut self.live);
         sort_by_rank(&mut self.history);
         if self.history.len() > history_limit {
-            self.history.split_off(history_limit)
+            let dropped = self.history.split_off(history_limit);
+            // A full history holds the limit and takes one more before
+            // trimming: room for exactly that, not the double a growing
+            // vector keeps (every node holds the history of every key).
+            self.history.shrink_to(history_limit + 1);
+            dropped
         } else {
             Vec::new()
         }

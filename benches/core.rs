@@ -89,7 +89,8 @@ fn heartbeat() -> Message {
                     "/ip4/192.168.1.17/tcp/7946".to_string(),
                 ],
                 tags,
-            },
+            }
+            .into(),
             Signature([7; SIGNATURE_LEN]),
         )),
         hlc: Hlc {

@@ -213,7 +213,8 @@ async fn a_forged_leave_at_the_highest_incarnation_gossiped_by_a_real_node_evict
             name: view.name.clone(),
             addrs: view.addrs.clone(),
             tags: view.tags.clone(),
-        },
+        }
+        .into(),
         incarnation: u64::MAX,
         status: MemberStatus::Left,
         proof: Signature([0x5a; 64]),

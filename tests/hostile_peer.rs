@@ -499,7 +499,7 @@ fn made_up_member(i: usize, info: NodeInfo) -> Member {
     let claim = member_claim(&id, &info, 1, false);
     Member {
         node: id,
-        info,
+        info: info.into(),
         incarnation: 1,
         status: MemberStatus::Alive,
         proof: keys_of(id).sign(&claim),
@@ -527,7 +527,7 @@ fn records_of_made_up_identities_past_max_members_are_refused_and_known_members_
     }
     // At the bound, a known member still refutes, changes its info, and
     // every member stays alive.
-    let mut info = net.engines[2].local_member().info;
+    let mut info = (*net.engines[2].local_member().info).clone();
     info.tags.insert("role".into(), "edge".into());
     net.cmd(2, starling::core::Command::SetInfo(info))
         .expect("set info");

@@ -83,7 +83,7 @@ fn member(i: u64, status: MemberStatus) -> Member {
     let claim = member_claim(&node(i), &info, i, status == MemberStatus::Left);
     Member {
         node: node(i),
-        info,
+        info: info.into(),
         incarnation: i,
         status,
         proof: keys_of(node(i)).sign(&claim),

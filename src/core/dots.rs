@@ -443,6 +443,17 @@ impl Context {
         ctx
     }
 
+    /// The shared entries, to share them further (see
+    /// [`SharedPool`](super::pool::SharedPool)).
+    pub(crate) fn into_shared(self) -> std::sync::Arc<Vec<Dot>> {
+        self.0
+    }
+
+    /// A context of shared entries (copied on write like any other).
+    pub(crate) fn from_shared(dots: std::sync::Arc<Vec<Dot>>) -> Self {
+        Context(dots)
+    }
+
     /// The entries, sorted by node.
     pub fn dots(&self) -> &[Dot] {
         &self.0

@@ -9,11 +9,13 @@
 //! each node suspects the peers whose heartbeats stop reaching it.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use super::crypto::{member_claim, Keys, Signature};
 use super::ids::NodeId;
+use super::pool::SharedPool;
 
 /// A member's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -43,7 +45,7 @@ impl MemberStatus {
 }
 
 /// What a node says about itself.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct NodeInfo {
     /// Human-readable name.
     pub name: String,
@@ -96,12 +98,16 @@ impl NodeInfo {
 }
 
 /// One member as this node sees it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Eq, Serialize, Deserialize)]
 pub struct Member {
     /// Its id.
     pub node: NodeId,
-    /// Its self-description (as of `incarnation`).
-    pub info: NodeInfo,
+    /// Its self-description (as of `incarnation`). Shared: every record
+    /// of the member at this incarnation (each status, each copy sent or
+    /// persisted) holds the same one, and engines of one process share
+    /// equal ones (see [`SharedPool`](super::pool::SharedPool)). Encoded
+    /// as the `NodeInfo` itself.
+    pub info: Arc<NodeInfo>,
     /// Raised only by the node itself: to refute suspicion or change info.
     pub incarnation: u64,
     /// Status at that incarnation.
@@ -113,6 +119,19 @@ pub struct Member {
     /// passing its alive claim on with another status, so they can do so
     /// only at an incarnation it really had).
     pub proof: Signature,
+}
+
+/// Field by field, the fixed-size fields first: the same record arrives
+/// again and again (every heartbeat, every sync), and a different one
+/// usually differs in them, before its self-description is compared.
+impl PartialEq for Member {
+    fn eq(&self, other: &Member) -> bool {
+        self.node == other.node
+            && self.incarnation == other.incarnation
+            && self.status == other.status
+            && self.proof == other.proof
+            && self.info == other.info
+    }
 }
 
 impl Member {
@@ -203,6 +222,8 @@ pub struct Membership {
     hash: u64,
     buckets: Box<[u64; MEMBER_BUCKETS]>,
     dirty: BTreeSet<NodeId>,
+    /// Where the self-descriptions of merged records are shared from.
+    pool: Option<SharedPool>,
 }
 
 impl Default for Membership {
@@ -212,6 +233,7 @@ impl Default for Membership {
             hash: 0,
             buckets: Box::new([0; MEMBER_BUCKETS]),
             dirty: BTreeSet::new(),
+            pool: None,
         }
     }
 }
@@ -220,6 +242,16 @@ impl Membership {
     /// An empty view.
     pub fn new() -> Self {
         Membership::default()
+    }
+
+    /// Share the self-descriptions of the records held, and of those
+    /// merged from now on, through `pool` (see [`SharedPool`]). The view
+    /// itself does not change.
+    pub(crate) fn share_through(&mut self, pool: SharedPool) {
+        for e in self.members.values_mut() {
+            e.member.info = pool.info(e.member.info.clone());
+        }
+        self.pool = Some(pool);
     }
 
     /// Whether [`merge`](Self::merge) would change the view.
@@ -235,7 +267,7 @@ impl Membership {
     }
 
     /// Merge a record; returns the previous record if it changed anything.
-    pub fn merge(&mut self, m: Member) -> Option<Option<Member>> {
+    pub fn merge(&mut self, mut m: Member) -> Option<Option<Member>> {
         let hash = match self.members.get(&m.node) {
             Some(cur) => match m.precedence().cmp(&cur.member.precedence()) {
                 std::cmp::Ordering::Less => return None,
@@ -250,6 +282,14 @@ impl Membership {
                 std::cmp::Ordering::Greater => m.digest_hash(),
             },
             None => m.digest_hash(),
+        };
+        // The same self-description as the record held (a change of status
+        // or incarnation only) is kept once; another is shared through the
+        // pool.
+        m.info = match (self.members.get(&m.node), &self.pool) {
+            (Some(cur), _) if cur.member.info == m.info => cur.member.info.clone(),
+            (_, Some(pool)) => pool.info(m.info),
+            (_, None) => m.info,
         };
         let node = m.node;
         let bucket = member_bucket(&node);
@@ -348,7 +388,7 @@ mod tests {
     fn member(i: u64, inc: u64, status: MemberStatus) -> Member {
         Member {
             node: NodeId::from_index(i),
-            info: NodeInfo::default(),
+            info: Arc::new(NodeInfo::default()),
             incarnation: inc,
             status,
             proof: crate::core::crypto::Signature([0; 64]),

@@ -91,6 +91,7 @@ mod membership;
 mod persist;
 mod phi;
 mod pick;
+mod pool;
 mod registry;
 mod runtime;
 mod state;
@@ -114,11 +115,12 @@ pub use membership::{
 };
 pub use persist::{MemoryStore, PersistBatch, PersistedMeta, Snapshot};
 pub use phi::PhiDetector;
-#[cfg(test)]
+#[cfg(all(test, feature = "node"))]
 pub(crate) use pick::test_view;
 pub use pick::{
     candidates, instance_zone, Candidates, PickError, PickOptions, PickState, Strategy, ZonePreference,
 };
+pub use pool::SharedPool;
 pub use registry::{HealthStatus, ServiceInstance, ServiceQuery, ServiceSpec};
 pub use runtime::{RequestRefused, Runtime};
 pub use state::{

@@ -30,6 +30,7 @@ use super::canary::CanarySpec;
 use super::dots::{Context, Dot, Knowledge, PeerKnowledge};
 use super::hlc::Hlc;
 use super::ids::{NodeId, StateKey};
+use super::pool::SharedPool;
 use super::registry::ServiceInstance;
 
 /// Number of digest buckets.
@@ -331,7 +332,12 @@ impl KeyState {
         order.sort_live(&mut self.live);
         sort_by_rank(&mut self.history);
         if self.history.len() > history_limit {
-            self.history.split_off(history_limit)
+            let dropped = self.history.split_off(history_limit);
+            // A full history holds the limit and takes one more before
+            // trimming: room for exactly that, not the double a growing
+            // vector keeps (every node holds the history of every key).
+            self.history.shrink_to(history_limit + 1);
+            dropped
         } else {
             Vec::new()
         }
@@ -544,6 +550,8 @@ pub struct ReplicatedState {
     /// This node's id: its own writes evicted by a bound stay seen (see
     /// [`set_local_origin`](Self::set_local_origin)).
     local: Option<NodeId>,
+    /// Where the causal contexts of merged versions are shared from.
+    pool: Option<SharedPool>,
 }
 
 /// What changed since the last [`ReplicatedState::take_dirty`].
@@ -573,7 +581,14 @@ impl ReplicatedState {
             max_siblings: usize::MAX,
             evicted: Vec::new(),
             local: None,
+            pool: None,
         }
+    }
+
+    /// Share the causal contexts of the versions merged from now on
+    /// through `pool` (see [`SharedPool`]); the state does not change.
+    pub(crate) fn share_through(&mut self, pool: SharedPool) {
+        self.pool = Some(pool);
     }
 
     /// Change the per-key history bound (applies from the next write).
@@ -795,7 +810,7 @@ impl ReplicatedState {
         out
     }
 
-    fn merge_inner(&mut self, key: StateKey, v: Version, taking_back: bool) -> MergeOutcome {
+    fn merge_inner(&mut self, key: StateKey, mut v: Version, taking_back: bool) -> MergeOutcome {
         let order = KeyOrder::of(&key);
         let (held, buried) = match self.entries.get(&key) {
             Some(ks) => (ks.holds(&v.dot), ks.buries(&v, order)),
@@ -840,6 +855,9 @@ impl ReplicatedState {
             StateKey::Service { .. } => 0,
         };
         self.buckets[bucket] ^= v.digest_hash(key_hash);
+        if let Some(pool) = &self.pool {
+            v.ctx = pool.context(std::mem::take(&mut v.ctx));
+        }
         let dot = v.dot;
         let ks = self.entries.entry(key.clone()).or_default();
         if ks.is_grave_only() {

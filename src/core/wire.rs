@@ -124,7 +124,7 @@ pub struct Heartbeat {
     pub status: MemberStatus,
     /// The sender's self-description and its signature over its record
     /// ([`Member::proof`]), in announcing heartbeats only.
-    pub info: Option<(NodeInfo, Signature)>,
+    pub info: Option<(std::sync::Arc<NodeInfo>, Signature)>,
     /// The sender's HLC.
     pub hlc: Hlc,
     /// Digest of the sender's replicated state.
@@ -544,7 +544,7 @@ mod tests {
             node: NodeId::from_index(1),
             incarnation: 2,
             status: MemberStatus::Alive,
-            info: Some((NodeInfo::default(), Signature([3; 64]))),
+            info: Some((NodeInfo::default().into(), Signature([3; 64]))),
             hlc: Hlc::default(),
             digest: Digest { hash: 9, keys: 1 },
             members_hash: 3,

@@ -58,7 +58,8 @@ fn member(index: u64, incarnation: u64, status: MemberStatus) -> Member {
             name: format!("node-{index}"),
             addrs: vec![format!("/ip4/127.0.0.1/tcp/{}", 4000 + index)],
             tags: BTreeMap::from([("role".to_string(), "edge".to_string())]),
-        },
+        }
+        .into(),
         incarnation,
         status,
         proof: crate::core::crypto::Signature([index as u8; 64]),

@@ -8,7 +8,7 @@ use rand::seq::SliceRandom;
 use rand::Rng;
 use starling::core::{Input, Topic};
 
-use super::{Ev, GossipMsg, NodeState, Sim};
+use super::{Ev, Flood, GossipMsg, NodeState, Queued, Sim};
 use crate::rng::stream;
 
 impl Sim {
@@ -234,21 +234,30 @@ impl Sim {
                 }
             }
         }
+        // Nodes are reached in order of arrival (Dijkstra's order), so
+        // the deliveries, numbered in that order, are sorted by (time, seq).
+        let mut deliveries = Vec::with_capacity(reached.len());
         for &v in &reached {
             let d = self.dist[v];
             self.dist[v] = u64::MAX;
             self.parent[v] = usize::MAX;
             if v != src {
-                let life = self.nodes[v].life;
-                self.push(
-                    self.now + d,
-                    Ev::Gossip {
-                        to: v,
-                        life,
-                        msg: msg.clone(),
-                    },
-                );
+                self.seq += 1;
+                deliveries.push((self.now + d, self.seq, v, self.nodes[v].life));
             }
+        }
+        debug_assert!(deliveries.windows(2).all(|w| (w[0].0, w[0].1) < (w[1].0, w[1].1)));
+        let flood = Flood {
+            msg,
+            deliveries,
+            next: 0,
+        };
+        if let Some((time, seq)) = flood.head() {
+            self.queue.push(Reverse(Queued {
+                time,
+                seq,
+                ev: Ev::Flood(Box::new(flood)),
+            }));
         }
         self.flood_reached = reached;
         self.flood_heap = heap;

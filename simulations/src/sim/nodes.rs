@@ -50,8 +50,9 @@ impl Sim {
         // run), as cheap as the simulator needs; the engine checks them
         // exactly as it checks ed25519 in a real node.
         let keys = Arc::new(SimulatedKeys::new(id, self.world_secret()));
-        let engine = Engine::new(self.cfg.clone(), keys, info, local, engine_seed, snapshot)
+        let mut engine = Engine::new(self.cfg.clone(), keys, info, local, engine_seed, snapshot)
             .expect("the scenario's [protocol] section was validated when it was parsed");
+        engine.share_pool(self.pool.clone());
         let n = &mut self.nodes[i];
         n.engine = Some(engine);
         n.life = life;

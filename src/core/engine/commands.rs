@@ -207,7 +207,7 @@ impl Engine {
                         .map(|(k, _)| k.clone())
                         .collect();
                 }
-                self.info = info;
+                self.info = std::sync::Arc::new(info);
                 self.incarnation += 1;
                 let rec = self.own_record(MemberStatus::Alive);
                 self.members.merge(rec.clone());

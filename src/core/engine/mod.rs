@@ -80,7 +80,7 @@ pub struct Engine {
     me: NodeId,
     /// Signs this node's records, checks its peers'.
     keys: SharedKeys,
-    info: NodeInfo,
+    info: std::sync::Arc<NodeInfo>,
     /// Canary keys to re-announce to watchers after this node's tags
     /// changed.
     retargeted: Vec<StateKey>,
@@ -195,7 +195,7 @@ impl Engine {
             cfg,
             me,
             keys,
-            info,
+            info: std::sync::Arc::new(info),
             retargeted: Vec::new(),
             incarnation,
             left: false,
@@ -244,6 +244,17 @@ impl Engine {
             engine.owned_heartbeats.insert(k, now_ms);
         }
         Ok(engine)
+    }
+
+    /// Share immutable decoded data (member self-descriptions, causal
+    /// contexts) with the
+    /// other engines of this process through `pool`: a driver running many
+    /// engines in one process (the simulator) gives them all one pool.
+    /// Nothing the engine checks, decides or sends changes; only the
+    /// memory its view takes does (see [`SharedPool`](crate::core::SharedPool)).
+    pub fn share_pool(&mut self, pool: super::pool::SharedPool) {
+        self.state.share_through(pool.clone());
+        self.members.share_through(pool);
     }
 
     /// [`Input::Gossip`] without handing over the bytes: a driver that

@@ -1054,7 +1054,7 @@ mod tests {
         let claim = crate::core::crypto::member_claim(&b, &NodeInfo::default(), 1, false);
         a.merge_member(crate::core::membership::Member {
             node: b,
-            info: NodeInfo::default(),
+            info: NodeInfo::default().into(),
             incarnation: 1,
             status: MemberStatus::Dead,
             proof: crate::core::crypto::test_keys(b).sign(&claim),

@@ -3,21 +3,21 @@
 //! A crashed process's connections break at once, but a hung one (SIGSTOP,
 //! a stalled event loop) or a silently cut path keeps them open: only an
 //! unanswered request shows it. Like SWIM, each node probes one connected
-//! peer per period (`limits.probe_interval_ms`, 1 s), taking its peers in a
-//! shuffled round, and a probe not answered within `limits.probe_timeout_ms`
-//! (1 s) makes the peer unreachable
-//! (the driver reports it to the engine, which suspects it at once). The
-//! cost per node is one small exchange per period whatever the number of
-//! connections, and a hung node, probed by each of its neighbours once per
-//! round of theirs, is probed about once per period by the cluster as a
-//! whole: it is noticed about half a period plus the timeout after it
-//! stops. Loopback and LAN round trips are well under a millisecond, and
-//! on a loaded host (50 nodes joining on 2 cores) every one of ~3,000
-//! probes was answered within 205 ms; this node's own stalls are not
-//! counted against its peers (see [`Schedule::delay`] and
-//! [`Schedule::restart`]). (libp2p's ping, which this replaces, pinged every connection
-//! from both sides at a fixed interval: the cost grew with the
-//! connections, and a hang waited for the next ping of some neighbour.)
+//! peer per period (`limits.probe_interval_ms`, 1 s), taking its peers in
+//! a shuffled round, and a probe not answered within
+//! `limits.probe_timeout_ms` (1 s) makes the peer unreachable (the driver
+//! reports it to the engine, which suspects it at once). The cost per node
+//! is one small exchange per period whatever the number of connections,
+//! and a hung node, probed by each of its neighbours once per round of
+//! theirs, is probed about once per period by the cluster as a whole: it
+//! is noticed about half a period plus the timeout after it stops.
+//! Loopback round trips are well under a millisecond, and on a loaded host
+//! (50 nodes joining on 2 cores) every one of ~3,000 probes was answered
+//! within 205 ms; this node's own stalls are not counted against its peers
+//! (see [`Schedule::delay`] and [`Schedule::restart`]). libp2p's ping,
+//! which this replaces, pinged every connection from both sides at a fixed
+//! interval: the cost grew with the connections, and a hang waited for the
+//! next ping of some neighbour.
 //!
 //! The exchange is an 8-byte nonce echoed back on a stream kept open per
 //! peer (`/starling/<cluster>/probe/1`), opened on the first probe and

@@ -263,6 +263,7 @@ impl Driver {
         let latency = LatencyProbe::new(Arc::new(NodeMetrics::new()), &engine);
         let defaults = Limits::default();
         let probe_control = swarm.behaviour().probe.new_control();
+        let probes = Schedule::new(swarm.local_peer_id().to_bytes());
         Driver {
             engine,
             swarm,
@@ -295,7 +296,7 @@ impl Driver {
             redial_round: 0,
             links_stale: false,
             last_choice: tokio::time::Instant::now(),
-            probes: Schedule::default(),
+            probes,
             probe_interval: Duration::from_millis(defaults.probe_interval_ms),
             probe_timeout: Duration::from_millis(defaults.probe_timeout_ms),
             probe_control,
@@ -628,7 +629,7 @@ impl Driver {
                 if num_established > 0 {
                     return;
                 }
-                self.probes.disconnected(&peer_id);
+                self.probes.forget(&peer_id);
                 self.probe_tasks.remove(&peer_id);
                 self.told.remove(&peer_id);
                 let Some(node) = node_id_of(&peer_id) else {
@@ -1002,9 +1003,8 @@ impl Driver {
     /// task on its first probe.
     fn probe_next(&mut self) {
         let now = tokio::time::Instant::now();
-        let salt = self.swarm.local_peer_id().to_bytes();
         let links = &self.links;
-        let Some((peer, id)) = self.probes.next(now, &salt, |p| links.is_chosen(p)) else {
+        let Some((peer, id)) = self.probes.next(now, |p| links.is_chosen(p)) else {
             return;
         };
         let (queue, _) = self.probe_tasks.entry(peer).or_insert_with(|| {
@@ -1039,7 +1039,7 @@ impl Driver {
             }
             Reply::Unsupported(peer) => {
                 tracing::info!(%peer, "peer does not answer probes (an older version?); not probed");
-                self.probes.disconnected(&peer);
+                self.probes.forget(&peer);
                 self.probe_tasks.remove(&peer);
             }
         }

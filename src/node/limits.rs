@@ -31,14 +31,15 @@ pub struct Limits {
     /// How often this node probes one of its connected peers, milliseconds
     /// (docs/DESIGN.md, "Liveness from neighbours"): a hung peer is
     /// noticed about half of this plus `probe_timeout_ms` after it stops;
-    /// each probe costs about 230 bytes on the wire.
+    /// each probe costs about 230 bytes on the wire (counted from the
+    /// header sizes, not captured).
     pub probe_interval_ms: u64,
     /// A probe unanswered for this long makes the peer unreachable (it is
     /// suspected at once), milliseconds. Raise it for links with round
-    /// trips near it (across sites) or hosts starved of CPU; 500 ms
+    /// trips near it (across sites) or hosts starved of CPU; with 500 ms
     /// (memberlist's LAN default, which memberlist confirms through other
-    /// members before it suspects) cost one false suspicion in a 50-node
-    /// benchmark on a host saturated by other work.
+    /// members before it suspects) two of nine benchmark runs on a host
+    /// saturated by other work counted false suspicions.
     pub probe_timeout_ms: u64,
     /// Most established inbound connections.
     pub connections_max_incoming: u32,

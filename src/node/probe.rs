@@ -11,8 +11,8 @@
 //! and a hung node, probed by each of its neighbours once per round of
 //! theirs, is probed about once per period by the cluster as a whole: it
 //! is noticed about half a period plus the timeout after it stops.
-//! Loopback round trips are well under a millisecond, and on a loaded host
-//! (50 nodes joining on 2 cores) every one of ~3,000 probes was answered
+//! Loopback round trips are well under a millisecond, and while 50 nodes
+//! joined on 2 cores every one of ~3,000 probes was answered
 //! within 205 ms; this node's own stalls are not counted against its peers
 //! (see [`Schedule::delay`] and [`Schedule::restart`]). libp2p's ping,
 //! which this replaces, pinged every connection from both sides at a fixed
@@ -37,12 +37,20 @@ use tokio::time::Instant;
 /// (the others in every round; see [`Schedule::next`]).
 const CHOSEN_EVERY: u64 = 4;
 
+/// A peer's probes are answered at most this often: a prober sends one per
+/// `limits.probe_interval_ms` (at least 100 ms), and a peer that streams
+/// nonces faster gets them echoed no faster than this.
+const ANSWER_SPACING: Duration = Duration::from_millis(50);
+
 /// Bytes of a probe and of its answer.
 const NONCE_BYTES: usize = 8;
 
 /// Whom to probe next and which probes are overdue.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Schedule {
+    /// Salts the order of every round: this node's own (its peer id), so
+    /// nodes do not probe in step.
+    salt: Vec<u8>,
     /// Connected peers, with the probe outstanding to each (its id and
     /// when it was sent), if any.
     peers: HashMap<PeerId, Option<(u64, Instant)>>,
@@ -55,13 +63,25 @@ pub(crate) struct Schedule {
 }
 
 impl Schedule {
+    /// A schedule whose rounds are ordered by `salt` (see [`Self::next`]).
+    pub(crate) fn new(salt: Vec<u8>) -> Self {
+        Schedule {
+            salt,
+            peers: HashMap::new(),
+            round: Vec::new(),
+            rounds: 0,
+            last_id: 0,
+        }
+    }
+
     /// A peer connected: it joins the next round.
     pub(crate) fn connected(&mut self, peer: PeerId) {
         self.peers.entry(peer).or_insert(None);
     }
 
-    /// A peer's last connection closed: nothing is expected of it.
-    pub(crate) fn disconnected(&mut self, peer: &PeerId) {
+    /// A peer is no longer probed: its last connection closed, or it does
+    /// not speak the probe protocol.
+    pub(crate) fn forget(&mut self, peer: &PeerId) {
         self.peers.remove(peer);
     }
 
@@ -76,22 +96,16 @@ impl Schedule {
     /// outstanding. A round takes the connected peers this node did not
     /// choose (`chosen` says which it did) and, every
     /// [`CHOSEN_EVERY`]th round or when there are no others, the ones it
-    /// chose, in an order drawn from `salt` (this node's own, so nodes do
-    /// not probe in step) and the round number.
+    /// chose, in an order drawn from the salt and the round number.
     ///
     /// Why the peers that were not chosen: every node chooses
     /// `limits.neighbours` peers, so every node is held unchosen by that
-    /// many others (its own choices), each holding about as many unchosen
-    /// peers on average, whatever its own number of connections. Probing
-    /// those first makes the rate at which a node is probed about the same
-    /// for every node (about one probe a second); a round over all peers
-    /// probed a node that few had chosen half as often.
-    pub(crate) fn next(
-        &mut self,
-        now: Instant,
-        salt: &[u8],
-        chosen: impl Fn(&PeerId) -> bool,
-    ) -> Option<(PeerId, u64)> {
+    /// many others, each holding about as many unchosen peers on average,
+    /// whatever its own number of connections. Probing those first makes
+    /// the rate at which a node is probed about the same for every node
+    /// (about one probe a second); by count, a round over all peers probes
+    /// a node that only its own choices hold about half as often.
+    pub(crate) fn next(&mut self, now: Instant, chosen: impl Fn(&PeerId) -> bool) -> Option<(PeerId, u64)> {
         for _ in 0..2 {
             while let Some(peer) = self.round.pop() {
                 if let Some(slot @ None) = self.peers.get_mut(&peer) {
@@ -103,18 +117,17 @@ impl Schedule {
             // A new round.
             self.rounds += 1;
             let rounds = self.rounds.to_le_bytes();
-            let unchosen = self.peers.keys().filter(|p| !chosen(p)).count();
-            let with_chosen = unchosen == 0 || self.rounds.is_multiple_of(CHOSEN_EVERY);
+            let all = self.rounds.is_multiple_of(CHOSEN_EVERY) || self.peers.keys().all(&chosen);
             let mut order: Vec<(u64, PeerId)> = self
                 .peers
                 .keys()
-                .filter(|p| with_chosen || !chosen(p))
+                .filter(|p| all || !chosen(p))
                 .map(|p| {
-                    let key = [salt, &p.to_bytes(), &rounds].concat();
+                    let key = [&self.salt[..], &p.to_bytes(), &rounds].concat();
                     (xxhash_rust::xxh3::xxh3_64(&key), *p)
                 })
                 .collect();
-            order.sort_unstable_by_key(|(h, p)| (*h, p.to_bytes()));
+            order.sort_unstable();
             self.round = order.into_iter().map(|(_, p)| p).collect();
         }
         None
@@ -123,23 +136,25 @@ impl Schedule {
     /// The probe `id` was answered by `peer` at `now`: how long it took,
     /// if it was the one outstanding.
     pub(crate) fn answered(&mut self, peer: &PeerId, id: u64, now: Instant) -> Option<Duration> {
-        let slot = self.peers.get_mut(peer)?;
-        match *slot {
-            Some((sent_id, sent)) if sent_id == id => {
-                *slot = None;
-                Some(now.duration_since(sent))
-            }
-            _ => None,
-        }
+        self.take(peer, id).map(|sent| now.duration_since(sent))
     }
 
     /// The probe `id` to `peer` was never sent (its task is gone): forget
     /// it, so the peer is probed again in a later round.
     pub(crate) fn unsent(&mut self, peer: &PeerId, id: u64) {
-        if let Some(slot) = self.peers.get_mut(peer) {
-            if matches!(slot, Some((sent, _)) if *sent == id) {
+        self.take(peer, id);
+    }
+
+    /// Clear the probe `id` to `peer` if it is the one outstanding; when
+    /// it was sent.
+    fn take(&mut self, peer: &PeerId, id: u64) -> Option<Instant> {
+        let slot = self.peers.get_mut(peer)?;
+        match *slot {
+            Some((sent_id, sent)) if sent_id == id => {
                 *slot = None;
+                Some(sent)
             }
+            _ => None,
         }
     }
 
@@ -194,6 +209,7 @@ pub(crate) async fn answer(mut incoming: libp2p_stream::IncomingStreams) {
                     if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
                         break;
                     }
+                    tokio::time::sleep(ANSWER_SPACING).await;
                 }
             }),
         );
@@ -314,46 +330,58 @@ mod tests {
         (0..n).map(|_| PeerId::random()).collect()
     }
 
-    #[test]
-    fn a_round_probes_every_connected_peer_once_before_any_twice() {
-        let mut s = Schedule::default();
-        let ps = peers(5);
-        for p in &ps {
+    /// A schedule salted with `salt` and holding `peers`.
+    fn holding(salt: &[u8], peers: &[PeerId]) -> Schedule {
+        let mut s = Schedule::new(salt.to_vec());
+        for p in peers {
             s.connected(*p);
         }
+        s
+    }
+
+    /// The next `n` peers probed at `t`, each probe answered at once.
+    fn probe_answered(
+        s: &mut Schedule,
+        n: usize,
+        t: Instant,
+        chosen: impl Fn(&PeerId) -> bool,
+    ) -> Vec<PeerId> {
+        (0..n)
+            .map(|_| {
+                let (p, id) = s.next(t, &chosen).expect("a peer to probe");
+                s.answered(&p, id, t);
+                p
+            })
+            .collect()
+    }
+
+    fn sorted(mut ps: Vec<PeerId>) -> Vec<PeerId> {
+        ps.sort();
+        ps
+    }
+
+    #[test]
+    fn a_round_probes_every_connected_peer_once_before_any_twice() {
+        let ps = peers(5);
+        let mut s = holding(b"me", &ps);
         let t = Instant::now();
-        let mut seen = Vec::new();
-        for _ in 0..5 {
-            let (p, id) = s.next(t, b"me", |_| false).expect("a peer to probe");
-            s.answered(&p, id, t);
-            seen.push(p);
-        }
-        let mut sorted = seen.clone();
-        sorted.sort();
-        sorted.dedup();
-        assert_eq!(sorted.len(), 5, "each peer once in a round: {seen:?}");
-        // The next round takes them all again, in another order.
-        let mut second = Vec::new();
-        for _ in 0..5 {
-            let (p, id) = s.next(t, b"me", |_| false).unwrap();
-            s.answered(&p, id, t);
-            second.push(p);
-        }
-        let mut sorted2 = second.clone();
-        sorted2.sort();
-        assert_eq!(sorted, sorted2);
+        let first = probe_answered(&mut s, 5, t, |_| false);
+        assert_eq!(
+            sorted(first.clone()),
+            sorted(ps.clone()),
+            "each peer once in a round: {first:?}"
+        );
+        // The next round takes each of them once again.
+        let second = probe_answered(&mut s, 5, t, |_| false);
+        assert_eq!(sorted(second), sorted(ps));
     }
 
     #[test]
     fn a_peer_with_a_probe_outstanding_is_skipped_and_overdue_after_the_timeout() {
-        let mut s = Schedule::default();
-        let ps = peers(2);
-        for p in &ps {
-            s.connected(*p);
-        }
+        let mut s = holding(b"me", &peers(2));
         let t0 = Instant::now();
-        let (hung, _) = s.next(t0, b"me", |_| false).unwrap();
-        let (other, id) = s.next(t0, b"me", |_| false).unwrap();
+        let (hung, _) = s.next(t0, |_| false).unwrap();
+        let (other, id) = s.next(t0, |_| false).unwrap();
         assert_ne!(hung, other);
         assert_eq!(
             s.answered(&other, id, t0 + Duration::from_millis(3)),
@@ -361,7 +389,7 @@ mod tests {
         );
         // Next round: the hung peer's probe is still outstanding, so only
         // the other one is probed.
-        let (p, id) = s.next(t0 + Duration::from_millis(500), b"me", |_| false).unwrap();
+        let (p, id) = s.next(t0 + Duration::from_millis(500), |_| false).unwrap();
         assert_eq!(p, other);
         s.answered(&other, id, t0 + Duration::from_millis(500));
         assert!(
@@ -378,13 +406,12 @@ mod tests {
 
     #[test]
     fn a_stale_answer_does_not_clear_a_newer_probe() {
-        let mut s = Schedule::default();
         let p = PeerId::random();
-        s.connected(p);
+        let mut s = holding(b"me", &[p]);
         let t0 = Instant::now();
-        let (_, first) = s.next(t0, b"me", |_| false).unwrap();
+        let (_, first) = s.next(t0, |_| false).unwrap();
         s.answered(&p, first, t0);
-        let (_, second) = s.next(t0 + PROBE_PERIOD, b"me", |_| false).unwrap();
+        let (_, second) = s.next(t0 + PROBE_PERIOD, |_| false).unwrap();
         assert_eq!(
             s.answered(&p, first, t0 + PROBE_PERIOD),
             None,
@@ -402,11 +429,10 @@ mod tests {
 
     #[test]
     fn this_nodes_own_stall_or_lag_does_not_count_against_its_peers() {
-        let mut s = Schedule::default();
         let p = PeerId::random();
-        s.connected(p);
+        let mut s = holding(b"me", &[p]);
         let t0 = Instant::now();
-        s.next(t0, b"me", |_| false).unwrap();
+        s.next(t0, |_| false).unwrap();
         // The loop ran 800 ms late: the probe has waited 200 ms of its own.
         let t1 = t0 + Duration::from_secs(1);
         s.delay(Duration::from_millis(800), t1);
@@ -418,80 +444,51 @@ mod tests {
         );
         // A stall starts the wait over.
         s.connected(p);
-        s.next(t1, b"me", |_| false).unwrap();
+        s.next(t1, |_| false).unwrap();
         let t2 = t1 + Duration::from_secs(30);
         s.restart(t2);
         assert!(s.overdue(t2 + PROBE_TIMEOUT, PROBE_TIMEOUT).is_empty());
     }
 
     #[test]
-    fn a_disconnected_peer_is_not_probed_and_nothing_is_due_with_no_peers() {
-        let mut s = Schedule::default();
+    fn a_forgotten_peer_is_not_probed_and_nothing_is_due_with_no_peers() {
+        let mut s = holding(b"me", &[]);
         let t = Instant::now();
-        assert!(s.next(t, b"me", |_| false).is_none());
+        assert!(s.next(t, |_| false).is_none());
         let ps = peers(3);
         for p in &ps {
             s.connected(*p);
         }
-        s.disconnected(&ps[1]);
-        for _ in 0..6 {
-            let (p, id) = s.next(t, b"me", |_| false).unwrap();
-            assert_ne!(p, ps[1]);
-            s.answered(&p, id, t);
-        }
+        s.forget(&ps[1]);
+        assert!(!probe_answered(&mut s, 6, t, |_| false).contains(&ps[1]));
     }
 
     #[test]
     fn nodes_with_different_salts_probe_in_different_orders() {
         let ps = peers(8);
-        let order = |salt: &[u8]| {
-            let mut s = Schedule::default();
-            for p in &ps {
-                s.connected(*p);
-            }
-            let t = Instant::now();
-            (0..8)
-                .map(|_| {
-                    let (p, id) = s.next(t, salt, |_| false).unwrap();
-                    s.answered(&p, id, t);
-                    p
-                })
-                .collect::<Vec<_>>()
-        };
+        let order = |salt: &[u8]| probe_answered(&mut holding(salt, &ps), 8, Instant::now(), |_| false);
         assert_eq!(order(b"a"), order(b"a"), "deterministic per salt");
         assert_ne!(order(b"a"), order(b"b"));
     }
 
     #[test]
     fn peers_this_node_chose_are_probed_every_fourth_round_and_the_others_every_round() {
-        let mut s = Schedule::default();
         let ps = peers(4);
-        for p in &ps {
-            s.connected(*p);
-        }
+        let mut s = holding(b"me", &ps);
         let chosen = |p: &PeerId| *p == ps[0] || *p == ps[1];
         let t = Instant::now();
-        let mut count = HashMap::new();
         // Rounds 1..=8: two unchosen peers each round, the chosen ones too
         // in rounds 4 and 8: 2 * 8 + 2 * 2 probes.
-        for _ in 0..20 {
-            let (p, id) = s.next(t, b"me", chosen).unwrap();
-            s.answered(&p, id, t);
-            *count.entry(p).or_insert(0) += 1;
-        }
-        assert_eq!(count[&ps[2]], 8);
-        assert_eq!(count[&ps[3]], 8);
-        assert_eq!(count[&ps[0]], 2);
-        assert_eq!(count[&ps[1]], 2);
+        let probed = probe_answered(&mut s, 20, t, chosen);
+        let count = |p: &PeerId| probed.iter().filter(|q| *q == p).count();
+        assert_eq!(count(&ps[2]), 8);
+        assert_eq!(count(&ps[3]), 8);
+        assert_eq!(count(&ps[0]), 2);
+        assert_eq!(count(&ps[1]), 2);
         // With only chosen peers connected, every round takes them.
-        s.disconnected(&ps[2]);
-        s.disconnected(&ps[3]);
-        let mut seen = Vec::new();
-        for _ in 0..4 {
-            let (p, id) = s.next(t, b"me", chosen).unwrap();
-            s.answered(&p, id, t);
-            seen.push(p);
-        }
+        s.forget(&ps[2]);
+        s.forget(&ps[3]);
+        let seen = probe_answered(&mut s, 4, t, chosen);
         assert_eq!(seen.iter().filter(|p| **p == ps[0]).count(), 2, "{seen:?}");
     }
 }

@@ -178,6 +178,21 @@ fn render(
         Unit::Bytes,
         wire,
     );
+    let held = Family::<Vec<(String, String)>, Counter>::default();
+    for (outcome, c) in [
+        ("sent", &latency.gossip_held_sent),
+        ("dropped", &latency.gossip_held_dropped),
+    ] {
+        held.get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
+            .inc_by(c.get());
+    }
+    registry.register(
+        "gossip_held",
+        "Publishes gossipsub refused for want of a subscribed peer (alone, or before a new \
+         connection's subscriptions arrived), held up to 5 s: sent once a peer subscribed, or \
+         dropped unsent (anti-entropy repairs what they carried)",
+        held,
+    );
     registry.register(
         "denied_connections",
         "Connections of peers in deny_peers: refused inbound, refused outbound, or closed \

@@ -35,6 +35,7 @@ use crate::net::{
 use crate::store::Store;
 
 use super::clock::wall_ms;
+use super::held::Held;
 use super::limits::Limits;
 use super::links::Links;
 use super::metrics::{DeniedEvent, LatencyProbe, Limit, NodeMetrics, Validation};
@@ -97,6 +98,8 @@ pub(crate) struct Driver {
     graylisted: BTreeSet<PeerId>,
     /// Whether our own oversized heartbeat was reported at `warn` yet.
     warned_own_heartbeat: bool,
+    /// Publishes no subscribed peer could take yet (see `held`).
+    held: Held,
     /// The partial view: the peers this node chose to keep connected
     /// (`limits.neighbours`) and which connections close when.
     links: Links,
@@ -183,6 +186,7 @@ struct NodeRuntime<'a> {
     heartbeat_max_bytes: usize,
     metrics: &'a NodeMetrics,
     warned_own_heartbeat: &'a mut bool,
+    held: &'a mut Held,
 }
 
 impl Runtime for NodeRuntime<'_> {
@@ -207,13 +211,14 @@ impl Runtime for NodeRuntime<'_> {
             }
             return;
         }
-        let t = match topic {
-            Topic::Heartbeat => self.names.heartbeat_topic.clone(),
-            Topic::Delta => self.names.delta_topic.clone(),
-        };
-        if let Err(e) = self.swarm.behaviour_mut().gossipsub.publish(t, bytes) {
-            // Alone or partitioned: anti-entropy covers it.
-            tracing::debug!(error = %e, "publish not delivered");
+        match publish(self.swarm, self.names, topic, bytes) {
+            Ok(()) => {}
+            Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) => {
+                // No peer known to subscribe yet (alone, or a connection
+                // whose subscriptions have not arrived): sent when one does.
+                self.held.hold(topic, bytes, tokio::time::Instant::now());
+            }
+            Err((e, _)) => tracing::debug!(error = %e, ?topic, "publish not delivered"),
         }
     }
 
@@ -261,6 +266,7 @@ impl Driver {
         info: NodeInfo,
     ) -> Self {
         let latency = LatencyProbe::new(Arc::new(NodeMetrics::new()), &engine);
+        let held = Held::new(latency.metrics_ref().gossip_held_dropped.clone());
         let defaults = Limits::default();
         let probe_control = swarm.behaviour().probe.new_control();
         let probes = Schedule::new(swarm.local_peer_id().to_bytes());
@@ -289,6 +295,7 @@ impl Driver {
             sync_rate: sync_rate_limiter(&defaults),
             graylisted: BTreeSet::new(),
             warned_own_heartbeat: false,
+            held,
             links: links_for(&defaults),
             lost: BTreeSet::new(),
             told: BTreeSet::new(),
@@ -313,6 +320,7 @@ impl Driver {
     /// Count into `metrics` (shared with the transport, which counts key
     /// mismatches) and refuse the peers in `denied` from the start.
     pub(crate) fn with_admission(mut self, metrics: Arc<NodeMetrics>, denied: BTreeSet<PeerId>) -> Self {
+        self.held = Held::new(metrics.gossip_held_dropped.clone());
         self.latency = LatencyProbe::new(metrics, &self.engine);
         self.set_denied(denied);
         self
@@ -409,6 +417,7 @@ impl Driver {
             heartbeat_max_bytes: self.heartbeat_max_bytes,
             metrics: self.latency.metrics_ref(),
             warned_own_heartbeat: &mut self.warned_own_heartbeat,
+            held: &mut self.held,
         };
         self.engine.drive(wall_ms(), input, &mut rt);
         for effect in std::mem::take(&mut self.after) {
@@ -572,6 +581,11 @@ impl Driver {
                 message_id,
                 message,
             })) => self.on_gossip(propagation_source, &message_id, message),
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Subscribed {
+                topic, ..
+            })) => {
+                self.send_held(&topic);
+            }
             SwarmEvent::Behaviour(BehaviourEvent::Sync(ev)) => self.on_sync_event(ev),
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(list))) => {
                 let now = tokio::time::Instant::now();
@@ -989,6 +1003,28 @@ impl Driver {
         }
     }
 
+    /// A peer subscribed to `topic`: send what was held for it.
+    fn send_held(&mut self, topic: &gossipsub::TopicHash) {
+        let topic = if *topic == self.names.heartbeat_topic.hash() {
+            Topic::Heartbeat
+        } else if *topic == self.names.delta_topic.hash() {
+            Topic::Delta
+        } else {
+            return;
+        };
+        for (bytes, since) in self.held.take(topic, tokio::time::Instant::now()) {
+            match publish(&mut self.swarm, &self.names, topic, bytes) {
+                Ok(()) => {
+                    self.latency.metrics_ref().gossip_held_sent.inc();
+                }
+                Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) => {
+                    self.held.hold(topic, bytes, since);
+                }
+                Err((e, _)) => tracing::debug!(error = %e, ?topic, "held publish not delivered"),
+            }
+        }
+    }
+
     /// Tell the engine `peer` is connected, once per connection spell.
     fn tell_connected(&mut self, peer: PeerId) {
         if !self.swarm.is_connected(&peer) || !self.told.insert(peer) {
@@ -1167,6 +1203,32 @@ fn pick_order(me: &NodeId, node: &NodeId, round: u64) -> u64 {
     b[32..64].copy_from_slice(node.as_bytes());
     b[64..].copy_from_slice(&round.to_le_bytes());
     xxhash_rust::xxh3::xxh3_64(&b)
+}
+
+/// Publish `bytes` on `topic`; on failure, the error and the bytes back.
+fn publish(
+    swarm: &mut Swarm<Behaviour>,
+    names: &ClusterNames,
+    topic: Topic,
+    bytes: Vec<u8>,
+) -> Result<(), (gossipsub::PublishError, Vec<u8>)> {
+    let t = match topic {
+        Topic::Heartbeat => names.heartbeat_topic.clone(),
+        Topic::Delta => names.delta_topic.clone(),
+    };
+    // Gossipsub takes the bytes. It can refuse them for want of a
+    // subscribed peer only while the topic's mesh is empty: a copy is
+    // kept for that case alone.
+    let gossip = &mut swarm.behaviour_mut().gossipsub;
+    let kept = gossip
+        .mesh_peers(&t.hash())
+        .next()
+        .is_none()
+        .then(|| bytes.clone());
+    match gossip.publish(t, bytes) {
+        Ok(_) => Ok(()),
+        Err(e) => Err((e, kept.unwrap_or_default())),
+    }
 }
 
 /// The per-peer limiter of incoming sync requests for `limits`.

@@ -59,6 +59,11 @@ pub(crate) struct NodeMetrics {
     pub limits: Family<LimitLabels, Counter>,
     /// Gossip messages by topic and validation result.
     pub gossip_validation: Family<ValidationLabels, Counter>,
+    /// Publishes held for want of a subscribed peer (`node::held`) and
+    /// sent once one subscribed.
+    pub gossip_held_sent: Counter,
+    /// Publishes held and dropped unsent (too old, or over the bounds).
+    pub gossip_held_dropped: Counter,
     /// Connected peers whose gossipsub score is below the graylist
     /// threshold (their gossip is ignored).
     pub graylisted_peers: Gauge,
@@ -207,6 +212,8 @@ impl NodeMetrics {
             dns: crate::dns::metrics::DnsMetrics::new(),
             limits: Family::default(),
             gossip_validation: Family::default(),
+            gossip_held_sent: Counter::default(),
+            gossip_held_dropped: Counter::default(),
             graylisted_peers: Gauge::default(),
         };
         m.touch_denied();

@@ -37,6 +37,7 @@ mod config;
 mod driver;
 mod error;
 mod handle;
+mod held;
 mod limits;
 mod links;
 pub(crate) mod metrics;

@@ -42,9 +42,11 @@ pub(super) const QUIET_FACTOR: u64 = 2;
 const FIRST_HAND_SPREAD_MS: u64 = 100;
 
 /// How soon after a new connection a node whose own record is not yet
-/// announced sends its heartbeat (time for the peers to exchange gossip
-/// subscriptions on the new connection).
-const ANNOUNCE_DELAY_MS: u64 = 200;
+/// announced sends its heartbeat. The driver holds a publish that finds no
+/// subscribed peer until the new connection's subscriptions arrive
+/// (`node::held`), so no wait is needed for them; the few milliseconds
+/// let the connections a node opens at once share one announcement.
+const ANNOUNCE_DELAY_MS: u64 = 10;
 
 /// What a node tracks about the liveness of its peers and announces about
 /// its own.
@@ -526,7 +528,15 @@ impl Engine {
             self.liveness.announced = (me.incarnation, ANNOUNCE_HEARTBEATS);
         }
         let info = if self.liveness.announced.1 > 0 {
-            self.liveness.announced.1 -= 1;
+            // Sent with no peer connected, it reaches nobody (a node's
+            // first heartbeat often fires before its bootstrap dial
+            // completes): it does not count, so the first connection
+            // still brings the announcement forward (`announce_soon`)
+            // instead of leaving the record to anti-entropy, or to the
+            // next heartbeat an effective interval later.
+            if !self.connected.is_empty() {
+                self.liveness.announced.1 -= 1;
+            }
             Some((me.info, me.proof))
         } else {
             None
@@ -898,5 +908,55 @@ mod tests {
             d.mean_ms()
         );
         assert_eq!(d.last_arrival_ms(), Some(t));
+    }
+
+    /// The next heartbeat `e` publishes (ticking it at its timeouts up to
+    /// `until`): when, and whether it carried the full record.
+    fn next_heartbeat(e: &mut Engine, until: u64) -> Option<(u64, bool)> {
+        while e.now_ms < until {
+            let next = e.poll_timeout().max(e.now_ms + 1);
+            for act in e.handle(next, Input::Tick) {
+                if let Action::Publish {
+                    topic: Topic::Heartbeat,
+                    bytes,
+                } = act
+                {
+                    let Ok(Message::Heartbeat(hb)) =
+                        wire::decode(&bytes, e.cluster_id, e.cfg.max_message_bytes)
+                    else {
+                        panic!("a heartbeat");
+                    };
+                    return Some((next, hb.info.is_some()));
+                }
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn a_heartbeat_sent_before_any_connection_does_not_use_up_the_announcement() {
+        let (mut a, b, c) = (engine(1), engine(2), engine(3));
+        // The first heartbeat fires within a quarter interval of the
+        // start, before the bootstrap dial completed: it reaches nobody.
+        let (first, full) = next_heartbeat(&mut a, T0 + 1_000).expect("a first heartbeat");
+        assert!(full);
+        // The bootstrap connection opens: the announcement comes at once,
+        // not an interval later.
+        let t = first + 50;
+        a.handle(t, Input::PeerConnected(b.node_id()));
+        let (sent, full) = next_heartbeat(&mut a, t + 1_000).expect("an announcement");
+        assert_eq!(sent, t + ANNOUNCE_DELAY_MS);
+        assert!(full);
+        // Sent while connected, that one counts: a later connection does
+        // not bring the next heartbeat forward (it still carries the
+        // record, as the announcement repeats ANNOUNCE_HEARTBEATS times).
+        let t = sent + 50;
+        a.handle(t, Input::PeerConnected(c.node_id()));
+        let (later, full) = next_heartbeat(&mut a, t + 10_000).expect("the next heartbeat");
+        assert!(
+            later >= sent + a.cfg.heartbeat_interval_ms * 9 / 10,
+            "{later} after {sent}"
+        );
+        assert!(full);
     }
 }

@@ -1136,13 +1136,23 @@ impl Driver {
     }
 
     fn dial_addr(&mut self, addr: Multiaddr) {
-        if let Some(Protocol::P2p(peer)) = addr.iter().last() {
-            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+        let opts = if let Some(Protocol::P2p(peer)) = addr.iter().last() {
             if self.blocked.contains(&peer) || self.denied.contains(&peer) {
                 return;
             }
-        }
-        if let Err(e) = self.swarm.dial(addr.clone()) {
+            // Dialed under its peer id, and before Kademlia learns the
+            // address: Kademlia's first insertion starts a walk that dials
+            // the same peer, and a dial by address alone did not count as
+            // one in progress, so every joiner opened two connections (two
+            // handshakes) to its bootstrap peer.
+            let opts = DialOpts::peer_id(peer).addresses(vec![addr.clone()]).build();
+            let dialed = self.swarm.dial(opts);
+            self.swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            dialed
+        } else {
+            self.swarm.dial(addr.clone())
+        };
+        if let Err(e) = opts {
             tracing::debug!(%addr, error = %e, "dial failed");
         }
     }

@@ -137,6 +137,7 @@ import http.client
 import json
 import os
 import platform
+import selectors
 import shutil
 import signal
 import socket
@@ -371,8 +372,62 @@ def status_in(target, statuses):
 
 # ------------------------------------------------------------ HTTP / SSE
 
+class _SSEHub:
+    """One thread reads every SSE stream, through a selector.
+
+    With a thread per stream, the 50 streams of a 50-node cluster
+    contended for the GIL while a write was being delivered (2,500 events a
+    second): an event waited for its thread to be scheduled before it was
+    stamped, and the write latencies measured the observer (p50 75 ms,
+    against 19 ms from the nodes' own logs). Here a stream is stamped when
+    the selector reports it readable, before anything is parsed.
+    """
+
+    def __init__(self):
+        self.sel = selectors.DefaultSelector()
+        self.lock = threading.Lock()
+        self.thread = None
+
+    def add(self, stream):
+        with self.lock:
+            self.sel.register(stream.sock, selectors.EVENT_READ, stream)
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="sse-hub", daemon=True)
+                self.thread.start()
+
+    def remove(self, stream):
+        with self.lock:
+            try:
+                self.sel.unregister(stream.sock)
+            except (KeyError, ValueError):
+                pass
+
+    def _run(self):
+        while True:
+            with self.lock:
+                idle = not self.sel.get_map()
+            if idle:
+                time.sleep(0.01)
+                continue
+            try:
+                ready = self.sel.select(timeout=0.05)
+            except (OSError, ValueError):
+                continue  # a stream closed while selecting
+            t = time.monotonic()
+            for key, _ in ready:
+                stream = key.data
+                try:
+                    data = stream.sock.recv(65536)
+                except OSError:
+                    data = b""
+                stream.feed(data, t)
+
+
+_SSE_HUB = _SSEHub()
+
+
 class SSE:
-    """A server-sent-events stream read by its own thread.
+    """A server-sent-events stream, read by the shared `_SSEHub` thread.
 
     on_event(event_type, event_id, data, t) is called per event, t being
     time.monotonic() when its last bytes arrived.
@@ -380,96 +435,107 @@ class SSE:
 
     def __init__(self, host, port, path, on_event, name):
         self.on_event = on_event
+        self.name = name
         self.sock = socket.create_connection((host, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         req = (f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
                "Accept: text/event-stream\r\nConnection: close\r\n\r\n")
         self.sock.sendall(req.encode())
+        self.sock.settimeout(None)
         self.closed = False
         self.error = None
         self.opened = threading.Event()
+        self.done = threading.Event()
         self.status = None
-        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self.thread.start()
+        self.head = b""      # response head, until complete
+        self.chunked = None  # None until the head is parsed
+        self.raw = b""       # body bytes not yet de-chunked
+        self.text = b""      # de-chunked bytes not yet split into lines
+        self.event = {"event": "message", "id": None, "data": []}
+        _SSE_HUB.add(self)
 
     def close(self):
         self.closed = True
+        _SSE_HUB.remove(self)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.sock.close()
+        self._finish()
 
-    def _recv(self):
-        data = self.sock.recv(65536)
-        return data, time.monotonic()
+    def _finish(self):
+        _SSE_HUB.remove(self)
+        self.opened.set()
+        self.done.set()
 
-    def _run(self):
+    def feed(self, data, t):
+        """Bytes that arrived at t (empty: the stream ended)."""
+        if self.done.is_set():
+            return
         try:
-            self.sock.settimeout(None)
-            buf = b""
-            while b"\r\n\r\n" not in buf:
-                data, _ = self._recv()
-                if not data:
+            if not data:
+                if self.chunked is None:
                     raise RuntimeError("connection closed before the headers")
-                buf += data
-            head, _, rest = buf.partition(b"\r\n\r\n")
-            lines = head.decode("latin-1").split("\r\n")
-            self.status = int(lines[0].split()[1])
-            headers = {k.strip().lower(): v.strip() for k, _, v in
-                       (ln.partition(":") for ln in lines[1:])}
-            self.opened.set()
-            if self.status != 200:
-                raise RuntimeError(f"HTTP {self.status}: {rest[:200]!r}")
-            chunked = "chunked" in headers.get("transfer-encoding", "")
-            self._body(rest, chunked)
+                self._finish()
+                return
+            if self.chunked is None:
+                self.head += data
+                if b"\r\n\r\n" not in self.head:
+                    return
+                head, _, data = self.head.partition(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                self.status = int(lines[0].split()[1])
+                headers = {k.strip().lower(): v.strip() for k, _, v in
+                           (ln.partition(":") for ln in lines[1:])}
+                self.opened.set()
+                if self.status != 200:
+                    raise RuntimeError(f"HTTP {self.status}: {data[:200]!r}")
+                self.chunked = "chunked" in headers.get("transfer-encoding", "")
+            if self._body(data, t):
+                self._finish()
         except Exception as e:  # noqa: BLE001 - a stream that ends is normal
             if not self.closed:
                 self.error = repr(e)
-        finally:
-            self.opened.set()
+            self._finish()
 
-    def _body(self, raw, chunked):
-        text = b""  # de-chunked bytes not yet split into lines
-        event = {"event": "message", "id": None, "data": []}
-        t = time.monotonic()
-        while True:
-            if chunked:
-                # De-chunk whatever is complete in raw.
-                while True:
-                    line_end = raw.find(b"\r\n")
-                    if line_end < 0:
-                        break
-                    size = int(raw[:line_end].split(b";")[0], 16)
-                    if size == 0:
-                        return
-                    if len(raw) < line_end + 2 + size + 2:
-                        break
-                    text += raw[line_end + 2:line_end + 2 + size]
-                    raw = raw[line_end + 2 + size + 2:]
+    def _body(self, data, t):
+        """Parse body bytes; True at the end of the stream."""
+        self.raw += data
+        if self.chunked:
+            # De-chunk whatever is complete.
+            while True:
+                line_end = self.raw.find(b"\r\n")
+                if line_end < 0:
+                    break
+                size = int(self.raw[:line_end].split(b";")[0], 16)
+                if size == 0:
+                    return True
+                if len(self.raw) < line_end + 2 + size + 2:
+                    break
+                self.text += self.raw[line_end + 2:line_end + 2 + size]
+                self.raw = self.raw[line_end + 2 + size + 2:]
+        else:
+            self.text += self.raw
+            self.raw = b""
+        while b"\n" in self.text:
+            line, _, self.text = self.text.partition(b"\n")
+            line = line.rstrip(b"\r").decode("utf-8", "replace")
+            if line == "":
+                ev = self.event
+                if ev["data"]:
+                    self.on_event(ev["event"], ev["id"], "\n".join(ev["data"]), t)
+                self.event = {"event": "message", "id": None, "data": []}
+            elif line.startswith(":"):
+                continue
             else:
-                text += raw
-                raw = b""
-            while b"\n" in text:
-                line, _, text = text.partition(b"\n")
-                line = line.rstrip(b"\r").decode("utf-8", "replace")
-                if line == "":
-                    if event["data"]:
-                        self.on_event(event["event"], event["id"], "\n".join(event["data"]), t)
-                    event = {"event": "message", "id": None, "data": []}
-                elif line.startswith(":"):
-                    continue
-                else:
-                    field, _, value = line.partition(":")
-                    value = value[1:] if value.startswith(" ") else value
-                    if field == "data":
-                        event["data"].append(value)
-                    elif field in ("event", "id"):
-                        event[field] = value
-            data, t = self._recv()
-            if not data:
-                return
-            raw += data
+                field, _, value = line.partition(":")
+                value = value[1:] if value.startswith(" ") else value
+                if field == "data":
+                    self.event["data"].append(value)
+                elif field in ("event", "id"):
+                    self.event[field] = value
+        return False
 
 
 def http_request(conn, method, path, body=None):
@@ -607,7 +673,7 @@ class StarlingCluster:
         for name, s in self.member_streams.items():
             s.close()
         for s in self.member_streams.values():
-            s.thread.join(5)
+            s.done.wait(5)
         self.member_streams = {}
 
     def resume_observation(self, skip=()):

@@ -394,6 +394,9 @@ fn metrics_of_a_two_node_cluster_show_heartbeat_and_sync_latency_and_convergence
     assert!(s.expect("starling_heartbeats_received_total", &[]) >= 1.0);
     assert!(s.expect("starling_messages_received_total", &[("kind", "heartbeat")]) >= 1.0);
     assert!(s.expect("starling_received_bytes_total", &[("kind", "heartbeat")]) > 0.0);
+    // Node 0 started alone: what it published then (its own record) found
+    // no subscribed peer and was held, then sent once node 1 subscribed.
+    assert!(s.expect("starling_gossip_held_total", &[("outcome", "sent")]) >= 1.0);
     let age = s.expect(
         "starling_peer_convergence_age_seconds",
         &[("peer", peer_tail), ("name", "n1")],

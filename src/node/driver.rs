@@ -213,7 +213,7 @@ impl Runtime for NodeRuntime<'_> {
         }
         match publish(self.swarm, self.names, topic, bytes) {
             Ok(()) => {}
-            Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) => {
+            Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) if !bytes.is_empty() => {
                 // No peer known to subscribe yet (alone, or a connection
                 // whose subscriptions have not arrived): sent when one does.
                 self.held.hold(topic, bytes, tokio::time::Instant::now());
@@ -1017,7 +1017,7 @@ impl Driver {
                 Ok(()) => {
                     self.latency.metrics_ref().gossip_held_sent.inc();
                 }
-                Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) => {
+                Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) if !bytes.is_empty() => {
                     self.held.hold(topic, bytes, since);
                 }
                 Err((e, _)) => tracing::debug!(error = %e, ?topic, "held publish not delivered"),

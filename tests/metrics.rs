@@ -397,6 +397,27 @@ fn metrics_of_a_two_node_cluster_show_heartbeat_and_sync_latency_and_convergence
     // Node 0 started alone: what it published then (its own record) found
     // no subscribed peer and was held, then sent once node 1 subscribed.
     assert!(s.expect("starling_gossip_held_total", &[("outcome", "sent")]) >= 1.0);
+    // Bytes by protocol: every series exists; the sync and gossip streams
+    // carried bytes both ways; all of them are less than the connections'
+    // bytes, which add the noise and yamux framing (and the handshakes).
+    for direction in ["in", "out"] {
+        let mut sum = 0.0;
+        for protocol in ["gossip", "sync", "probe", "kad", "identify", "other"] {
+            sum += s.expect(
+                "starling_protocol_bytes_total",
+                &[("protocol", protocol), ("direction", direction)],
+            );
+        }
+        for protocol in ["sync", "gossip"] {
+            let bytes = s.expect(
+                "starling_protocol_bytes_total",
+                &[("protocol", protocol), ("direction", direction)],
+            );
+            assert!(bytes > 0.0, "{protocol} {direction}: {bytes}");
+        }
+        let wire = s.expect("starling_wire_bytes_total", &[("direction", direction)]);
+        assert!(sum < wire, "{direction}: protocol bytes {sum}, wire bytes {wire}");
+    }
     let age = s.expect(
         "starling_peer_convergence_age_seconds",
         &[("peer", peer_tail), ("name", "n1")],

@@ -26,6 +26,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::core::wire::MessageKind;
+use crate::net::ProtocolLabel;
 use crate::node::metrics::{MetricsSnapshot, NodeMetrics};
 
 use super::auth::Rejection;
@@ -177,6 +178,30 @@ fn render(
          (noise, yamux, gossipsub and sync framing included; IP and TCP headers and QUIC not)",
         Unit::Bytes,
         wire,
+    );
+    let protocols = Family::<Vec<(String, String)>, Counter>::default();
+    for label in ProtocolLabel::ALL {
+        for (direction, c) in [
+            ("in", latency.protocols.received(label)),
+            ("out", latency.protocols.sent(label)),
+        ] {
+            protocols
+                .get_or_create(&vec![
+                    ("protocol".to_string(), label.as_str().to_string()),
+                    ("direction".to_string(), direction.to_string()),
+                ])
+                .inc_by(c.get());
+        }
+    }
+    registry.register_with_unit(
+        "protocol",
+        "Plaintext bytes on each protocol's streams of the node's TCP connections, by protocol \
+         (gossip, sync, probe, kad, identify, other) and direction, including the \
+         multistream-select negotiation and excluding noise encryption and yamux framing \
+         (which wire_bytes includes): wire_bytes minus the sum of protocol_bytes is that \
+         framing overhead (QUIC not counted)",
+        Unit::Bytes,
+        protocols,
     );
     let held = Family::<Vec<(String, String)>, Counter>::default();
     for (outcome, c) in [

@@ -139,6 +139,8 @@ pub struct NetLimits {
     pub oversized_frames: Counter,
     /// Where TCP connections count their bytes.
     pub wire: super::WireCounters,
+    /// Where TCP connections' substreams count their bytes, by protocol.
+    pub protocols: super::ProtocolCounters,
 }
 
 impl NetLimits {
@@ -160,6 +162,7 @@ impl NetLimits {
                 .with_max_established_per_peer(Some(max_per_peer)),
             oversized_frames,
             wire: super::WireCounters::default(),
+            protocols: super::ProtocolCounters::default(),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! Modules, none importing this one or each other in a circle:
 //! `ids`, `codec`, `addrs` and `key` (the cluster key file) are leaves;
 //! `behaviour` uses `codec`; `private` (the private-network handshake)
-//! uses `key`; `swarm` uses `behaviour` and `private`.
+//! uses `key`; `protocols` (bytes per protocol) uses `behaviour`'s names;
+//! `swarm` uses `behaviour`, `private` and `protocols`.
 
 mod addrs;
 mod behaviour;
@@ -14,6 +15,7 @@ mod counted;
 mod ids;
 mod key;
 mod private;
+mod protocols;
 mod swarm;
 
 pub use addrs::advertised_addrs;
@@ -23,4 +25,5 @@ pub use counted::{Counted, WireCounters};
 pub use ids::{display_id, node_id_of, peer_id_of};
 pub use key::{ClusterKey, ClusterKeyError};
 pub use private::{KeyCheck, KeyMismatch};
+pub use protocols::{ProtocolCounters, ProtocolLabel};
 pub use swarm::{build_swarm, SwarmError};

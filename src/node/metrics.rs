@@ -51,6 +51,8 @@ pub(crate) struct NodeMetrics {
     pub key_mismatches: Counter,
     /// Bytes on TCP connections, by direction.
     pub wire: crate::net::WireCounters,
+    /// Bytes on TCP connections' substreams, by protocol and direction.
+    pub protocols: crate::net::ProtocolCounters,
     /// Connections of denied peers, by [`DeniedEvent`].
     pub denied_connections: Family<DeniedLabels, Counter>,
     /// The DNS server's counters (`crate::dns`).
@@ -208,6 +210,7 @@ impl NodeMetrics {
             probe_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             key_mismatches: Counter::default(),
             wire: crate::net::WireCounters::default(),
+            protocols: crate::net::ProtocolCounters::default(),
             denied_connections: Family::default(),
             dns: crate::dns::metrics::DnsMetrics::new(),
             limits: Family::default(),

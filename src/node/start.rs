@@ -86,6 +86,7 @@ impl Node {
             metrics.limit(Limit::SyncFrameSize),
         );
         net_limits.wire = metrics.wire.clone();
+        net_limits.protocols = metrics.protocols.clone();
         let mut swarm = build_swarm(
             key,
             &names,

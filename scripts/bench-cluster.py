@@ -656,6 +656,7 @@ class StarlingCluster:
         t_rest = time.monotonic()
         for i in range(1, self.n):
             self._spawn(i, listen)
+        t_spawned = time.monotonic()
         for i in range(1, self.n):
             self._wait_ready(i, deadline)
         t_all_ready = max(self.t_ready)
@@ -663,7 +664,8 @@ class StarlingCluster:
         self.tracker.drop(probe)
         raw = probe.raw()
         raw.update({"from_rest_spawn_s": join - (t_rest - t0) if join != INF else INF,
-                    "n0_ready_s": t_rest - t0, "all_ready_s": t_all_ready - t0})
+                    "n0_ready_s": t_rest - t0, "all_spawned_s": t_spawned - t0,
+                    "all_ready_s": t_all_ready - t0})
         return join, raw
 
     def pids(self):

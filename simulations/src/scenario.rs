@@ -770,6 +770,10 @@ pub struct ExpectSpec {
     pub converge_after_heal_ms: Option<u64>,
     /// Maximum false deaths (declared dead while up and reachable).
     pub max_false_deaths: Option<u64>,
+    /// Maximum false suspicions (held suspect while up, reachable and not
+    /// paused): the issue's "no false suspicion in the simulator at 10 %
+    /// loss" (`scenarios/lossy.toml`).
+    pub max_false_suspicions: Option<u64>,
     /// Maximum stale reads.
     pub max_stale_reads: Option<u64>,
     /// Failure detection: time until every observer saw a crashed node dead.

@@ -186,6 +186,14 @@ pub fn check_expect(
         true,
     );
     check("false_deaths", m["false_deaths"], e.max_false_deaths, false);
+    if e.max_false_suspicions.is_some() {
+        check(
+            "false_suspicions",
+            m["false_suspicions"],
+            e.max_false_suspicions,
+            false,
+        );
+    }
     if reads_checked {
         check("stale_reads", m["stale_reads"], e.max_stale_reads, false);
     }
@@ -236,5 +244,29 @@ mod tests {
             !check_expect(&never, &m, 1.0, false, &mut reasons),
             "-1 means never"
         );
+    }
+
+    #[test]
+    fn false_suspicions_are_checked_only_when_bounded() {
+        let mut m: BTreeMap<String, f64> = [
+            ("write_reach_p99_ms", 10.0),
+            ("converge_after_heal_ms", -1.0),
+            ("false_deaths", 0.0),
+            ("false_suspicions", 1.0),
+            ("crashes", 0.0),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let mut reasons = Vec::new();
+        assert!(check_expect(&ExpectSpec::default(), &m, 1.0, false, &mut reasons));
+        let none = ExpectSpec {
+            max_false_suspicions: Some(0),
+            ..ExpectSpec::default()
+        };
+        assert!(!check_expect(&none, &m, 1.0, false, &mut reasons));
+        assert_eq!(reasons, ["expect: false_suspicions = 1 exceeds 0"]);
+        m.insert("false_suspicions".into(), 0.0);
+        assert!(check_expect(&none, &m, 1.0, false, &mut Vec::new()));
     }
 }

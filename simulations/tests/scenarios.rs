@@ -37,6 +37,11 @@ fn smoke_converges_with_no_lost_write() {
 }
 
 #[test]
+fn one_message_in_ten_lost_suspects_nobody_and_loses_no_write() {
+    assert_valid("lossy", &SEEDS);
+}
+
+#[test]
 fn partition_heal_majority_minority_converges_after_heal() {
     assert_valid("partition-heal", &SEEDS);
 }

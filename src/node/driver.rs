@@ -212,7 +212,7 @@ impl Runtime for NodeRuntime<'_> {
             return;
         }
         match publish(self.swarm, self.names, topic, bytes) {
-            Ok(()) => {}
+            Ok(()) => self.held.sent(topic),
             Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) if !bytes.is_empty() => {
                 // No peer known to subscribe yet (alone, or a connection
                 // whose subscriptions have not arrived): sent when one does.

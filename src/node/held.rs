@@ -11,7 +11,8 @@
 //!
 //! Bounded in count, bytes and age: what is dropped is repaired by
 //! anti-entropy, as before. Only the latest heartbeat is worth holding
-//! (each supersedes the one before); deltas are held in order.
+//! (each supersedes the one before, held or sent); deltas are held in
+//! order.
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -59,6 +60,14 @@ impl Held {
         self.msgs.push_back((topic, bytes, since));
         while self.msgs.len() > MAX_HELD || (self.bytes > MAX_HELD_BYTES && self.msgs.len() > 1) {
             self.pop_oldest();
+        }
+    }
+
+    /// A publish on `topic` went out: a heartbeat held from before is
+    /// superseded by it (dropped), deltas stay held.
+    pub(crate) fn sent(&mut self, topic: Topic) {
+        if topic == Topic::Heartbeat {
+            self.remove_where(|t| *t == Topic::Heartbeat);
         }
     }
 
@@ -134,6 +143,19 @@ mod tests {
         let deltas: Vec<Vec<u8>> = h.take(Topic::Delta, now).into_iter().map(|(b, _)| b).collect();
         assert_eq!(deltas, vec![vec![10], vec![11]]);
         assert!(h.take(Topic::Delta, now).is_empty(), "taken once");
+    }
+
+    #[test]
+    fn a_heartbeat_sent_since_supersedes_the_held_one() {
+        let now = Instant::now();
+        let mut h = Held::new(Counter::default());
+        h.hold(Topic::Heartbeat, vec![1], now);
+        h.hold(Topic::Delta, vec![10], now);
+        h.sent(Topic::Delta);
+        h.sent(Topic::Heartbeat);
+        assert!(h.take(Topic::Heartbeat, now).is_empty());
+        assert_eq!(h.dropped.get(), 1);
+        assert_eq!(h.take(Topic::Delta, now).len(), 1, "a delta is not superseded");
     }
 
     #[test]

@@ -32,6 +32,13 @@ const CHECK_BLOCK: &[u8; 16] = b"/starling/psk/1\n";
 /// logged at debug (the counter still counts every one).
 const MAX_WARNED_ADDRS: usize = 1024;
 
+/// How long the key check may take on a fresh connection. A peer without
+/// the key (an open node reads our nonce as a protocol negotiation and
+/// waits for more) may never answer: past this the check has failed, and
+/// is counted like any other refusal. Before, only the transport's
+/// handshake timeout dropped such a connection, uncounted.
+const CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The key check of a keyed node's connections, shared by every connection
 /// of its transport.
 #[derive(Clone, Debug)]
@@ -63,7 +70,14 @@ impl KeyCheck {
     where
         S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
     {
-        match self.handshake(socket).await {
+        let checked = match tokio::time::timeout(CHECK_TIMEOUT, self.handshake(socket)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the peer did not complete the key check in time",
+            )),
+        };
+        match checked {
             Ok(out) => Ok(out),
             Err(e) => {
                 let _ = self.refused(&endpoint, &e);
@@ -219,6 +233,24 @@ mod tests {
         let (r, ()) = bounded(async { tokio::join!(a.clone().admit(sa, endpoint("127.0.0.1")), peer) }).await;
         assert!(r.is_err());
         assert_eq!(a.mismatches.get(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_that_never_answers_the_check_is_refused_and_counted_in_time() {
+        let a = check(ClusterKey::generate().unwrap());
+        // An open listener reads our nonce as a negotiation and waits for
+        // the rest of it: it never answers.
+        let (sa, _silent) = pair().await;
+        let start = tokio::time::Instant::now();
+        let r = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            a.clone().admit(sa, endpoint("127.0.0.1")),
+        )
+        .await
+        .expect("the check gives up by itself");
+        assert!(r.is_err());
+        assert_eq!(a.mismatches.get(), 1);
+        assert_eq!(start.elapsed(), CHECK_TIMEOUT);
     }
 
     #[test]

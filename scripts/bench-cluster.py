@@ -456,7 +456,6 @@ class SSE:
 
     def close(self):
         self.closed = True
-        _SSE_HUB.remove(self)
         try:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:

@@ -186,14 +186,12 @@ pub fn check_expect(
         true,
     );
     check("false_deaths", m["false_deaths"], e.max_false_deaths, false);
-    if e.max_false_suspicions.is_some() {
-        check(
-            "false_suspicions",
-            m["false_suspicions"],
-            e.max_false_suspicions,
-            false,
-        );
-    }
+    check(
+        "false_suspicions",
+        m["false_suspicions"],
+        e.max_false_suspicions,
+        false,
+    );
     if reads_checked {
         check("stale_reads", m["stale_reads"], e.max_stale_reads, false);
     }
@@ -222,6 +220,7 @@ mod tests {
             ("write_reach_p99_ms", 150.0),
             ("converge_after_heal_ms", -1.0),
             ("false_deaths", 2.0),
+            ("false_suspicions", 3.0),
             ("crashes", 0.0),
         ]
         .into_iter()
@@ -247,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn false_suspicions_are_checked_only_when_bounded() {
+    fn false_suspicions_are_checked_when_bounded() {
         let mut m: BTreeMap<String, f64> = [
             ("write_reach_p99_ms", 10.0),
             ("converge_after_heal_ms", -1.0),

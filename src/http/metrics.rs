@@ -123,6 +123,22 @@ pub(crate) async fn metrics(State(app): State<App>, headers: HeaderMap) -> Resul
     }
 }
 
+/// A family of counters read at this scrape: each row's labels with its
+/// counter's current value.
+fn counter_family<'a>(
+    rows: impl IntoIterator<Item = (Vec<(&'static str, &'a str)>, &'a Counter)>,
+) -> Family<Vec<(String, String)>, Counter> {
+    let family = Family::<Vec<(String, String)>, Counter>::default();
+    for (labels, c) in rows {
+        let labels = labels
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        family.get_or_create(&labels).inc_by(c.get());
+    }
+    family
+}
+
 /// The OpenMetrics text of one scrape.
 fn render(
     snapshot: MetricsSnapshot,
@@ -167,11 +183,10 @@ fn render(
          another key or none",
         latency.key_mismatches.clone(),
     );
-    let wire = Family::<Vec<(String, String)>, Counter>::default();
-    for (direction, c) in [("in", &latency.wire.received), ("out", &latency.wire.sent)] {
-        wire.get_or_create(&vec![("direction".to_string(), direction.to_string())])
-            .inc_by(c.get());
-    }
+    let wire = counter_family(
+        [("in", &latency.wire.received), ("out", &latency.wire.sent)]
+            .map(|(direction, c)| (vec![("direction", direction)], c)),
+    );
     registry.register_with_unit(
         "wire",
         "Bytes on the node's TCP connections, by direction: everything libp2p reads and writes \
@@ -179,20 +194,13 @@ fn render(
         Unit::Bytes,
         wire,
     );
-    let protocols = Family::<Vec<(String, String)>, Counter>::default();
-    for label in ProtocolLabel::ALL {
-        for (direction, c) in [
+    let protocols = counter_family(ProtocolLabel::ALL.into_iter().flat_map(|label| {
+        [
             ("in", latency.protocols.received(label)),
             ("out", latency.protocols.sent(label)),
-        ] {
-            protocols
-                .get_or_create(&vec![
-                    ("protocol".to_string(), label.as_str().to_string()),
-                    ("direction".to_string(), direction.to_string()),
-                ])
-                .inc_by(c.get());
-        }
-    }
+        ]
+        .map(|(direction, c)| (vec![("protocol", label.as_str()), ("direction", direction)], c))
+    }));
     registry.register_with_unit(
         "protocol",
         "Plaintext bytes on each protocol's streams of the node's TCP connections, by protocol \
@@ -203,14 +211,13 @@ fn render(
         Unit::Bytes,
         protocols,
     );
-    let held = Family::<Vec<(String, String)>, Counter>::default();
-    for (outcome, c) in [
-        ("sent", &latency.gossip_held_sent),
-        ("dropped", &latency.gossip_held_dropped),
-    ] {
-        held.get_or_create(&vec![("outcome".to_string(), outcome.to_string())])
-            .inc_by(c.get());
-    }
+    let held = counter_family(
+        [
+            ("sent", &latency.gossip_held_sent),
+            ("dropped", &latency.gossip_held_dropped),
+        ]
+        .map(|(outcome, c)| (vec![("outcome", outcome)], c)),
+    );
     registry.register(
         "gossip_held",
         "Publishes gossipsub refused for want of a subscribed peer (alone, or before a new \

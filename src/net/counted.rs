@@ -1,7 +1,8 @@
 //! Wire bytes at the transport: a TCP stream that counts every byte it
 //! reads and writes (the noise, yamux and protocol framing included; not
 //! the IP and TCP headers), into `starling_wire_bytes_total{direction}`.
-//! QUIC connections are not counted.
+//! QUIC connections are not counted. The same stream, with another
+//! [`Tally`], counts each substream by protocol (`net::protocols`).
 
 use std::io;
 use std::pin::Pin;
@@ -19,35 +20,69 @@ pub struct WireCounters {
     pub sent: Counter,
 }
 
-/// A stream counting what passes through it.
-#[derive(Debug)]
-pub struct Counted<S> {
-    inner: S,
-    counters: WireCounters,
+/// Which way bytes went through a [`Counted`] stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Read from the peer.
+    In,
+    /// Written to the peer.
+    Out,
 }
 
-impl<S> Counted<S> {
-    /// Count `inner`'s traffic into `counters`.
-    pub fn new(inner: S, counters: WireCounters) -> Self {
-        Counted { inner, counters }
+/// What a [`Counted`] stream reports its bytes to.
+pub(crate) trait Tally {
+    /// `bytes` just went `direction`.
+    fn tally(&mut self, direction: Direction, bytes: &[u8]);
+}
+
+impl Tally for WireCounters {
+    fn tally(&mut self, direction: Direction, bytes: &[u8]) {
+        let c = match direction {
+            Direction::In => &self.received,
+            Direction::Out => &self.sent,
+        };
+        c.inc_by(bytes.len() as u64);
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for Counted<S> {
+/// A stream counting what passes through it: the TCP socket into
+/// [`WireCounters`], a substream by protocol (`net::protocols`).
+#[derive(Debug)]
+pub(crate) struct Counted<S, T = WireCounters> {
+    inner: S,
+    tally: T,
+}
+
+impl<S, T> Counted<S, T> {
+    /// Count `inner`'s traffic into `tally`.
+    pub(crate) fn new(inner: S, tally: T) -> Self {
+        Counted { inner, tally }
+    }
+
+    /// Where the bytes are counted.
+    #[cfg(test)]
+    pub(crate) fn tally(&self) -> &T {
+        &self.tally
+    }
+}
+
+impl<S: AsyncRead + Unpin, T: Tally + Unpin> AsyncRead for Counted<S, T> {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.counters.received.inc_by(n as u64);
+            this.tally.tally(Direction::In, &buf[..n.min(buf.len())]);
         }
         r
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Counted<S> {
+impl<S: AsyncWrite + Unpin, T: Tally + Unpin> AsyncWrite for Counted<S, T> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        let this = &mut *self;
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
-            self.counters.sent.inc_by(n as u64);
+            this.tally.tally(Direction::Out, &buf[..n.min(buf.len())]);
         }
         r
     }

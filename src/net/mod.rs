@@ -21,7 +21,7 @@ mod swarm;
 pub use addrs::advertised_addrs;
 pub use behaviour::{peer_score, Behaviour, BehaviourEvent, ClusterNames, NetLimits, GRAYLIST_THRESHOLD};
 pub use codec::SyncCodec;
-pub use counted::{Counted, WireCounters};
+pub use counted::WireCounters;
 pub use ids::{display_id, node_id_of, peer_id_of};
 pub use key::{ClusterKey, ClusterKeyError};
 pub use private::{KeyCheck, KeyMismatch};

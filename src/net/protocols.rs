@@ -23,16 +23,15 @@
 //! under the first. This node's behaviours only offer alternatives with
 //! the same label (gossipsub's `/meshsub/1.x.0` versions).
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use futures::{AsyncRead, AsyncWrite};
 use libp2p::core::muxing::{StreamMuxer, StreamMuxerEvent};
 use prometheus_client::metrics::counter::Counter;
 
 use super::behaviour::ClusterNames;
+use super::counted::{Counted, Direction, Tally};
 
 /// Bytes of a substream's start searched for its protocol name, per
 /// direction; past them it counts as `other`.
@@ -127,6 +126,14 @@ struct Names {
 }
 
 impl Names {
+    fn of(names: &ClusterNames) -> Self {
+        Names {
+            sync: names.sync_protocol.to_string(),
+            probe: names.probe_protocol.to_string(),
+            kad: names.kad_protocol.to_string(),
+        }
+    }
+
     fn classify(&self, name: &[u8]) -> ProtocolLabel {
         if name.windows(7).any(|w| w == b"meshsub") {
             ProtocolLabel::Gossip
@@ -160,11 +167,7 @@ impl ProtocolCount {
     /// Count the substreams carrying `names`' protocols into `counters`.
     pub(crate) fn new(names: &ClusterNames, counters: ProtocolCounters) -> Self {
         ProtocolCount(Arc::new(Shared {
-            names: Names {
-                sync: names.sync_protocol.to_string(),
-                probe: names.probe_protocol.to_string(),
-                kad: names.kad_protocol.to_string(),
-            },
+            names: Names::of(names),
             counters,
         }))
     }
@@ -200,7 +203,7 @@ where
         let count = self.count.clone();
         Pin::new(&mut self.inner)
             .poll_inbound(cx)
-            .map_ok(|s| ProtocolStream::new(s, count))
+            .map_ok(|s| counted(s, count))
     }
 
     fn poll_outbound(
@@ -210,7 +213,7 @@ where
         let count = self.count.clone();
         Pin::new(&mut self.inner)
             .poll_outbound(cx)
-            .map_ok(|s| ProtocolStream::new(s, count))
+            .map_ok(|s| counted(s, count))
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -321,24 +324,13 @@ enum Protocol {
 }
 
 /// A substream counting its bytes under its protocol's label.
-#[derive(Debug)]
-pub(crate) struct ProtocolStream<S> {
-    inner: S,
-    count: ProtocolCount,
-    protocol: Protocol,
-}
+pub(crate) type ProtocolStream<S> = Counted<S, Substream>;
 
-/// Which way bytes went.
-#[derive(Clone, Copy)]
-enum Direction {
-    In,
-    Out,
-}
-
-impl<S> ProtocolStream<S> {
-    fn new(inner: S, count: ProtocolCount) -> Self {
-        ProtocolStream {
-            inner,
+/// `inner`, counting into `count`.
+fn counted<S>(inner: S, count: ProtocolCount) -> ProtocolStream<S> {
+    Counted::new(
+        inner,
+        Substream {
             count,
             protocol: Protocol::Sniffing {
                 received: 0,
@@ -346,10 +338,18 @@ impl<S> ProtocolStream<S> {
                 reads: Sniffer::new(),
                 writes: Sniffer::new(),
             },
-        }
-    }
+        },
+    )
+}
 
-    /// Count `bytes`, just read or written.
+/// What a substream knows of its protocol, and where it counts.
+#[derive(Debug)]
+pub(crate) struct Substream {
+    count: ProtocolCount,
+    protocol: Protocol,
+}
+
+impl Tally for Substream {
     fn tally(&mut self, direction: Direction, bytes: &[u8]) {
         let shared = &*self.count.0;
         let found = match &mut self.protocol {
@@ -380,7 +380,9 @@ impl<S> ProtocolStream<S> {
         };
         self.settle(found);
     }
+}
 
+impl Substream {
     /// Take `label` as the protocol and count the bytes held so far.
     fn settle(&mut self, label: ProtocolLabel) {
         if let Protocol::Sniffing { received, sent, .. } = self.protocol {
@@ -401,7 +403,7 @@ impl<S> ProtocolStream<S> {
     }
 }
 
-impl<S> Drop for ProtocolStream<S> {
+impl Drop for Substream {
     fn drop(&mut self) {
         // A substream closed before its protocol was named still moved
         // bytes: they count as `other`.
@@ -411,37 +413,11 @@ impl<S> Drop for ProtocolStream<S> {
     }
 }
 
-impl<S: AsyncRead + Unpin> AsyncRead for ProtocolStream<S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.tally(Direction::In, &buf[..n.min(buf.len())]);
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for ProtocolStream<S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if let Poll::Ready(Ok(n)) = r {
-            self.tally(Direction::Out, &buf[..n.min(buf.len())]);
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use futures::{AsyncReadExt, AsyncWriteExt};
+    use std::io;
+
+    use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
     use super::*;
 
@@ -530,24 +506,19 @@ mod tests {
     }
 
     fn names() -> Names {
-        let n = ClusterNames::new(CLUSTER);
-        Names {
-            sync: n.sync_protocol.to_string(),
-            probe: n.probe_protocol.to_string(),
-            kad: n.kad_protocol.to_string(),
-        }
+        Names::of(&ClusterNames::new(CLUSTER))
     }
 
     #[test]
     fn a_lazy_dialer_single_write_names_its_protocol_and_counts_all_of_it() {
         futures::executor::block_on(async {
             let (count, c) = count();
-            let mut s = ProtocolStream::new(duplex(Vec::new()), count);
+            let mut s = counted(duplex(Vec::new()), count);
             let mut write = header();
             write.extend(msg(&sync_name()));
             write.extend_from_slice(&[7u8; 100]);
             s.write_all(&write).await.unwrap();
-            assert_eq!(s.label(), Some(ProtocolLabel::Sync));
+            assert_eq!(s.tally().label(), Some(ProtocolLabel::Sync));
             s.write_all(b"more").await.unwrap();
             assert_eq!(totals(&c, ProtocolLabel::Sync), (0, write.len() as u64 + 4));
             assert_eq!(sum(&c), (0, write.len() as u64 + 4));
@@ -562,15 +533,15 @@ mod tests {
             let mut incoming = header();
             incoming.extend(msg("/meshsub/1.2.0"));
             incoming.extend_from_slice(b"rpc");
-            let mut s = ProtocolStream::new(duplex(incoming.clone()), count);
+            let mut s = counted(duplex(incoming.clone()), count);
             let mut buf = vec![0u8; header().len()];
             s.read_exact(&mut buf).await.unwrap();
-            assert_eq!(s.label(), None);
+            assert_eq!(s.tally().label(), None);
             // Its echo names the protocol.
             let mut echo = header();
             echo.extend(msg("/meshsub/1.2.0"));
             s.write_all(&echo).await.unwrap();
-            assert_eq!(s.label(), Some(ProtocolLabel::Gossip));
+            assert_eq!(s.tally().label(), Some(ProtocolLabel::Gossip));
             let mut rest = Vec::new();
             s.read_to_end(&mut rest).await.unwrap();
             assert_eq!(
@@ -604,14 +575,14 @@ mod tests {
             let mut all = header();
             all.extend(msg(&probe));
             all.extend_from_slice(&[1u8; 8]);
-            let mut s = ProtocolStream::new(duplex(all.clone()), count);
+            let mut s = counted(duplex(all.clone()), count);
             let mut byte = [0u8; 1];
             for i in 0..all.len() {
                 s.read_exact(&mut byte).await.unwrap();
                 let named = i + 1 >= header().len() + msg(&probe).len();
-                assert_eq!(s.label().is_some(), named, "after {} bytes", i + 1);
+                assert_eq!(s.tally().label().is_some(), named, "after {} bytes", i + 1);
             }
-            assert_eq!(s.label(), Some(ProtocolLabel::Probe));
+            assert_eq!(s.tally().label(), Some(ProtocolLabel::Probe));
             assert_eq!(totals(&c, ProtocolLabel::Probe), (all.len() as u64, 0));
             assert_eq!(sum(&c), (all.len() as u64, 0));
         });
@@ -694,9 +665,9 @@ mod tests {
         futures::executor::block_on(async {
             let (count, c) = count();
             let garbage = vec![0xffu8; 2000];
-            let mut s = ProtocolStream::new(duplex(Vec::new()), count);
+            let mut s = counted(duplex(Vec::new()), count);
             s.write_all(&garbage).await.unwrap();
-            assert_eq!(s.label(), Some(ProtocolLabel::Other));
+            assert_eq!(s.tally().label(), Some(ProtocolLabel::Other));
             assert_eq!(sum(&c), (0, 2000));
             assert_eq!(totals(&c, ProtocolLabel::Other), (0, 2000));
         });
@@ -706,7 +677,7 @@ mod tests {
     fn a_substream_dropped_unnamed_counts_as_other() {
         futures::executor::block_on(async {
             let (count, c) = count();
-            let mut s = ProtocolStream::new(duplex(Vec::new()), count);
+            let mut s = counted(duplex(Vec::new()), count);
             s.write_all(&header()).await.unwrap();
             assert_eq!(sum(&c), (0, 0));
             drop(s);

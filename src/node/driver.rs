@@ -212,8 +212,8 @@ impl Runtime for NodeRuntime<'_> {
             return;
         }
         match publish(self.swarm, self.names, topic, bytes) {
-            Ok(()) => self.held.sent(topic),
-            Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) if !bytes.is_empty() => {
+            Ok(()) => self.held.supersede(topic),
+            Err((gossipsub::PublishError::NoPeersSubscribedToTopic, Some(bytes))) => {
                 // No peer known to subscribe yet (alone, or a connection
                 // whose subscriptions have not arrived): sent when one does.
                 self.held.hold(topic, bytes, tokio::time::Instant::now());
@@ -1017,7 +1017,7 @@ impl Driver {
                 Ok(()) => {
                     self.latency.metrics_ref().gossip_held_sent.inc();
                 }
-                Err((gossipsub::PublishError::NoPeersSubscribedToTopic, bytes)) if !bytes.is_empty() => {
+                Err((gossipsub::PublishError::NoPeersSubscribedToTopic, Some(bytes))) => {
                     self.held.hold(topic, bytes, since);
                 }
                 Err((e, _)) => tracing::debug!(error = %e, ?topic, "held publish not delivered"),
@@ -1215,13 +1215,14 @@ fn pick_order(me: &NodeId, node: &NodeId, round: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&b)
 }
 
-/// Publish `bytes` on `topic`; on failure, the error and the bytes back.
+/// Publish `bytes` on `topic`; on failure, the error, with the bytes back
+/// when gossipsub may have refused them for want of a subscribed peer.
 fn publish(
     swarm: &mut Swarm<Behaviour>,
     names: &ClusterNames,
     topic: Topic,
     bytes: Vec<u8>,
-) -> Result<(), (gossipsub::PublishError, Vec<u8>)> {
+) -> Result<(), (gossipsub::PublishError, Option<Vec<u8>>)> {
     let t = match topic {
         Topic::Heartbeat => names.heartbeat_topic.clone(),
         Topic::Delta => names.delta_topic.clone(),
@@ -1235,10 +1236,7 @@ fn publish(
         .next()
         .is_none()
         .then(|| bytes.clone());
-    match gossip.publish(t, bytes) {
-        Ok(_) => Ok(()),
-        Err(e) => Err((e, kept.unwrap_or_default())),
-    }
+    gossip.publish(t, bytes).map(|_| ()).map_err(|e| (e, kept))
 }
 
 /// The per-peer limiter of incoming sync requests for `limits`.

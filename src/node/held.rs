@@ -34,7 +34,6 @@ const MAX_HELD_BYTES: usize = 256 << 10;
 #[derive(Debug)]
 pub(crate) struct Held {
     msgs: VecDeque<(Topic, Vec<u8>, Instant)>,
-    bytes: usize,
     /// Publishes dropped unsent (too old, over the bounds, or a heartbeat
     /// superseded by the next).
     dropped: Counter,
@@ -45,7 +44,6 @@ impl Held {
     pub(crate) fn new(dropped: Counter) -> Self {
         Held {
             msgs: VecDeque::new(),
-            bytes: 0,
             dropped,
         }
     }
@@ -53,40 +51,35 @@ impl Held {
     /// Hold `bytes` for `topic`, first refused at `since`. A heartbeat
     /// replaces the one held before it.
     pub(crate) fn hold(&mut self, topic: Topic, bytes: Vec<u8>, since: Instant) {
-        if topic == Topic::Heartbeat {
-            self.remove_where(|t| *t == Topic::Heartbeat);
-        }
-        self.bytes += bytes.len();
+        self.supersede(topic);
         self.msgs.push_back((topic, bytes, since));
-        while self.msgs.len() > MAX_HELD || (self.bytes > MAX_HELD_BYTES && self.msgs.len() > 1) {
+        while self.msgs.len() > MAX_HELD || (self.held_bytes() > MAX_HELD_BYTES && self.msgs.len() > 1) {
             self.pop_oldest();
         }
     }
 
-    /// A publish on `topic` went out: a heartbeat held from before is
-    /// superseded by it (dropped), deltas stay held.
-    pub(crate) fn sent(&mut self, topic: Topic) {
-        if topic == Topic::Heartbeat {
-            self.remove_where(|t| *t == Topic::Heartbeat);
+    /// A publish on `topic` went out (or is being held): a heartbeat held
+    /// from before is superseded by it (dropped), deltas stay held.
+    pub(crate) fn supersede(&mut self, topic: Topic) {
+        if topic != Topic::Heartbeat {
+            return;
         }
+        let before = self.msgs.len();
+        self.msgs.retain(|(t, _, _)| *t != Topic::Heartbeat);
+        self.dropped.inc_by((before - self.msgs.len()) as u64);
     }
 
     /// Take the publishes held for `topic` that are still fresh at `now`,
     /// oldest first, with when each was first refused.
     pub(crate) fn take(&mut self, topic: Topic, now: Instant) -> Vec<(Vec<u8>, Instant)> {
         self.expire(now);
-        let mut taken = Vec::new();
-        let mut kept = VecDeque::with_capacity(self.msgs.len());
-        for (t, bytes, since) in self.msgs.drain(..) {
-            if t == topic {
-                self.bytes -= bytes.len();
-                taken.push((bytes, since));
-            } else {
-                kept.push_back((t, bytes, since));
-            }
-        }
+        let (taken, kept): (VecDeque<_>, VecDeque<_>) =
+            self.msgs.drain(..).partition(|(t, _, _)| *t == topic);
         self.msgs = kept;
         taken
+            .into_iter()
+            .map(|(_, bytes, since)| (bytes, since))
+            .collect()
     }
 
     fn expire(&mut self, now: Instant) {
@@ -100,24 +93,14 @@ impl Held {
     }
 
     fn pop_oldest(&mut self) {
-        if let Some((_, bytes, _)) = self.msgs.pop_front() {
-            self.bytes -= bytes.len();
+        if self.msgs.pop_front().is_some() {
             self.dropped.inc();
         }
     }
 
-    fn remove_where(&mut self, gone: impl Fn(&Topic) -> bool) {
-        let before = self.msgs.len();
-        let mut bytes = self.bytes;
-        self.msgs.retain(|(t, b, _)| {
-            let drop = gone(t);
-            if drop {
-                bytes -= b.len();
-            }
-            !drop
-        });
-        self.bytes = bytes;
-        self.dropped.inc_by((before - self.msgs.len()) as u64);
+    /// Bytes held (at most [`MAX_HELD`] messages to add up).
+    fn held_bytes(&self) -> usize {
+        self.msgs.iter().map(|(_, b, _)| b.len()).sum()
     }
 }
 
@@ -151,8 +134,8 @@ mod tests {
         let mut h = Held::new(Counter::default());
         h.hold(Topic::Heartbeat, vec![1], now);
         h.hold(Topic::Delta, vec![10], now);
-        h.sent(Topic::Delta);
-        h.sent(Topic::Heartbeat);
+        h.supersede(Topic::Delta);
+        h.supersede(Topic::Heartbeat);
         assert!(h.take(Topic::Heartbeat, now).is_empty());
         assert_eq!(h.dropped.get(), 1);
         assert_eq!(h.take(Topic::Delta, now).len(), 1, "a delta is not superseded");
@@ -178,6 +161,6 @@ mod tests {
         // One message larger than the bound on its own is still held.
         h.hold(Topic::Delta, vec![0; MAX_HELD_BYTES + 1], start);
         assert_eq!(h.take(Topic::Delta, start).len(), 1);
-        assert_eq!(h.bytes, 0);
+        assert_eq!(h.held_bytes(), 0);
     }
 }

@@ -28,9 +28,12 @@ use super::protocols::{ProtocolCount, ProtocolCounting};
 /// that never carried gossipsub (a peer of another cluster, say).
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long a keyed connection may take from TCP connect to a working
-/// multiplexer (a peer that says nothing is dropped after it).
-const KEYED_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long a connection may take from TCP connect to a working
+/// multiplexer (a peer that says nothing is dropped after it): libp2p's
+/// default, set here so the key check's own bound
+/// (`private::CHECK_TIMEOUT`) can be kept below it.
+pub(crate) const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+const _: () = assert!(super::private::CHECK_TIMEOUT.as_secs() * 2 <= CONNECTION_TIMEOUT.as_secs());
 
 /// Why a swarm could not be built. Nothing is listening or connected yet:
 /// the caller releases what it opened (the data directory) and reports it.
@@ -85,6 +88,7 @@ pub fn build_swarm(
                 .with_behaviour(behaviour)
                 .map_err(|e| SwarmError::Behaviour(e.to_string()))?
                 .with_swarm_config(swarm_config)
+                .with_connection_timeout(CONNECTION_TIMEOUT)
                 .build()
         }
         Some(check) => libp2p::SwarmBuilder::with_existing_identity(key)
@@ -97,13 +101,13 @@ pub fn build_swarm(
                     .upgrade(Version::V1Lazy)
                     .authenticate(noise)
                     .multiplex(yamux::Config::default())
-                    .timeout(KEYED_HANDSHAKE_TIMEOUT)
                     .map(move |(peer, muxer), _| (peer, ProtocolCounting::wrap(muxer, protocols.clone()))))
             })
             .map_err(|e| SwarmError::Transport(e.to_string()))?
             .with_behaviour(behaviour)
             .map_err(|e| SwarmError::Behaviour(e.to_string()))?
             .with_swarm_config(swarm_config)
+            .with_connection_timeout(CONNECTION_TIMEOUT)
             .build(),
     };
     Ok(swarm)

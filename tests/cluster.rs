@@ -9,7 +9,9 @@ use std::time::Duration;
 use starling::core::{
     HealthStatus, InstanceId, MemberStatus, Namespace, ServiceName, ServiceQuery, ServiceSpec,
 };
-use starling::node::testing::{eventually, fast_protocol, key, loopback_config, ns, Cluster};
+use starling::node::testing::{
+    eventually, fast_protocol, key, launch, loopback_config, ns, wait_formed, Cluster,
+};
 
 const T: Duration = Duration::from_secs(30);
 
@@ -240,6 +242,59 @@ async fn a_killed_node_goes_suspect_then_dead_and_a_graceful_one_goes_left() {
         .await;
     }
     c.shutdown_all().await;
+}
+
+/// A node that crashes seconds after joining, when each of its links is
+/// one it chose (inbound and young on the other side, like a temporary
+/// connection), is suspected at once: its probes told the peers it chose
+/// that the links were its neighbour links, so they re-dial and find it
+/// gone. The heartbeat detector is held back (phi threshold 100, 2 s
+/// heartbeats: 15 s of silence or more), so only that path can see it
+/// within the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_crashes_right_after_joining_is_suspected_by_the_peers_it_chose() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let config = |i: usize, bootstrap: Vec<String>| {
+        let mut protocol = fast_protocol("young-crash");
+        protocol.heartbeat_interval_ms = 2_000;
+        protocol.suspect_timeout_ms = 2_000;
+        protocol.phi_threshold = 100.0;
+        let mut c = loopback_config(dirs[i].path(), &format!("n{i}"), protocol, bootstrap);
+        c.limits.neighbours = 1;
+        c
+    };
+    let (a, addr_a) = launch(config(0, vec![])).await.unwrap();
+    let (c, _) = launch(config(1, vec![addr_a.clone()])).await.unwrap();
+    wait_formed(&[a.clone(), c.clone()], 2, T).await.unwrap();
+    let (b, _) = launch(config(2, vec![addr_a])).await.unwrap();
+    wait_formed(&[a.clone(), b.clone(), c.clone()], 3, T)
+        .await
+        .unwrap();
+    // Long enough for b's first probe on its chosen link, well short of
+    // links::KEPT_AGE (15 s).
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b_id = b.peer_id();
+    b.stop_without_leave().await.unwrap();
+    let killed = tokio::time::Instant::now();
+    for node in [&a, &c] {
+        let (node, b_id) = (node.clone(), b_id.clone());
+        eventually(Duration::from_secs(8), "the crashed node suspected", || {
+            let (node, b_id) = (node.clone(), b_id.clone());
+            async move {
+                let m = node.members().await.unwrap();
+                m.iter().any(|m| {
+                    m.node_id == b_id && matches!(m.status, MemberStatus::Suspect | MemberStatus::Dead)
+                })
+            }
+        })
+        .await;
+    }
+    assert!(
+        killed.elapsed() < Duration::from_secs(10),
+        "suspected by the heartbeat detector's clock, not the re-dial's"
+    );
+    a.stop_without_leave().await.unwrap();
+    c.stop_without_leave().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

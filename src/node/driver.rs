@@ -135,7 +135,7 @@ pub(crate) struct Driver {
     probe_control: libp2p_stream::Control,
     /// Per connected peer probed so far, its probe task and the task's
     /// queue (dropping the entry ends the task).
-    probe_tasks: HashMap<PeerId, (mpsc::Sender<u64>, Task)>,
+    probe_tasks: HashMap<PeerId, (mpsc::Sender<(u64, bool)>, Task)>,
     /// The task answering other nodes' probes.
     probe_answers: Option<Task>,
     /// Where the probe tasks report, and what the driver reads.
@@ -353,7 +353,9 @@ impl Driver {
         let mut probe_round = tokio::time::interval(self.probe_interval);
         probe_round.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         match self.probe_control.accept(self.names.probe_protocol.clone()) {
-            Ok(incoming) => self.probe_answers = Some(Task::spawn(probe::answer(incoming))),
+            Ok(incoming) => {
+                self.probe_answers = Some(Task::spawn(probe::answer(incoming, self.probe_replies.0.clone())))
+            }
             Err(e) => tracing::error!(error = %e, "probe protocol not served"),
         }
         loop {
@@ -629,6 +631,11 @@ impl Driver {
                     .is_some_and(|t| now.duration_since(t) < SYNC_DIAL_WINDOW);
                 if (outbound && !for_sync) || self.links.is_chosen(&peer_id) {
                     self.tell_connected(peer_id);
+                }
+                if outbound && self.links.is_chosen(&peer_id) {
+                    // The peer learns at once that this link is a
+                    // neighbour link (`probe::CHOSE_YOU`).
+                    self.probe_at_once(peer_id);
                 }
             }
             SwarmEvent::ConnectionClosed {
@@ -986,6 +993,7 @@ impl Driver {
                         want -= 1;
                         self.links.choose(peer, now);
                         self.tell_connected(peer);
+                        self.probe_at_once(peer);
                     }
                     continue;
                 }
@@ -1035,14 +1043,27 @@ impl Driver {
         }
     }
 
-    /// Probe the next peer of the round (see `probe`), starting its probe
-    /// task on its first probe.
+    /// Probe the next peer of the round (see `probe`).
     fn probe_next(&mut self) {
         let now = tokio::time::Instant::now();
         let links = &self.links;
-        let Some((peer, id)) = self.probes.next(now, |p| links.is_chosen(p)) else {
-            return;
-        };
+        if let Some((peer, id)) = self.probes.next(now, |p| links.is_chosen(p)) {
+            self.send_probe(peer, id);
+        }
+    }
+
+    /// Probe `peer` now, outside the round (its chosen link came up), unless
+    /// a probe to it is outstanding.
+    fn probe_at_once(&mut self, peer: PeerId) {
+        if let Some(id) = self.probes.at_once(&peer, tokio::time::Instant::now()) {
+            self.send_probe(peer, id);
+        }
+    }
+
+    /// Send the probe `id` to `peer`, saying whether this node chose it,
+    /// starting the peer's probe task on its first probe.
+    fn send_probe(&mut self, peer: PeerId, id: u64) {
+        let chosen = self.links.is_chosen(&peer);
         let (queue, _) = self.probe_tasks.entry(peer).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(1);
             let task = Task::spawn(probe::probe_peer(
@@ -1054,7 +1075,7 @@ impl Driver {
             ));
             (tx, task)
         });
-        match queue.try_send(id) {
+        match queue.try_send((id, chosen)) {
             Ok(()) => {}
             // Still waiting on an earlier exchange (a stream being opened):
             // this probe times out like any unanswered one.
@@ -1071,6 +1092,12 @@ impl Driver {
             Reply::Answered(peer, id) => {
                 if let Some(rtt) = self.probes.answered(&peer, id, tokio::time::Instant::now()) {
                     self.latency.metrics_ref().probe_rtt.observe(rtt.as_secs_f64());
+                }
+            }
+            Reply::Chose(peer, chose) => {
+                self.links.chose_us(peer, chose);
+                if chose {
+                    self.tell_connected(peer);
                 }
             }
             Reply::Unsupported(peer) => {

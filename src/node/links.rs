@@ -24,9 +24,14 @@
 //! When a link breaks without this node closing it, the driver re-dials
 //! the peer once to learn whether it is gone (a crashed process refuses
 //! the dial). It does so only for a *neighbour link* ([`Closed::neighbour`]):
-//! one it chose, or an inbound one old enough that its owner kept it.
-//! A temporary connection closed by the peer that opened it is never
-//! re-dialed, so closing one costs nothing more.
+//! one it chose, or an inbound one whose owner chose this node — it says
+//! so in its probes (`probe::CHOSE_YOU`), or the link stayed open for
+//! [`KEPT_AGE`] (a node of an older version). A temporary connection
+//! closed by the peer that opened it is never re-dialed, so closing one
+//! costs nothing more. Before the probes said it, a node that crashed
+//! within `KEPT_AGE` of its links coming up, all of them its own
+//! choices, went unnoticed by its neighbours: each took the close for a
+//! temporary connection's.
 //!
 //! Pure bookkeeping, with time passed in, so the rules are unit-tested.
 
@@ -63,6 +68,8 @@ pub(crate) struct Links {
     conns: BTreeMap<ConnectionId, Conn>,
     /// When each peer last sent or was sent a request.
     used: BTreeMap<PeerId, Instant>,
+    /// Connected peers whose probes say they chose this node.
+    chose_us: BTreeSet<PeerId>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -76,9 +83,9 @@ struct Conn {
 /// What a closed connection was.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Closed {
-    /// A link someone relied on: this node chose its peer, or it was
-    /// inbound and its owner had kept it for [`KEPT_AGE`]. Only such a
-    /// link is worth a re-dial when it breaks.
+    /// A link someone relied on: this node chose its peer, its peer chose
+    /// this node, or it was inbound and its owner had kept it for
+    /// [`KEPT_AGE`]. Only such a link is worth a re-dial when it breaks.
     pub(crate) neighbour: bool,
     /// The peer is still chosen (its link broke, this node did not give it
     /// up).
@@ -96,6 +103,7 @@ impl Links {
             chosen: BTreeMap::new(),
             conns: BTreeMap::new(),
             used: BTreeMap::new(),
+            chose_us: BTreeSet::new(),
         }
     }
 
@@ -126,22 +134,38 @@ impl Links {
         self.chosen.remove(peer);
     }
 
+    /// `peer`'s probes say it chose this node (`true`), or no longer do;
+    /// kept while it is connected.
+    pub(crate) fn chose_us(&mut self, peer: PeerId, chose: bool) {
+        if chose && self.connected(&peer) {
+            self.chose_us.insert(peer);
+        } else {
+            self.chose_us.remove(&peer);
+        }
+    }
+
+    /// Whether an inbound connection `c` is its owner's neighbour link: the
+    /// owner said it chose this node, or kept the link for [`KEPT_AGE`].
+    fn kept(&self, c: &Conn, now: Instant) -> bool {
+        !c.outbound && (self.chose_us.contains(&c.peer) || now.duration_since(c.opened) >= KEPT_AGE)
+    }
+
     /// Whether an existing connection to `peer` may become a chosen link
     /// without a dial: one this node opened, or an inbound one its owner
-    /// kept (a young inbound one may be the owner's temporary connection,
+    /// keeps (a young inbound one may be the owner's temporary connection,
     /// about to close).
     pub(crate) fn adoptable(&self, peer: &PeerId, now: Instant) -> bool {
         self.conns
             .values()
-            .any(|c| c.peer == *peer && (c.outbound || now.duration_since(c.opened) >= KEPT_AGE))
+            .any(|c| c.peer == *peer && (c.outbound || self.kept(c, now)))
     }
 
-    /// Peers with an inbound connection open for [`KEPT_AGE`] or more:
-    /// their owners keep them, so they are neighbour links.
+    /// Peers with an inbound connection their owners keep (they said they
+    /// chose this node, or kept it for [`KEPT_AGE`]): neighbour links.
     pub(crate) fn kept_inbound(&self, now: Instant) -> BTreeSet<PeerId> {
         self.conns
             .values()
-            .filter(|c| !c.outbound && now.duration_since(c.opened) >= KEPT_AGE)
+            .filter(|c| self.kept(c, now))
             .map(|c| c.peer)
             .collect()
     }
@@ -162,9 +186,10 @@ impl Links {
     pub(crate) fn closed(&mut self, id: ConnectionId, now: Instant) -> Option<Closed> {
         let c = self.conns.remove(&id)?;
         let chosen = self.chosen.contains_key(&c.peer);
-        let neighbour = (c.outbound && chosen) || (!c.outbound && now.duration_since(c.opened) >= KEPT_AGE);
-        if !self.conns.values().any(|o| o.peer == c.peer) {
+        let neighbour = (c.outbound && chosen) || self.chose_us.contains(&c.peer) || self.kept(&c, now);
+        if !self.connected(&c.peer) {
             self.used.remove(&c.peer);
+            self.chose_us.remove(&c.peer);
         }
         Some(Closed { neighbour, chosen })
     }
@@ -410,5 +435,31 @@ mod tests {
         assert!(!l.adoptable(&peer(2), t0 + S));
         assert!(l.adoptable(&peer(2), t0 + KEPT_AGE));
         assert!(!l.adoptable(&peer(3), t0 + KEPT_AGE));
+    }
+
+    #[test]
+    fn a_young_inbound_link_whose_owner_said_it_chose_this_node_is_a_neighbour_link() {
+        let t0 = Instant::now();
+        let mut l = Links::new(2, 6);
+        l.chose_us(peer(1), true);
+        assert!(l.chose_us.is_empty(), "not kept for a peer with no connection");
+        l.established(conn(1), peer(1), false, t0);
+        l.established(conn(2), peer(2), false, t0);
+        l.chose_us(peer(1), true);
+        assert_eq!(l.kept_inbound(t0 + S), BTreeSet::from([peer(1)]));
+        assert!(l.adoptable(&peer(1), t0 + S));
+        assert!(!l.adoptable(&peer(2), t0 + S));
+        let neighbour = |closed: Option<Closed>| closed.map(|c| c.neighbour);
+        // A crash a second after the links came up: the peer that said it
+        // chose this node is worth a re-dial, the other one is not.
+        assert_eq!(neighbour(l.closed(conn(1), t0 + S)), Some(true));
+        assert_eq!(neighbour(l.closed(conn(2), t0 + S)), Some(false));
+        // Said for one connection spell only; and taken back when said.
+        l.established(conn(3), peer(1), false, t0 + S);
+        assert_eq!(neighbour(l.closed(conn(3), t0 + 2 * S)), Some(false));
+        l.established(conn(4), peer(1), false, t0 + S);
+        l.chose_us(peer(1), true);
+        l.chose_us(peer(1), false);
+        assert_eq!(neighbour(l.closed(conn(4), t0 + 2 * S)), Some(false));
     }
 }

@@ -21,7 +21,14 @@
 //!
 //! The exchange is an 8-byte nonce echoed back on a stream kept open per
 //! peer (`/starling/<cluster>/probe/1`), opened on the first probe and
-//! ignored for the connection's keep-alive. [`Schedule`] holds the rules
+//! ignored for the connection's keep-alive. The nonce's top bit
+//! ([`CHOSE_YOU`]) says the prober chose the peer as a neighbour: its link
+//! is inbound on the peer's side, and without the bit the peer could not
+//! tell it from a temporary connection until it had stayed open for
+//! `links::KEPT_AGE` (see [`crate::node::links`]). A prober sends one such
+//! probe as soon as a chosen link is up. Answering is the same echo
+//! whatever the bit, so a node of an older version answers these probes
+//! and never sets the bit. [`Schedule`] holds the rules
 //! (whom to probe next, which probes are overdue) with time passed in, so
 //! they are unit-tested; the tasks below move the bytes.
 
@@ -44,6 +51,10 @@ const ANSWER_SPACING: Duration = Duration::from_millis(50);
 
 /// Bytes of a probe and of its answer.
 const NONCE_BYTES: usize = 8;
+
+/// Set in a probe's nonce when the prober chose the peer it probes; probe
+/// ids count up from 1 and never reach it.
+pub(crate) const CHOSE_YOU: u64 = 1 << 63;
 
 /// Whom to probe next and which probes are overdue.
 #[derive(Debug)]
@@ -133,6 +144,19 @@ impl Schedule {
         None
     }
 
+    /// A probe to `peer` now, outside the round (its chosen link just came
+    /// up): its id, or `None` if `peer` is not connected or already has a
+    /// probe outstanding. The round is unchanged.
+    pub(crate) fn at_once(&mut self, peer: &PeerId, now: Instant) -> Option<u64> {
+        let slot = self.peers.get_mut(peer)?;
+        if slot.is_some() {
+            return None;
+        }
+        self.last_id += 1;
+        *slot = Some((self.last_id, now));
+        Some(self.last_id)
+    }
+
     /// The probe `id` was answered by `peer` at `now`: how long it took,
     /// if it was the one outstanding.
     pub(crate) fn answered(&mut self, peer: &PeerId, id: u64, now: Instant) -> Option<Duration> {
@@ -193,21 +217,35 @@ impl Schedule {
 
 /// Answer every probe stream opened to this node, one stream per peer (a
 /// peer's newer stream replaces its older one: a prober re-opens only
-/// after its stream broke), until the node stops accepting.
-pub(crate) async fn answer(mut incoming: libp2p_stream::IncomingStreams) {
+/// after its stream broke), until the node stops accepting. Whether a
+/// peer chose this node ([`CHOSE_YOU`]) goes to `replies` whenever it
+/// changes on the peer's stream ([`Reply::Chose`]).
+pub(crate) async fn answer(
+    mut incoming: libp2p_stream::IncomingStreams,
+    replies: mpsc::UnboundedSender<Reply>,
+) {
     // Dropped with this task (the node stopped): every answering task ends.
     let mut answering: HashMap<PeerId, Task> = HashMap::new();
     let mut prune_at = 64;
     while let Some((peer, mut stream)) = incoming.next().await {
         stream.ignore_for_keep_alive();
+        let replies = replies.clone();
         // Replacing a peer's older stream aborts its task.
         answering.insert(
             peer,
             Task::spawn(async move {
                 let mut buf = [0u8; NONCE_BYTES];
+                let mut chose = false;
                 while stream.read_exact(&mut buf).await.is_ok() {
                     if stream.write_all(&buf).await.is_err() || stream.flush().await.is_err() {
                         break;
+                    }
+                    let flagged = u64::from_le_bytes(buf) & CHOSE_YOU != 0;
+                    if flagged != chose {
+                        chose = flagged;
+                        if replies.send(Reply::Chose(peer, chose)).is_err() {
+                            break;
+                        }
                     }
                     tokio::time::sleep(ANSWER_SPACING).await;
                 }
@@ -246,14 +284,18 @@ impl Drop for Task {
 pub(crate) enum Reply {
     /// The probe with this id was answered.
     Answered(PeerId, u64),
+    /// The peer's probes say it chose this node as a neighbour (`true`),
+    /// or no longer do (`false`).
+    Chose(PeerId, bool),
     /// The peer does not speak the probe protocol (a node of an older
     /// version): it is not probed on this connection; its liveness rests on
     /// its connections and heartbeats.
     Unsupported(PeerId),
 }
 
-/// Send the probes that arrive on `probes` to `peer` over one stream,
-/// reporting each answered one on `replies`, until `probes` closes (the
+/// Send the probes that arrive on `probes` to `peer` over one stream, each
+/// an id and whether this node chose `peer`, reporting each answered one
+/// on `replies`, until `probes` closes (the
 /// driver drops it when the peer disconnects). A probe whose stream fails
 /// is simply not answered (the driver's schedule times it out); the next
 /// one opens a new stream.
@@ -261,11 +303,12 @@ pub(crate) async fn probe_peer(
     mut control: libp2p_stream::Control,
     peer: PeerId,
     protocol: StreamProtocol,
-    mut probes: mpsc::Receiver<u64>,
+    mut probes: mpsc::Receiver<(u64, bool)>,
     replies: mpsc::UnboundedSender<Reply>,
 ) {
     let mut stream: Option<libp2p::Stream> = None;
-    while let Some(id) = probes.recv().await {
+    while let Some((id, chosen)) = probes.recv().await {
+        let nonce = if chosen { id | CHOSE_YOU } else { id };
         // A stream that fails (the peer dropped it: its accept queue was
         // full while many streams arrived at once, or it restarted the
         // answering side) is replaced once at once, within the same probe:
@@ -289,7 +332,7 @@ pub(crate) async fn probe_peer(
                 }
             }
             let Some(s) = stream.as_mut() else { continue };
-            match exchange(s, id).await {
+            match exchange(s, nonce).await {
                 Ok(true) => {
                     if replies.send(Reply::Answered(peer, id)).is_err() {
                         return;
@@ -310,8 +353,8 @@ pub(crate) async fn probe_peer(
 }
 
 /// One probe on `s`: whether the answer matched.
-async fn exchange(s: &mut libp2p::Stream, id: u64) -> std::io::Result<bool> {
-    let nonce = id.to_le_bytes();
+async fn exchange(s: &mut libp2p::Stream, nonce: u64) -> std::io::Result<bool> {
+    let nonce = nonce.to_le_bytes();
     let mut back = [0u8; NONCE_BYTES];
     s.write_all(&nonce).await?;
     s.flush().await?;
@@ -490,5 +533,26 @@ mod tests {
         s.forget(&ps[3]);
         let seen = probe_answered(&mut s, 4, t, chosen);
         assert_eq!(seen.iter().filter(|p| **p == ps[0]).count(), 2, "{seen:?}");
+    }
+
+    #[test]
+    fn a_probe_at_once_goes_outside_the_round_and_only_with_none_outstanding() {
+        let ps = peers(3);
+        let mut s = holding(b"me", &ps);
+        let t = Instant::now();
+        let id = s
+            .at_once(&ps[1], t)
+            .expect("a connected peer with nothing outstanding");
+        assert!(id & CHOSE_YOU == 0, "ids leave the top bit to the flag");
+        assert_eq!(s.at_once(&ps[1], t), None, "one probe outstanding per peer");
+        assert_eq!(s.at_once(&PeerId::random(), t), None, "not connected");
+        // The round skips the peer with a probe outstanding; once it
+        // answered, it is probed again (what is left of this round, or the
+        // next one).
+        let round = probe_answered(&mut s, 2, t, |_| false);
+        assert_eq!(sorted(round), sorted(vec![ps[0], ps[2]]));
+        assert_eq!(s.answered(&ps[1], id, t), Some(Duration::ZERO));
+        let next = probe_answered(&mut s, 4, t, |_| false);
+        assert!(next.contains(&ps[1]), "{next:?}");
     }
 }

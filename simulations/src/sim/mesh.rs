@@ -73,16 +73,28 @@ impl Sim {
             self.mesh[b].insert(i);
             added.push(b);
         }
-        if self.mesh[i].is_empty() {
-            // Every reachable peer is at twice the degree (a restart right
-            // after a heal rewired the mesh): a node is never left with no
-            // link at all, as gossipsub accepts a graft from a peer with
-            // none. Take the next reachable peer by index (no draw, so runs
-            // that never get here replay unchanged).
-            if let Some(b) = (1..slots).map(|k| (i + k) % slots).find(|&b| self.linkable(i, b)) {
-                self.mesh[i].insert(b);
-                self.mesh[b].insert(i);
-                added.push(b);
+        if self.mesh[i].len() < d {
+            // The draws found too few peers below twice the degree (the
+            // rest of the cluster linked up among itself while this node
+            // was away and sits at the bound): take the next linkable peers
+            // by index, beyond the bound, up to D. A Starling node's chosen
+            // links are dials its peers accept (they trim only above
+            // `3 × neighbours` connected peers), so a
+            // node short of links always gets them; a bound that refused
+            // them left two nodes back from a pause an island of their own
+            // for 25 s, each side holding the other dead
+            // (`membership-islands-after-heal`, at a 10 ms announcement
+            // delay). No draw, so runs that never get here replay
+            // unchanged.
+            for b in (1..slots).map(|k| (i + k) % slots) {
+                if self.mesh[i].len() >= d {
+                    break;
+                }
+                if !self.mesh[i].contains(&b) && self.linkable(i, b) {
+                    self.mesh[i].insert(b);
+                    self.mesh[b].insert(i);
+                    added.push(b);
+                }
             }
         }
         if connect {

@@ -79,6 +79,11 @@ pub struct ClusterSpec {
     pub lazy_gossip: bool,
     /// Gossip heartbeat (lazy repair delay and mesh maintenance period).
     pub gossip_interval_ms: u64,
+    /// How long a link to a hung (paused) peer holds before its holder
+    /// gives up on it: a node's unanswered probe times out after
+    /// `limits.probe_timeout_ms` (1 s). A crashed or cut-off peer's link
+    /// breaks at once.
+    pub probe_timeout_ms: u64,
 }
 
 impl Default for ClusterSpec {
@@ -92,6 +97,7 @@ impl Default for ClusterSpec {
             mesh_degree: 6,
             lazy_gossip: true,
             gossip_interval_ms: 1_000,
+            probe_timeout_ms: 1_000,
         }
     }
 }
@@ -847,6 +853,9 @@ impl Scenario {
                 "[cluster] bootstrap {:?}: use full, seeds or region",
                 self.cluster.bootstrap
             ));
+        }
+        if self.cluster.probe_timeout_ms == 0 {
+            return err("[cluster] probe_timeout_ms must be at least 1".into());
         }
         if self.cluster.mesh_degree == 0 {
             return err("[cluster] mesh_degree must be at least 1".into());

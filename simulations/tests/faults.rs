@@ -278,3 +278,55 @@ fn check_determinism_passes_with_mass_restarts_and_overload() {
         assert_ne!(a.trace_hash, b.trace_hash, "{name}");
     }
 }
+
+/// A pause shorter than the probe timeout breaks no link, as on a real
+/// node (its neighbours' probes wait `limits.probe_timeout_ms`): nobody
+/// suspects the paused node (1.5 s is also short of what the heartbeat
+/// detector waits at a 1 s interval). With a probe timeout shorter than
+/// the pause its neighbours give up on its links and suspect it.
+#[test]
+fn a_pause_shorter_than_the_probe_timeout_breaks_no_link() {
+    let text = |probe_timeout_ms: u64| {
+        format!(
+            r#"
+name = "short-pause"
+[cluster]
+size = 5
+mesh_degree = 3
+probe_timeout_ms = {probe_timeout_ms}
+[protocol]
+cluster = "short-pause"
+[workload]
+writes_per_sec = 2.0
+[[fault]]
+kind = "pause"
+at_ms = 10000
+duration_ms = 1500
+nodes = [1]
+[phases]
+deadline_ms = 30000
+"#
+        )
+    };
+    let suspicions_of_1 = |r: &RunResult| {
+        events(r, "member")
+            .iter()
+            .filter(|e| e["subject"] == 1 && e["status"] == "suspect")
+            .count()
+    };
+    for seed in SEEDS {
+        let held = starling_sim::run(&Scenario::parse(&text(2_000)).unwrap(), seed, logged());
+        assert_valid("short-pause", &held);
+        assert_eq!(
+            suspicions_of_1(&held),
+            0,
+            "seed {seed}: 1.5 s pause, 2 s probe timeout"
+        );
+        let given_up = starling_sim::run(&Scenario::parse(&text(100)).unwrap(), seed, logged());
+        assert_valid("short-pause", &given_up);
+        assert!(
+            suspicions_of_1(&given_up) > 0,
+            "seed {seed}: 1.5 s pause, 100 ms probe timeout"
+        );
+    }
+}

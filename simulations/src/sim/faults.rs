@@ -95,6 +95,7 @@ impl Sim {
                 for &n in &nodes {
                     if self.nodes[n].state == NodeState::Up {
                         self.nodes[n].paused = true;
+                        self.nodes[n].paused_at = self.now;
                         self.oracle.truth[n].paused = true;
                     }
                 }

@@ -172,13 +172,19 @@ impl Sim {
             }
             // A link to a crashed or cut-off peer breaks and cannot be
             // re-dialled; one to a paused (hung) peer stops answering
-            // pings. Either way the node holding it has first-hand
-            // evidence (`PeerUnreachable`), as the libp2p driver does. A
-            // paused node notices nothing until it resumes.
+            // probes, and is given up once one has gone unanswered for
+            // the probe timeout. Either way the node holding it has
+            // first-hand evidence (`PeerUnreachable`), as the libp2p
+            // driver does. A paused node notices nothing until it resumes.
+            let hung_for = self.sc.cluster.probe_timeout_ms * 1000;
             let dead: Vec<usize> = self.mesh[i]
                 .iter()
                 .copied()
-                .filter(|&p| !self.linkable(i, p))
+                .filter(|&p| {
+                    !self.reachable(i, p)
+                        || (self.nodes[p].paused
+                            && self.now.saturating_sub(self.nodes[p].paused_at) >= hung_for)
+                })
                 .collect();
             for p in dead {
                 self.mesh[i].remove(&p);

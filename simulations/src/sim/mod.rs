@@ -194,6 +194,8 @@ struct Node {
     store: MemoryStore,
     state: NodeState,
     paused: bool,
+    /// When it was last paused (µs).
+    paused_at: u64,
     deferred: Vec<Ev>,
     offset_ms: i64,
     drift: f64,
@@ -442,6 +444,7 @@ impl Sim {
                 store: MemoryStore::new(),
                 state: NodeState::NotStarted,
                 paused: false,
+                paused_at: 0,
                 deferred: Vec::new(),
                 offset_ms: clock.map_or(0, |c| c.offset_ms),
                 drift: clock.map_or(0.0, |c| c.drift_ppm) * 1e-6,

@@ -79,13 +79,12 @@ impl Sim {
             // was away and sits at the bound): take the next linkable peers
             // by index, beyond the bound, up to D. A Starling node's chosen
             // links are dials its peers accept (they trim only above
-            // `3 × neighbours` connected peers), so a
-            // node short of links always gets them; a bound that refused
-            // them left two nodes back from a pause an island of their own
-            // for 25 s, each side holding the other dead
-            // (`membership-islands-after-heal`, at a 10 ms announcement
-            // delay). No draw, so runs that never get here replay
-            // unchanged.
+            // `3 × neighbours` connected peers), so a node short of links
+            // always gets them; a bound that refused them left two nodes
+            // back from a pause an island of their own for 25 s, each side
+            // holding the other dead (`membership-islands-after-heal`, at a
+            // 10 ms announcement delay). No draw, so runs that never get
+            // here replay unchanged.
             for b in (1..slots).map(|k| (i + k) % slots) {
                 if self.mesh[i].len() >= d {
                     break;

@@ -357,6 +357,34 @@ fn metrics_of_one_node_count_its_writes_state_and_requests_and_pass_promtool() {
     });
 }
 
+/// Other nodes' member records are committed without an fsync and made
+/// durable by one commit within a second; with no write to carry them,
+/// that commit is counted.
+#[test]
+fn member_records_learned_without_writes_are_made_durable_and_counted() {
+    let rt = runtime();
+    let mut cluster = rt.block_on(Cluster::start(3, "metrics-lazy"));
+    let server = rt.block_on(serve(cluster.node(0)));
+    let base = format!("http://{}", server.local_addr());
+    let s = scrape_until(
+        &base,
+        Duration::from_secs(20),
+        "every member alive and a durable commit of member records",
+        |s| {
+            s.value("starling_members", &[("status", "alive")]) == Some(3.0)
+                && s.value("starling_store_syncs_total", &[("outcome", "ok")]) >= Some(1.0)
+        },
+    );
+    assert_eq!(
+        s.expect("starling_store_syncs_total", &[("outcome", "failed")]),
+        0.0
+    );
+    rt.block_on(async {
+        server.shutdown(Duration::from_secs(2)).await;
+        cluster.shutdown_all().await;
+    });
+}
+
 #[test]
 fn metrics_of_a_two_node_cluster_show_heartbeat_and_sync_latency_and_convergence() {
     let rt = runtime();
@@ -397,6 +425,10 @@ fn metrics_of_a_two_node_cluster_show_heartbeat_and_sync_latency_and_convergence
     // Node 0 started alone: what it published then (its own record) found
     // no subscribed peer and was held, then sent once node 1 subscribed.
     assert!(s.expect("starling_gossip_held_total", &[("outcome", "sent")]) >= 1.0);
+    assert_eq!(
+        s.expect("starling_store_syncs_total", &[("outcome", "failed")]),
+        0.0
+    );
     // Bytes by protocol: every series exists; the sync and gossip streams
     // carried bytes both ways; all of them are less than the connections'
     // bytes, which add the noise and yamux framing (and the handshakes).

@@ -225,6 +225,20 @@ fn render(
          dropped unsent (anti-entropy repairs what they carried)",
         held,
     );
+    let syncs = counter_family(
+        [
+            ("ok", &latency.store_syncs),
+            ("failed", &latency.store_sync_failures),
+        ]
+        .map(|(outcome, c)| (vec![("outcome", outcome)], c)),
+    );
+    registry.register(
+        "store_syncs",
+        "Durable commits of member records that were committed without an fsync (other \
+         nodes' records alone are made durable within a second, not one fsync each), by \
+         outcome; a failed one is retried at the next",
+        syncs,
+    );
     registry.register(
         "denied_connections",
         "Connections of peers in deny_peers: refused inbound, refused outbound, or closed \

@@ -32,7 +32,7 @@ use crate::core::{
 use crate::net::{
     advertised_addrs, node_id_of, peer_id_of, Behaviour, BehaviourEvent, ClusterNames, GRAYLIST_THRESHOLD,
 };
-use crate::store::Store;
+use crate::store::{Store, LAZY_SYNC_AFTER};
 
 use super::clock::wall_ms;
 use super::held::Held;
@@ -70,6 +70,8 @@ pub(crate) struct Driver {
     engine: Engine,
     swarm: Swarm<Behaviour>,
     store: Store,
+    /// When the store's lazy commits are to be made durable.
+    sync_due: Option<tokio::time::Instant>,
     names: ClusterNames,
     rx: mpsc::Receiver<Request>,
     bootstrap: Vec<Multiaddr>,
@@ -274,6 +276,7 @@ impl Driver {
             engine,
             swarm,
             store,
+            sync_due: None,
             names,
             rx,
             bootstrap,
@@ -361,7 +364,11 @@ impl Driver {
         loop {
             let now = wall_ms();
             let deadline = self.engine.poll_timeout();
-            let sleep_ms = deadline.saturating_sub(now).min(1_000);
+            let mut sleep_ms = deadline.saturating_sub(now).min(1_000);
+            if let Some(due) = self.sync_due {
+                let until_sync = due.saturating_duration_since(tokio::time::Instant::now());
+                sleep_ms = sleep_ms.min(until_sync.as_millis() as u64);
+            }
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm_event(ev),
                 req = self.rx.recv() => match req {
@@ -387,6 +394,7 @@ impl Driver {
                 self.listen_dirty = false;
                 self.announce_addrs();
             }
+            self.sync_store();
             if let Some(done) = self.stopping.take() {
                 // Give gossip a moment to carry a leave announcement out.
                 let flush_until = tokio::time::Instant::now() + Duration::from_millis(300);
@@ -396,11 +404,41 @@ impl Driver {
                     }
                 }
                 self.hub.close_all(WatchError::Stopped);
+                if let Err(e) = self.store.close() {
+                    tracing::warn!(error = %e, "could not close the store cleanly");
+                }
                 // Release the data directory (its lock) before saying we
                 // stopped, so the caller can restart on it at once.
                 drop(self);
                 let _ = done.send(());
                 return;
+            }
+        }
+    }
+
+    /// Make the store's lazy member commits durable once `LAZY_SYNC_AFTER`
+    /// has passed since the first of them; arm the deadline when new ones
+    /// appear.
+    fn sync_store(&mut self) {
+        if !self.store.unsynced() {
+            self.sync_due = None;
+            return;
+        }
+        let now = tokio::time::Instant::now();
+        let due = *self.sync_due.get_or_insert(now + LAZY_SYNC_AFTER);
+        if now < due {
+            return;
+        }
+        let metrics = self.latency.metrics_ref();
+        match self.store.sync() {
+            Ok(()) => {
+                metrics.store_syncs.inc();
+                self.sync_due = None;
+            }
+            Err(e) => {
+                metrics.store_sync_failures.inc();
+                tracing::warn!(error = %e, "could not make member records durable; retrying");
+                self.sync_due = Some(now + LAZY_SYNC_AFTER);
             }
         }
     }

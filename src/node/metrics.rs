@@ -69,6 +69,10 @@ pub(crate) struct NodeMetrics {
     /// Connected peers whose gossipsub score is below the graylist
     /// threshold (their gossip is ignored).
     pub graylisted_peers: Gauge,
+    /// `Store::sync` calls that made lazy member commits durable.
+    pub store_syncs: Counter,
+    /// `Store::sync` calls that failed (retried at the next one).
+    pub store_sync_failures: Counter,
 }
 
 /// A limit that refused something (docs/SECURITY.md, "Limits").
@@ -218,6 +222,8 @@ impl NodeMetrics {
             gossip_held_sent: Counter::default(),
             gossip_held_dropped: Counter::default(),
             graylisted_peers: Gauge::default(),
+            store_syncs: Counter::default(),
+            store_sync_failures: Counter::default(),
         };
         m.touch_denied();
         for l in Limit::ALL {

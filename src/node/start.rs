@@ -56,7 +56,10 @@ impl Node {
         })?;
         let peer_id = key.public().to_peer_id();
         let me = node_id_of(&peer_id).expect("an ed25519 peer id always maps to a node id");
-        let snapshot = store.load()?;
+        let mut snapshot = store.load()?;
+        // After a crash, lazy member commits it lost may have issued
+        // revisions past the stored one: never issue one twice.
+        snapshot.meta.revision = store.resume_revision(&snapshot);
         let info = NodeInfo {
             name: config.effective_name(),
             addrs: Vec::new(),

@@ -753,6 +753,17 @@ fn child_helper() {
             store.apply(&put_batch(id)).expect("child applies a batch");
             println!("ACK {id}");
         }
+    } else if let Some(dir) = mode.strip_prefix("lazy:") {
+        let mut store = Store::open(Path::new(dir)).expect("child opens the store");
+        store.apply(&put_batch(0)).expect("durable batch");
+        store.apply(&members_batch(1, 1)).expect("lazy batch");
+        store.sync().expect("sync");
+        store.apply(&members_batch(2, 2)).expect("lazy batch");
+        assert!(store.unsynced());
+        println!("READY");
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+        }
     } else if let Some(dir) = mode.strip_prefix("open:") {
         match Store::open(Path::new(dir)) {
             Ok(_) => println!("OPEN ok"),
@@ -805,6 +816,140 @@ fn kill_9_keeps_every_acknowledged_batch() {
     println!("kill -9 after ack {last_ack}: {held} batches held");
     let all: Vec<PersistBatch> = (0..held).map(put_batch).collect();
     assert_eq!(loaded, memory_after(&all));
+}
+
+/// Other nodes' member records alone, with the node meta of batch 0
+/// (incarnation 0, not left) and revision `id`.
+fn members_batch(id: u64, member_index: u64) -> PersistBatch {
+    PersistBatch {
+        id,
+        keys: Vec::new(),
+        knowledge: Vec::new(),
+        members: vec![member(member_index, 1, MemberStatus::Alive)],
+        removed_members: Vec::new(),
+        meta: PersistedMeta {
+            revision: id,
+            ..meta(0)
+        },
+    }
+}
+
+#[test]
+fn only_batches_of_other_members_alone_are_committed_lazily() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = Store::open(dir.path()).unwrap();
+    // A new store's meta is the default one: batch 0's (incarnation 0).
+    store.apply(&members_batch(1, 1)).unwrap();
+    assert!(store.unsynced(), "member records alone: no fsync");
+    store.sync().unwrap();
+    assert!(!store.unsynced());
+    store.sync().unwrap(); // nothing to do
+
+    store.apply(&members_batch(2, 2)).unwrap();
+    assert!(store.unsynced());
+    // A key makes the batch durable, and the lazy one before it too.
+    store.apply(&put_batch(3)).unwrap();
+    assert!(!store.unsynced(), "a batch with a key is durable");
+
+    // This node's incarnation changed (put_batch(3) stored 0; a
+    // refutation or new info raises it): durable.
+    let mut own = members_batch(4, 1);
+    own.meta.incarnation = 1;
+    store.apply(&own).unwrap();
+    assert!(!store.unsynced(), "an incarnation change is durable");
+    let mut left = members_batch(5, 1);
+    left.meta.incarnation = 1;
+    left.meta.left = true;
+    store.apply(&left).unwrap();
+    assert!(!store.unsynced(), "leaving is durable");
+
+    // Knowledge alone is durable.
+    let mut knows = members_batch(6, 1);
+    knows.meta = left.meta.clone();
+    knows.members.clear();
+    knows.knowledge = put_batch(6).knowledge;
+    store.apply(&knows).unwrap();
+    assert!(!store.unsynced(), "knowledge is durable");
+
+    // Revisions too far past the durable ones: durable again.
+    let mut far = members_batch(7, 1);
+    far.meta = PersistedMeta {
+        revision: left.meta.revision + LAZY_REVISIONS,
+        ..left.meta.clone()
+    };
+    store.apply(&far).unwrap();
+    assert!(!store.unsynced(), "past LAZY_REVISIONS: durable");
+    // Opened new: no earlier run lost anything, revisions as stored.
+    let snapshot = store.load().unwrap();
+    assert_eq!(store.resume_revision(&snapshot), far.meta.revision);
+    drop(store);
+    // Reopened after a run that did not close: past every lazy revision.
+    let mut store = Store::open(dir.path()).unwrap();
+    let snapshot = store.load().unwrap();
+    assert_eq!(snapshot.meta.revision, far.meta.revision);
+    assert_eq!(
+        store.resume_revision(&snapshot),
+        far.meta.revision + LAZY_REVISIONS
+    );
+    // A closed run: as stored, and the first commit after the reopen is
+    // durable (it removes the record of the clean close).
+    let like_far = |id, index| PersistBatch {
+        meta: PersistedMeta {
+            revision: id,
+            ..far.meta.clone()
+        },
+        ..members_batch(id, index)
+    };
+    store.apply(&like_far(8, 3)).unwrap();
+    assert!(store.unsynced());
+    store.close().unwrap();
+    assert!(!store.unsynced());
+    drop(store);
+    let mut store = Store::open(dir.path()).unwrap();
+    let snapshot = store.load().unwrap();
+    assert!(snapshot.members.iter().any(|m| m.node == NodeId::from_index(3)));
+    assert_eq!(store.resume_revision(&snapshot), 8);
+    store.apply(&like_far(9, 1)).unwrap();
+    assert!(
+        !store.unsynced(),
+        "the first commit after a closed run is durable"
+    );
+    store.apply(&like_far(10, 1)).unwrap();
+    assert!(store.unsynced());
+    drop(store);
+    let store = Store::open(dir.path()).unwrap();
+    let snapshot = store.load().unwrap();
+    // (Dropping the database may or may not have flushed batch 10.)
+    assert!([9, 10].contains(&snapshot.meta.revision));
+    assert_eq!(
+        store.resume_revision(&snapshot),
+        snapshot.meta.revision + LAZY_REVISIONS,
+        "an end without close after the close record was removed is not a clean end"
+    );
+}
+
+#[test]
+fn kill_9_loses_an_unsynced_member_batch_and_keeps_a_synced_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = child(&format!("lazy:{}", dir.path().display()))
+        .spawn()
+        .expect("spawn the child");
+    let stdout = child.stdout.take().expect("piped stdout");
+    let ready = BufReader::new(stdout)
+        .lines()
+        .map_while(Result::ok)
+        .any(|line| line == "READY");
+    child.kill().expect("SIGKILL the child");
+    child.wait().expect("reap the child");
+    assert!(ready, "the child never got ready");
+
+    let store = Store::open(dir.path()).expect("reopen after kill -9");
+    let loaded = store.load().unwrap();
+    assert!(key_names(&loaded).contains("key-0"), "the durable batch is kept");
+    let held = |index| loaded.members.iter().any(|m| m.node == NodeId::from_index(index));
+    assert!(held(1), "the synced member batch is kept");
+    assert!(!held(2), "the unsynced one was never on disk");
+    assert_eq!(loaded.meta.revision, 1, "the meta of the last durable commit");
 }
 
 /// Not a test: `cargo test --release -p starling --lib store::tests::durable_apply_latency -- --ignored --nocapture`.

@@ -256,49 +256,74 @@ impl Membership {
 
     /// Whether [`merge`](Self::merge) would change the view.
     pub fn would_change(&self, m: &Member) -> bool {
+        self.would_change_held(m).0
+    }
+
+    /// Whether [`merge`](Self::merge) would change the view, and whether
+    /// a record of the member is held (one search for both).
+    pub(crate) fn would_change_held(&self, m: &Member) -> (bool, bool) {
         match self.members.get(&m.node) {
-            None => true,
-            Some(cur) => match m.precedence().cmp(&cur.member.precedence()) {
-                std::cmp::Ordering::Less => false,
-                std::cmp::Ordering::Equal => *m != cur.member && m.digest_hash() > cur.hash,
-                std::cmp::Ordering::Greater => true,
-            },
+            None => (true, false),
+            Some(cur) => {
+                let change = match m.precedence().cmp(&cur.member.precedence()) {
+                    std::cmp::Ordering::Less => false,
+                    std::cmp::Ordering::Equal => *m != cur.member && m.digest_hash() > cur.hash,
+                    std::cmp::Ordering::Greater => true,
+                };
+                (change, true)
+            }
         }
     }
 
     /// Merge a record; returns the previous record if it changed anything.
     pub fn merge(&mut self, mut m: Member) -> Option<Option<Member>> {
-        let hash = match self.members.get(&m.node) {
-            Some(cur) => match m.precedence().cmp(&cur.member.precedence()) {
-                std::cmp::Ordering::Less => return None,
-                std::cmp::Ordering::Equal if m == cur.member => return None,
-                std::cmp::Ordering::Equal => {
-                    let h = m.digest_hash();
-                    if h <= cur.hash {
-                        return None;
-                    }
-                    h
-                }
-                std::cmp::Ordering::Greater => m.digest_hash(),
-            },
-            None => m.digest_hash(),
-        };
-        // The same self-description as the record held (a change of status
-        // or incarnation only) is kept once; another is shared through the
-        // pool.
-        m.info = match (self.members.get(&m.node), &self.pool) {
-            (Some(cur), _) if cur.member.info == m.info => cur.member.info.clone(),
-            (_, Some(pool)) => pool.info(m.info),
-            (_, None) => m.info,
-        };
+        use std::collections::btree_map::Entry as Slot;
         let node = m.node;
         let bucket = member_bucket(&node);
-        let entry = Entry {
-            member: m,
-            hash,
-            bucket: bucket as u8,
+        // One search of the map for the decision and the insertion.
+        let (hash, prev) = match self.members.entry(node) {
+            Slot::Occupied(mut slot) => {
+                let cur = slot.get();
+                let hash = match m.precedence().cmp(&cur.member.precedence()) {
+                    std::cmp::Ordering::Less => return None,
+                    std::cmp::Ordering::Equal if m == cur.member => return None,
+                    std::cmp::Ordering::Equal => {
+                        let h = m.digest_hash();
+                        if h <= cur.hash {
+                            return None;
+                        }
+                        h
+                    }
+                    std::cmp::Ordering::Greater => m.digest_hash(),
+                };
+                // The same self-description as the record held (a change
+                // of status or incarnation only) is kept once; another is
+                // shared through the pool.
+                m.info = match &self.pool {
+                    _ if cur.member.info == m.info => cur.member.info.clone(),
+                    Some(pool) => pool.info(m.info),
+                    None => m.info,
+                };
+                let entry = Entry {
+                    member: m,
+                    hash,
+                    bucket: bucket as u8,
+                };
+                (hash, Some(slot.insert(entry)))
+            }
+            Slot::Vacant(slot) => {
+                let hash = m.digest_hash();
+                if let Some(pool) = &self.pool {
+                    m.info = pool.info(m.info);
+                }
+                slot.insert(Entry {
+                    member: m,
+                    hash,
+                    bucket: bucket as u8,
+                });
+                (hash, None)
+            }
         };
-        let prev = self.members.insert(node, entry);
         let mut delta = hash;
         if let Some(p) = &prev {
             delta ^= p.hash;

@@ -72,6 +72,20 @@ impl Engine {
         self.execute(now_ms, actions, rt);
     }
 
+    /// [`Engine::drive_gossip`] with the message's decoding shared by the
+    /// engines it is delivered to (see [`Engine::handle_gossip_shared`]).
+    pub fn drive_gossip_shared<R: Runtime + ?Sized>(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        bytes: &[u8],
+        shared: &crate::core::wire::SharedDecode,
+        rt: &mut R,
+    ) {
+        let actions = self.handle_gossip_shared(now_ms, from, bytes, Some(shared));
+        self.execute(now_ms, actions, rt);
+    }
+
     /// Execute actions that [`Engine::handle`] returned, in order.
     pub fn execute<R: Runtime + ?Sized>(&mut self, now_ms: u64, actions: Vec<Action>, rt: &mut R) {
         let mut iter = actions.into_iter().enumerate();

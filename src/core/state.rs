@@ -530,12 +530,49 @@ pub struct Digest {
     pub keys: u64,
 }
 
+/// The digest buckets, with their XOR kept as they change: the digest is
+/// read on every input (and every heartbeat compares it), and folding the
+/// buckets each time read 2 KiB per read.
+#[derive(Clone, Debug)]
+struct Buckets {
+    each: Box<[u64; BUCKETS]>,
+    /// The XOR of `each`.
+    all: u64,
+}
+
+impl Default for Buckets {
+    fn default() -> Self {
+        Buckets {
+            each: Box::new([0; BUCKETS]),
+            all: 0,
+        }
+    }
+}
+
+impl Buckets {
+    /// Toggle `hash` in bucket `b`.
+    fn flip(&mut self, b: usize, hash: u64) {
+        self.each[b] ^= hash;
+        self.all ^= hash;
+    }
+
+    /// The XOR of every bucket.
+    fn all(&self) -> u64 {
+        debug_assert_eq!(
+            self.all,
+            self.each.iter().fold(0, |a, b| a ^ b),
+            "the kept XOR is the buckets' XOR"
+        );
+        self.all
+    }
+}
+
 /// The replicated key/value and service state of one node.
 #[derive(Clone, Debug)]
 pub struct ReplicatedState {
     entries: BTreeMap<StateKey, KeyState>,
     knowledge: Knowledge,
-    buckets: Box<[u64; BUCKETS]>,
+    buckets: Buckets,
     history_limit: usize,
     dirty_keys: BTreeSet<StateKey>,
     dirty_live: BTreeSet<StateKey>,
@@ -572,7 +609,7 @@ impl ReplicatedState {
         ReplicatedState {
             entries: BTreeMap::new(),
             knowledge: Knowledge::new(),
-            buckets: Box::new([0; BUCKETS]),
+            buckets: Buckets::default(),
             history_limit,
             dirty_keys: BTreeSet::new(),
             dirty_live: BTreeSet::new(),
@@ -658,14 +695,14 @@ impl ReplicatedState {
     /// The digest.
     pub fn digest(&self) -> Digest {
         Digest {
-            hash: self.buckets.iter().fold(0, |a, b| a ^ b),
+            hash: self.buckets.all(),
             keys: self.len() as u64,
         }
     }
 
     /// The per-bucket hashes.
     pub fn bucket_hashes(&self) -> &[u64; BUCKETS] {
-        &self.buckets
+        &self.buckets.each
     }
 
     /// The next sequence number `node` should use for its own write.
@@ -854,7 +891,7 @@ impl ReplicatedState {
             StateKey::Kv { .. } | StateKey::Canary { .. } => self.history_limit,
             StateKey::Service { .. } => 0,
         };
-        self.buckets[bucket] ^= v.digest_hash(key_hash);
+        self.buckets.flip(bucket, v.digest_hash(key_hash));
         if let Some(pool) = &self.pool {
             v.ctx = pool.context(std::mem::take(&mut v.ctx));
         }
@@ -864,7 +901,7 @@ impl ReplicatedState {
             self.graves_only -= 1;
         }
         for dropped in ks.add(v, limit, order) {
-            self.buckets[bucket] ^= dropped.digest_hash(key_hash);
+            self.buckets.flip(bucket, dropped.digest_hash(key_hash));
         }
         if ks.live.iter().any(|l| l.dot == dot) {
             self.dirty_live.insert(key.clone());
@@ -1019,7 +1056,8 @@ impl ReplicatedState {
             self.dirty_live.insert(key.clone());
         }
         let key_hash = key.stable_hash();
-        self.buckets[(key_hash % BUCKETS as u64) as usize] ^= v.digest_hash(key_hash);
+        self.buckets
+            .flip((key_hash % BUCKETS as u64) as usize, v.digest_hash(key_hash));
         if ks.is_empty() {
             self.entries.remove(key);
         } else if ks.is_grave_only() {
@@ -1240,9 +1278,10 @@ impl ReplicatedState {
         let changed = ks.grave.as_deref() != Some(&joined);
         if changed {
             if let Some(old) = ks.grave.replace(Box::new(joined)) {
-                self.buckets[b] ^= old.digest_hash(key_hash);
+                self.buckets.flip(b, old.digest_hash(key_hash));
             }
-            self.buckets[b] ^= ks.grave.as_ref().expect("just set").digest_hash(key_hash);
+            self.buckets
+                .flip(b, ks.grave.as_ref().expect("just set").digest_hash(key_hash));
         }
         let buried = self.bury_held(key);
         if changed {
@@ -1278,7 +1317,7 @@ impl ReplicatedState {
             for dot in now_buried {
                 let was_live = ks.live.iter().any(|l| l.dot == dot);
                 if let Some(v) = ks.remove(&dot, false, order) {
-                    self.buckets[b] ^= v.digest_hash(key_hash);
+                    self.buckets.flip(b, v.digest_hash(key_hash));
                     ks.grave.as_mut().expect("only a grave buries").ctx.join(&v.ctx);
                     if was_live {
                         self.dirty_live.insert(key.clone());
@@ -1391,12 +1430,12 @@ impl ReplicatedState {
             let key_hash = key.stable_hash();
             let b = (key_hash % BUCKETS as u64) as usize;
             for v in gone.all() {
-                self.buckets[b] ^= v.digest_hash(key_hash);
+                self.buckets.flip(b, v.digest_hash(key_hash));
             }
             if let Some(old) = &gone.grave {
-                self.buckets[b] ^= old.digest_hash(key_hash);
+                self.buckets.flip(b, old.digest_hash(key_hash));
             }
-            self.buckets[b] ^= grave.digest_hash(key_hash);
+            self.buckets.flip(b, grave.digest_hash(key_hash));
             self.dirty_keys.insert(key.clone());
             self.dirty_live.insert(key.clone());
         }
@@ -1415,7 +1454,8 @@ impl ReplicatedState {
             let grave_only = ks.is_grave_only();
             let g = ks.grave.take().expect("listed for its grave");
             let key_hash = key.stable_hash();
-            self.buckets[(key_hash % BUCKETS as u64) as usize] ^= g.digest_hash(key_hash);
+            self.buckets
+                .flip((key_hash % BUCKETS as u64) as usize, g.digest_hash(key_hash));
             if grave_only {
                 self.entries.remove(&key);
                 self.graves_only -= 1;
@@ -1455,11 +1495,11 @@ impl ReplicatedState {
             let key_hash = key.stable_hash();
             let b = (key_hash % BUCKETS as u64) as usize;
             for v in ks.all() {
-                self.buckets[b] ^= v.digest_hash(key_hash);
+                self.buckets.flip(b, v.digest_hash(key_hash));
                 self.knowledge.insert(v.dot);
             }
             if let Some(g) = &ks.grave {
-                self.buckets[b] ^= g.digest_hash(key_hash);
+                self.buckets.flip(b, g.digest_hash(key_hash));
             }
             if ks.is_grave_only() {
                 self.graves_only += 1;

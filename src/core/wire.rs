@@ -534,6 +534,40 @@ pub fn decode(bytes: &[u8], cluster: u64, max_len: usize) -> Result<Message, Wir
     })
 }
 
+/// One message's decoding, shared by the engines of one process it is
+/// delivered to (the simulator delivers each published message to
+/// hundreds): decoded by the first engine that needs it, cloned for the
+/// others. A clone is equal to what [`decode`] would give each of them
+/// (shared `Arc`s aside, which compare and behave as values), so nothing
+/// an engine checks or decides changes; only the work does.
+#[derive(Debug, Default)]
+pub struct SharedDecode {
+    /// `(cluster, max_len, bytes.len(), the result)` of the first decode.
+    first: std::cell::OnceCell<(u64, usize, usize, Result<Message, WireError>)>,
+}
+
+impl SharedDecode {
+    /// Nothing decoded yet.
+    pub fn new() -> Self {
+        SharedDecode::default()
+    }
+
+    /// [`decode`]`(bytes, cluster, max_len)`. `bytes` must be the same
+    /// message at every call; a caller with another cluster or limit than
+    /// the first gets its own decode.
+    pub fn decode(&self, bytes: &[u8], cluster: u64, max_len: usize) -> Result<Message, WireError> {
+        let (c, m, len, result) = self
+            .first
+            .get_or_init(|| (cluster, max_len, bytes.len(), decode(bytes, cluster, max_len)));
+        debug_assert_eq!(*len, bytes.len(), "a SharedDecode is used for one message only");
+        if (*c, *m) == (cluster, max_len) {
+            result.clone()
+        } else {
+            decode(bytes, cluster, max_len)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -557,6 +591,27 @@ mod tests {
     fn round_trip() {
         let bytes = encode(&hb(), 5);
         assert_eq!(decode(&bytes, 5, 1 << 20).unwrap(), hb());
+    }
+
+    #[test]
+    fn a_shared_decode_gives_every_engine_what_its_own_decode_would() {
+        let bytes = encode(&hb(), 5);
+        let shared = SharedDecode::new();
+        // The first caller decodes; the same cluster and limit get a copy.
+        for _ in 0..2 {
+            assert_eq!(shared.decode(&bytes, 5, 1 << 20), decode(&bytes, 5, 1 << 20));
+        }
+        // Another cluster or limit than the first caller's: decoded anew.
+        assert_eq!(shared.decode(&bytes, 6, 1 << 20), Err(WireError::WrongCluster));
+        assert!(matches!(
+            shared.decode(&bytes, 5, 8),
+            Err(WireError::TooLarge { .. })
+        ));
+        // A failure is shared like a message.
+        let bad = SharedDecode::new();
+        assert_eq!(bad.decode(&bytes, 6, 1 << 20), Err(WireError::WrongCluster));
+        assert_eq!(bad.decode(&bytes, 6, 1 << 20), Err(WireError::WrongCluster));
+        assert_eq!(bad.decode(&bytes, 5, 1 << 20), Ok(hb()));
     }
 
     #[test]

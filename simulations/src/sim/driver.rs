@@ -92,8 +92,8 @@ impl Sim {
         self.drive(i, Feed::Input(input));
     }
 
-    /// Deliver a gossip message to node `i` (the bytes are shared by every
-    /// delivery of the message, not copied).
+    /// Deliver a gossip message to node `i` (the bytes, and their
+    /// decoding, are shared by every delivery of the message, not copied).
     pub(super) fn deliver_gossip(&mut self, i: usize, msg: &GossipMsg) {
         self.drive(i, Feed::Gossip(msg));
     }
@@ -114,7 +114,9 @@ impl Sim {
         };
         match feed {
             Feed::Input(input) => engine.drive(local, input, &mut rt),
-            Feed::Gossip(msg) => engine.drive_gossip(local, msg.author, &msg.bytes, &mut rt),
+            Feed::Gossip(msg) => {
+                engine.drive_gossip_shared(local, msg.author, &msg.bytes, &msg.decoded, &mut rt)
+            }
         }
         let calls = rt.calls;
         self.nodes[i].engine = Some(engine);

@@ -208,6 +208,7 @@ impl Sim {
             topic,
             hash: xxhash_rust::xxh3::xxh3_64(&bytes),
             bytes,
+            decoded: starling::core::wire::SharedDecode::new(),
             sent_us: self.now,
         });
         let lazy = self.sc.cluster.lazy_gossip;

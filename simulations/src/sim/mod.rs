@@ -124,6 +124,12 @@ fn clock_spread_ms(sc: &Scenario) -> u64 {
     high.saturating_sub(low).max(0) as u64
 }
 
+/// The bytes of a delivery, copied only if another delivery of the same
+/// message (a duplicate) still holds them.
+fn owned(bytes: Rc<Vec<u8>>) -> Vec<u8> {
+    Rc::try_unwrap(bytes).unwrap_or_else(|shared| (*shared).clone())
+}
+
 /// Virtual epoch: node clocks start here (ms since the Unix epoch).
 pub const START_MS: i64 = 1_700_000_000_000;
 
@@ -190,7 +196,10 @@ struct Node {
     id: NodeId,
     identity: u64,
     life: u32,
-    engine: Option<Engine>,
+    /// Boxed: the engine is taken out of its node for every input it
+    /// handles (see `driver`), and moving it by value copied the whole
+    /// struct twice per delivery.
+    engine: Option<Box<Engine>>,
     store: MemoryStore,
     state: NodeState,
     paused: bool,
@@ -214,6 +223,8 @@ struct GossipMsg {
     author_slot: usize,
     topic: Topic,
     bytes: Vec<u8>,
+    /// The bytes decoded once for every engine they are delivered to.
+    decoded: starling::core::wire::SharedDecode,
     hash: u64,
     sent_us: u64,
 }
@@ -738,7 +749,7 @@ impl Sim {
                     Input::Request {
                         from,
                         id: req,
-                        bytes: (*bytes).clone(),
+                        bytes: owned(bytes),
                     },
                 );
                 self.liars.answering = None;
@@ -766,7 +777,7 @@ impl Sim {
                     Input::Response {
                         from,
                         id: eid,
-                        bytes: (*bytes).clone(),
+                        bytes: owned(bytes),
                     },
                 );
             }

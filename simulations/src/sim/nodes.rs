@@ -54,7 +54,7 @@ impl Sim {
             .expect("the scenario's [protocol] section was validated when it was parsed");
         engine.share_pool(self.pool.clone());
         let n = &mut self.nodes[i];
-        n.engine = Some(engine);
+        n.engine = Some(Box::new(engine));
         n.life = life;
         n.state = NodeState::Up;
         n.paused = false;

@@ -327,7 +327,8 @@ impl Engine {
             }
             return;
         }
-        if !self.members.would_change(&m) {
+        let (change, held) = self.members.would_change_held(&m);
+        if !change {
             return;
         }
         if let Some(&(incarnation, _)) = self.liveness.reaped.get(&m.node) {
@@ -335,7 +336,8 @@ impl Engine {
                 return; // reaped here; a peer still holds the old record
             }
         }
-        if !self.has_room_for(&m.node) {
+        // `has_room_for`, from the search above.
+        if !(self.members.len() < self.cfg.max_members || held) {
             self.reject(RejectReason::MemberLimit);
             return;
         }
@@ -350,7 +352,7 @@ impl Engine {
         let now = self.now_ms;
         let (node, status, incarnation) = (m.node, m.status, m.incarnation);
         // A member this node did not hold: the membership grows.
-        let new = self.members.get(&node).is_none();
+        let new = !held;
         if self.members.merge(m).is_some() {
             match status {
                 MemberStatus::Suspect => {
@@ -421,7 +423,9 @@ impl Engine {
     /// or the view is below `max_members`. An unknown identity past the
     /// bound is refused; no known member is ever evicted for it.
     fn has_room_for(&self, node: &NodeId) -> bool {
-        self.members.get(node).is_some() || self.members.len() < self.cfg.max_members
+        // The count first: below the limit (always, in a healthy cluster)
+        // no search of the view is needed.
+        self.members.len() < self.cfg.max_members || self.members.get(node).is_some()
     }
 
     /// The peer entry of a member, created (its detector starting now) the

@@ -61,7 +61,7 @@ use super::config::{Config, ConfigError};
 use super::crypto::SharedKeys;
 use super::dots::Dot;
 use super::hlc::HlcClock;
-use super::ids::{NodeId, StateKey};
+use super::ids::{IdMap, NodeId, StateKey};
 use super::membership::{MemberStatus, Membership, NodeInfo};
 use super::persist::{PersistBatch, PersistedMeta, Snapshot};
 use super::state::ReplicatedState;
@@ -118,7 +118,10 @@ pub struct Engine {
     /// it has been seen to sign (its own heartbeat, or a version verified
     /// here): claims about a live origin's writes beyond this are not
     /// taken ([`Engine::context_signed`], knowledge adoption).
-    signed_high: BTreeMap<NodeId, u64>,
+    /// A hash map: looked up for every heartbeat and every dot of every
+    /// causal context merged; its order is never used (the one reader
+    /// of every key, `rule_for`, builds an ordered rule from them).
+    signed_high: IdMap<u64>,
     /// Verified versions whose context is ahead of `signed_high`.
     deferred: merge::Deferred,
     /// The writer rules in force ([`crate::core::acl`]).
@@ -214,7 +217,7 @@ impl Engine {
             unpersisted: Unpersisted::default(),
             persist_failing: false,
             counters: Counters::default(),
-            signed_high: BTreeMap::new(),
+            signed_high: IdMap::default(),
             deferred: merge::Deferred::default(),
             acl: super::acl::Acl::default(),
             now_ms,
@@ -261,8 +264,21 @@ impl Engine {
     /// delivers one published message to many engines (the simulator)
     /// need not copy it for each.
     pub fn handle_gossip(&mut self, now_ms: u64, from: NodeId, bytes: &[u8]) -> Vec<Action> {
+        self.handle_gossip_shared(now_ms, from, bytes, None)
+    }
+
+    /// [`Engine::handle_gossip`] with the message's decoding shared by the
+    /// engines it is delivered to (see [`wire::SharedDecode`]): what the
+    /// engine sees and does is the same; the decoding is done once.
+    pub fn handle_gossip_shared(
+        &mut self,
+        now_ms: u64,
+        from: NodeId,
+        bytes: &[u8],
+        shared: Option<&wire::SharedDecode>,
+    ) -> Vec<Action> {
         self.now_ms = now_ms.max(self.now_ms);
-        self.on_gossip(from, bytes);
+        self.on_gossip(from, bytes, shared);
         self.merge_deferred();
         self.refresh_acl();
         self.note_changes();
@@ -274,7 +290,7 @@ impl Engine {
         self.now_ms = now_ms.max(self.now_ms);
         match input {
             Input::Tick => self.on_tick(),
-            Input::Gossip { from, bytes } => self.on_gossip(from, &bytes),
+            Input::Gossip { from, bytes } => self.on_gossip(from, &bytes, None),
             Input::Request { from, id, bytes } => self.on_request(from, id, &bytes),
             Input::Response { from, id, bytes } => self.on_response(from, id, &bytes),
             Input::RequestFailed { id } => self.on_request_failed(id),
@@ -388,11 +404,11 @@ impl Engine {
         }
     }
 
-    fn on_gossip(&mut self, from: NodeId, bytes: &[u8]) {
+    fn on_gossip(&mut self, from: NodeId, bytes: &[u8], shared: Option<&wire::SharedDecode>) {
         if from == self.me {
             return;
         }
-        let Some(msg) = self.decode(bytes) else {
+        let Some(msg) = self.decode_shared(bytes, shared) else {
             return;
         };
         match msg {
@@ -431,9 +447,18 @@ impl Engine {
     }
 
     fn decode(&mut self, bytes: &[u8]) -> Option<Message> {
+        self.decode_shared(bytes, None)
+    }
+
+    /// [`Engine::decode`], through `shared` when given.
+    fn decode_shared(&mut self, bytes: &[u8], shared: Option<&wire::SharedDecode>) -> Option<Message> {
         let kind = wire::peek_kind(bytes).map_or("unknown", |k| k.as_str());
         self.counters.count_in(kind, bytes.len());
-        match wire::decode(bytes, self.cluster_id, self.cfg.max_message_bytes) {
+        let decoded = match shared {
+            Some(shared) => shared.decode(bytes, self.cluster_id, self.cfg.max_message_bytes),
+            None => wire::decode(bytes, self.cluster_id, self.cfg.max_message_bytes),
+        };
+        match decoded {
             Ok(m) => Some(m),
             Err(e) => {
                 self.reject_wire(&e);
@@ -528,10 +553,11 @@ impl Engine {
                     left: self.left,
                 },
             };
+            // Moved, not copied: nothing below reads them.
             pending.written = Unpersisted {
-                keys: dirty.keys.clone(),
-                origins: dirty.origins.clone(),
-                members: member_dirty.clone(),
+                keys: dirty.keys,
+                origins: dirty.origins,
+                members: member_dirty,
             };
             self.last_batch = Some((batch.id, pending));
             self.next_batch_id += 1;

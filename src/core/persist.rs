@@ -7,6 +7,14 @@
 //! feeds `Input::PersistFailed` back and skips them. [`MemoryStore`] is the
 //! reference implementation used by tests and the simulator; the node's redb
 //! store applies batches the same way.
+//!
+//! One exception is allowed: a batch of other nodes' member records alone
+//! (no key, no knowledge) may be made durable up to a second later (the
+//! node's store does so, `store::LAZY_SYNC_AFTER`): it holds only what
+//! peers will say again. A store tells such a batch by its meta: a change
+//! to this node's own record always comes with a new
+//! [`PersistedMeta::incarnation`] (a start, a refutation, new info) or
+//! [`PersistedMeta::left`], and the engine keeps it that way.
 
 use std::collections::BTreeMap;
 

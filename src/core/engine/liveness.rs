@@ -336,8 +336,7 @@ impl Engine {
                 return; // reaped here; a peer still holds the old record
             }
         }
-        // `has_room_for`, from the search above.
-        if !(self.members.len() < self.cfg.max_members || held) {
+        if !(held || self.below_member_limit()) {
             self.reject(RejectReason::MemberLimit);
             return;
         }
@@ -425,7 +424,12 @@ impl Engine {
     fn has_room_for(&self, node: &NodeId) -> bool {
         // The count first: below the limit (always, in a healthy cluster)
         // no search of the view is needed.
-        self.members.len() < self.cfg.max_members || self.members.get(node).is_some()
+        self.below_member_limit() || self.members.get(node).is_some()
+    }
+
+    /// Whether the view holds fewer than `max_members` records.
+    fn below_member_limit(&self) -> bool {
+        self.members.len() < self.cfg.max_members
     }
 
     /// The peer entry of a member, created (its detector starting now) the
